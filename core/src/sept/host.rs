@@ -1,0 +1,740 @@
+//! The host side: the SEAMCALLs KVM uses to change the Secure EPT.
+//!
+//! Every call runs the module's checks in the module's order (tdx-module
+//! src/vmm_dispatcher/api_calls/tdh_mem_*.c, helpers.c `check_state_map_tdcs_and_lock`,
+//! `lock_sept_check_and_walk_private_gpa`, include/auto_gen/sept_state_lookup.c):
+//! 1. op state (TDX_OP_STATE_INCORRECT);
+//! 2. the GPA/level operand (TDX_OPERAND_INVALID | RCX);
+//! 3. the S-EPT tree lock, shared or exclusive per call (TDX_OPERAND_BUSY | SEPT_TREE);
+//! 4. the walk to the requested level (TDX_EPT_WALK_FAILED | RCX);
+//! 5. the entry lock, host side: on contention set the host-priority bit and return
+//!    TDX_OPERAND_BUSY | RCX; on success clear it (tdx_locks.h `sept_lock_acquire_host`);
+//! 6. the state table (TDX_EPT_ENTRY_STATE_INCORRECT | RCX, or the ALREADY_BLOCKED warning);
+//! 7. once the TD is runnable, block and TLB tracking for DEMOTE, PROMOTE, PAGE.REMOVE,
+//!    SEPT.REMOVE (TDX_GPA_RANGE_NOT_BLOCKED, TDX_TLB_TRACKING_NOT_DONE | RCX) and tracking for
+//!    UNBLOCK (TDX_TLB_TRACKING_NOT_DONE | SEPT_TREE);
+//! 8. the call's own checks.
+//!
+//! [`Sept::host_begin`] runs the checks and takes the locks; [`Sept::host_end`] applies the
+//! change and releases them. [`Sept::seamcall`] does both.
+
+use crate::abi::{
+    ENTRIES_PER_TABLE, Gpa, OperandId, PageLevel, SeamcallLeaf, SeptEntryState, StatusCode,
+    TdxStatus,
+};
+
+use super::{Content, Loc, OpState, Sept, SeptError, SeptStorage, TableRef, View};
+
+/// A host SEAMCALL on the Secure EPT, with its operands.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum HostCall {
+    /// TDH.MEM.PAGE.ADD: build time, 4K, FREE → MAPPED with `content` copied from the source.
+    PageAdd {
+        /// Target GPA.
+        gpa: Gpa,
+        /// The source page's content.
+        content: Content,
+    },
+    /// TDH.MEM.SEPT.ADD: link a new table under the FREE entry at `level` (2M or 1G).
+    SeptAdd {
+        /// GPA covered by the entry.
+        gpa: Gpa,
+        /// Level of the entry that becomes NL_MAPPED.
+        level: PageLevel,
+    },
+    /// TDH.MEM.PAGE.AUG: FREE → PENDING at `level`.
+    PageAug {
+        /// Target GPA.
+        gpa: Gpa,
+        /// 4K or 2M (1G with the accept-1g profile).
+        level: PageLevel,
+    },
+    /// TDH.MEM.RANGE.BLOCK.
+    RangeBlock {
+        /// Target GPA.
+        gpa: Gpa,
+        /// Entry level.
+        level: PageLevel,
+    },
+    /// TDH.MEM.RANGE.UNBLOCK.
+    RangeUnblock {
+        /// Target GPA.
+        gpa: Gpa,
+        /// Entry level.
+        level: PageLevel,
+    },
+    /// TDH.MEM.PAGE.DEMOTE: split the leaf at `level` (2M or 1G) into 512 leaves.
+    PageDemote {
+        /// Target GPA.
+        gpa: Gpa,
+        /// Level of the leaf.
+        level: PageLevel,
+    },
+    /// TDH.MEM.PAGE.PROMOTE: merge the 512 leaves under the table entry at `level`.
+    PagePromote {
+        /// Target GPA.
+        gpa: Gpa,
+        /// Level of the table entry that becomes a leaf.
+        level: PageLevel,
+    },
+    /// TDH.MEM.PAGE.REMOVE: leaf → FREE.
+    PageRemove {
+        /// Target GPA.
+        gpa: Gpa,
+        /// Level of the leaf.
+        level: PageLevel,
+    },
+    /// TDH.MEM.SEPT.REMOVE: remove the all-FREE table under the entry at `level`.
+    SeptRemove {
+        /// Target GPA.
+        gpa: Gpa,
+        /// Level of the table entry.
+        level: PageLevel,
+    },
+}
+
+impl HostCall {
+    /// The SEAMCALL leaf.
+    pub const fn leaf(&self) -> SeamcallLeaf {
+        match self {
+            HostCall::PageAdd { .. } => SeamcallLeaf::MemPageAdd,
+            HostCall::SeptAdd { .. } => SeamcallLeaf::MemSeptAdd,
+            HostCall::PageAug { .. } => SeamcallLeaf::MemPageAug,
+            HostCall::RangeBlock { .. } => SeamcallLeaf::MemRangeBlock,
+            HostCall::RangeUnblock { .. } => SeamcallLeaf::MemRangeUnblock,
+            HostCall::PageDemote { .. } => SeamcallLeaf::MemPageDemote,
+            HostCall::PagePromote { .. } => SeamcallLeaf::MemPagePromote,
+            HostCall::PageRemove { .. } => SeamcallLeaf::MemPageRemove,
+            HostCall::SeptRemove { .. } => SeamcallLeaf::MemSeptRemove,
+        }
+    }
+
+    /// The GPA operand.
+    pub const fn gpa(&self) -> Gpa {
+        match *self {
+            HostCall::PageAdd { gpa, .. }
+            | HostCall::SeptAdd { gpa, .. }
+            | HostCall::PageAug { gpa, .. }
+            | HostCall::RangeBlock { gpa, .. }
+            | HostCall::RangeUnblock { gpa, .. }
+            | HostCall::PageDemote { gpa, .. }
+            | HostCall::PagePromote { gpa, .. }
+            | HostCall::PageRemove { gpa, .. }
+            | HostCall::SeptRemove { gpa, .. } => gpa,
+        }
+    }
+
+    /// The level operand.
+    pub const fn level(&self) -> PageLevel {
+        match *self {
+            HostCall::PageAdd { .. } => PageLevel::Size4K,
+            HostCall::SeptAdd { level, .. }
+            | HostCall::PageAug { level, .. }
+            | HostCall::RangeBlock { level, .. }
+            | HostCall::RangeUnblock { level, .. }
+            | HostCall::PageDemote { level, .. }
+            | HostCall::PagePromote { level, .. }
+            | HostCall::PageRemove { level, .. }
+            | HostCall::SeptRemove { level, .. } => level,
+        }
+    }
+
+    /// Whether the call takes the S-EPT tree lock exclusively (RANGE.BLOCK, RANGE.UNBLOCK,
+    /// SEPT.REMOVE; PAGE.ADD holds the TDR exclusively, which excludes everything) or shared
+    /// (per https://lore.kernel.org/all/aC6fmIuKgDYHcaLp@yzhao56-desk.sh.intel.com/).
+    pub const fn tree_exclusive(&self) -> bool {
+        matches!(
+            self,
+            HostCall::RangeBlock { .. }
+                | HostCall::RangeUnblock { .. }
+                | HostCall::SeptRemove { .. }
+                | HostCall::PageAdd { .. }
+        )
+    }
+
+    /// The levels the module accepts for this call.
+    fn level_allowed(&self, accept_1g: bool) -> bool {
+        let l = self.level();
+        match self {
+            HostCall::PageAdd { .. } => l == PageLevel::Size4K,
+            HostCall::PageAug { .. } => l != PageLevel::Size1G || accept_1g,
+            HostCall::SeptAdd { .. }
+            | HostCall::PageDemote { .. }
+            | HostCall::PagePromote { .. }
+            | HostCall::SeptRemove { .. } => l != PageLevel::Size4K,
+            HostCall::RangeBlock { .. }
+            | HostCall::RangeUnblock { .. }
+            | HostCall::PageRemove { .. } => true,
+        }
+    }
+
+    /// The entry states the call may find (sept_state_lookup.c, non-migration subset).
+    fn state_allowed(&self, s: SeptEntryState) -> bool {
+        use SeptEntryState as St;
+        match self {
+            HostCall::PageAdd { .. } | HostCall::SeptAdd { .. } | HostCall::PageAug { .. } => {
+                s == St::Free
+            }
+            HostCall::RangeBlock { .. } => matches!(s, St::NlMapped | St::Mapped | St::Pending),
+            HostCall::RangeUnblock { .. } => s.is_blocked(),
+            HostCall::PageDemote { .. } | HostCall::PageRemove { .. } => s.is_leaf(),
+            HostCall::PagePromote { .. } | HostCall::SeptRemove { .. } => s.is_table(),
+        }
+    }
+}
+
+/// A SEAMCALL that has passed its checks and holds its locks.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct HostOp {
+    call: HostCall,
+    loc: Loc,
+    /// A table taken from the pool for SEPT.ADD or DEMOTE at 2M.
+    table: TableRef,
+}
+
+impl HostOp {
+    /// The call in flight.
+    pub fn call(&self) -> HostCall {
+        self.call
+    }
+}
+
+/// The first phase of a SEAMCALL.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum HostStart {
+    /// The call completed without changing the tree (an error or a warning).
+    Done(TdxStatus),
+    /// The call holds its locks; [`Sept::host_end`] completes it.
+    Started(HostOp),
+}
+
+fn rcx(code: StatusCode) -> TdxStatus {
+    TdxStatus::with_operand(code, OperandId::RCX)
+}
+
+impl<S: SeptStorage> Sept<S> {
+    /// A SEAMCALL, first phase: checks in the module's order, then the locks.
+    pub fn host_begin(&mut self, call: HostCall) -> Result<HostStart, SeptError> {
+        let done = |s| Ok(HostStart::Done(s));
+        // 1. Op state: PAGE.ADD only at build time; the others in both op states modelled.
+        if matches!(call, HostCall::PageAdd { .. }) && self.op_state != OpState::BuildTime {
+            return done(TdxStatus::new(StatusCode::OpStateIncorrect, 0));
+        }
+        // 2. Operand.
+        let gpa = call.gpa();
+        let level = call.level();
+        if !call.level_allowed(self.config.profile.accept_1g)
+            || !gpa.is_aligned(level)
+            || !gpa.is_within(self.config.gpaw)
+            || gpa.is_shared(self.config.gpaw)
+        {
+            return done(rcx(StatusCode::OperandInvalid));
+        }
+        // 3. Tree lock.
+        let exclusive = call.tree_exclusive();
+        if self.tree_exclusive || (exclusive && self.tree_shared > 0) {
+            return done(TdxStatus::with_operand(
+                StatusCode::OperandBusy,
+                OperandId::SEPT_TREE,
+            ));
+        }
+        // 4. Walk.
+        let stop = self.walk(gpa, level)?;
+        if !stop.reached {
+            return done(rcx(StatusCode::EptWalkFailed));
+        }
+        let loc = stop.loc.ok_or(SeptError::OutsideModel)?;
+        let v = stop.view;
+        // 5. Entry lock (PAGE.ADD holds the TDR exclusively instead).
+        if !matches!(call, HostCall::PageAdd { .. }) {
+            if v.lock.is_locked() {
+                self.store(
+                    loc,
+                    View {
+                        lock: v.lock.with_host_priority(true),
+                        ..v
+                    },
+                )?;
+                return done(rcx(StatusCode::OperandBusy));
+            }
+            // A successful host acquire clears the host-priority bit, whatever follows.
+            self.store(
+                loc,
+                View {
+                    lock: v.lock.with_host_priority(false),
+                    ..v
+                },
+            )?;
+        }
+        // 6. State.
+        if !call.state_allowed(v.state) {
+            if matches!(call, HostCall::RangeBlock { .. }) && v.state.is_blocked() {
+                return done(rcx(StatusCode::GpaRangeAlreadyBlocked));
+            }
+            return done(rcx(StatusCode::EptEntryStateIncorrect));
+        }
+        // 7. Block and TLB tracking, once runnable.
+        if self.op_state == OpState::Runnable {
+            let needs_block = match call {
+                HostCall::PagePromote { .. }
+                | HostCall::PageRemove { .. }
+                | HostCall::SeptRemove { .. } => true,
+                // The non-blocking-resize proposal lets an unblocked leaf be demoted.
+                HostCall::PageDemote { .. } => {
+                    !self.config.profile.non_blocking_resize || v.state.is_blocked()
+                }
+                _ => false,
+            };
+            if needs_block {
+                if !v.state.is_blocked() {
+                    return done(rcx(StatusCode::GpaRangeNotBlocked));
+                }
+                if !self.epochs.is_tracked(v.bepoch) {
+                    return done(rcx(StatusCode::TlbTrackingNotDone));
+                }
+            }
+            if matches!(call, HostCall::RangeUnblock { .. }) && !self.epochs.is_tracked(v.bepoch) {
+                return done(TdxStatus::with_operand(
+                    StatusCode::TlbTrackingNotDone,
+                    OperandId::SEPT_TREE,
+                ));
+            }
+        }
+        // 8. The call's own checks.
+        match call {
+            HostCall::SeptRemove { .. } if !self.children_all_free(loc)? => {
+                return done(rcx(StatusCode::EptPageNotFree));
+            }
+            HostCall::PagePromote { .. } => {
+                if let Some(status) = self.promote_check_and_lock(loc)? {
+                    return done(status);
+                }
+            }
+            HostCall::PageAug { level, .. } | HostCall::PageDemote { level, .. }
+                if level == PageLevel::Size1G =>
+            {
+                // A 1G leaf must lie wholly in the model.
+                if let Loc::Gig(g) = loc
+                    && !self.gig_fully_modelled(g)
+                {
+                    return Err(SeptError::OutsideModel);
+                }
+            }
+            _ => {}
+        }
+        // Take a table from the pool where the call needs one (KVM allocates the S-EPT page
+        // before the SEAMCALL; running out is KVM's allocation failure, not a module status).
+        let mut table = TableRef::NONE;
+        let needs_table = match (call, loc) {
+            (HostCall::SeptAdd { .. }, Loc::Region(_)) => true,
+            (HostCall::PageDemote { .. }, Loc::Region(r)) => {
+                self.region(r)?.table.index().is_none()
+            }
+            _ => false,
+        };
+        if needs_table {
+            match self.alloc_table() {
+                Ok(t) => table = TableRef::to(t),
+                Err(e) => {
+                    if matches!(call, HostCall::PagePromote { .. }) {
+                        self.unlock_children(loc)?;
+                    }
+                    return Err(e);
+                }
+            }
+        }
+        // Take the locks.
+        if exclusive {
+            self.tree_exclusive = true;
+        } else {
+            self.tree_shared = self
+                .tree_shared
+                .checked_add(1)
+                .ok_or(SeptError::EpochOverflow)?;
+        }
+        if !matches!(call, HostCall::PageAdd { .. }) {
+            let v = self.load(loc)?;
+            self.store(
+                loc,
+                View {
+                    lock: v.lock.with_locked(true),
+                    ..v
+                },
+            )?;
+        }
+        Ok(HostStart::Started(HostOp { call, loc, table }))
+    }
+
+    /// A SEAMCALL, second phase: apply and unlock. `interrupted` says an interrupt became
+    /// pending meanwhile: DEMOTE on a module without demote interruptibility, and PROMOTE, then
+    /// return TDX_INTERRUPTED_RESTARTABLE and change nothing.
+    pub fn host_end(&mut self, op: HostOp, interrupted: bool) -> Result<TdxStatus, SeptError> {
+        let is_add = matches!(op.call, HostCall::PageAdd { .. });
+        let v = self.load(op.loc)?;
+        let tree_held = if op.call.tree_exclusive() {
+            self.tree_exclusive
+        } else {
+            self.tree_shared > 0
+        };
+        if !tree_held || (!is_add && !v.lock.is_locked()) {
+            return Err(SeptError::StaleOperation);
+        }
+        let abort = interrupted
+            && match op.call {
+                HostCall::PageDemote { .. } => !self.config.profile.demote_interruptibility,
+                HostCall::PagePromote { .. } => true,
+                _ => false,
+            };
+        let status = if abort {
+            if let Some(t) = op.table.index() {
+                self.free_table(t)?;
+            }
+            if matches!(op.call, HostCall::PagePromote { .. }) {
+                self.unlock_children(op.loc)?;
+            }
+            self.store(
+                op.loc,
+                View {
+                    lock: v.lock.with_locked(false),
+                    ..v
+                },
+            )?;
+            TdxStatus::new(StatusCode::InterruptedRestartable, 0)
+        } else {
+            self.apply(op, v)?;
+            TdxStatus::SUCCESS
+        };
+        if op.call.tree_exclusive() {
+            self.tree_exclusive = false;
+        } else {
+            self.tree_shared = self.tree_shared.saturating_sub(1);
+        }
+        Ok(status)
+    }
+
+    /// A SEAMCALL with nothing interleaved: both phases.
+    pub fn seamcall(&mut self, call: HostCall) -> Result<TdxStatus, SeptError> {
+        match self.host_begin(call)? {
+            HostStart::Done(s) => Ok(s),
+            HostStart::Started(op) => self.host_end(op, false),
+        }
+    }
+
+    fn apply(&mut self, op: HostOp, v: View) -> Result<(), SeptError> {
+        let unlocked = v.lock.with_locked(false);
+        let set = |state: SeptEntryState| View {
+            state,
+            lock: unlocked,
+            bepoch: 0,
+            counter: 0,
+        };
+        match op.call {
+            HostCall::PageAdd { content, gpa } => {
+                self.store(op.loc, set(SeptEntryState::Mapped))?;
+                self.set_page_content(gpa, content)?;
+            }
+            HostCall::SeptAdd { .. } => {
+                if let Loc::Region(r) = op.loc {
+                    let reg = self.region_mut(r)?;
+                    reg.table = op.table;
+                    reg.content = Content::NONE;
+                }
+                self.store(op.loc, set(SeptEntryState::NlMapped))?;
+            }
+            HostCall::PageAug { .. } => self.store(op.loc, set(SeptEntryState::Pending))?,
+            HostCall::RangeBlock { .. } => {
+                // block_sept_entry: sept_cleanup_if_pending resets the accept counter; the TD
+                // epoch is recorded as the block epoch.
+                let blocked = v.state.blocked().ok_or(SeptError::StaleOperation)?;
+                self.store(
+                    op.loc,
+                    View {
+                        state: blocked,
+                        lock: unlocked,
+                        bepoch: self.epochs.epoch(),
+                        counter: 0,
+                    },
+                )?;
+            }
+            HostCall::RangeUnblock { .. } => {
+                self.store(op.loc, set(v.state.unblocked()))?;
+            }
+            HostCall::PageDemote { .. } => self.apply_demote(op, v)?,
+            HostCall::PagePromote { .. } => self.apply_promote(op, unlocked)?,
+            HostCall::PageRemove { gpa, level } => {
+                self.store(op.loc, set(SeptEntryState::Free))?;
+                match (level, op.loc) {
+                    (PageLevel::Size4K, _) => self.set_page_content(gpa, Content::NONE)?,
+                    (PageLevel::Size2M, Loc::Region(r)) => {
+                        self.set_region_content(r, Content::NONE)?
+                    }
+                    (_, Loc::Gig(g)) => {
+                        for r in self.regions_of_gig(g) {
+                            self.set_region_content(r, Content::NONE)?;
+                        }
+                    }
+                    _ => return Err(SeptError::StorageInconsistent),
+                }
+                if let Some(r) = self.region_index(gpa) {
+                    self.compact_region(r)?;
+                }
+            }
+            HostCall::SeptRemove { .. } => {
+                if let Loc::Region(r) = op.loc {
+                    if let Some(t) = self.region(r)?.table.index() {
+                        self.free_table(t)?;
+                    }
+                    let reg = self.region_mut(r)?;
+                    reg.table = TableRef::NONE;
+                    reg.content = Content::NONE;
+                }
+                self.store(op.loc, set(SeptEntryState::Free))?;
+            }
+        }
+        Ok(())
+    }
+
+    /// DEMOTE: the parent becomes a table and all 512 children get the parent's *unblocked*
+    /// state (BLOCKED → MAPPED, PENDING_BLOCKED → PENDING); content stays where it is; the
+    /// accept counter is reset (tdh_mem_page_demote.c, `sept_cleanup_if_pending`).
+    fn apply_demote(&mut self, op: HostOp, v: View) -> Result<(), SeptError> {
+        let child = v.state.unblocked();
+        match op.loc {
+            Loc::Region(r) => {
+                let region = *self.region(r)?;
+                let t = match (region.table.index(), op.table.index()) {
+                    (Some(t), _) => t,
+                    (None, Some(t)) => {
+                        for e in self.table_mut(t)?.entries.iter_mut() {
+                            e.content = region.content;
+                        }
+                        t
+                    }
+                    (None, None) => return Err(SeptError::StorageInconsistent),
+                };
+                for e in self.table_mut(t)?.entries.iter_mut() {
+                    e.state = child;
+                    e.lock = super::EntryLock::default();
+                    e.bepoch = 0;
+                }
+                let reg = self.region_mut(r)?;
+                reg.table = TableRef::to(t);
+                reg.content = Content::NONE;
+            }
+            Loc::Gig(g) => {
+                for r in self.regions_of_gig(g) {
+                    self.store(
+                        Loc::Region(r),
+                        View {
+                            state: child,
+                            lock: super::EntryLock::default(),
+                            bepoch: 0,
+                            counter: 0,
+                        },
+                    )?;
+                }
+            }
+            Loc::Page { .. } => return Err(SeptError::StorageInconsistent),
+        }
+        self.store(
+            op.loc,
+            View {
+                state: SeptEntryState::NlMapped,
+                lock: v.lock.with_locked(false),
+                bepoch: 0,
+                counter: 0,
+            },
+        )
+    }
+
+    /// PROMOTE: the children were checked identical (all MAPPED or all PENDING) and locked; the
+    /// table entry becomes a leaf in their state and the children's table is released
+    /// (tdh_mem_page_promote.c). The model takes the children's HPAs as contiguous.
+    fn apply_promote(&mut self, op: HostOp, lock: super::EntryLock) -> Result<(), SeptError> {
+        let state = match op.loc {
+            Loc::Region(r) => {
+                let t = self
+                    .region(r)?
+                    .table
+                    .index()
+                    .ok_or(SeptError::StorageInconsistent)?;
+                let state = self
+                    .table(t)?
+                    .entries
+                    .first()
+                    .map(|e| e.state)
+                    .ok_or(SeptError::StorageInconsistent)?;
+                // The table now only records content; compact it if the content is uniform.
+                for e in self.table_mut(t)?.entries.iter_mut() {
+                    e.state = SeptEntryState::Free;
+                    e.lock = super::EntryLock::default();
+                    e.bepoch = 0;
+                }
+                self.store(
+                    op.loc,
+                    View {
+                        state,
+                        lock,
+                        bepoch: 0,
+                        counter: 0,
+                    },
+                )?;
+                self.compact_region(r)?;
+                return Ok(());
+            }
+            Loc::Gig(g) => {
+                let mut state = SeptEntryState::Free;
+                for r in self.regions_of_gig(g) {
+                    let v = self.load(Loc::Region(r))?;
+                    state = v.state;
+                    self.store(Loc::Region(r), View::FREE)?;
+                }
+                state
+            }
+            Loc::Page { .. } => return Err(SeptError::StorageInconsistent),
+        };
+        self.store(
+            op.loc,
+            View {
+                state,
+                lock,
+                bepoch: 0,
+                counter: 0,
+            },
+        )
+    }
+
+    fn children_all_free(&self, loc: Loc) -> Result<bool, SeptError> {
+        match loc {
+            Loc::Region(r) => {
+                let t = self
+                    .region(r)?
+                    .table
+                    .index()
+                    .ok_or(SeptError::StorageInconsistent)?;
+                Ok(self
+                    .table(t)?
+                    .entries
+                    .iter()
+                    .all(|e| e.state == SeptEntryState::Free))
+            }
+            Loc::Gig(g) => {
+                for r in self.regions_of_gig(g) {
+                    if self.load(Loc::Region(r))?.state != SeptEntryState::Free {
+                        return Ok(false);
+                    }
+                }
+                Ok(true)
+            }
+            Loc::Page { .. } => Err(SeptError::StorageInconsistent),
+        }
+    }
+
+    /// `is_sept_page_valid_for_merge`: host-lock all 512 children (a held lock: set its HP bit,
+    /// TDX_OPERAND_BUSY | RCX), then child 0 must be MAPPED or PENDING and every other child
+    /// identical to it (else TDX_EPT_INVALID_PROMOTE_CONDITIONS | RCX). On success the children
+    /// stay locked until [`Sept::host_end`].
+    fn promote_check_and_lock(&mut self, loc: Loc) -> Result<Option<TdxStatus>, SeptError> {
+        let children = self.child_locs(loc)?;
+        let mut first: Option<SeptEntryState> = None;
+        let mut identical = true;
+        let mut count = 0usize;
+        for c in children.iter() {
+            let v = self.load(c)?;
+            if v.lock.is_locked() {
+                self.store(
+                    c,
+                    View {
+                        lock: v.lock.with_host_priority(true),
+                        ..v
+                    },
+                )?;
+                return Ok(Some(rcx(StatusCode::OperandBusy)));
+            }
+            count = count.saturating_add(1);
+            match first {
+                None => first = Some(v.state),
+                Some(s) => identical &= s == v.state,
+            }
+        }
+        let ok = count == ENTRIES_PER_TABLE as usize
+            && identical
+            && matches!(
+                first,
+                Some(SeptEntryState::Mapped | SeptEntryState::Pending)
+            );
+        if !ok {
+            return Ok(Some(rcx(StatusCode::EptInvalidPromoteConditions)));
+        }
+        for c in children.iter() {
+            let v = self.load(c)?;
+            self.store(
+                c,
+                View {
+                    lock: v.lock.with_locked(true).with_host_priority(false),
+                    ..v
+                },
+            )?;
+        }
+        Ok(None)
+    }
+
+    fn unlock_children(&mut self, loc: Loc) -> Result<(), SeptError> {
+        let children = self.child_locs(loc)?;
+        for c in children.iter() {
+            let v = self.load(c)?;
+            self.store(
+                c,
+                View {
+                    lock: v.lock.with_locked(false),
+                    ..v
+                },
+            )?;
+        }
+        Ok(())
+    }
+
+    fn child_locs(&self, loc: Loc) -> Result<Children, SeptError> {
+        match loc {
+            Loc::Region(r) => {
+                let t = self
+                    .region(r)?
+                    .table
+                    .index()
+                    .ok_or(SeptError::StorageInconsistent)?;
+                Ok(Children::Pages {
+                    region: r,
+                    table: t,
+                })
+            }
+            Loc::Gig(g) => Ok(Children::Regions(self.regions_of_gig(g))),
+            Loc::Page { .. } => Err(SeptError::StorageInconsistent),
+        }
+    }
+}
+
+/// The 512 child entries of a table entry.
+enum Children {
+    Pages { region: usize, table: usize },
+    Regions(core::ops::Range<usize>),
+}
+
+impl Children {
+    fn iter(&self) -> impl Iterator<Item = Loc> + '_ {
+        let (pages, regions) = match self {
+            Children::Pages { region, table } => (
+                Some((0..ENTRIES_PER_TABLE as usize).map(move |index| Loc::Page {
+                    region: *region,
+                    table: *table,
+                    index,
+                })),
+                None,
+            ),
+            Children::Regions(range) => (None, Some(range.clone().map(Loc::Region))),
+        };
+        pages
+            .into_iter()
+            .flatten()
+            .chain(regions.into_iter().flatten())
+    }
+}

@@ -1,0 +1,864 @@
+//! The TDX module's Secure EPT: entry states at 1G, 2M and 4K, TDG.MEM.PAGE.ACCEPT, the host
+//! SEAMCALLs that change the tree, entry locks, TLB-tracking epochs, the TD's op state, page
+//! content and module profiles.
+//!
+//! Every rule here follows the TDX 1.5 module source as summarised in
+//! shared/reference/tdx-module.md; each function names the source file it models. Operations
+//! that hold an entry lock across time are split in two (`*_begin` takes the locks and checks
+//! the preconditions, `*_finish`/`host_end` applies the change and unlocks), so a world that
+//! interleaves a host SEAMCALL with a guest ACCEPT on the same entry sees TDX_OPERAND_BUSY
+//! exactly where the module would.
+//!
+//! What is left out, deliberately: HPAs and the PAMT (pages are assumed contiguous and the host
+//! is assumed to pass valid pages), migration states, L2 VMs, the host-priority timeout
+//! (TDX_HOST_PRIORITY_BUSY_TIMEOUT after HP_LOCK_TIMEOUT), and the zero-step mitigation's tree
+//! lock taken by TDH.VP.ENTER.
+
+mod accept;
+mod content;
+mod epoch;
+mod host;
+mod profile;
+mod storage;
+
+use core::fmt;
+
+pub use accept::{AcceptOp, AcceptOutcome, AcceptStart, AccessOutcome, EptViolationExit};
+pub use content::Content;
+pub use epoch::{EpochTicket, TlbEpochs};
+pub use host::{HostCall, HostOp, HostStart};
+pub use profile::{ModuleProfile, UnknownProfile};
+pub use storage::{
+    ArrayStorage, Entry4K, EntryLock, HugeEntry, Region, SeptStorage, SliceStorage, Table4K,
+    TableRef,
+};
+
+use crate::abi::{
+    ENTRIES_PER_TABLE, Gpa, Gpaw, PAGE_SIZE_1G, PAGE_SIZE_2M, PageLevel, SeptEntryState,
+};
+
+/// The TD's op state, as far as the S-EPT cares (tdx-module include/auto_gen/op_state_lookup.c).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum OpState {
+    /// INITIALIZED: build time, before TDH.MR.FINALIZE. PAGE.ADD works; BLOCK and TLB tracking
+    /// are not required before REMOVE, DEMOTE, PROMOTE or SEPT.REMOVE.
+    BuildTime,
+    /// RUNNABLE: after finalization.
+    Runnable,
+}
+
+impl OpState {
+    /// Lower-case name.
+    pub const fn name(self) -> &'static str {
+        match self {
+            OpState::BuildTime => "build-time",
+            OpState::Runnable => "runnable",
+        }
+    }
+}
+
+/// Errors of the model itself (misuse or capacity), as opposed to TDX statuses.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum SeptError {
+    /// The window is not 2M-aligned, is empty, or leaves the GPA space.
+    InvalidWindow,
+    /// The storage slices do not match the window (1G entries or regions).
+    StorageMismatch,
+    /// A host operation names memory outside the modelled window.
+    OutsideModel,
+    /// No 4K table left in the pool.
+    TablePoolExhausted,
+    /// A `*_finish`/`host_end` for an operation that is not in flight.
+    StaleOperation,
+    /// The storage contradicts itself (a table entry with no table).
+    StorageInconsistent,
+    /// The TD epoch or a vCPU count would overflow.
+    EpochOverflow,
+    /// A TD exit with a ticket no vCPU holds.
+    UnknownTicket,
+    /// A guest access to a shared GPA (the S-EPT only maps private memory).
+    NotPrivate,
+    /// `arrange` was asked for a state its parent entry cannot hold.
+    ArrangeConflict,
+}
+
+impl SeptError {
+    /// A one-line description.
+    pub const fn describe(self) -> &'static str {
+        match self {
+            SeptError::InvalidWindow => "model window is not 2M-aligned, empty or too large",
+            SeptError::StorageMismatch => "storage sizes do not match the model window",
+            SeptError::OutsideModel => "address outside the modelled window",
+            SeptError::TablePoolExhausted => "no 4K table left in the model's pool",
+            SeptError::StaleOperation => "operation is not in flight",
+            SeptError::StorageInconsistent => "model storage is inconsistent",
+            SeptError::EpochOverflow => "TD epoch or vCPU count overflow",
+            SeptError::UnknownTicket => "TD exit with an unknown epoch ticket",
+            SeptError::NotPrivate => "shared GPA given where a private one is needed",
+            SeptError::ArrangeConflict => "arranged state conflicts with its parent entry",
+        }
+    }
+}
+
+impl fmt::Display for SeptError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.describe())
+    }
+}
+
+/// The shape of a model: which TD and which part of its memory.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct SeptConfig {
+    /// The module the model behaves as.
+    pub profile: ModuleProfile,
+    /// The TD's GPA width.
+    pub gpaw: Gpaw,
+    /// First GPA of the window (2M-aligned).
+    pub base: Gpa,
+    /// Number of 2 MiB regions in the window.
+    pub regions: u32,
+    /// The TD attribute SEPT_VE_DISABLE (PENDING_VE_DISABLE): a guest access to a PENDING page
+    /// exits to the VMM instead of raising #VE. QEMU and Linux set it by default.
+    pub pending_ve_disable: bool,
+}
+
+impl SeptConfig {
+    /// A TDX 1.5, GPAW-48, #VE-disabled TD whose window is `regions` regions from `base`.
+    pub const fn new(base: Gpa, regions: u32) -> Self {
+        SeptConfig {
+            profile: ModuleProfile::TDX_1_5,
+            gpaw: Gpaw::Bits48,
+            base,
+            regions,
+            pending_ve_disable: true,
+        }
+    }
+
+    /// One past the window's last GPA.
+    pub fn end(&self) -> Result<Gpa, SeptError> {
+        let bytes = u64::from(self.regions)
+            .checked_mul(PAGE_SIZE_2M)
+            .ok_or(SeptError::InvalidWindow)?;
+        self.base
+            .checked_add(bytes)
+            .map_err(|_| SeptError::InvalidWindow)
+    }
+
+    /// The number of 1G-level entries the window touches.
+    pub fn gigs_needed(&self) -> Result<usize, SeptError> {
+        if self.regions == 0 || !self.base.is_aligned(PageLevel::Size2M) {
+            return Err(SeptError::InvalidWindow);
+        }
+        let end = self.end()?;
+        if !Gpa(end.raw().wrapping_sub(1)).is_within(self.gpaw)
+            || Gpa(end.raw().wrapping_sub(1)).is_shared(self.gpaw)
+        {
+            return Err(SeptError::InvalidWindow);
+        }
+        let first = self.base.index(PageLevel::Size1G);
+        let last = end.raw().wrapping_sub(1) >> PageLevel::Size1G.shift();
+        usize::try_from(last.wrapping_sub(first).wrapping_add(1))
+            .map_err(|_| SeptError::InvalidWindow)
+    }
+
+    /// The number of regions, as a length.
+    pub fn regions_len(&self) -> Result<usize, SeptError> {
+        usize::try_from(self.regions).map_err(|_| SeptError::InvalidWindow)
+    }
+}
+
+/// Where an entry lives in storage.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub(crate) enum Loc {
+    Gig(usize),
+    Region(usize),
+    Page {
+        region: usize,
+        table: usize,
+        index: usize,
+    },
+}
+
+/// The fields every entry has, whatever its level.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub(crate) struct View {
+    pub(crate) state: SeptEntryState,
+    pub(crate) lock: EntryLock,
+    pub(crate) bepoch: u32,
+    pub(crate) counter: u32,
+}
+
+impl View {
+    const FREE: View = View {
+        state: SeptEntryState::Free,
+        lock: EntryLock(0),
+        bepoch: 0,
+        counter: 0,
+    };
+}
+
+/// Where a walk towards a level stopped.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct WalkStop {
+    pub(crate) level: PageLevel,
+    /// None: the entry lies outside the window (and reads as FREE).
+    pub(crate) loc: Option<Loc>,
+    pub(crate) view: View,
+    /// Whether the walk got to the requested level.
+    pub(crate) reached: bool,
+}
+
+/// The leaf (or missing entry) that maps one GPA, as TDG.MEM.PAGE.ATTR.RD or an EPT walk sees it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct Mapping {
+    /// The level where the walk stopped.
+    pub level: PageLevel,
+    /// The entry's state there.
+    pub state: SeptEntryState,
+}
+
+/// The TDX module's Secure EPT for one TD, over storage `S`.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct Sept<S> {
+    config: SeptConfig,
+    op_state: OpState,
+    epochs: TlbEpochs,
+    tree_shared: u16,
+    tree_exclusive: bool,
+    free_tables: TableRef,
+    tables_in_use: u32,
+    storage: S,
+}
+
+impl<S: SeptStorage> Sept<S> {
+    /// A TD at build time whose window is all FREE. The storage is reset; it must hold
+    /// [`SeptConfig::gigs_needed`] 1G entries and [`SeptConfig::regions`] regions.
+    pub fn new(config: SeptConfig, mut storage: S) -> Result<Self, SeptError> {
+        if storage.gigs().len() != config.gigs_needed()?
+            || storage.regions().len() != config.regions_len()?
+        {
+            return Err(SeptError::StorageMismatch);
+        }
+        storage.gigs_mut().fill(HugeEntry::FREE);
+        storage.regions_mut().fill(Region::EMPTY);
+        let n = storage.tables().len();
+        for (i, t) in storage.tables_mut().iter_mut().enumerate() {
+            *t = Table4K::EMPTY;
+            let next = i.wrapping_add(1);
+            t.next_free = if next < n {
+                TableRef::to(next)
+            } else {
+                TableRef::NONE
+            };
+        }
+        let free_tables = if n > 0 {
+            TableRef::to(0)
+        } else {
+            TableRef::NONE
+        };
+        Ok(Sept {
+            config,
+            op_state: OpState::BuildTime,
+            epochs: TlbEpochs::new(),
+            tree_shared: 0,
+            tree_exclusive: false,
+            free_tables,
+            tables_in_use: 0,
+            storage,
+        })
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &SeptConfig {
+        &self.config
+    }
+
+    /// The module profile.
+    pub fn profile(&self) -> ModuleProfile {
+        self.config.profile
+    }
+
+    /// The TD's op state.
+    pub fn op_state(&self) -> OpState {
+        self.op_state
+    }
+
+    /// TDH.MR.FINALIZE: the TD becomes runnable. Returns TDX_OP_STATE_INCORRECT if it already is.
+    pub fn finalize(&mut self) -> crate::abi::TdxStatus {
+        match self.op_state {
+            OpState::BuildTime => {
+                self.op_state = OpState::Runnable;
+                crate::abi::TdxStatus::SUCCESS
+            }
+            OpState::Runnable => {
+                crate::abi::TdxStatus::new(crate::abi::StatusCode::OpStateIncorrect, 0)
+            }
+        }
+    }
+
+    /// The TLB epoch state.
+    pub fn epochs(&self) -> &TlbEpochs {
+        &self.epochs
+    }
+
+    /// TDH.VP.ENTER: a vCPU enters the guest in the current epoch.
+    pub fn vcpu_enter(&mut self) -> Result<EpochTicket, SeptError> {
+        self.epochs.enter()
+    }
+
+    /// A TD exit: the vCPU leaves the epoch it entered in.
+    pub fn vcpu_exit(&mut self, ticket: EpochTicket) -> Result<(), SeptError> {
+        self.epochs.exit(ticket)
+    }
+
+    /// TDH.MEM.TRACK (tdh_mem_track.c): advance the epoch, or TDX_PREVIOUS_TLB_EPOCH_BUSY.
+    pub fn track(&mut self) -> Result<crate::abi::TdxStatus, SeptError> {
+        self.epochs.track()
+    }
+
+    /// 4K tables taken from the pool (S-EPT page tables and per-page content records).
+    pub fn tables_in_use(&self) -> u32 {
+        self.tables_in_use
+    }
+
+    /// Whether the tree lock is held (shared holders, exclusive).
+    pub fn tree_lock(&self) -> (u16, bool) {
+        (self.tree_shared, self.tree_exclusive)
+    }
+
+    /// The storage (read-only).
+    pub fn storage(&self) -> &S {
+        &self.storage
+    }
+
+    /// Whether `gpa` lies in the window.
+    pub fn contains(&self, gpa: Gpa) -> bool {
+        self.region_index(gpa).is_some()
+    }
+
+    // ----- locations -----
+
+    pub(crate) fn region_index(&self, gpa: Gpa) -> Option<usize> {
+        let off = gpa.raw().checked_sub(self.config.base.raw())?;
+        let idx = usize::try_from(off >> PageLevel::Size2M.shift()).ok()?;
+        (idx < self.storage.regions().len()).then_some(idx)
+    }
+
+    pub(crate) fn gig_index(&self, gpa: Gpa) -> Option<usize> {
+        let first = self.config.base.align_down(PageLevel::Size1G).raw();
+        let off = gpa.raw().checked_sub(first)?;
+        let idx = usize::try_from(off >> PageLevel::Size1G.shift()).ok()?;
+        (idx < self.storage.gigs().len()).then_some(idx)
+    }
+
+    /// The regions (indices) under 1G entry `gig` that lie in the window.
+    pub(crate) fn regions_of_gig(&self, gig: usize) -> core::ops::Range<usize> {
+        let first_gig_base = self.config.base.align_down(PageLevel::Size1G).raw();
+        let gig_base = (gig as u64)
+            .checked_mul(PAGE_SIZE_1G)
+            .and_then(|o| o.checked_add(first_gig_base));
+        let Some(gig_base) = gig_base else {
+            return 0..0;
+        };
+        let lo = gig_base.max(self.config.base.raw());
+        let hi = gig_base.saturating_add(PAGE_SIZE_1G);
+        let start = self.region_index(Gpa(lo));
+        let end = match self.region_index(Gpa(hi)) {
+            Some(e) => e,
+            None => self.storage.regions().len(),
+        };
+        match start {
+            Some(s) if s <= end => s..end,
+            _ => 0..0,
+        }
+    }
+
+    /// Whether the whole 1 GiB range of entry `gig` lies in the window.
+    pub(crate) fn gig_fully_modelled(&self, gig: usize) -> bool {
+        self.regions_of_gig(gig).len() == ENTRIES_PER_TABLE as usize
+    }
+
+    pub(crate) fn load(&self, loc: Loc) -> Result<View, SeptError> {
+        match loc {
+            Loc::Gig(i) => {
+                let e = self
+                    .storage
+                    .gigs()
+                    .get(i)
+                    .ok_or(SeptError::StorageInconsistent)?;
+                Ok(View {
+                    state: e.state,
+                    lock: e.lock,
+                    bepoch: e.bepoch,
+                    counter: e.accept_counter,
+                })
+            }
+            Loc::Region(i) => {
+                let e = &self
+                    .storage
+                    .regions()
+                    .get(i)
+                    .ok_or(SeptError::StorageInconsistent)?
+                    .entry;
+                Ok(View {
+                    state: e.state,
+                    lock: e.lock,
+                    bepoch: e.bepoch,
+                    counter: e.accept_counter,
+                })
+            }
+            Loc::Page { table, index, .. } => {
+                let e = self
+                    .storage
+                    .tables()
+                    .get(table)
+                    .and_then(|t| t.entries.get(index))
+                    .ok_or(SeptError::StorageInconsistent)?;
+                Ok(View {
+                    state: e.state,
+                    lock: e.lock,
+                    bepoch: e.bepoch,
+                    counter: 0,
+                })
+            }
+        }
+    }
+
+    pub(crate) fn store(&mut self, loc: Loc, v: View) -> Result<(), SeptError> {
+        match loc {
+            Loc::Gig(i) => {
+                let e = self
+                    .storage
+                    .gigs_mut()
+                    .get_mut(i)
+                    .ok_or(SeptError::StorageInconsistent)?;
+                e.state = v.state;
+                e.lock = v.lock;
+                e.bepoch = v.bepoch;
+                e.accept_counter = v.counter;
+            }
+            Loc::Region(i) => {
+                let e = &mut self
+                    .storage
+                    .regions_mut()
+                    .get_mut(i)
+                    .ok_or(SeptError::StorageInconsistent)?
+                    .entry;
+                e.state = v.state;
+                e.lock = v.lock;
+                e.bepoch = v.bepoch;
+                e.accept_counter = v.counter;
+            }
+            Loc::Page { table, index, .. } => {
+                let e = self
+                    .storage
+                    .tables_mut()
+                    .get_mut(table)
+                    .and_then(|t| t.entries.get_mut(index))
+                    .ok_or(SeptError::StorageInconsistent)?;
+                e.state = v.state;
+                e.lock = v.lock;
+                e.bepoch = v.bepoch;
+            }
+        }
+        Ok(())
+    }
+
+    pub(crate) fn region(&self, i: usize) -> Result<&Region, SeptError> {
+        self.storage
+            .regions()
+            .get(i)
+            .ok_or(SeptError::StorageInconsistent)
+    }
+
+    pub(crate) fn region_mut(&mut self, i: usize) -> Result<&mut Region, SeptError> {
+        self.storage
+            .regions_mut()
+            .get_mut(i)
+            .ok_or(SeptError::StorageInconsistent)
+    }
+
+    pub(crate) fn table_mut(&mut self, t: usize) -> Result<&mut Table4K, SeptError> {
+        self.storage
+            .tables_mut()
+            .get_mut(t)
+            .ok_or(SeptError::StorageInconsistent)
+    }
+
+    pub(crate) fn table(&self, t: usize) -> Result<&Table4K, SeptError> {
+        self.storage
+            .tables()
+            .get(t)
+            .ok_or(SeptError::StorageInconsistent)
+    }
+
+    /// The walk of the module's `secure_ept_walk` (sept_manager.c): from the 1G level down, it
+    /// stops at the requested level whatever the entry holds, or earlier at any entry that is
+    /// not NL_MAPPED (not present, blocked, or a leaf).
+    pub(crate) fn walk(&self, gpa: Gpa, target: PageLevel) -> Result<WalkStop, SeptError> {
+        let outside = |level: PageLevel| WalkStop {
+            level,
+            loc: None,
+            view: View::FREE,
+            reached: level == target,
+        };
+        let Some(gig) = self.gig_index(gpa) else {
+            return Ok(outside(PageLevel::Size1G));
+        };
+        let gv = self.load(Loc::Gig(gig))?;
+        if target == PageLevel::Size1G || !gv.state.is_walkable() {
+            return Ok(WalkStop {
+                level: PageLevel::Size1G,
+                loc: Some(Loc::Gig(gig)),
+                view: gv,
+                reached: target == PageLevel::Size1G,
+            });
+        }
+        let Some(region) = self.region_index(gpa) else {
+            return Ok(outside(PageLevel::Size2M));
+        };
+        let rv = self.load(Loc::Region(region))?;
+        if target == PageLevel::Size2M || !rv.state.is_walkable() {
+            return Ok(WalkStop {
+                level: PageLevel::Size2M,
+                loc: Some(Loc::Region(region)),
+                view: rv,
+                reached: target == PageLevel::Size2M,
+            });
+        }
+        let table = self
+            .region(region)?
+            .table
+            .index()
+            .ok_or(SeptError::StorageInconsistent)?;
+        let index = page_index(gpa);
+        let loc = Loc::Page {
+            region,
+            table,
+            index,
+        };
+        Ok(WalkStop {
+            level: PageLevel::Size4K,
+            loc: Some(loc),
+            view: self.load(loc)?,
+            reached: true,
+        })
+    }
+
+    // ----- queries -----
+
+    /// The state of the entry at `level` for `gpa`, or None when no table holds such an entry
+    /// (its parent is not a table) or it lies outside the window.
+    pub fn entry_state(
+        &self,
+        gpa: Gpa,
+        level: PageLevel,
+    ) -> Result<Option<SeptEntryState>, SeptError> {
+        let w = self.walk_through_blocked(gpa, level)?;
+        Ok(match w {
+            Some(stop) if stop.reached && stop.loc.is_some() => Some(stop.view.state),
+            _ => None,
+        })
+    }
+
+    /// The full entry at `level` for `gpa` (state, lock, epoch, accept counter), if it exists.
+    pub fn entry(&self, gpa: Gpa, level: PageLevel) -> Result<Option<HugeEntry>, SeptError> {
+        let w = self.walk_through_blocked(gpa, level)?;
+        Ok(match w {
+            Some(stop) if stop.reached && stop.loc.is_some() => Some(HugeEntry {
+                state: stop.view.state,
+                lock: stop.view.lock,
+                bepoch: stop.view.bepoch,
+                accept_counter: stop.view.counter,
+            }),
+            _ => None,
+        })
+    }
+
+    /// Like `walk`, but descending through NL_BLOCKED tables too: the structure, not the
+    /// hardware walk. None when the parent chain ends above `level`.
+    fn walk_through_blocked(
+        &self,
+        gpa: Gpa,
+        level: PageLevel,
+    ) -> Result<Option<WalkStop>, SeptError> {
+        let Some(gig) = self.gig_index(gpa) else {
+            return Ok(None);
+        };
+        let gv = self.load(Loc::Gig(gig))?;
+        if level == PageLevel::Size1G {
+            return Ok(Some(WalkStop {
+                level,
+                loc: Some(Loc::Gig(gig)),
+                view: gv,
+                reached: true,
+            }));
+        }
+        if !gv.state.is_table() {
+            return Ok(None);
+        }
+        let Some(region) = self.region_index(gpa) else {
+            return Ok(None);
+        };
+        let rv = self.load(Loc::Region(region))?;
+        if level == PageLevel::Size2M {
+            return Ok(Some(WalkStop {
+                level,
+                loc: Some(Loc::Region(region)),
+                view: rv,
+                reached: true,
+            }));
+        }
+        if !rv.state.is_table() {
+            return Ok(None);
+        }
+        let table = self
+            .region(region)?
+            .table
+            .index()
+            .ok_or(SeptError::StorageInconsistent)?;
+        let loc = Loc::Page {
+            region,
+            table,
+            index: page_index(gpa),
+        };
+        Ok(Some(WalkStop {
+            level,
+            loc: Some(loc),
+            view: self.load(loc)?,
+            reached: true,
+        }))
+    }
+
+    /// The entry a hardware walk for `gpa` ends at: a leaf, or the first entry that is not
+    /// present (TDG.MEM.PAGE.ATTR.RD's view, tdg_mem_page_attr_rd.c).
+    pub fn mapping(&self, gpa: Gpa) -> Result<Mapping, SeptError> {
+        let stop = self.walk(gpa, PageLevel::Size4K)?;
+        Ok(Mapping {
+            level: stop.level,
+            state: stop.view.state,
+        })
+    }
+
+    /// The content of the 4K page at `gpa`.
+    pub fn content(&self, gpa: Gpa) -> Result<Content, SeptError> {
+        let Some(r) = self.region_index(gpa) else {
+            return Ok(Content::NONE);
+        };
+        let region = self.region(r)?;
+        match region.table.index() {
+            Some(t) => Ok(self
+                .table(t)?
+                .entries
+                .get(page_index(gpa))
+                .ok_or(SeptError::StorageInconsistent)?
+                .content),
+            None => Ok(region.content),
+        }
+    }
+
+    // ----- content and table pool -----
+
+    pub(crate) fn alloc_table(&mut self) -> Result<usize, SeptError> {
+        let idx = self
+            .free_tables
+            .index()
+            .ok_or(SeptError::TablePoolExhausted)?;
+        let t = self.table_mut(idx)?;
+        let next = t.next_free;
+        *t = Table4K::EMPTY;
+        t.in_use = true;
+        self.free_tables = next;
+        self.tables_in_use = self.tables_in_use.saturating_add(1);
+        Ok(idx)
+    }
+
+    pub(crate) fn free_table(&mut self, idx: usize) -> Result<(), SeptError> {
+        let head = self.free_tables;
+        let t = self.table_mut(idx)?;
+        if !t.in_use {
+            return Err(SeptError::StorageInconsistent);
+        }
+        *t = Table4K::EMPTY;
+        t.next_free = head;
+        self.free_tables = TableRef::to(idx);
+        self.tables_in_use = self.tables_in_use.saturating_sub(1);
+        Ok(())
+    }
+
+    /// Sets every page of region `r` to `c`, releasing a content-only table. The region must
+    /// not be a table (its 4K entries would be lost).
+    pub(crate) fn set_region_content(&mut self, r: usize, c: Content) -> Result<(), SeptError> {
+        let region = self.region(r)?;
+        if region.entry.state.is_table() {
+            let t = region.table.index().ok_or(SeptError::StorageInconsistent)?;
+            for e in self.table_mut(t)?.entries.iter_mut() {
+                e.content = c;
+            }
+            return Ok(());
+        }
+        if let Some(t) = region.table.index() {
+            self.free_table(t)?;
+        }
+        let region = self.region_mut(r)?;
+        region.table = TableRef::NONE;
+        region.content = c;
+        Ok(())
+    }
+
+    /// Sets the content of one 4K page, taking a content table from the pool if the region's
+    /// content stops being uniform.
+    pub(crate) fn set_page_content(&mut self, gpa: Gpa, c: Content) -> Result<(), SeptError> {
+        let r = self.region_index(gpa).ok_or(SeptError::OutsideModel)?;
+        let region = *self.region(r)?;
+        let t = match region.table.index() {
+            Some(t) => t,
+            None => {
+                if region.content == c {
+                    return Ok(());
+                }
+                let t = self.alloc_table()?;
+                for e in self.table_mut(t)?.entries.iter_mut() {
+                    e.content = region.content;
+                }
+                let reg = self.region_mut(r)?;
+                reg.table = TableRef::to(t);
+                reg.content = Content::NONE;
+                t
+            }
+        };
+        let e = self
+            .table_mut(t)?
+            .entries
+            .get_mut(page_index(gpa))
+            .ok_or(SeptError::StorageInconsistent)?;
+        e.content = c;
+        Ok(())
+    }
+
+    /// Turns a content-only table whose pages all hold one value back into a uniform region.
+    pub(crate) fn compact_region(&mut self, r: usize) -> Result<(), SeptError> {
+        let region = *self.region(r)?;
+        if region.entry.state.is_table() {
+            return Ok(());
+        }
+        let Some(t) = region.table.index() else {
+            return Ok(());
+        };
+        let table = self.table(t)?;
+        let first = table.entries.first().map(|e| e.content).unwrap_or_default();
+        if table.entries.iter().all(|e| e.content == first) {
+            self.free_table(t)?;
+            let reg = self.region_mut(r)?;
+            reg.table = TableRef::NONE;
+            reg.content = first;
+        }
+        Ok(())
+    }
+
+    // ----- direct set-up -----
+
+    /// Puts the entry at `level` for `gpa` in `state` directly, bypassing the module's rules:
+    /// for conformance tables, scenario set-up and the outcome matrix. The parent must be a
+    /// table (NL_MAPPED or NL_BLOCKED). A table state creates an all-FREE table below unless one
+    /// is there; a leaf or FREE state drops what was below. MAPPED and BLOCKED leaves hold zeroed
+    /// content; blocked states record the current epoch (not yet tracked). Locks are cleared.
+    pub fn arrange(
+        &mut self,
+        gpa: Gpa,
+        level: PageLevel,
+        state: SeptEntryState,
+    ) -> Result<(), SeptError> {
+        let content = match state {
+            SeptEntryState::Mapped | SeptEntryState::Blocked => Content::ZERO,
+            _ => Content::NONE,
+        };
+        let view = View {
+            state,
+            lock: EntryLock::default(),
+            bepoch: if state.is_blocked() {
+                self.epochs.epoch()
+            } else {
+                0
+            },
+            counter: 0,
+        };
+        match level {
+            PageLevel::Size1G => {
+                let gig = self.gig_index(gpa).ok_or(SeptError::OutsideModel)?;
+                if state.is_leaf() && !self.gig_fully_modelled(gig) {
+                    return Err(SeptError::OutsideModel);
+                }
+                let was_table = self.load(Loc::Gig(gig))?.state.is_table();
+                if !(state.is_table() && was_table) {
+                    for r in self.regions_of_gig(gig) {
+                        if let Some(t) = self.region(r)?.table.index() {
+                            self.free_table(t)?;
+                        }
+                        *self.region_mut(r)? = Region {
+                            content,
+                            ..Region::EMPTY
+                        };
+                    }
+                }
+                self.store(Loc::Gig(gig), view)
+            }
+            PageLevel::Size2M => {
+                let gig = self.gig_index(gpa).ok_or(SeptError::OutsideModel)?;
+                if !self.load(Loc::Gig(gig))?.state.is_table() {
+                    return Err(SeptError::ArrangeConflict);
+                }
+                let r = self.region_index(gpa).ok_or(SeptError::OutsideModel)?;
+                let region = *self.region(r)?;
+                if state.is_table() {
+                    if !region.entry.state.is_table() {
+                        let t = self.alloc_table()?;
+                        if let Some(old) = region.table.index() {
+                            self.free_table(old)?;
+                        }
+                        let reg = self.region_mut(r)?;
+                        reg.table = TableRef::to(t);
+                        reg.content = Content::NONE;
+                    }
+                } else {
+                    if let Some(t) = region.table.index() {
+                        self.free_table(t)?;
+                    }
+                    let reg = self.region_mut(r)?;
+                    reg.table = TableRef::NONE;
+                    reg.content = content;
+                }
+                self.store(Loc::Region(r), view)
+            }
+            PageLevel::Size4K => {
+                let stop = self
+                    .walk_through_blocked(gpa, PageLevel::Size4K)?
+                    .ok_or(SeptError::ArrangeConflict)?;
+                if state.is_table() {
+                    return Err(SeptError::ArrangeConflict);
+                }
+                let loc = stop.loc.ok_or(SeptError::OutsideModel)?;
+                self.store(loc, view)?;
+                if let Loc::Page { table, index, .. } = loc {
+                    let e = self
+                        .table_mut(table)?
+                        .entries
+                        .get_mut(index)
+                        .ok_or(SeptError::StorageInconsistent)?;
+                    e.content = content;
+                }
+                Ok(())
+            }
+        }
+    }
+
+    /// Sets the op state directly (for set-up; [`Sept::finalize`] is the module's way).
+    pub fn arrange_op_state(&mut self, op_state: OpState) {
+        self.op_state = op_state;
+    }
+}
+
+/// The index of `gpa`'s 4K entry in its table.
+pub(crate) const fn page_index(gpa: Gpa) -> usize {
+    ((gpa.raw() >> PageLevel::Size4K.shift()) & 0x1FF) as usize
+}

@@ -1,0 +1,275 @@
+//! Storage for the S-EPT model: entries at 1G, 2M and 4K, and where they live.
+//!
+//! The model covers a window of guest physical memory made of whole 2 MiB *regions*. Each region
+//! holds its 2M-level entry and the content of its 512 4K pages: one uniform value while the
+//! content is the same everywhere (a region never split costs 20 bytes), or a 4K table taken from
+//! a pool when the region is split (the table is then the S-EPT page table) or when its content
+//! differs page by page. Each 1 GiB range the window touches has a 1G-level entry. Levels above
+//! 1G (the PML4/PML5 tables) are taken as present: KVM links them once and never removes them
+//! while a TD runs.
+//!
+//! The caller provides the memory: [`ArrayStorage`] sizes it with const generics (and is
+//! `Clone + Eq + Hash`, for explorers), [`SliceStorage`] borrows slices (for a VMM covering
+//! gigabytes).
+
+use crate::abi::{ENTRIES_PER_TABLE, SeptEntryState};
+
+use super::Content;
+
+/// Entry-lock bits of one S-EPT entry (tdx-module src/common/helpers/tdx_locks.h: TDEL is bit 11
+/// of the entry, the host-priority bit HP is bit 52).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
+pub struct EntryLock(pub(crate) u8);
+
+impl EntryLock {
+    const LOCKED: u8 = 1;
+    const HOST_PRIORITY: u8 = 2;
+
+    /// Whether the entry lock is held.
+    pub const fn is_locked(self) -> bool {
+        self.0 & Self::LOCKED != 0
+    }
+
+    /// Whether a host SEAMCALL found the lock held and asked guests to back off.
+    pub const fn host_priority(self) -> bool {
+        self.0 & Self::HOST_PRIORITY != 0
+    }
+
+    pub(crate) const fn with_locked(self, locked: bool) -> Self {
+        if locked {
+            EntryLock(self.0 | Self::LOCKED)
+        } else {
+            EntryLock(self.0 & !Self::LOCKED)
+        }
+    }
+
+    pub(crate) const fn with_host_priority(self, hp: bool) -> Self {
+        if hp {
+            EntryLock(self.0 | Self::HOST_PRIORITY)
+        } else {
+            EntryLock(self.0 & !Self::HOST_PRIORITY)
+        }
+    }
+}
+
+/// A 2M- or 1G-level S-EPT entry.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct HugeEntry {
+    /// The entry's state.
+    pub state: SeptEntryState,
+    /// Its lock bits.
+    pub lock: EntryLock,
+    /// The TD epoch RANGE.BLOCK recorded (the module keeps it in the PAMT entry).
+    pub bepoch: u32,
+    /// 4K pages an interrupted ACCEPT has zeroed (the module keeps it in bits 20:12 of a PENDING
+    /// 2M entry, `accept_counter`).
+    pub accept_counter: u32,
+}
+
+impl HugeEntry {
+    /// A FREE, unlocked entry.
+    pub const FREE: HugeEntry = HugeEntry {
+        state: SeptEntryState::Free,
+        lock: EntryLock(0),
+        bepoch: 0,
+        accept_counter: 0,
+    };
+}
+
+/// A 4K-level S-EPT entry and the content of its page.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct Entry4K {
+    /// The entry's state (FREE while the table only records content).
+    pub state: SeptEntryState,
+    /// Its lock bits.
+    pub lock: EntryLock,
+    /// The page's content.
+    pub content: Content,
+    /// The TD epoch RANGE.BLOCK recorded.
+    pub bepoch: u32,
+}
+
+impl Entry4K {
+    /// A FREE, unlocked entry with no content.
+    pub const FREE: Entry4K = Entry4K {
+        state: SeptEntryState::Free,
+        lock: EntryLock(0),
+        content: Content::NONE,
+        bepoch: 0,
+    };
+}
+
+/// Index of a table in the pool, plus one; zero means none.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
+pub struct TableRef(u32);
+
+impl TableRef {
+    /// No table.
+    pub const NONE: TableRef = TableRef(0);
+
+    pub(crate) fn to(index: usize) -> TableRef {
+        TableRef(u32::try_from(index).map_or(0, |i| i.saturating_add(1)))
+    }
+
+    /// The pool index, if any.
+    pub fn index(self) -> Option<usize> {
+        usize::try_from(self.0).ok()?.checked_sub(1)
+    }
+}
+
+/// One 2 MiB region of the window.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct Region {
+    /// The 2M-level entry (FREE while the 1G entry above is a leaf or not present).
+    pub entry: HugeEntry,
+    /// The content of all 512 pages, while `table` is none.
+    pub content: Content,
+    /// The 4K table: the S-EPT page table when `entry` is a table, else per-page content only.
+    pub table: TableRef,
+}
+
+impl Region {
+    /// An empty region.
+    pub const EMPTY: Region = Region {
+        entry: HugeEntry::FREE,
+        content: Content::NONE,
+        table: TableRef::NONE,
+    };
+}
+
+/// A 4K table: 512 entries and the pool's free-list link.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct Table4K {
+    /// The entries.
+    pub entries: [Entry4K; ENTRIES_PER_TABLE as usize],
+    pub(crate) next_free: TableRef,
+    pub(crate) in_use: bool,
+}
+
+impl Table4K {
+    /// An unused table.
+    pub const EMPTY: Table4K = Table4K {
+        entries: [Entry4K::FREE; ENTRIES_PER_TABLE as usize],
+        next_free: TableRef::NONE,
+        in_use: false,
+    };
+}
+
+impl Default for Table4K {
+    fn default() -> Self {
+        Table4K::EMPTY
+    }
+}
+
+/// Where the model keeps its entries. The three slices must keep their lengths.
+pub trait SeptStorage {
+    /// The 1G-level entries, one per 1 GiB range the window touches.
+    fn gigs(&self) -> &[HugeEntry];
+    /// Mutable 1G-level entries.
+    fn gigs_mut(&mut self) -> &mut [HugeEntry];
+    /// The 2 MiB regions of the window.
+    fn regions(&self) -> &[Region];
+    /// Mutable regions.
+    fn regions_mut(&mut self) -> &mut [Region];
+    /// The pool of 4K tables.
+    fn tables(&self) -> &[Table4K];
+    /// Mutable pool.
+    fn tables_mut(&mut self) -> &mut [Table4K];
+}
+
+/// Storage sized at compile time: `GIGS` 1G entries, `REGIONS` 2M regions, `TABLES` 4K tables.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct ArrayStorage<const GIGS: usize, const REGIONS: usize, const TABLES: usize> {
+    gigs: [HugeEntry; GIGS],
+    regions: [Region; REGIONS],
+    tables: [Table4K; TABLES],
+}
+
+impl<const GIGS: usize, const REGIONS: usize, const TABLES: usize>
+    ArrayStorage<GIGS, REGIONS, TABLES>
+{
+    /// Empty storage.
+    pub const fn new() -> Self {
+        ArrayStorage {
+            gigs: [HugeEntry::FREE; GIGS],
+            regions: [Region::EMPTY; REGIONS],
+            tables: [const { Table4K::EMPTY }; TABLES],
+        }
+    }
+}
+
+impl<const GIGS: usize, const REGIONS: usize, const TABLES: usize> Default
+    for ArrayStorage<GIGS, REGIONS, TABLES>
+{
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl<const GIGS: usize, const REGIONS: usize, const TABLES: usize> SeptStorage
+    for ArrayStorage<GIGS, REGIONS, TABLES>
+{
+    fn gigs(&self) -> &[HugeEntry] {
+        &self.gigs
+    }
+    fn gigs_mut(&mut self) -> &mut [HugeEntry] {
+        &mut self.gigs
+    }
+    fn regions(&self) -> &[Region] {
+        &self.regions
+    }
+    fn regions_mut(&mut self) -> &mut [Region] {
+        &mut self.regions
+    }
+    fn tables(&self) -> &[Table4K] {
+        &self.tables
+    }
+    fn tables_mut(&mut self) -> &mut [Table4K] {
+        &mut self.tables
+    }
+}
+
+/// Storage in slices the caller owns (e.g. boxed by a VMM for gigabytes of guest memory).
+#[derive(Debug)]
+pub struct SliceStorage<'a> {
+    gigs: &'a mut [HugeEntry],
+    regions: &'a mut [Region],
+    tables: &'a mut [Table4K],
+}
+
+impl<'a> SliceStorage<'a> {
+    /// Wraps the slices; [`super::Sept::new`] checks their lengths against the window and
+    /// resets them.
+    pub fn new(
+        gigs: &'a mut [HugeEntry],
+        regions: &'a mut [Region],
+        tables: &'a mut [Table4K],
+    ) -> Self {
+        SliceStorage {
+            gigs,
+            regions,
+            tables,
+        }
+    }
+}
+
+impl SeptStorage for SliceStorage<'_> {
+    fn gigs(&self) -> &[HugeEntry] {
+        self.gigs
+    }
+    fn gigs_mut(&mut self) -> &mut [HugeEntry] {
+        self.gigs
+    }
+    fn regions(&self) -> &[Region] {
+        self.regions
+    }
+    fn regions_mut(&mut self) -> &mut [Region] {
+        self.regions
+    }
+    fn tables(&self) -> &[Table4K] {
+        self.tables
+    }
+    fn tables_mut(&mut self) -> &mut [Table4K] {
+        self.tables
+    }
+}
