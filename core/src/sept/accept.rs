@@ -16,6 +16,8 @@ use crate::abi::{
     PageLevel, SeptEntryState, StatusCode, TdxStatus,
 };
 
+use core::fmt;
+
 use super::{Content, Loc, Sept, SeptError, SeptStorage, View, WalkStop};
 
 /// An EPT-violation TD exit (exit reason 48) as the VMM sees it.
@@ -29,6 +31,28 @@ pub struct EptViolationExit {
     pub gpa: Gpa,
 }
 
+impl fmt::Display for EptViolationExit {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "EPT violation at {}", self.gpa)?;
+        match self.eeq {
+            ExtendedExitQualification::Accept(a) => write!(
+                f,
+                " (ACCEPT {}: walk stopped at {} {}{})",
+                a.requested,
+                a.error_level,
+                a.error_state,
+                if a.error_is_leaf { " leaf" } else { "" }
+            ),
+            ExtendedExitQualification::PendingEptViolation => {
+                f.write_str(" (access to a PENDING page)")
+            }
+            ExtendedExitQualification::None => Ok(()),
+            ExtendedExitQualification::GpaDetails(i) => write!(f, " (GPA details {i:#x})"),
+            ExtendedExitQualification::AttrWr(i) => write!(f, " (ATTR.WR {i:#x})"),
+        }
+    }
+}
+
 /// What one execution of the ACCEPT TDCALL ends in.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum AcceptOutcome {
@@ -40,6 +64,16 @@ pub enum AcceptOutcome {
     /// Not retired: an interrupt was pending during a 2M zeroing; progress is kept in the accept
     /// counter and the guest re-executes the TDCALL after handling the interrupt.
     Interrupted,
+}
+
+impl fmt::Display for AcceptOutcome {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            AcceptOutcome::Completed(s) => write!(f, "{s}"),
+            AcceptOutcome::Exit(e) => write!(f, "{e}"),
+            AcceptOutcome::Interrupted => f.write_str("interrupted (not retired; progress kept)"),
+        }
+    }
 }
 
 /// An ACCEPT that holds its entry lock and is zeroing the page(s).

@@ -32,6 +32,8 @@ pub enum HostCall {
     PageAdd {
         /// Target GPA.
         gpa: Gpa,
+        /// Level operand (only 4K is valid).
+        level: PageLevel,
         /// The source page's content.
         content: Content,
     },
@@ -127,8 +129,8 @@ impl HostCall {
     /// The level operand.
     pub const fn level(&self) -> PageLevel {
         match *self {
-            HostCall::PageAdd { .. } => PageLevel::Size4K,
-            HostCall::SeptAdd { level, .. }
+            HostCall::PageAdd { level, .. }
+            | HostCall::SeptAdd { level, .. }
             | HostCall::PageAug { level, .. }
             | HostCall::RangeBlock { level, .. }
             | HostCall::RangeUnblock { level, .. }
@@ -429,7 +431,7 @@ impl<S: SeptStorage> Sept<S> {
             counter: 0,
         };
         match op.call {
-            HostCall::PageAdd { content, gpa } => {
+            HostCall::PageAdd { content, gpa, .. } => {
                 self.store(op.loc, set(SeptEntryState::Mapped))?;
                 self.set_page_content(gpa, content)?;
             }
