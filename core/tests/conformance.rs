@@ -8,7 +8,8 @@
     clippy::unwrap_used,
     clippy::expect_used,
     clippy::panic,
-    clippy::indexing_slicing
+    clippy::indexing_slicing,
+    clippy::arithmetic_side_effects
 )]
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -175,22 +176,22 @@ impl Runner {
         // Top-down, so that parents are tables before children are set.
         for l in [PageLevel::Size1G, PageLevel::Size2M, PageLevel::Size4K] {
             if let Some(s) = row.initial.get(l.name()) {
-                if l == PageLevel::Size2M {
-                    if let Some(o) = &row.others_2m {
-                        for r in 0..512u64 {
-                            let g = Gpa(BASE + r * PageLevel::Size2M.bytes());
-                            if g != target(PageLevel::Size2M) {
-                                sept.arrange(g, l, state(o)).unwrap();
-                            }
+                if l == PageLevel::Size2M
+                    && let Some(o) = &row.others_2m
+                {
+                    for r in 0..512u64 {
+                        let g = Gpa(BASE + r * PageLevel::Size2M.bytes());
+                        if g != target(PageLevel::Size2M) {
+                            sept.arrange(g, l, state(o)).unwrap();
                         }
                     }
                 }
-                if l == PageLevel::Size4K {
-                    if let Some(o) = &row.others_4k {
-                        let base = target(PageLevel::Size2M).raw();
-                        for p in 0..512u64 {
-                            sept.arrange(Gpa(base + p * 4096), l, state(o)).unwrap();
-                        }
+                if l == PageLevel::Size4K
+                    && let Some(o) = &row.others_4k
+                {
+                    let base = target(PageLevel::Size2M).raw();
+                    for p in 0..512u64 {
+                        sept.arrange(Gpa(base + p * 4096), l, state(o)).unwrap();
                     }
                 }
                 sept.arrange(target(l), l, state(s))
