@@ -852,6 +852,63 @@ impl<S: SeptStorage> Sept<S> {
         }
     }
 
+    /// Checks the storage's structural invariants: entries below a FREE or leaf 1G entry are
+    /// FREE; a 2M table entry has a table; a table is referenced by exactly one region and is
+    /// counted; content-only tables hold no entry state; with `idle`, no lock is held anywhere.
+    pub fn check_consistency(&self, idle: bool) -> Result<(), SeptError> {
+        let bad = Err(SeptError::StorageInconsistent);
+        let mut referenced: u32 = 0;
+        for (g, gig) in self.storage.gigs().iter().enumerate() {
+            if idle && gig.lock.is_locked() {
+                return bad;
+            }
+            for r in self.regions_of_gig(g) {
+                let region = self.region(r)?;
+                if idle && region.entry.lock.is_locked() {
+                    return bad;
+                }
+                if !gig.state.is_table() && region.entry.state != SeptEntryState::Free {
+                    return bad;
+                }
+                if gig.state == SeptEntryState::Free
+                    && (region.content != Content::NONE || region.table.index().is_some())
+                {
+                    return bad;
+                }
+                match region.table.index() {
+                    None if region.entry.state.is_table() => return bad,
+                    None => {}
+                    Some(t) => {
+                        referenced = referenced.saturating_add(1);
+                        let table = self.table(t)?;
+                        if !table.in_use {
+                            return bad;
+                        }
+                        let content_only = !region.entry.state.is_table();
+                        for e in table.entries.iter() {
+                            if (content_only
+                                && (e.state != SeptEntryState::Free
+                                    || e.lock != EntryLock::default()))
+                                || (idle && e.lock.is_locked())
+                                || e.state.is_table()
+                            {
+                                return bad;
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        let in_use = self.storage.tables().iter().filter(|t| t.in_use).count();
+        if u32::try_from(in_use).ok() != Some(referenced) || referenced != self.tables_in_use {
+            return bad;
+        }
+        if idle && (self.tree_shared != 0 || self.tree_exclusive) {
+            return bad;
+        }
+        Ok(())
+    }
+
     /// Sets the op state directly (for set-up; [`Sept::finalize`] is the module's way).
     pub fn arrange_op_state(&mut self, op_state: OpState) {
         self.op_state = op_state;
