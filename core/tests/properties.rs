@@ -313,9 +313,8 @@ proptest! {
             }
             s.check_consistency(true).unwrap();
             prop_assert_eq!(s.op_state(), OpState::Runnable);
-            for i in 0..PAGES {
+            for (i, &old) in before.iter().enumerate() {
                 let now = s.content(page(i)).unwrap();
-                let old = before[i];
                 if now == old {
                     continue;
                 }
