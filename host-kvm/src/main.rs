@@ -1,1 +1,21 @@
-fn main() {}
+//! `hugesept`: the command line of the host side.
+//!
+//! Subcommands are thin frontends over hugesept-core: they build the model's inputs, run it,
+//! and print what it computed.
+
+mod cli;
+
+use std::process::ExitCode;
+
+use clap::Parser;
+
+fn main() -> ExitCode {
+    let args = cli::Cli::parse();
+    match cli::run(args) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("hugesept: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}

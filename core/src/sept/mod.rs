@@ -18,6 +18,7 @@ mod accept;
 mod content;
 mod epoch;
 mod host;
+pub mod outcomes;
 mod profile;
 mod storage;
 

@@ -1,0 +1,64 @@
+//! Argument parsing and dispatch for the `hugesept` command line.
+
+mod accept_matrix;
+
+use std::fmt;
+
+use clap::{Parser, Subcommand};
+use hugesept_core::sept::{ModuleProfile, UnknownProfile};
+
+/// hugesept: at which level should KVM map a TDX guest's private memory, and what breaks.
+#[derive(Debug, Parser)]
+#[command(name = "hugesept", version, about)]
+pub struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Print what TDG.MEM.PAGE.ACCEPT does for every requested level and every S-EPT state
+    /// along the GPA's path, computed by the TDX module model, per module profile.
+    AcceptMatrix(accept_matrix::Args),
+}
+
+/// A failure the command line reports and exits non-zero for.
+#[derive(Debug)]
+pub enum CliError {
+    /// A module profile name that names nothing.
+    Profile(String),
+    /// The model refused its input.
+    Model(hugesept_core::sept::SeptError),
+    /// Writing the output failed.
+    Io(std::io::Error),
+}
+
+impl fmt::Display for CliError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            CliError::Profile(name) => write!(f, "'{name}': {UnknownProfile}"),
+            CliError::Model(e) => write!(f, "model error: {e}"),
+            CliError::Io(e) => write!(f, "output: {e}"),
+        }
+    }
+}
+
+impl std::error::Error for CliError {}
+
+impl From<hugesept_core::sept::SeptError> for CliError {
+    fn from(e: hugesept_core::sept::SeptError) -> Self {
+        CliError::Model(e)
+    }
+}
+
+/// Parses a module profile name for clap.
+pub(crate) fn parse_profile(s: &str) -> Result<ModuleProfile, CliError> {
+    ModuleProfile::parse(s).map_err(|_| CliError::Profile(s.to_owned()))
+}
+
+/// Runs one parsed command line.
+pub fn run(cli: Cli) -> Result<(), CliError> {
+    match cli.command {
+        Command::AcceptMatrix(args) => accept_matrix::run(&args, &mut std::io::stdout().lock()),
+    }
+}
