@@ -1,1 +1,336 @@
-fn main() {}
+//! `cargo xtask`: the project's automation. Every command installs what it needs first
+//! (idempotently, and quickly when everything is there), so a fresh machine needs only cargo.
+//!
+//! - `setup`: toolchains, targets, components, cargo-fuzz, Debian packages.
+//! - `demo`: setup, then the main job (the ACCEPT outcome matrix).
+//! - `test`: setup, then everything CI checks: fmt, clippy, tests, docs, the bare-metal builds,
+//!   the fuzz targets and their corpus.
+//! - `guest`: build the TD payload.
+//! - `fuzz [--seconds N] [TARGET...]`: run fuzz targets, growing their corpus.
+
+use std::env;
+use std::ffi::OsStr;
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::{Command, ExitCode};
+use std::time::Instant;
+
+type Result<T = ()> = std::result::Result<T, String>;
+
+/// The stable toolchain's extra target: core and the payload's target.
+const BARE_METAL_TARGET: &str = "x86_64-unknown-none";
+/// Debian packages the build needs (libfuzzer-sys compiles libFuzzer with a C++ compiler).
+const DEBIAN_PACKAGES: &[&str] = &["g++"];
+/// cargo-fuzz version installed when missing.
+const CARGO_FUZZ_VERSION: &str = "0.13.2";
+
+fn main() -> ExitCode {
+    let args: Vec<String> = env::args().skip(1).collect();
+    let result = match args.first().map(String::as_str) {
+        Some("setup") => setup(),
+        Some("demo") => setup().and_then(|()| demo()),
+        Some("test") => setup().and_then(|()| test()),
+        Some("guest") => setup().and_then(|()| build_guest()),
+        Some("fuzz") => setup().and_then(|()| fuzz(&args[1..])),
+        _ => {
+            eprintln!(
+                "usage: cargo xtask <setup | demo | test | guest | fuzz [--seconds N] [TARGET...]>"
+            );
+            return ExitCode::FAILURE;
+        }
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("xtask: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .map(Path::to_path_buf)
+        .unwrap_or_else(|| PathBuf::from("."))
+}
+
+/// A command with the environment of the outer cargo removed, so nested cargo invocations pick
+/// their own toolchain (guest-td's rust-toolchain.toml) and do not inherit a recursion count.
+fn cmd(program: &str) -> Command {
+    let mut c = Command::new(program);
+    for var in ["RUSTUP_TOOLCHAIN", "RUSTUP_TOOLCHAIN_SOURCE", "RUST_RECURSION_COUNT", "CARGO"] {
+        c.env_remove(var);
+    }
+    c.current_dir(root());
+    c
+}
+
+fn run(mut c: Command) -> Result {
+    let shown = format!(
+        "{} {}",
+        c.get_program().to_string_lossy(),
+        c.get_args().map(OsStr::to_string_lossy).collect::<Vec<_>>().join(" ")
+    );
+    eprintln!("$ {shown}");
+    let status = c.status().map_err(|e| format!("{shown}: {e}"))?;
+    if status.success() {
+        Ok(())
+    } else {
+        Err(format!("{shown}: {status}"))
+    }
+}
+
+fn output(mut c: Command) -> Result<String> {
+    let out = c.output().map_err(|e| format!("{:?}: {e}", c.get_program()))?;
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+/// The toolchain guest-td pins, read from its rust-toolchain.toml.
+fn guest_toolchain() -> Result<String> {
+    let path = root().join("guest-td/rust-toolchain.toml");
+    let text = fs::read_to_string(&path).map_err(|e| format!("{}: {e}", path.display()))?;
+    text.lines()
+        .find_map(|l| {
+            let l = l.trim();
+            let rest = l.strip_prefix("channel")?.trim_start().strip_prefix('=')?;
+            Some(rest.trim().trim_matches('"').to_owned())
+        })
+        .ok_or_else(|| format!("{}: no channel", path.display()))
+}
+
+fn setup() -> Result {
+    let start = Instant::now();
+    // Stable: the bare-metal target for core, llvm-tools for fuzz coverage, clippy and rustfmt.
+    let targets = output({
+        let mut c = cmd("rustup");
+        c.args(["target", "list", "--installed", "--toolchain", "stable"]);
+        c
+    })?;
+    if !targets.lines().any(|l| l.trim() == BARE_METAL_TARGET) {
+        run({
+            let mut c = cmd("rustup");
+            c.args(["target", "add", BARE_METAL_TARGET, "--toolchain", "stable"]);
+            c
+        })?;
+    }
+    let components = output({
+        let mut c = cmd("rustup");
+        c.args(["component", "list", "--installed", "--toolchain", "stable"]);
+        c
+    })?;
+    for comp in ["llvm-tools", "clippy", "rustfmt"] {
+        if !components.lines().any(|l| l.starts_with(comp)) {
+            run({
+                let mut c = cmd("rustup");
+                c.args(["component", "add", comp, "--toolchain", "stable"]);
+                c
+            })?;
+        }
+    }
+    // The guest's pinned nightly with rust-src (it has no prebuilt std for the bare-metal
+    // target; the guest builds core and alloc itself).
+    let guest = guest_toolchain()?;
+    let toolchains = output({
+        let mut c = cmd("rustup");
+        c.args(["toolchain", "list"]);
+        c
+    })?;
+    let have_guest = toolchains.lines().any(|l| l.starts_with(&guest));
+    let guest_components = if have_guest {
+        output({
+            let mut c = cmd("rustup");
+            c.args(["component", "list", "--installed", "--toolchain", &guest]);
+            c
+        })?
+    } else {
+        String::new()
+    };
+    let needed = ["rust-src", "clippy"];
+    if !have_guest || !needed.iter().all(|n| guest_components.lines().any(|l| l.starts_with(n))) {
+        run({
+            let mut c = cmd("rustup");
+            c.args(["toolchain", "install", &guest, "--profile", "minimal"]);
+            for n in needed {
+                c.args(["--component", n]);
+            }
+            c
+        })?;
+    }
+    // cargo-fuzz.
+    let have_fuzz = cmd("cargo")
+        .args(["fuzz", "--version"])
+        .output()
+        .map(|o| o.status.success())
+        .unwrap_or(false);
+    if !have_fuzz {
+        run({
+            let mut c = cmd("cargo");
+            c.args(["install", "cargo-fuzz", "--locked", "--version", CARGO_FUZZ_VERSION]);
+            c
+        })?;
+    }
+    // Debian packages.
+    let missing: Vec<&str> = DEBIAN_PACKAGES
+        .iter()
+        .copied()
+        .filter(|p| {
+            !Command::new("dpkg-query")
+                .args(["-W", "-f=${Status}", p])
+                .output()
+                .map(|o| String::from_utf8_lossy(&o.stdout).contains("install ok installed"))
+                .unwrap_or(false)
+        })
+        .collect();
+    if !missing.is_empty() {
+        run({
+            let mut c = cmd("apt-get");
+            c.arg("update");
+            c
+        })?;
+        run({
+            let mut c = cmd("apt-get");
+            c.args(["install", "-y", "--no-install-recommends"]).args(&missing);
+            c.env("DEBIAN_FRONTEND", "noninteractive");
+            c
+        })?;
+    }
+    eprintln!("setup: ready in {:.1} s", start.elapsed().as_secs_f64());
+    Ok(())
+}
+
+fn demo() -> Result {
+    run({
+        let mut c = cmd("cargo");
+        c.args(["run", "--quiet", "--release", "-p", "hugesept-host-kvm", "--", "accept-matrix"]);
+        c
+    })
+}
+
+fn build_guest() -> Result {
+    let toolchain = format!("+{}", guest_toolchain()?);
+    let mut c = cmd("cargo");
+    c.current_dir(root().join("guest-td"));
+    c.args([toolchain.as_str(), "build", "--release", "--locked"]);
+    run(c)?;
+    let elf = root().join("guest-td/target/x86_64-unknown-none/release/hugesept-guest-td");
+    let bytes = fs::read(&elf).map_err(|e| format!("{}: {e}", elf.display()))?;
+    // An ELF64 little-endian x86-64 executable.
+    if bytes.get(..4) != Some(b"\x7fELF".as_slice())
+        || bytes.get(4) != Some(&2)
+        || bytes.get(18..20) != Some([0x3e, 0].as_slice())
+    {
+        return Err(format!("{} is not an x86-64 ELF64 file", elf.display()));
+    }
+    eprintln!("guest: {} ({} bytes)", elf.display(), bytes.len());
+    Ok(())
+}
+
+fn fuzz_targets() -> Result<Vec<String>> {
+    let dir = root().join("fuzz/fuzz_targets");
+    let mut names: Vec<String> = fs::read_dir(&dir)
+        .map_err(|e| format!("{}: {e}", dir.display()))?
+        .filter_map(|e| {
+            let p = e.ok()?.path();
+            (p.extension()? == "rs").then(|| p.file_stem()?.to_str().map(str::to_owned))?
+        })
+        .collect();
+    names.sort();
+    Ok(names)
+}
+
+/// `cargo fuzz run` on stable, without a sanitizer.
+fn cargo_fuzz_run(target: &str, libfuzzer_args: &[String]) -> Result {
+    let corpus = root().join("fuzz/corpus").join(target);
+    fs::create_dir_all(&corpus).map_err(|e| format!("{}: {e}", corpus.display()))?;
+    let mut c = cmd("cargo");
+    c.current_dir(root().join("fuzz"));
+    c.args(["fuzz", "run", "--sanitizer", "none", target]);
+    c.arg(&corpus);
+    c.arg("--");
+    c.args(libfuzzer_args);
+    run(c)
+}
+
+fn fuzz(args: &[String]) -> Result {
+    let mut seconds = 60u64;
+    let mut chosen = Vec::new();
+    let mut it = args.iter();
+    while let Some(a) = it.next() {
+        if a == "--seconds" {
+            seconds = it
+                .next()
+                .and_then(|s| s.parse().ok())
+                .ok_or("--seconds takes a whole number")?;
+        } else {
+            chosen.push(a.clone());
+        }
+    }
+    let targets = if chosen.is_empty() { fuzz_targets()? } else { chosen };
+    for t in targets {
+        cargo_fuzz_run(&t, &[format!("-max_total_time={seconds}"), "-print_final_stats=1".into()])?;
+    }
+    Ok(())
+}
+
+fn test() -> Result {
+    let cargo = |args: &[&str]| {
+        let mut c = cmd("cargo");
+        c.args(args);
+        c
+    };
+    run(cargo(&["fmt", "--all", "--check"]))?;
+    run(cargo(&["clippy", "--workspace", "--all-targets", "--locked", "--", "-D", "warnings"]))?;
+    run(cargo(&["test", "--workspace", "--locked"]))?;
+    run({
+        let mut c = cargo(&["doc", "--workspace", "--no-deps", "--locked"]);
+        c.env("RUSTDOCFLAGS", "-D warnings");
+        c
+    })?;
+    // core is no_std: it must build, and pass its lints, for the bare-metal target.
+    run(cargo(&[
+        "clippy", "-p", "hugesept-core", "--target", BARE_METAL_TARGET, "--locked", "--", "-D",
+        "warnings",
+    ]))?;
+    run(cargo(&["build", "-p", "hugesept-core", "--target", BARE_METAL_TARGET, "--release", "--locked"]))?;
+    // The TD payload, with its own toolchain.
+    let toolchain = format!("+{}", guest_toolchain()?);
+    run({
+        let mut c = cmd("cargo");
+        c.current_dir(root().join("guest-td"));
+        c.args(["+stable", "fmt", "--check"]);
+        c
+    })?;
+    run({
+        let mut c = cmd("cargo");
+        c.current_dir(root().join("guest-td"));
+        c.args([toolchain.as_str(), "clippy", "--release", "--locked", "--", "-D", "warnings"]);
+        c
+    })?;
+    build_guest()?;
+    // The fuzz workspace: its own tests replay the corpus through the same checks, then every
+    // target is built by cargo-fuzz and run once over its corpus.
+    run({
+        let mut c = cmd("cargo");
+        c.current_dir(root().join("fuzz"));
+        c.args(["fmt", "--check"]);
+        c
+    })?;
+    run({
+        let mut c = cmd("cargo");
+        c.current_dir(root().join("fuzz"));
+        c.args(["clippy", "--all-targets", "--locked", "--", "-D", "warnings"]);
+        c
+    })?;
+    run({
+        let mut c = cmd("cargo");
+        c.current_dir(root().join("fuzz"));
+        c.args(["test", "--locked"]);
+        c
+    })?;
+    for t in fuzz_targets()? {
+        cargo_fuzz_run(&t, &["-runs=0".to_owned()])?;
+    }
+    eprintln!("xtask test: all checks passed");
+    Ok(())
+}

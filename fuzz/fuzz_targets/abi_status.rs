@@ -1,0 +1,4 @@
+//! Fuzz target: see [`hugesept_fuzz::abi_status`].
+#![no_main]
+
+libfuzzer_sys::fuzz_target!(|data: &[u8]| hugesept_fuzz::abi_status(data));

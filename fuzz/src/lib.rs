@@ -1,0 +1,227 @@
+//! The checks behind the fuzz targets, callable from libFuzzer and from `cargo test` (which
+//! replays the committed corpus through them).
+//!
+//! Each check decodes arbitrary 64-bit words with hugesept-core's ABI decoders and compares the
+//! result with a shadow statement of the encoding written out here: a decoder must never panic,
+//! must accept exactly the values the ABI defines, and must give back its input when re-encoded.
+
+use hugesept_core::abi::{
+    AbiError, AcceptExitInfo, AcceptOperand, EeqType, ExitQualification,
+    ExtendedExitQualification, Gfn, Gpa, Gpaw, KvmPgLevel, PageLevel, SeamcallLeaf,
+    SeptEntryState, StatusClass, StatusCode, StatusDetail, TdcallLeaf, TdcallRax, TdxSeptLevel,
+    TdxStatus,
+};
+use hugesept_core::sept::{AcceptOutcome, ArrayStorage, ModuleProfile, Sept, SeptConfig};
+
+/// The input as little-endian 64-bit words (a short tail is zero-padded).
+fn words(data: &[u8]) -> impl Iterator<Item = u64> + '_ {
+    data.chunks(8).map(|c| {
+        let mut b = [0u8; 8];
+        b[..c.len()].copy_from_slice(c);
+        u64::from_le_bytes(b)
+    })
+}
+
+/// Completion statuses: lossless decoding, class from the top bits, detail by code.
+pub fn abi_status(data: &[u8]) {
+    for raw in words(data) {
+        let s = TdxStatus(raw);
+        let code = s.code();
+        assert_eq!(TdxStatus::new(code, s.detail_bits()), s);
+        assert_eq!(code.value(), (raw >> 32) as u32);
+        let class = s.class();
+        let expected = if raw >> 32 == 0 {
+            StatusClass::Success
+        } else if raw >> 63 == 0 {
+            StatusClass::Warning
+        } else if (raw >> 62) & 1 == 0 {
+            StatusClass::Recoverable
+        } else {
+            StatusClass::Fatal
+        };
+        assert_eq!(class, expected);
+        assert_eq!(s.is_error(), raw >> 63 == 1);
+        match s.detail() {
+            StatusDetail::Level(l) => {
+                assert_eq!(u32::from(l.tdx().raw()), s.detail_bits());
+                assert_eq!(s.level(), Some(l));
+            }
+            StatusDetail::BadLevel(v) => assert!(v > 2 && s.level().is_none()),
+            StatusDetail::Operand(op) => assert_eq!(op.0, s.detail_bits()),
+            StatusDetail::None => assert_eq!(s.detail_bits(), 0),
+            StatusDetail::Raw(v) => assert!(v != 0 && v == s.detail_bits()),
+        }
+        let text = s.to_string();
+        if let StatusCode::Unknown(_) = code {
+            assert!(text.starts_with("unknown TDX status"));
+        } else {
+            assert!(text.starts_with(code.name()));
+        }
+    }
+}
+
+/// The ACCEPT operand: the decoder against a shadow of the module's checks, then the whole
+/// TDCALL on a small S-EPT model, which must reject exactly the invalid operands.
+pub fn abi_accept_operand(data: &[u8]) {
+    let mut it = words(data);
+    while let Some(rcx) = it.next() {
+        let flags = it.next().unwrap_or(0);
+        let gpaw = if flags & 1 == 0 { Gpaw::Bits48 } else { Gpaw::Bits52 };
+        let level_bits = rcx & 7;
+        let gpa = rcx & 0x000F_FFFF_FFFF_F000;
+        let shadow = if rcx & (0xFF8 | 0xFFF0_0000_0000_0000) != 0 {
+            Err(AbiError::ReservedBitsSet)
+        } else if level_bits > 2 {
+            Err(AbiError::InvalidTdxLevel)
+        } else if gpa & ((1u64 << (12 + 9 * level_bits)) - 1) != 0 {
+            Err(AbiError::Misaligned)
+        } else if gpa >> gpaw.bits() != 0 {
+            Err(AbiError::BeyondGpaw)
+        } else if gpa & gpaw.shared_mask() != 0 {
+            Err(AbiError::SharedGpa)
+        } else {
+            Ok(())
+        };
+        let decoded = AcceptOperand::decode_for(rcx, gpaw);
+        assert_eq!(decoded.map(|_| ()), shadow, "rcx {rcx:#x}");
+        if let Ok(op) = decoded {
+            assert_eq!(op.encode(), rcx);
+            assert_eq!(u64::from(op.level.tdx().raw()), level_bits);
+        }
+        // The TDCALL itself, on a TD whose window is [1 GiB, 1 GiB + 8 MiB).
+        let profile = if flags & 2 == 0 {
+            ModuleProfile::TDX_1_5
+        } else {
+            ModuleProfile::parse("accept-1g").unwrap_or_default()
+        };
+        let mut config = SeptConfig::new(Gpa(0x4000_0000), 4);
+        config.gpaw = gpaw;
+        config.profile = profile;
+        let Ok(mut sept) = Sept::new(config, ArrayStorage::<1, 4, 1>::new()) else {
+            panic!("model set-up failed");
+        };
+        let out = sept.accept(rcx).expect("ACCEPT never fails as a model");
+        let is_1g = decoded.is_ok_and(|op| op.level == PageLevel::Size1G);
+        let rejected = matches!(out, AcceptOutcome::Completed(s)
+            if s.code() == StatusCode::OperandInvalid && s.detail_bits() == 1);
+        assert_eq!(rejected, decoded.is_err() || (is_1g && !profile.accept_1g), "rcx {rcx:#x}");
+    }
+}
+
+/// Exit qualification and extended exit qualification.
+pub fn abi_exit(data: &[u8]) {
+    for rdx in words(data) {
+        let ty = (rdx & 0xF) as u8;
+        let info = (rdx >> 32) as u32;
+        match ExtendedExitQualification::decode(rdx) {
+            Ok(e) => {
+                assert_eq!(e.encode(), rdx);
+                assert_eq!(e.eeq_type().raw(), ty);
+                assert_eq!(e.accept_level().is_some(), ty == 1);
+            }
+            Err(AbiError::ReservedBitsSet) => {
+                assert!(
+                    rdx & 0xFFFF_FFF0 != 0
+                        || (ty == 0 && info != 0)
+                        || (ty == 1 && AcceptExitInfo::decode(info) == Err(AbiError::ReservedBitsSet))
+                );
+            }
+            Err(AbiError::UnknownEeqType) => assert!(EeqType::from_raw(ty).is_err()),
+            Err(AbiError::InvalidTdxLevel) => {
+                assert_eq!(ty, 1);
+                assert!(info & 7 > 2 || (info >> 3) & 7 > 2);
+            }
+            Err(AbiError::UnknownSeptState) => {
+                assert_eq!(ty, 1);
+                assert!(SeptEntryState::from_public_code(((info >> 6) & 0xFF) as u8).is_err());
+            }
+            Err(other) => panic!("unexpected EEQ error {other:?} for {rdx:#x}"),
+        }
+        let q = ExitQualification::from_bits_retain(rdx);
+        assert_eq!(q.bits(), rdx);
+        assert_eq!(q.has_permission_bits(), rdx & 0x38 != 0);
+    }
+}
+
+/// Levels, leaves, RAX, public state codes, GPAs and profile names.
+pub fn abi_encodings(data: &[u8]) {
+    for raw in words(data) {
+        assert_eq!(TdxSeptLevel::new(raw).is_ok(), raw <= 2);
+        assert_eq!(KvmPgLevel::new(raw).is_ok(), (1..=3).contains(&raw));
+        if let Ok(l) = KvmPgLevel::new(raw) {
+            assert_eq!(u64::from(l.to_tdx().raw()) + 1, raw);
+        }
+        match TdcallRax::decode(raw) {
+            Ok(r) => assert_eq!(r.encode(), raw),
+            Err(AbiError::ReservedBitsSet) => assert!(raw >> 24 != 0),
+            Err(AbiError::UnknownLeaf) => {
+                assert!(TdcallLeaf::from_number(raw as u16).is_err())
+            }
+            Err(e) => panic!("unexpected RAX error {e:?}"),
+        }
+        if let Ok(l) = SeamcallLeaf::from_number(raw as u16) {
+            assert_eq!(l.number(), raw as u16);
+        }
+        let code = raw as u8;
+        if let Ok(s) = SeptEntryState::from_public_code(code) {
+            assert_eq!(s.public_code(), code);
+            assert_eq!(s.blocked().map(SeptEntryState::unblocked), s.blocked().map(|_| s));
+        }
+        let gpa = Gpa(raw);
+        for level in PageLevel::ALL {
+            let down = gpa.align_down(level);
+            assert!(down.is_aligned(level) && down <= gpa);
+            assert_eq!(down.gfn().round_for_level(level), down.gfn());
+        }
+        match Gfn(raw).gpa() {
+            Ok(g) => assert_eq!(g.gfn(), Gfn(raw)),
+            Err(e) => assert_eq!((e, raw >> 52 != 0), (AbiError::AddressOverflow, true)),
+        }
+        for gpaw in [Gpaw::Bits48, Gpaw::Bits52] {
+            assert!(!gpa.to_private(gpaw).is_shared(gpaw));
+            assert!(gpa.to_shared(gpaw).is_shared(gpaw));
+        }
+    }
+    if let Ok(text) = std::str::from_utf8(data)
+        && let Ok(p) = ModuleProfile::parse(text)
+    {
+        assert_eq!(ModuleProfile::parse(&p.to_string()), Ok(p));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::fs;
+    use std::path::Path;
+
+    /// Replays every committed corpus file through its target's checks.
+    #[test]
+    fn corpus_replays_cleanly() {
+        let targets: [(&str, fn(&[u8])); 4] = [
+            ("abi_status", super::abi_status),
+            ("abi_accept_operand", super::abi_accept_operand),
+            ("abi_exit", super::abi_exit),
+            ("abi_encodings", super::abi_encodings),
+        ];
+        let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("corpus");
+        for (name, check) in targets {
+            let dir = root.join(name);
+            let mut n = 0;
+            for entry in fs::read_dir(&dir).unwrap_or_else(|e| panic!("{}: {e}", dir.display())) {
+                let path = entry.unwrap().path();
+                check(&fs::read(&path).unwrap());
+                n += 1;
+            }
+            assert!(n > 0, "no corpus for {name} in {}", dir.display());
+        }
+    }
+
+    /// Values the ABI defines pass every check.
+    #[test]
+    fn known_values_pass() {
+        super::abi_status(&0xC000_0100_0000_0001u64.to_le_bytes());
+        super::abi_exit(&(1u64 | (0x4088u64 << 32)).to_le_bytes());
+        super::abi_accept_operand(&0x4020_0001u64.to_le_bytes());
+        super::abi_encodings(b"explicit-demotion+accept-1g");
+    }
+}
