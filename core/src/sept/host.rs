@@ -143,7 +143,7 @@ impl HostCall {
 
     /// Whether the call takes the S-EPT tree lock exclusively (RANGE.BLOCK, RANGE.UNBLOCK,
     /// SEPT.REMOVE; PAGE.ADD holds the TDR exclusively, which excludes everything) or shared
-    /// (per https://lore.kernel.org/all/aC6fmIuKgDYHcaLp@yzhao56-desk.sh.intel.com/).
+    /// (per <https://lore.kernel.org/all/aC6fmIuKgDYHcaLp@yzhao56-desk.sh.intel.com/>).
     pub const fn tree_exclusive(&self) -> bool {
         matches!(
             self,

@@ -15,7 +15,7 @@ pub struct ModuleProfile {
     /// TDX_ATTR_SEPT_EXPLICIT_DEMOTION).
     pub explicit_demotion: bool,
     /// PAGE.DEMOTE of an unblocked leaf, with no BLOCK and TLB tracking first (named in the RFC v2
-    /// cover letter, https://lore.kernel.org/all/20250807093950.4395-1-yan.y.zhao@intel.com/).
+    /// cover letter, <https://lore.kernel.org/all/20250807093950.4395-1-yan.y.zhao@intel.com/>).
     pub non_blocking_resize: bool,
     /// ACCEPT and PAGE.AUG at 1G (hypothetical: in no module source found).
     pub accept_1g: bool,
