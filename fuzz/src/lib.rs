@@ -6,12 +6,22 @@
 //! must accept exactly the values the ABI defines, and must give back its input when re-encoded.
 
 use hugesept_core::abi::{
-    AbiError, AcceptExitInfo, AcceptOperand, EeqType, ExitQualification,
-    ExtendedExitQualification, Gfn, Gpa, Gpaw, KvmPgLevel, PageLevel, SeamcallLeaf,
-    SeptEntryState, StatusClass, StatusCode, StatusDetail, TdcallLeaf, TdcallRax, TdxSeptLevel,
-    TdxStatus,
+    AbiError, AcceptExitInfo, AcceptOperand, EeqType, ExitQualification, ExtendedExitQualification,
+    Gfn, Gpa, Gpaw, KvmPgLevel, PageLevel, SeamcallLeaf, SeptEntryState, StatusClass, StatusCode,
+    StatusDetail, TdcallLeaf, TdcallRax, TdxSeptLevel, TdxStatus,
 };
 use hugesept_core::sept::{AcceptOutcome, ArrayStorage, ModuleProfile, Sept, SeptConfig};
+
+/// A target's check over one input.
+pub type Check = fn(&[u8]);
+
+/// Every target, by the name of its corpus directory and `fuzz_targets/` file.
+pub const TARGETS: [(&str, Check); 4] = [
+    ("abi_status", abi_status),
+    ("abi_accept_operand", abi_accept_operand),
+    ("abi_exit", abi_exit),
+    ("abi_encodings", abi_encodings),
+];
 
 /// The input as little-endian 64-bit words (a short tail is zero-padded).
 fn words(data: &[u8]) -> impl Iterator<Item = u64> + '_ {
@@ -66,7 +76,11 @@ pub fn abi_accept_operand(data: &[u8]) {
     let mut it = words(data);
     while let Some(rcx) = it.next() {
         let flags = it.next().unwrap_or(0);
-        let gpaw = if flags & 1 == 0 { Gpaw::Bits48 } else { Gpaw::Bits52 };
+        let gpaw = if flags & 1 == 0 {
+            Gpaw::Bits48
+        } else {
+            Gpaw::Bits52
+        };
         let level_bits = rcx & 7;
         let gpa = rcx & 0x000F_FFFF_FFFF_F000;
         let shadow = if rcx & (0xFF8 | 0xFFF0_0000_0000_0000) != 0 {
@@ -104,7 +118,11 @@ pub fn abi_accept_operand(data: &[u8]) {
         let is_1g = decoded.is_ok_and(|op| op.level == PageLevel::Size1G);
         let rejected = matches!(out, AcceptOutcome::Completed(s)
             if s.code() == StatusCode::OperandInvalid && s.detail_bits() == 1);
-        assert_eq!(rejected, decoded.is_err() || (is_1g && !profile.accept_1g), "rcx {rcx:#x}");
+        assert_eq!(
+            rejected,
+            decoded.is_err() || (is_1g && !profile.accept_1g),
+            "rcx {rcx:#x}"
+        );
     }
 }
 
@@ -123,7 +141,8 @@ pub fn abi_exit(data: &[u8]) {
                 assert!(
                     rdx & 0xFFFF_FFF0 != 0
                         || (ty == 0 && info != 0)
-                        || (ty == 1 && AcceptExitInfo::decode(info) == Err(AbiError::ReservedBitsSet))
+                        || (ty == 1
+                            && AcceptExitInfo::decode(info) == Err(AbiError::ReservedBitsSet))
                 );
             }
             Err(AbiError::UnknownEeqType) => assert!(EeqType::from_raw(ty).is_err()),
@@ -165,7 +184,10 @@ pub fn abi_encodings(data: &[u8]) {
         let code = raw as u8;
         if let Ok(s) = SeptEntryState::from_public_code(code) {
             assert_eq!(s.public_code(), code);
-            assert_eq!(s.blocked().map(SeptEntryState::unblocked), s.blocked().map(|_| s));
+            assert_eq!(
+                s.blocked().map(SeptEntryState::unblocked),
+                s.blocked().map(|_| s)
+            );
         }
         let gpa = Gpa(raw);
         for level in PageLevel::ALL {
@@ -197,14 +219,8 @@ mod tests {
     /// Replays every committed corpus file through its target's checks.
     #[test]
     fn corpus_replays_cleanly() {
-        let targets: [(&str, fn(&[u8])); 4] = [
-            ("abi_status", super::abi_status),
-            ("abi_accept_operand", super::abi_accept_operand),
-            ("abi_exit", super::abi_exit),
-            ("abi_encodings", super::abi_encodings),
-        ];
         let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("corpus");
-        for (name, check) in targets {
+        for (name, check) in super::TARGETS {
             let dir = root.join(name);
             let mut n = 0;
             for entry in fs::read_dir(&dir).unwrap_or_else(|e| panic!("{}: {e}", dir.display())) {
