@@ -59,7 +59,12 @@ fn root() -> PathBuf {
 /// their own toolchain (guest-td's rust-toolchain.toml) and do not inherit a recursion count.
 fn cmd(program: &str) -> Command {
     let mut c = Command::new(program);
-    for var in ["RUSTUP_TOOLCHAIN", "RUSTUP_TOOLCHAIN_SOURCE", "RUST_RECURSION_COUNT", "CARGO"] {
+    for var in [
+        "RUSTUP_TOOLCHAIN",
+        "RUSTUP_TOOLCHAIN_SOURCE",
+        "RUST_RECURSION_COUNT",
+        "CARGO",
+    ] {
         c.env_remove(var);
     }
     c.current_dir(root());
@@ -70,7 +75,10 @@ fn run(mut c: Command) -> Result {
     let shown = format!(
         "{} {}",
         c.get_program().to_string_lossy(),
-        c.get_args().map(OsStr::to_string_lossy).collect::<Vec<_>>().join(" ")
+        c.get_args()
+            .map(OsStr::to_string_lossy)
+            .collect::<Vec<_>>()
+            .join(" ")
     );
     eprintln!("$ {shown}");
     let status = c.status().map_err(|e| format!("{shown}: {e}"))?;
@@ -82,7 +90,9 @@ fn run(mut c: Command) -> Result {
 }
 
 fn output(mut c: Command) -> Result<String> {
-    let out = c.output().map_err(|e| format!("{:?}: {e}", c.get_program()))?;
+    let out = c
+        .output()
+        .map_err(|e| format!("{:?}: {e}", c.get_program()))?;
     Ok(String::from_utf8_lossy(&out.stdout).into_owned())
 }
 
@@ -147,7 +157,11 @@ fn setup() -> Result {
         String::new()
     };
     let needed = ["rust-src", "clippy"];
-    if !have_guest || !needed.iter().all(|n| guest_components.lines().any(|l| l.starts_with(n))) {
+    if !have_guest
+        || !needed
+            .iter()
+            .all(|n| guest_components.lines().any(|l| l.starts_with(n)))
+    {
         run({
             let mut c = cmd("rustup");
             c.args(["toolchain", "install", &guest, "--profile", "minimal"]);
@@ -166,7 +180,13 @@ fn setup() -> Result {
     if !have_fuzz {
         run({
             let mut c = cmd("cargo");
-            c.args(["install", "cargo-fuzz", "--locked", "--version", CARGO_FUZZ_VERSION]);
+            c.args([
+                "install",
+                "cargo-fuzz",
+                "--locked",
+                "--version",
+                CARGO_FUZZ_VERSION,
+            ]);
             c
         })?;
     }
@@ -190,7 +210,8 @@ fn setup() -> Result {
         })?;
         run({
             let mut c = cmd("apt-get");
-            c.args(["install", "-y", "--no-install-recommends"]).args(&missing);
+            c.args(["install", "-y", "--no-install-recommends"])
+                .args(&missing);
             c.env("DEBIAN_FRONTEND", "noninteractive");
             c
         })?;
@@ -202,7 +223,15 @@ fn setup() -> Result {
 fn demo() -> Result {
     run({
         let mut c = cmd("cargo");
-        c.args(["run", "--quiet", "--release", "-p", "hugesept-host-kvm", "--", "accept-matrix"]);
+        c.args([
+            "run",
+            "--quiet",
+            "--release",
+            "-p",
+            "hugesept-host-kvm",
+            "--",
+            "accept-matrix",
+        ]);
         c
     })
 }
@@ -266,71 +295,148 @@ fn fuzz(args: &[String]) -> Result {
             chosen.push(a.clone());
         }
     }
-    let targets = if chosen.is_empty() { fuzz_targets()? } else { chosen };
+    let targets = if chosen.is_empty() {
+        fuzz_targets()?
+    } else {
+        chosen
+    };
     for t in targets {
-        cargo_fuzz_run(&t, &[format!("-max_total_time={seconds}"), "-print_final_stats=1".into()])?;
+        cargo_fuzz_run(
+            &t,
+            &[
+                format!("-max_total_time={seconds}"),
+                "-print_final_stats=1".into(),
+            ],
+        )?;
     }
     Ok(())
 }
 
+/// A cargo command in one of the project's workspaces.
+fn cargo_in(dir: &str, args: &[&str]) -> Command {
+    let mut c = cmd("cargo");
+    c.current_dir(root().join(dir));
+    c.args(args);
+    c
+}
+
+/// Runs every check CI runs, all of them even when one fails, and closes with a count.
 fn test() -> Result {
-    let cargo = |args: &[&str]| {
-        let mut c = cmd("cargo");
-        c.args(args);
-        c
+    let guest = format!("+{}", guest_toolchain()?);
+    let guest = guest.as_str();
+    let lint = ["--", "-D", "warnings"];
+    let mut checks: Vec<(String, Box<dyn Fn() -> Result>)> = Vec::new();
+    let mut check = |name: &str, f: Box<dyn Fn() -> Result>| checks.push((name.to_owned(), f));
+    let command = |dir: &'static str, args: Vec<&'static str>| -> Box<dyn Fn() -> Result> {
+        Box::new(move || run(cargo_in(dir, &args)))
     };
-    run(cargo(&["fmt", "--all", "--check"]))?;
-    run(cargo(&["clippy", "--workspace", "--all-targets", "--locked", "--", "-D", "warnings"]))?;
-    run(cargo(&["test", "--workspace", "--locked"]))?;
-    run({
-        let mut c = cargo(&["doc", "--workspace", "--no-deps", "--locked"]);
-        c.env("RUSTDOCFLAGS", "-D warnings");
-        c
-    })?;
-    // core is no_std: it must build, and pass its lints, for the bare-metal target.
-    run(cargo(&[
-        "clippy", "-p", "hugesept-core", "--target", BARE_METAL_TARGET, "--locked", "--", "-D",
-        "warnings",
-    ]))?;
-    run(cargo(&["build", "-p", "hugesept-core", "--target", BARE_METAL_TARGET, "--release", "--locked"]))?;
+    let with_lint = |mut v: Vec<&'static str>| {
+        v.extend(lint);
+        v
+    };
+    check("format", command(".", vec!["fmt", "--all", "--check"]));
+    check(
+        "clippy (workspace)",
+        command(
+            ".",
+            with_lint(vec!["clippy", "--workspace", "--all-targets", "--locked"]),
+        ),
+    );
+    check(
+        "tests (workspace)",
+        command(".", vec!["test", "--workspace", "--locked"]),
+    );
+    check(
+        "docs",
+        Box::new(|| {
+            let mut c = cargo_in(".", &["doc", "--workspace", "--no-deps", "--locked"]);
+            c.env("RUSTDOCFLAGS", "-D warnings");
+            run(c)
+        }),
+    );
+    // core is no_std: it must pass its lints and build for the bare-metal target.
+    check(
+        "core for x86_64-unknown-none (clippy)",
+        command(
+            ".",
+            with_lint(vec![
+                "clippy",
+                "-p",
+                "hugesept-core",
+                "--target",
+                BARE_METAL_TARGET,
+                "--locked",
+            ]),
+        ),
+    );
+    check(
+        "core for x86_64-unknown-none (build)",
+        command(
+            ".",
+            vec![
+                "build",
+                "-p",
+                "hugesept-core",
+                "--target",
+                BARE_METAL_TARGET,
+                "--release",
+                "--locked",
+            ],
+        ),
+    );
     // The TD payload, with its own toolchain.
-    let toolchain = format!("+{}", guest_toolchain()?);
-    run({
-        let mut c = cmd("cargo");
-        c.current_dir(root().join("guest-td"));
-        c.args(["+stable", "fmt", "--check"]);
-        c
-    })?;
-    run({
-        let mut c = cmd("cargo");
-        c.current_dir(root().join("guest-td"));
-        c.args([toolchain.as_str(), "clippy", "--release", "--locked", "--", "-D", "warnings"]);
-        c
-    })?;
-    build_guest()?;
-    // The fuzz workspace: its own tests replay the corpus through the same checks, then every
-    // target is built by cargo-fuzz and run once over its corpus.
-    run({
-        let mut c = cmd("cargo");
-        c.current_dir(root().join("fuzz"));
-        c.args(["fmt", "--check"]);
-        c
-    })?;
-    run({
-        let mut c = cmd("cargo");
-        c.current_dir(root().join("fuzz"));
-        c.args(["clippy", "--all-targets", "--locked", "--", "-D", "warnings"]);
-        c
-    })?;
-    run({
-        let mut c = cmd("cargo");
-        c.current_dir(root().join("fuzz"));
-        c.args(["test", "--locked"]);
-        c
-    })?;
+    check(
+        "guest-td format",
+        command("guest-td", vec!["+stable", "fmt", "--check"]),
+    );
+    let g = guest.to_owned();
+    check(
+        "guest-td clippy",
+        Box::new(move || {
+            let mut args = vec![g.as_str(), "clippy", "--release", "--locked"];
+            args.extend(lint);
+            run(cargo_in("guest-td", &args))
+        }),
+    );
+    check("guest-td build", Box::new(build_guest));
+    // The fuzz workspace: its tests replay the corpus through the same checks; then cargo-fuzz
+    // builds every target and runs it once over its corpus.
+    check("fuzz format", command("fuzz", vec!["fmt", "--check"]));
+    check(
+        "fuzz clippy",
+        command(
+            "fuzz",
+            with_lint(vec!["clippy", "--all-targets", "--locked"]),
+        ),
+    );
+    check(
+        "fuzz corpus replay (cargo test)",
+        command("fuzz", vec!["test", "--locked"]),
+    );
     for t in fuzz_targets()? {
-        cargo_fuzz_run(&t, &["-runs=0".to_owned()])?;
+        let name = format!("fuzz target {t} over its corpus");
+        check(
+            &name,
+            Box::new(move || cargo_fuzz_run(&t, &["-runs=0".to_owned()])),
+        );
     }
-    eprintln!("xtask test: all checks passed");
-    Ok(())
+    let mut failed = Vec::new();
+    let total = checks.len();
+    for (name, f) in &checks {
+        eprintln!("== {name}");
+        if let Err(e) = f() {
+            eprintln!("!! {name}: {e}");
+            failed.push(name.clone());
+        }
+    }
+    println!(
+        "xtask test: {} passed, {} failed",
+        total - failed.len(),
+        failed.len()
+    );
+    if failed.is_empty() {
+        Ok(())
+    } else {
+        Err(format!("failed: {}", failed.join(", ")))
+    }
 }
