@@ -221,19 +221,15 @@ impl Runner {
             .unwrap_or(PageLevel::Size4K);
         let gpa = Self::step_gpa(step, l);
         Some(match op {
-            "add" => HostCall::PageAdd {
-                gpa,
-                level: l,
-                content: Content::data(step.content.unwrap_or(0)),
-            },
-            "sept_add" => HostCall::SeptAdd { gpa, level: l },
-            "aug" => HostCall::PageAug { gpa, level: l },
-            "block" => HostCall::RangeBlock { gpa, level: l },
-            "unblock" => HostCall::RangeUnblock { gpa, level: l },
-            "demote" => HostCall::PageDemote { gpa, level: l },
-            "promote" => HostCall::PagePromote { gpa, level: l },
-            "remove" => HostCall::PageRemove { gpa, level: l },
-            "sept_remove" => HostCall::SeptRemove { gpa, level: l },
+            "add" => HostCall::add(gpa, l, Content::data(step.content.unwrap_or(0))),
+            "sept_add" => HostCall::sept_add(gpa, l),
+            "aug" => HostCall::aug(gpa, l),
+            "block" => HostCall::block(gpa, l),
+            "unblock" => HostCall::unblock(gpa, l),
+            "demote" => HostCall::demote(gpa, l),
+            "promote" => HostCall::promote(gpa, l),
+            "remove" => HostCall::remove(gpa, l),
+            "sept_remove" => HostCall::sept_remove(gpa, l),
             _ => return None,
         })
     }

@@ -137,9 +137,9 @@ proptest! {
             }
         }
         let before: Vec<Content> = (0..512).map(|i| s.content(Gpa(gpa.raw() + i * stride)).unwrap()).collect();
-        prop_assert_eq!(s.seamcall(HostCall::RangeBlock { gpa, level }).unwrap(), TdxStatus::SUCCESS);
+        prop_assert_eq!(s.seamcall(HostCall::block(gpa, level)).unwrap(), TdxStatus::SUCCESS);
         prop_assert_eq!(s.track().unwrap(), TdxStatus::SUCCESS);
-        prop_assert_eq!(s.seamcall(HostCall::PageDemote { gpa, level }).unwrap(), TdxStatus::SUCCESS);
+        prop_assert_eq!(s.seamcall(HostCall::demote(gpa, level)).unwrap(), TdxStatus::SUCCESS);
         let child = level.smaller().unwrap();
         prop_assert_eq!(s.entry_state(gpa, level).unwrap(), Some(SeptEntryState::NlMapped));
         for i in 0..512 {
@@ -183,9 +183,9 @@ proptest! {
         let identical = (0..512)
             .map(|i| s.entry_state(child(i), PageLevel::Size4K).unwrap())
             .all(|st| st == Some(uniform));
-        prop_assert_eq!(s.seamcall(HostCall::RangeBlock { gpa, level: PageLevel::Size2M }).unwrap(), TdxStatus::SUCCESS);
+        prop_assert_eq!(s.seamcall(HostCall::block(gpa, PageLevel::Size2M)).unwrap(), TdxStatus::SUCCESS);
         s.track().unwrap();
-        let st = s.seamcall(HostCall::PagePromote { gpa, level: PageLevel::Size2M }).unwrap();
+        let st = s.seamcall(HostCall::promote(gpa, PageLevel::Size2M)).unwrap();
         if identical {
             prop_assert_eq!(st, TdxStatus::SUCCESS);
             prop_assert_eq!(s.entry_state(gpa, PageLevel::Size2M).unwrap(), Some(uniform));
@@ -283,15 +283,15 @@ proptest! {
                     let out = s.accept(rcx).unwrap();
                     prop_assert!(!matches!(out, AcceptOutcome::Interrupted));
                 }
-                Op::Aug(i, l) => { host(HostCall::PageAug { gpa: at(i, l), level: l }, &mut s); }
-                Op::SeptAdd(i, l) => { host(HostCall::SeptAdd { gpa: at(i, l), level: l }, &mut s); }
-                Op::Block(i, l) => { host(HostCall::RangeBlock { gpa: at(i, l), level: l }, &mut s); }
-                Op::Unblock(i, l) => { host(HostCall::RangeUnblock { gpa: at(i, l), level: l }, &mut s); }
-                Op::Demote(i, l) => { host(HostCall::PageDemote { gpa: at(i, l), level: l }, &mut s); }
-                Op::Promote(i, l) => { host(HostCall::PagePromote { gpa: at(i, l), level: l }, &mut s); }
-                Op::SeptRemove(i, l) => { host(HostCall::SeptRemove { gpa: at(i, l), level: l }, &mut s); }
+                Op::Aug(i, l) => { host(HostCall::aug(at(i, l), l), &mut s); }
+                Op::SeptAdd(i, l) => { host(HostCall::sept_add(at(i, l), l), &mut s); }
+                Op::Block(i, l) => { host(HostCall::block(at(i, l), l), &mut s); }
+                Op::Unblock(i, l) => { host(HostCall::unblock(at(i, l), l), &mut s); }
+                Op::Demote(i, l) => { host(HostCall::demote(at(i, l), l), &mut s); }
+                Op::Promote(i, l) => { host(HostCall::promote(at(i, l), l), &mut s); }
+                Op::SeptRemove(i, l) => { host(HostCall::sept_remove(at(i, l), l), &mut s); }
                 Op::Remove(i, l) => {
-                    if host(HostCall::PageRemove { gpa: at(i, l), level: l }, &mut s) == Some(TdxStatus::SUCCESS) {
+                    if host(HostCall::remove(at(i, l), l), &mut s) == Some(TdxStatus::SUCCESS) {
                         removed = Some((at(i, l), l));
                     }
                 }

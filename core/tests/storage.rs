@@ -38,19 +38,13 @@ fn a_4mib_toy() {
     s.finalize();
     let g = 0x1_0000_0000;
     assert_eq!(
-        s.seamcall(HostCall::SeptAdd {
-            gpa: Gpa(g),
-            level: PageLevel::Size1G
-        })
-        .unwrap(),
+        s.seamcall(HostCall::sept_add(Gpa(g), PageLevel::Size1G))
+            .unwrap(),
         TdxStatus::SUCCESS
     );
     assert_eq!(
-        s.seamcall(HostCall::PageAug {
-            gpa: Gpa(g),
-            level: PageLevel::Size2M
-        })
-        .unwrap(),
+        s.seamcall(HostCall::aug(Gpa(g), PageLevel::Size2M))
+            .unwrap(),
         TdxStatus::SUCCESS
     );
     assert_eq!(
@@ -61,10 +55,7 @@ fn a_4mib_toy() {
     assert!(!s.contains(Gpa(g + 4 * 1024 * 1024)));
     // A SEPT.ADD at 2M outside the window is the model's limit, not a module status.
     assert_eq!(
-        s.seamcall(HostCall::SeptAdd {
-            gpa: Gpa(g + 0x40_0000),
-            level: PageLevel::Size2M
-        }),
+        s.seamcall(HostCall::sept_add(Gpa(g + 0x40_0000), PageLevel::Size2M)),
         Err(SeptError::OutsideModel)
     );
     s.check_consistency(true).unwrap();
@@ -94,19 +85,16 @@ fn sixty_four_gib_in_caller_slices() {
     s.finalize();
     let last = 63 * (1u64 << 30) + 511 * (1 << 21);
     assert_eq!(
-        s.seamcall(HostCall::SeptAdd {
-            gpa: Gpa(last).align_down(PageLevel::Size1G),
-            level: PageLevel::Size1G
-        })
+        s.seamcall(HostCall::sept_add(
+            Gpa(last).align_down(PageLevel::Size1G),
+            PageLevel::Size1G
+        ))
         .unwrap(),
         TdxStatus::SUCCESS
     );
     assert_eq!(
-        s.seamcall(HostCall::PageAug {
-            gpa: Gpa(last),
-            level: PageLevel::Size2M
-        })
-        .unwrap(),
+        s.seamcall(HostCall::aug(Gpa(last), PageLevel::Size2M))
+            .unwrap(),
         TdxStatus::SUCCESS
     );
     assert_eq!(
@@ -156,19 +144,13 @@ fn running_out_of_tables_is_an_error_that_changes_nothing() {
     s.arrange(Gpa(base), PageLevel::Size1G, SeptEntryState::NlMapped)
         .unwrap();
     assert_eq!(
-        s.seamcall(HostCall::SeptAdd {
-            gpa: Gpa(base),
-            level: PageLevel::Size2M
-        })
-        .unwrap(),
+        s.seamcall(HostCall::sept_add(Gpa(base), PageLevel::Size2M))
+            .unwrap(),
         TdxStatus::SUCCESS
     );
     let before = s.clone();
     assert_eq!(
-        s.seamcall(HostCall::SeptAdd {
-            gpa: Gpa(base + 0x20_0000),
-            level: PageLevel::Size2M
-        }),
+        s.seamcall(HostCall::sept_add(Gpa(base + 0x20_0000), PageLevel::Size2M)),
         Err(SeptError::TablePoolExhausted)
     );
     assert_eq!(s, before, "a refused call leaves the model unchanged");
@@ -217,12 +199,8 @@ fn stale_operations_are_errors() {
         AcceptOutcome::Completed(TdxStatus::SUCCESS)
     );
     assert_eq!(s.accept_finish(op, None), Err(SeptError::StaleOperation));
-    let hugesept_core::sept::HostStart::Started(h) = s
-        .host_begin(HostCall::RangeBlock {
-            gpa: g,
-            level: PageLevel::Size2M,
-        })
-        .unwrap()
+    let hugesept_core::sept::HostStart::Started(h) =
+        s.host_begin(HostCall::block(g, PageLevel::Size2M)).unwrap()
     else {
         panic!("expected started");
     };

@@ -25,119 +25,106 @@ use crate::abi::{
 
 use super::{Content, Loc, OpState, Sept, SeptError, SeptStorage, TableRef, View};
 
-/// A host SEAMCALL on the Secure EPT, with its operands.
+/// Which SEAMCALL, with the operands only some calls have.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub enum HostCall {
+pub enum HostCallKind {
     /// TDH.MEM.PAGE.ADD: build time, 4K, FREE → MAPPED with `content` copied from the source.
     PageAdd {
-        /// Target GPA.
-        gpa: Gpa,
-        /// Level operand (only 4K is valid).
-        level: PageLevel,
         /// The source page's content.
         content: Content,
     },
-    /// TDH.MEM.SEPT.ADD: link a new table under the FREE entry at `level` (2M or 1G).
-    SeptAdd {
-        /// GPA covered by the entry.
-        gpa: Gpa,
-        /// Level of the entry that becomes NL_MAPPED.
-        level: PageLevel,
-    },
-    /// TDH.MEM.PAGE.AUG: FREE → PENDING at `level`.
-    PageAug {
-        /// Target GPA.
-        gpa: Gpa,
-        /// 4K or 2M (1G with the accept-1g profile).
-        level: PageLevel,
-    },
+    /// TDH.MEM.SEPT.ADD: link a new table under the FREE entry at the level (2M or 1G).
+    SeptAdd,
+    /// TDH.MEM.PAGE.AUG: FREE → PENDING (4K or 2M; 1G with the accept-1g profile).
+    PageAug,
     /// TDH.MEM.RANGE.BLOCK.
-    RangeBlock {
-        /// Target GPA.
-        gpa: Gpa,
-        /// Entry level.
-        level: PageLevel,
-    },
+    RangeBlock,
     /// TDH.MEM.RANGE.UNBLOCK.
-    RangeUnblock {
-        /// Target GPA.
-        gpa: Gpa,
-        /// Entry level.
-        level: PageLevel,
-    },
-    /// TDH.MEM.PAGE.DEMOTE: split the leaf at `level` (2M or 1G) into 512 leaves.
-    PageDemote {
-        /// Target GPA.
-        gpa: Gpa,
-        /// Level of the leaf.
-        level: PageLevel,
-    },
-    /// TDH.MEM.PAGE.PROMOTE: merge the 512 leaves under the table entry at `level`.
-    PagePromote {
-        /// Target GPA.
-        gpa: Gpa,
-        /// Level of the table entry that becomes a leaf.
-        level: PageLevel,
-    },
+    RangeUnblock,
+    /// TDH.MEM.PAGE.DEMOTE: split the leaf at the level (2M or 1G) into 512 leaves.
+    PageDemote,
+    /// TDH.MEM.PAGE.PROMOTE: merge the 512 leaves under the table entry at the level.
+    PagePromote,
     /// TDH.MEM.PAGE.REMOVE: leaf → FREE.
-    PageRemove {
-        /// Target GPA.
-        gpa: Gpa,
-        /// Level of the leaf.
-        level: PageLevel,
-    },
-    /// TDH.MEM.SEPT.REMOVE: remove the all-FREE table under the entry at `level`.
-    SeptRemove {
-        /// Target GPA.
-        gpa: Gpa,
-        /// Level of the table entry.
-        level: PageLevel,
-    },
+    PageRemove,
+    /// TDH.MEM.SEPT.REMOVE: remove the all-FREE table under the entry at the level.
+    SeptRemove,
+}
+
+/// A host SEAMCALL on the Secure EPT: which call, and its GPA and level operands (RCX).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct HostCall {
+    /// Which call.
+    pub kind: HostCallKind,
+    /// The GPA operand.
+    pub gpa: Gpa,
+    /// The level operand: the level of the entry the call acts on.
+    pub level: PageLevel,
 }
 
 impl HostCall {
+    /// A call.
+    pub const fn new(kind: HostCallKind, gpa: Gpa, level: PageLevel) -> Self {
+        HostCall { kind, gpa, level }
+    }
+
+    /// TDH.MEM.PAGE.ADD with the source page's content.
+    pub const fn add(gpa: Gpa, level: PageLevel, content: Content) -> Self {
+        Self::new(HostCallKind::PageAdd { content }, gpa, level)
+    }
+
+    /// TDH.MEM.SEPT.ADD.
+    pub const fn sept_add(gpa: Gpa, level: PageLevel) -> Self {
+        Self::new(HostCallKind::SeptAdd, gpa, level)
+    }
+
+    /// TDH.MEM.PAGE.AUG.
+    pub const fn aug(gpa: Gpa, level: PageLevel) -> Self {
+        Self::new(HostCallKind::PageAug, gpa, level)
+    }
+
+    /// TDH.MEM.RANGE.BLOCK.
+    pub const fn block(gpa: Gpa, level: PageLevel) -> Self {
+        Self::new(HostCallKind::RangeBlock, gpa, level)
+    }
+
+    /// TDH.MEM.RANGE.UNBLOCK.
+    pub const fn unblock(gpa: Gpa, level: PageLevel) -> Self {
+        Self::new(HostCallKind::RangeUnblock, gpa, level)
+    }
+
+    /// TDH.MEM.PAGE.DEMOTE.
+    pub const fn demote(gpa: Gpa, level: PageLevel) -> Self {
+        Self::new(HostCallKind::PageDemote, gpa, level)
+    }
+
+    /// TDH.MEM.PAGE.PROMOTE.
+    pub const fn promote(gpa: Gpa, level: PageLevel) -> Self {
+        Self::new(HostCallKind::PagePromote, gpa, level)
+    }
+
+    /// TDH.MEM.PAGE.REMOVE.
+    pub const fn remove(gpa: Gpa, level: PageLevel) -> Self {
+        Self::new(HostCallKind::PageRemove, gpa, level)
+    }
+
+    /// TDH.MEM.SEPT.REMOVE.
+    pub const fn sept_remove(gpa: Gpa, level: PageLevel) -> Self {
+        Self::new(HostCallKind::SeptRemove, gpa, level)
+    }
+
     /// The SEAMCALL leaf.
     pub const fn leaf(&self) -> SeamcallLeaf {
-        match self {
-            HostCall::PageAdd { .. } => SeamcallLeaf::MemPageAdd,
-            HostCall::SeptAdd { .. } => SeamcallLeaf::MemSeptAdd,
-            HostCall::PageAug { .. } => SeamcallLeaf::MemPageAug,
-            HostCall::RangeBlock { .. } => SeamcallLeaf::MemRangeBlock,
-            HostCall::RangeUnblock { .. } => SeamcallLeaf::MemRangeUnblock,
-            HostCall::PageDemote { .. } => SeamcallLeaf::MemPageDemote,
-            HostCall::PagePromote { .. } => SeamcallLeaf::MemPagePromote,
-            HostCall::PageRemove { .. } => SeamcallLeaf::MemPageRemove,
-            HostCall::SeptRemove { .. } => SeamcallLeaf::MemSeptRemove,
-        }
-    }
-
-    /// The GPA operand.
-    pub const fn gpa(&self) -> Gpa {
-        match *self {
-            HostCall::PageAdd { gpa, .. }
-            | HostCall::SeptAdd { gpa, .. }
-            | HostCall::PageAug { gpa, .. }
-            | HostCall::RangeBlock { gpa, .. }
-            | HostCall::RangeUnblock { gpa, .. }
-            | HostCall::PageDemote { gpa, .. }
-            | HostCall::PagePromote { gpa, .. }
-            | HostCall::PageRemove { gpa, .. }
-            | HostCall::SeptRemove { gpa, .. } => gpa,
-        }
-    }
-
-    /// The level operand.
-    pub const fn level(&self) -> PageLevel {
-        match *self {
-            HostCall::PageAdd { level, .. }
-            | HostCall::SeptAdd { level, .. }
-            | HostCall::PageAug { level, .. }
-            | HostCall::RangeBlock { level, .. }
-            | HostCall::RangeUnblock { level, .. }
-            | HostCall::PageDemote { level, .. }
-            | HostCall::PagePromote { level, .. }
-            | HostCall::PageRemove { level, .. }
-            | HostCall::SeptRemove { level, .. } => level,
+        match self.kind {
+            HostCallKind::PageAdd { .. } => SeamcallLeaf::MemPageAdd,
+            HostCallKind::SeptAdd => SeamcallLeaf::MemSeptAdd,
+            HostCallKind::PageAug => SeamcallLeaf::MemPageAug,
+            HostCallKind::RangeBlock => SeamcallLeaf::MemRangeBlock,
+            HostCallKind::RangeUnblock => SeamcallLeaf::MemRangeUnblock,
+            HostCallKind::PageDemote => SeamcallLeaf::MemPageDemote,
+            HostCallKind::PagePromote => SeamcallLeaf::MemPagePromote,
+            HostCallKind::PageRemove => SeamcallLeaf::MemPageRemove,
+            HostCallKind::SeptRemove => SeamcallLeaf::MemSeptRemove,
         }
     }
 
@@ -146,41 +133,41 @@ impl HostCall {
     /// (per <https://lore.kernel.org/all/aC6fmIuKgDYHcaLp@yzhao56-desk.sh.intel.com/>).
     pub const fn tree_exclusive(&self) -> bool {
         matches!(
-            self,
-            HostCall::RangeBlock { .. }
-                | HostCall::RangeUnblock { .. }
-                | HostCall::SeptRemove { .. }
-                | HostCall::PageAdd { .. }
+            self.kind,
+            HostCallKind::RangeBlock
+                | HostCallKind::RangeUnblock
+                | HostCallKind::SeptRemove
+                | HostCallKind::PageAdd { .. }
         )
     }
 
     /// The levels the module accepts for this call.
     fn level_allowed(&self, accept_1g: bool) -> bool {
-        let l = self.level();
-        match self {
-            HostCall::PageAdd { .. } => l == PageLevel::Size4K,
-            HostCall::PageAug { .. } => l != PageLevel::Size1G || accept_1g,
-            HostCall::SeptAdd { .. }
-            | HostCall::PageDemote { .. }
-            | HostCall::PagePromote { .. }
-            | HostCall::SeptRemove { .. } => l != PageLevel::Size4K,
-            HostCall::RangeBlock { .. }
-            | HostCall::RangeUnblock { .. }
-            | HostCall::PageRemove { .. } => true,
+        let l = self.level;
+        match self.kind {
+            HostCallKind::PageAdd { .. } => l == PageLevel::Size4K,
+            HostCallKind::PageAug => l != PageLevel::Size1G || accept_1g,
+            HostCallKind::SeptAdd
+            | HostCallKind::PageDemote
+            | HostCallKind::PagePromote
+            | HostCallKind::SeptRemove => l != PageLevel::Size4K,
+            HostCallKind::RangeBlock | HostCallKind::RangeUnblock | HostCallKind::PageRemove => {
+                true
+            }
         }
     }
 
     /// The entry states the call may find (sept_state_lookup.c, non-migration subset).
     fn state_allowed(&self, s: SeptEntryState) -> bool {
         use SeptEntryState as St;
-        match self {
-            HostCall::PageAdd { .. } | HostCall::SeptAdd { .. } | HostCall::PageAug { .. } => {
+        match self.kind {
+            HostCallKind::PageAdd { .. } | HostCallKind::SeptAdd | HostCallKind::PageAug => {
                 s == St::Free
             }
-            HostCall::RangeBlock { .. } => matches!(s, St::NlMapped | St::Mapped | St::Pending),
-            HostCall::RangeUnblock { .. } => s.is_blocked(),
-            HostCall::PageDemote { .. } | HostCall::PageRemove { .. } => s.is_leaf(),
-            HostCall::PagePromote { .. } | HostCall::SeptRemove { .. } => s.is_table(),
+            HostCallKind::RangeBlock => matches!(s, St::NlMapped | St::Mapped | St::Pending),
+            HostCallKind::RangeUnblock => s.is_blocked(),
+            HostCallKind::PageDemote | HostCallKind::PageRemove => s.is_leaf(),
+            HostCallKind::PagePromote | HostCallKind::SeptRemove => s.is_table(),
         }
     }
 }
@@ -219,12 +206,13 @@ impl<S: SeptStorage> Sept<S> {
     pub fn host_begin(&mut self, call: HostCall) -> Result<HostStart, SeptError> {
         let done = |s| Ok(HostStart::Done(s));
         // 1. Op state: PAGE.ADD only at build time; the others in both op states modelled.
-        if matches!(call, HostCall::PageAdd { .. }) && self.op_state != OpState::BuildTime {
+        if matches!(call.kind, HostCallKind::PageAdd { .. }) && self.op_state != OpState::BuildTime
+        {
             return done(TdxStatus::new(StatusCode::OpStateIncorrect, 0));
         }
         // 2. Operand.
-        let gpa = call.gpa();
-        let level = call.level();
+        let gpa = call.gpa;
+        let level = call.level;
         if !call.level_allowed(self.config.profile.accept_1g)
             || !gpa.is_aligned(level)
             || !gpa.is_within(self.config.gpaw)
@@ -248,7 +236,7 @@ impl<S: SeptStorage> Sept<S> {
         let loc = stop.loc.ok_or(SeptError::OutsideModel)?;
         let v = stop.view;
         // 5. Entry lock (PAGE.ADD holds the TDR exclusively instead).
-        if !matches!(call, HostCall::PageAdd { .. }) {
+        if !matches!(call.kind, HostCallKind::PageAdd { .. }) {
             if v.lock.is_locked() {
                 self.store(
                     loc,
@@ -270,19 +258,19 @@ impl<S: SeptStorage> Sept<S> {
         }
         // 6. State.
         if !call.state_allowed(v.state) {
-            if matches!(call, HostCall::RangeBlock { .. }) && v.state.is_blocked() {
+            if matches!(call.kind, HostCallKind::RangeBlock) && v.state.is_blocked() {
                 return done(rcx(StatusCode::GpaRangeAlreadyBlocked));
             }
             return done(rcx(StatusCode::EptEntryStateIncorrect));
         }
         // 7. Block and TLB tracking, once runnable.
         if self.op_state == OpState::Runnable {
-            let needs_block = match call {
-                HostCall::PagePromote { .. }
-                | HostCall::PageRemove { .. }
-                | HostCall::SeptRemove { .. } => true,
+            let needs_block = match call.kind {
+                HostCallKind::PagePromote | HostCallKind::PageRemove | HostCallKind::SeptRemove => {
+                    true
+                }
                 // The non-blocking-resize proposal lets an unblocked leaf be demoted.
-                HostCall::PageDemote { .. } => {
+                HostCallKind::PageDemote => {
                     !self.config.profile.non_blocking_resize || v.state.is_blocked()
                 }
                 _ => false,
@@ -295,7 +283,8 @@ impl<S: SeptStorage> Sept<S> {
                     return done(rcx(StatusCode::TlbTrackingNotDone));
                 }
             }
-            if matches!(call, HostCall::RangeUnblock { .. }) && !self.epochs.is_tracked(v.bepoch) {
+            if matches!(call.kind, HostCallKind::RangeUnblock) && !self.epochs.is_tracked(v.bepoch)
+            {
                 return done(TdxStatus::with_operand(
                     StatusCode::TlbTrackingNotDone,
                     OperandId::SEPT_TREE,
@@ -303,18 +292,16 @@ impl<S: SeptStorage> Sept<S> {
             }
         }
         // 8. The call's own checks.
-        match call {
-            HostCall::SeptRemove { .. } if !self.children_all_free(loc)? => {
+        match call.kind {
+            HostCallKind::SeptRemove if !self.children_all_free(loc)? => {
                 return done(rcx(StatusCode::EptPageNotFree));
             }
-            HostCall::PagePromote { .. } => {
+            HostCallKind::PagePromote => {
                 if let Some(status) = self.promote_check_and_lock(loc)? {
                     return done(status);
                 }
             }
-            HostCall::PageAug { level, .. } | HostCall::PageDemote { level, .. }
-                if level == PageLevel::Size1G =>
-            {
+            HostCallKind::PageAug | HostCallKind::PageDemote if level == PageLevel::Size1G => {
                 // A 1G leaf must lie wholly in the model.
                 if let Loc::Gig(g) = loc
                     && !self.gig_fully_modelled(g)
@@ -327,18 +314,16 @@ impl<S: SeptStorage> Sept<S> {
         // Take a table from the pool where the call needs one (KVM allocates the S-EPT page
         // before the SEAMCALL; running out is KVM's allocation failure, not a module status).
         let mut table = TableRef::NONE;
-        let needs_table = match (call, loc) {
-            (HostCall::SeptAdd { .. }, Loc::Region(_)) => true,
-            (HostCall::PageDemote { .. }, Loc::Region(r)) => {
-                self.region(r)?.table.index().is_none()
-            }
+        let needs_table = match (call.kind, loc) {
+            (HostCallKind::SeptAdd, Loc::Region(_)) => true,
+            (HostCallKind::PageDemote, Loc::Region(r)) => self.region(r)?.table.index().is_none(),
             _ => false,
         };
         if needs_table {
             match self.alloc_table() {
                 Ok(t) => table = TableRef::to(t),
                 Err(e) => {
-                    if matches!(call, HostCall::PagePromote { .. }) {
+                    if matches!(call.kind, HostCallKind::PagePromote) {
                         self.unlock_children(loc)?;
                     }
                     return Err(e);
@@ -354,7 +339,7 @@ impl<S: SeptStorage> Sept<S> {
                 .checked_add(1)
                 .ok_or(SeptError::EpochOverflow)?;
         }
-        if !matches!(call, HostCall::PageAdd { .. }) {
+        if !matches!(call.kind, HostCallKind::PageAdd { .. }) {
             let v = self.load(loc)?;
             self.store(
                 loc,
@@ -371,7 +356,7 @@ impl<S: SeptStorage> Sept<S> {
     /// pending meanwhile: DEMOTE on a module without demote interruptibility, and PROMOTE, then
     /// return TDX_INTERRUPTED_RESTARTABLE and change nothing.
     pub fn host_end(&mut self, op: HostOp, interrupted: bool) -> Result<TdxStatus, SeptError> {
-        let is_add = matches!(op.call, HostCall::PageAdd { .. });
+        let is_add = matches!(op.call.kind, HostCallKind::PageAdd { .. });
         let v = self.load(op.loc)?;
         let tree_held = if op.call.tree_exclusive() {
             self.tree_exclusive
@@ -382,16 +367,16 @@ impl<S: SeptStorage> Sept<S> {
             return Err(SeptError::StaleOperation);
         }
         let abort = interrupted
-            && match op.call {
-                HostCall::PageDemote { .. } => !self.config.profile.demote_interruptibility,
-                HostCall::PagePromote { .. } => true,
+            && match op.call.kind {
+                HostCallKind::PageDemote => !self.config.profile.demote_interruptibility,
+                HostCallKind::PagePromote => true,
                 _ => false,
             };
         let status = if abort {
             if let Some(t) = op.table.index() {
                 self.free_table(t)?;
             }
-            if matches!(op.call, HostCall::PagePromote { .. }) {
+            if matches!(op.call.kind, HostCallKind::PagePromote) {
                 self.unlock_children(op.loc)?;
             }
             self.store(
@@ -430,12 +415,13 @@ impl<S: SeptStorage> Sept<S> {
             bepoch: 0,
             counter: 0,
         };
-        match op.call {
-            HostCall::PageAdd { content, gpa, .. } => {
+        let (gpa, level) = (op.call.gpa, op.call.level);
+        match op.call.kind {
+            HostCallKind::PageAdd { content } => {
                 self.store(op.loc, set(SeptEntryState::Mapped))?;
                 self.set_page_content(gpa, content)?;
             }
-            HostCall::SeptAdd { .. } => {
+            HostCallKind::SeptAdd => {
                 if let Loc::Region(r) = op.loc {
                     let reg = self.region_mut(r)?;
                     reg.table = op.table;
@@ -443,8 +429,8 @@ impl<S: SeptStorage> Sept<S> {
                 }
                 self.store(op.loc, set(SeptEntryState::NlMapped))?;
             }
-            HostCall::PageAug { .. } => self.store(op.loc, set(SeptEntryState::Pending))?,
-            HostCall::RangeBlock { .. } => {
+            HostCallKind::PageAug => self.store(op.loc, set(SeptEntryState::Pending))?,
+            HostCallKind::RangeBlock => {
                 // block_sept_entry: sept_cleanup_if_pending resets the accept counter; the TD
                 // epoch is recorded as the block epoch.
                 let blocked = v.state.blocked().ok_or(SeptError::StaleOperation)?;
@@ -458,12 +444,12 @@ impl<S: SeptStorage> Sept<S> {
                     },
                 )?;
             }
-            HostCall::RangeUnblock { .. } => {
+            HostCallKind::RangeUnblock => {
                 self.store(op.loc, set(v.state.unblocked()))?;
             }
-            HostCall::PageDemote { .. } => self.apply_demote(op, v)?,
-            HostCall::PagePromote { .. } => self.apply_promote(op, unlocked)?,
-            HostCall::PageRemove { gpa, level } => {
+            HostCallKind::PageDemote => self.apply_demote(op, v)?,
+            HostCallKind::PagePromote => self.apply_promote(op, unlocked)?,
+            HostCallKind::PageRemove => {
                 self.store(op.loc, set(SeptEntryState::Free))?;
                 match (level, op.loc) {
                     (PageLevel::Size4K, _) => self.set_page_content(gpa, Content::NONE)?,
@@ -481,7 +467,7 @@ impl<S: SeptStorage> Sept<S> {
                     self.compact_region(r)?;
                 }
             }
-            HostCall::SeptRemove { .. } => {
+            HostCallKind::SeptRemove => {
                 if let Loc::Region(r) = op.loc {
                     if let Some(t) = self.region(r)?.table.index() {
                         self.free_table(t)?;

@@ -27,7 +27,7 @@ use core::fmt;
 pub use accept::{AcceptOp, AcceptOutcome, AcceptStart, AccessOutcome, EptViolationExit};
 pub use content::Content;
 pub use epoch::{EpochTicket, TlbEpochs};
-pub use host::{HostCall, HostOp, HostStart};
+pub use host::{HostCall, HostCallKind, HostOp, HostStart};
 pub use profile::{ModuleProfile, UnknownProfile};
 pub use storage::{
     ArrayStorage, Entry4K, EntryLock, HugeEntry, Region, SeptStorage, SliceStorage, Table4K,
