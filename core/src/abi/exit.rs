@@ -198,7 +198,8 @@ impl ExtendedExitQualification {
         (self.eeq_type().raw() as u64) | ((info as u64) << 32)
     }
 
-    /// Decodes RDX. Bits 31:4 are reserved; an unknown type or a malformed ACCEPT info is an error.
+    /// Decodes RDX. Bits 31:4 are reserved, and so is the info of the types that carry none
+    /// (NONE, PENDING_EPT_VIOLATION); an unknown type or a malformed ACCEPT info is an error.
     pub const fn decode(rdx: u64) -> Result<Self, AbiError> {
         if rdx & 0xFFFF_FFF0 != 0 {
             return Err(AbiError::ReservedBitsSet);
@@ -209,12 +210,11 @@ impl ExtendedExitQualification {
             Err(e) => return Err(e),
         };
         Ok(match ty {
-            EeqType::None => {
-                if info != 0 {
-                    return Err(AbiError::ReservedBitsSet);
-                }
-                ExtendedExitQualification::None
+            // Types without info: the info bits must be zero.
+            EeqType::None | EeqType::PendingEptViolation if info != 0 => {
+                return Err(AbiError::ReservedBitsSet);
             }
+            EeqType::None => ExtendedExitQualification::None,
             EeqType::Accept => match AcceptExitInfo::decode(info) {
                 Ok(a) => ExtendedExitQualification::Accept(a),
                 Err(e) => return Err(e),
