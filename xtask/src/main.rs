@@ -430,7 +430,7 @@ fn test() -> Result {
         }
     }
     println!(
-        "xtask test: {} passed, {} failed",
+        "checks: {} passed, {} failed",
         total - failed.len(),
         failed.len()
     );
