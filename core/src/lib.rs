@@ -9,10 +9,12 @@
 //!   qualifications, public S-EPT state codes).
 //! - [`sept`]: the TDX module's Secure EPT: entry states, ACCEPT, the host SEAMCALLs, entry
 //!   locks, TLB-tracking epochs, content tracking and module profiles.
+//! - [`policy`]: the decision points where the KVM TDX huge-page designs differ.
 
 #![no_std]
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
 pub mod abi;
+pub mod policy;
 pub mod sept;
