@@ -251,7 +251,11 @@ mod tests {
     fn every_design_maps_4k_before_runnable() {
         for p in PolicyId::ALL {
             let v = VcpuPolicyState::default();
-            assert_eq!(p.max_mapping_level(&v, &q(false, false)), PageLevel::Size4K, "{p}");
+            assert_eq!(
+                p.max_mapping_level(&v, &q(false, false)),
+                PageLevel::Size4K,
+                "{p}"
+            );
         }
     }
 
@@ -259,7 +263,10 @@ mod tests {
     fn upstream_is_4k_always_and_bugs_on_a_huge_leaf() {
         let p = UpstreamFourK;
         let mut v = VcpuPolicyState::default();
-        assert_eq!(p.on_private_exit(&mut v, &accept_exit(PageLevel::Size2M)), AcceptPlan::Nothing);
+        assert_eq!(
+            p.on_private_exit(&mut v, &accept_exit(PageLevel::Size2M)),
+            AcceptPlan::Nothing
+        );
         assert_eq!(p.max_mapping_level(&v, &q(false, true)), PageLevel::Size4K);
         let h = HugeLeafQuery {
             gfn: GFN,
@@ -305,8 +312,14 @@ mod tests {
     #[test]
     fn fault_max_level_carries_the_accept_level() {
         let p = FaultMaxLevel;
-        assert_eq!(p.fault_max_level(&accept_exit(PageLevel::Size2M)), PageLevel::Size2M);
-        assert_eq!(p.fault_max_level(&accept_exit(PageLevel::Size4K)), PageLevel::Size4K);
+        assert_eq!(
+            p.fault_max_level(&accept_exit(PageLevel::Size2M)),
+            PageLevel::Size2M
+        );
+        assert_eq!(
+            p.fault_max_level(&accept_exit(PageLevel::Size4K)),
+            PageLevel::Size4K
+        );
         assert_eq!(p.fault_max_level(&OTHER_EXIT), PageLevel::Size4K);
         let v = VcpuPolicyState::default();
         assert_eq!(p.max_mapping_level(&v, &q(false, true)), PageLevel::Size2M);
@@ -331,7 +344,10 @@ mod tests {
             assert_eq!(p.max_mapping_level(&v, &q(true, true)), PageLevel::Size2M);
         }
         assert_eq!(v, VcpuPolicyState::default(), "no per-vCPU state");
-        assert_eq!(PolicyId::GuestInhibitNoCheck.name(), "guest-inhibit-nocheck");
+        assert_eq!(
+            PolicyId::GuestInhibitNoCheck.name(),
+            "guest-inhibit-nocheck"
+        );
     }
 
     #[test]
@@ -342,9 +358,18 @@ mod tests {
             leaf: PageLevel::Size2M,
         };
         let mut v = VcpuPolicyState::default();
-        assert_eq!(FaultPathDemote.on_huge_leaf(&mut v, &h), SplitDecision::SplitInPlace);
-        assert_eq!(ExplicitDemotion.on_huge_leaf(&mut v, &h), SplitDecision::KeepHugeLeaf);
-        assert_eq!(FaultMaxLevel.on_huge_leaf(&mut v, &h), SplitDecision::Refuse);
+        assert_eq!(
+            FaultPathDemote.on_huge_leaf(&mut v, &h),
+            SplitDecision::SplitInPlace
+        );
+        assert_eq!(
+            ExplicitDemotion.on_huge_leaf(&mut v, &h),
+            SplitDecision::KeepHugeLeaf
+        );
+        assert_eq!(
+            FaultMaxLevel.on_huge_leaf(&mut v, &h),
+            SplitDecision::Refuse
+        );
         assert_eq!(
             GuestInhibit { precheck: true }.on_huge_leaf(&mut v, &h),
             SplitDecision::Refuse

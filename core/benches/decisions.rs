@@ -1,0 +1,62 @@
+//! The hot decisions of each policy, in ns per call: the `private_max_mapping_level` hook and
+//! the plan for a private EPT violation. Results and the command: docs/benchmarks.md.
+#![allow(
+    missing_docs,
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::arithmetic_side_effects
+)]
+
+use std::hint::black_box;
+
+use criterion::{Criterion, criterion_group, criterion_main};
+use hugesept_core::abi::{Gfn, PageLevel};
+use hugesept_core::policy::{MaxLevelQuery, Policy, PolicyId, PrivateExit, VcpuPolicyState};
+
+fn decisions(c: &mut Criterion) {
+    let mut window = VcpuPolicyState::default();
+    window.set_window(Gfn(0x40201), PageLevel::Size4K);
+    let queries: Vec<MaxLevelQuery> = (0..64u64)
+        .map(|i| MaxLevelQuery {
+            gfn: Gfn(0x40200 + i * 7),
+            prefetch: i % 5 == 0,
+            runnable: true,
+        })
+        .collect();
+    let exits: Vec<PrivateExit> = (0..64u64)
+        .map(|i| PrivateExit {
+            gfn: Gfn(0x40200 + i * 7),
+            accept_level: match i % 3 {
+                0 => None,
+                1 => Some(PageLevel::Size4K),
+                _ => Some(PageLevel::Size2M),
+            },
+        })
+        .collect();
+    let mut group = c.benchmark_group("max_mapping_level");
+    for id in PolicyId::ALL {
+        group.bench_function(id.name(), |b| {
+            let mut i = 0usize;
+            b.iter(|| {
+                i = (i + 1) & 63;
+                black_box(id).max_mapping_level(black_box(&window), black_box(&queries[i]))
+            })
+        });
+    }
+    group.finish();
+    let mut group = c.benchmark_group("on_private_exit");
+    for id in PolicyId::ALL {
+        group.bench_function(id.name(), |b| {
+            let mut state = VcpuPolicyState::default();
+            let mut i = 0usize;
+            b.iter(|| {
+                i = (i + 1) & 63;
+                black_box(id).on_private_exit(black_box(&mut state), black_box(&exits[i]))
+            })
+        });
+    }
+    group.finish();
+}
+
+criterion_group!(benches, decisions);
+criterion_main!(benches);
