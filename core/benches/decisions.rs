@@ -4,6 +4,7 @@
     missing_docs,
     clippy::unwrap_used,
     clippy::expect_used,
+    clippy::indexing_slicing,
     clippy::arithmetic_side_effects
 )]
 
