@@ -9,6 +9,7 @@
 //!   qualifications, public S-EPT state codes).
 //! - [`sept`]: the TDX module's Secure EPT: entry states, ACCEPT, the host SEAMCALLs, entry
 //!   locks, TLB-tracking epochs, content tracking and module profiles.
+//! - [`kvm`]: KVM's side: lpage_info and mmu_lock so far.
 //! - [`policy`]: the decision points where the KVM TDX huge-page designs differ.
 
 #![no_std]
@@ -16,5 +17,6 @@
 #![warn(missing_docs)]
 
 pub mod abi;
+pub mod kvm;
 pub mod policy;
 pub mod sept;

@@ -13,8 +13,8 @@ use hugesept_core::abi::{
     SeptEntryState, StatusCode, TdcallRax, TdxSeptLevel, TdxStatus,
 };
 use hugesept_core::sept::{
-    AcceptOutcome, ArrayStorage, Content, EpochTicket, HostCall, ModuleProfile, OpState, Sept,
-    SeptConfig, SeptError,
+    AcceptOp, AcceptOutcome, AcceptStart, ArrayStorage, Content, EpochTicket, HostCall,
+    HostCallKind, HostOp, HostStart, ModuleProfile, OpState, Sept, SeptConfig, SeptError,
 };
 use proptest::prelude::*;
 
@@ -213,6 +213,10 @@ enum Op {
     Enter,
     Exit,
     Write(usize, PageLevel, u16),
+    /// The first phase of a SEAMCALL (kind 0..9 as the host ops above) or of an ACCEPT (9).
+    Begin(u8, usize, PageLevel),
+    /// The second phase of one of the operations in flight (interrupted, pages).
+    End(usize, bool, u32),
 }
 
 /// The pages the random operations name: three pages in each of the first three regions.
@@ -238,8 +242,30 @@ fn any_op() -> impl Strategy<Value = Op> {
         2 => Just(Op::Track),
         1 => Just(Op::Enter),
         1 => Just(Op::Exit),
-        3 => (p, any_level(), 0u16..50).prop_map(|(i, l, t)| Op::Write(i, l, t)),
+        3 => (p.clone(), any_level(), 0u16..50).prop_map(|(i, l, t)| Op::Write(i, l, t)),
+        3 => (0u8..10, p, any_level()).prop_map(|(k, i, l)| Op::Begin(k, i, l)),
+        3 => (0usize..8, any::<bool>(), 1u32..600).prop_map(|(k, f, n)| Op::End(k, f, n)),
     ]
+}
+
+/// An operation between its two phases.
+enum Pending {
+    Host(HostOp),
+    Accept(AcceptOp),
+}
+
+fn host_call(kind: u8, gpa: Gpa, level: PageLevel) -> HostCall {
+    match kind {
+        0 => HostCall::aug(gpa, level),
+        1 => HostCall::sept_add(gpa, level),
+        2 => HostCall::block(gpa, level),
+        3 => HostCall::unblock(gpa, level),
+        4 => HostCall::demote(gpa, level),
+        5 => HostCall::promote(gpa, level),
+        6 => HostCall::remove(gpa, level),
+        7 => HostCall::sept_remove(gpa, level),
+        _ => HostCall::aug(gpa, level),
+    }
 }
 
 fn any_profile() -> impl Strategy<Value = ModuleProfile> {
@@ -263,8 +289,16 @@ proptest! {
         ops in proptest::collection::vec(any_op(), 1..80),
     ) {
         let mut s = new_sept(profile);
+        // A start with every shape nearby: an accepted 2M leaf, a split region with accepted
+        // and pending pages, a pending 2M leaf.
         s.arrange(Gpa(BASE), PageLevel::Size1G, SeptEntryState::NlMapped).unwrap();
+        s.arrange(page(0), PageLevel::Size2M, SeptEntryState::Mapped).unwrap();
+        s.arrange(page(3), PageLevel::Size2M, SeptEntryState::NlMapped).unwrap();
+        s.arrange(page(3), PageLevel::Size4K, SeptEntryState::Mapped).unwrap();
+        s.arrange(page(4), PageLevel::Size4K, SeptEntryState::Pending).unwrap();
+        s.arrange(page(6), PageLevel::Size2M, SeptEntryState::Pending).unwrap();
         let mut tickets: Vec<EpochTicket> = Vec::new();
+        let mut pending: Vec<Pending> = Vec::new();
         for op in ops {
             let before: Vec<Content> = (0..PAGES).map(|i| s.content(page(i)).unwrap()).collect();
             let host = |call: HostCall, s: &mut TestSept| -> Option<TdxStatus> {
@@ -303,6 +337,40 @@ proptest! {
                         s.vcpu_exit(t).unwrap();
                     }
                 }
+                Op::Begin(k, i, l) => {
+                    let gpa = at(i, l);
+                    if k == 9 {
+                        let rcx = AcceptOperand { gpa, level: l }.encode();
+                        match s.accept_begin(rcx) {
+                            Ok(AcceptStart::Zeroing(a)) => pending.push(Pending::Accept(a)),
+                            Ok(AcceptStart::Done(_)) | Err(SeptError::TooManyInFlight) => {}
+                            Err(e) => panic!("accept_begin: {e}"),
+                        }
+                    } else {
+                        let call = host_call(k, gpa, l);
+                        match s.host_begin(call) {
+                            Ok(HostStart::Started(h)) => pending.push(Pending::Host(h)),
+                            Ok(HostStart::Done(_))
+                            | Err(SeptError::TablePoolExhausted | SeptError::OutsideModel | SeptError::TooManyInFlight) => {}
+                            Err(e) => panic!("{call:?}: {e}"),
+                        }
+                    }
+                }
+                Op::End(k, interrupted, n) => {
+                    if !pending.is_empty() {
+                        match pending.remove(k % pending.len()) {
+                            Pending::Host(h) => {
+                                let st = s.host_end(h, interrupted).unwrap();
+                                if st == TdxStatus::SUCCESS && matches!(h.call().kind, HostCallKind::PageRemove) {
+                                    removed = Some((h.call().gpa, h.call().level));
+                                }
+                            }
+                            Pending::Accept(a) => {
+                                s.accept_finish(a, interrupted.then_some(n)).unwrap();
+                            }
+                        }
+                    }
+                }
                 Op::Write(i, l, tag) => {
                     let l = if l == PageLevel::Size1G { PageLevel::Size2M } else { l };
                     match s.guest_write(at(i, l), l, Content::data(tag)) {
@@ -311,7 +379,7 @@ proptest! {
                     }
                 }
             }
-            s.check_consistency(true).unwrap();
+            s.check_consistency(pending.is_empty()).unwrap();
             prop_assert_eq!(s.op_state(), OpState::Runnable);
             for (i, &old) in before.iter().enumerate() {
                 let now = s.content(page(i)).unwrap();
@@ -328,5 +396,12 @@ proptest! {
                 );
             }
         }
+        for p in pending {
+            match p {
+                Pending::Host(h) => { s.host_end(h, false).unwrap(); }
+                Pending::Accept(a) => { s.accept_finish(a, None).unwrap(); }
+            }
+        }
+        s.check_consistency(true).unwrap();
     }
 }

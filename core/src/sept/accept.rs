@@ -18,7 +18,7 @@ use crate::abi::{
 
 use core::fmt;
 
-use super::{Content, Loc, Sept, SeptError, SeptStorage, View, WalkStop};
+use super::{Content, Flight, Sept, SeptError, SeptStorage, View, WalkStop};
 
 /// An EPT-violation TD exit (exit reason 48) as the VMM sees it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -79,9 +79,9 @@ impl fmt::Display for AcceptOutcome {
 /// An ACCEPT that holds its entry lock and is zeroing the page(s).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct AcceptOp {
+    slot: u8,
     gpa: Gpa,
     level: PageLevel,
-    loc: Loc,
 }
 
 impl AcceptOp {
@@ -198,6 +198,16 @@ impl<S: SeptStorage> Sept<S> {
             ))),
             // G: lock and zero.
             SeptEntryState::Pending => {
+                let slot = self.free_slot()?;
+                let slot_id = u8::try_from(slot).map_err(|_| SeptError::TooManyInFlight)?;
+                self.set_flight(
+                    slot,
+                    Some(Flight::Accept {
+                        gpa: op.gpa,
+                        level: op.level,
+                        loc,
+                    }),
+                )?;
                 self.store(
                     loc,
                     View {
@@ -206,9 +216,9 @@ impl<S: SeptStorage> Sept<S> {
                     },
                 )?;
                 Ok(AcceptStart::Zeroing(AcceptOp {
+                    slot: slot_id,
                     gpa: op.gpa,
                     level: op.level,
-                    loc,
                 }))
             }
             // F: FREE, BLOCKED, PENDING_BLOCKED at the requested level.
@@ -226,16 +236,21 @@ impl<S: SeptStorage> Sept<S> {
         op: AcceptOp,
         interrupt_after: Option<u32>,
     ) -> Result<AcceptOutcome, SeptError> {
-        let v = self.load(op.loc)?;
+        let loc = match self.flight(op.slot) {
+            Some(Flight::Accept { gpa, level, loc }) if gpa == op.gpa && level == op.level => loc,
+            _ => return Err(SeptError::StaleOperation),
+        };
+        let v = self.load(loc)?;
         if !v.lock.is_locked() || v.state != SeptEntryState::Pending {
-            return Err(SeptError::StaleOperation);
+            return Err(SeptError::StorageInconsistent);
         }
+        self.set_flight(usize::from(op.slot), None)?;
         let total = op.level.pages_4k();
         if let Some(n) = interrupt_after {
             let done = v.counter.saturating_add(n.max(1));
             if done < total {
                 self.store(
-                    op.loc,
+                    loc,
                     View {
                         counter: done,
                         lock: v.lock.with_locked(false),
@@ -246,7 +261,7 @@ impl<S: SeptStorage> Sept<S> {
             }
         }
         self.store(
-            op.loc,
+            loc,
             View {
                 state: SeptEntryState::Mapped,
                 lock: v.lock.with_locked(false),
@@ -321,8 +336,9 @@ impl<S: SeptStorage> Sept<S> {
         }
     }
 
-    /// A guest write of `content` over the private `level`-sized page at `gpa` (4K or 2M; a 2M
-    /// write touches its 512 pages in order and stops at the first that is not accessible).
+    /// A guest write of `content` over the private `level`-sized page at `gpa`. A 2M (or 1G)
+    /// write goes through its 4K pages in order: the pages before the first one that is not
+    /// accessible are written, and that page's fault is the outcome.
     pub fn guest_write(
         &mut self,
         gpa: Gpa,
@@ -339,14 +355,18 @@ impl<S: SeptStorage> Sept<S> {
             }
             PageLevel::Size2M | PageLevel::Size1G => {
                 let base = gpa.align_down(level);
-                let mut page = base;
-                for _ in 0..level.pages_4k() {
-                    if let Some(o) = self.access_check(page, true)? {
+                let page = |i: u32| {
+                    base.checked_add(u64::from(i) << PageLevel::Size4K.shift())
+                        .map_err(|_| SeptError::OutsideModel)
+                };
+                for i in 0..level.pages_4k() {
+                    if let Some(o) = self.access_check(page(i)?, true)? {
+                        // The pages before this one were written, as a real guest's loop would.
+                        for j in 0..i {
+                            self.set_page_content(page(j)?, content)?;
+                        }
                         return Ok(o);
                     }
-                    page = page
-                        .checked_add(PageLevel::Size4K.bytes())
-                        .map_err(|_| SeptError::OutsideModel)?;
                 }
                 let first = self.region_index(base).ok_or(SeptError::OutsideModel)?;
                 let count = level.pages_4k() >> 9;

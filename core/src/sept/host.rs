@@ -23,7 +23,7 @@ use crate::abi::{
     TdxStatus,
 };
 
-use super::{Content, Loc, OpState, Sept, SeptError, SeptStorage, TableRef, View};
+use super::{Content, Flight, Loc, OpState, Sept, SeptError, SeptStorage, TableRef, View};
 
 /// Which SEAMCALL, with the operands only some calls have.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -175,10 +175,8 @@ impl HostCall {
 /// A SEAMCALL that has passed its checks and holds its locks.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct HostOp {
+    slot: u8,
     call: HostCall,
-    loc: Loc,
-    /// A table taken from the pool for SEPT.ADD or DEMOTE at 2M.
-    table: TableRef,
 }
 
 impl HostOp {
@@ -205,6 +203,9 @@ impl<S: SeptStorage> Sept<S> {
     /// A SEAMCALL, first phase: checks in the module's order, then the locks.
     pub fn host_begin(&mut self, call: HostCall) -> Result<HostStart, SeptError> {
         let done = |s| Ok(HostStart::Done(s));
+        // The model's own bound, before anything changes.
+        let slot = self.free_slot()?;
+        let slot_id = u8::try_from(slot).map_err(|_| SeptError::TooManyInFlight)?;
         // 1. Op state: PAGE.ADD only at build time; the others in both op states modelled.
         if matches!(call.kind, HostCallKind::PageAdd { .. }) && self.op_state != OpState::BuildTime
         {
@@ -313,18 +314,16 @@ impl<S: SeptStorage> Sept<S> {
         }
         // Take a table from the pool where the call needs one (KVM allocates the S-EPT page
         // before the SEAMCALL; running out is KVM's allocation failure, not a module status).
+        // DEMOTE at 2M always takes one: a guest may still write the leaf while it is in flight
+        // (non-blocking resize, build time), changing how its content is kept.
         let mut table = TableRef::NONE;
-        let needs_table = match (call.kind, loc) {
-            (HostCallKind::SeptAdd, Loc::Region(_)) => true,
-            (HostCallKind::PageDemote, Loc::Region(r)) => self.region(r)?.table.index().is_none(),
-            _ => false,
-        };
-        if needs_table {
-            match self.alloc_table() {
+        if let (HostCallKind::SeptAdd | HostCallKind::PageDemote, Loc::Region(r)) = (call.kind, loc)
+        {
+            match self.alloc_table(r) {
                 Ok(t) => table = TableRef::to(t),
                 Err(e) => {
                     if matches!(call.kind, HostCallKind::PagePromote) {
-                        self.unlock_children(loc)?;
+                        self.unlock_children(loc, usize::MAX)?;
                     }
                     return Err(e);
                 }
@@ -334,10 +333,8 @@ impl<S: SeptStorage> Sept<S> {
         if exclusive {
             self.tree_exclusive = true;
         } else {
-            self.tree_shared = self
-                .tree_shared
-                .checked_add(1)
-                .ok_or(SeptError::EpochOverflow)?;
+            // At most MAX_IN_FLIGHT holders.
+            self.tree_shared = self.tree_shared.saturating_add(1);
         }
         if !matches!(call.kind, HostCallKind::PageAdd { .. }) {
             let v = self.load(loc)?;
@@ -349,54 +346,72 @@ impl<S: SeptStorage> Sept<S> {
                 },
             )?;
         }
-        Ok(HostStart::Started(HostOp { call, loc, table }))
+        self.set_flight(slot, Some(Flight::Host { call, loc, table }))?;
+        Ok(HostStart::Started(HostOp {
+            slot: slot_id,
+            call,
+        }))
     }
 
     /// A SEAMCALL, second phase: apply and unlock. `interrupted` says an interrupt became
     /// pending meanwhile: DEMOTE on a module without demote interruptibility, and PROMOTE, then
-    /// return TDX_INTERRUPTED_RESTARTABLE and change nothing.
+    /// return TDX_INTERRUPTED_RESTARTABLE and change nothing. A token that names no operation in
+    /// flight is [`SeptError::StaleOperation`] and changes nothing.
     pub fn host_end(&mut self, op: HostOp, interrupted: bool) -> Result<TdxStatus, SeptError> {
-        let is_add = matches!(op.call.kind, HostCallKind::PageAdd { .. });
-        let v = self.load(op.loc)?;
-        let tree_held = if op.call.tree_exclusive() {
-            self.tree_exclusive
-        } else {
-            self.tree_shared > 0
+        let (loc, table) = match self.flight(op.slot) {
+            Some(Flight::Host { call, loc, table }) if call == op.call => (loc, table),
+            _ => return Err(SeptError::StaleOperation),
         };
-        if !tree_held || (!is_add && !v.lock.is_locked()) {
-            return Err(SeptError::StaleOperation);
-        }
+        self.set_flight(usize::from(op.slot), None)?;
+        let v = self.load(loc)?;
         let abort = interrupted
             && match op.call.kind {
                 HostCallKind::PageDemote => !self.config.profile.demote_interruptibility,
                 HostCallKind::PagePromote => true,
                 _ => false,
             };
-        let status = if abort {
-            if let Some(t) = op.table.index() {
-                self.free_table(t)?;
-            }
-            if matches!(op.call.kind, HostCallKind::PagePromote) {
-                self.unlock_children(op.loc)?;
-            }
-            self.store(
-                op.loc,
-                View {
-                    lock: v.lock.with_locked(false),
-                    ..v
-                },
-            )?;
-            TdxStatus::new(StatusCode::InterruptedRestartable, 0)
+        let result = if abort {
+            self.abort_host(op.call, loc, table, v)
+                .map(|()| TdxStatus::new(StatusCode::InterruptedRestartable, 0))
         } else {
-            self.apply(op, v)?;
-            TdxStatus::SUCCESS
+            match self.apply(op.call, loc, table, v) {
+                Ok(()) => Ok(TdxStatus::SUCCESS),
+                Err(e) => {
+                    // Release what the call held even though the model failed.
+                    let _ = self.abort_host(op.call, loc, TableRef::NONE, v);
+                    Err(e)
+                }
+            }
         };
         if op.call.tree_exclusive() {
             self.tree_exclusive = false;
         } else {
             self.tree_shared = self.tree_shared.saturating_sub(1);
         }
-        Ok(status)
+        result
+    }
+
+    /// Undoes what `host_begin` took: the table, PROMOTE's child locks, the entry lock.
+    fn abort_host(
+        &mut self,
+        call: HostCall,
+        loc: Loc,
+        table: TableRef,
+        v: View,
+    ) -> Result<(), SeptError> {
+        if let Some(t) = table.index() {
+            self.free_table(t)?;
+        }
+        if matches!(call.kind, HostCallKind::PagePromote) {
+            self.unlock_children(loc, usize::MAX)?;
+        }
+        self.store(
+            loc,
+            View {
+                lock: v.lock.with_locked(false),
+                ..v
+            },
+        )
     }
 
     /// A SEAMCALL with nothing interleaved: both phases.
@@ -407,7 +422,13 @@ impl<S: SeptStorage> Sept<S> {
         }
     }
 
-    fn apply(&mut self, op: HostOp, v: View) -> Result<(), SeptError> {
+    fn apply(
+        &mut self,
+        call: HostCall,
+        loc: Loc,
+        table: TableRef,
+        v: View,
+    ) -> Result<(), SeptError> {
         let unlocked = v.lock.with_locked(false);
         let set = |state: SeptEntryState| View {
             state,
@@ -415,27 +436,31 @@ impl<S: SeptStorage> Sept<S> {
             bepoch: 0,
             counter: 0,
         };
-        let (gpa, level) = (op.call.gpa, op.call.level);
-        match op.call.kind {
+        let (gpa, level) = (call.gpa, call.level);
+        match call.kind {
             HostCallKind::PageAdd { content } => {
-                self.store(op.loc, set(SeptEntryState::Mapped))?;
+                self.store(loc, set(SeptEntryState::Mapped))?;
                 self.set_page_content(gpa, content)?;
             }
             HostCallKind::SeptAdd => {
-                if let Loc::Region(r) = op.loc {
+                if let Loc::Region(r) = loc {
+                    // A FREE region holds no content table; keep the pool exact anyway.
+                    if let Some(old) = self.region(r)?.table.index() {
+                        self.free_table(old)?;
+                    }
                     let reg = self.region_mut(r)?;
-                    reg.table = op.table;
+                    reg.table = table;
                     reg.content = Content::NONE;
                 }
-                self.store(op.loc, set(SeptEntryState::NlMapped))?;
+                self.store(loc, set(SeptEntryState::NlMapped))?;
             }
-            HostCallKind::PageAug => self.store(op.loc, set(SeptEntryState::Pending))?,
+            HostCallKind::PageAug => self.store(loc, set(SeptEntryState::Pending))?,
             HostCallKind::RangeBlock => {
                 // block_sept_entry: sept_cleanup_if_pending resets the accept counter; the TD
                 // epoch is recorded as the block epoch.
                 let blocked = v.state.blocked().ok_or(SeptError::StaleOperation)?;
                 self.store(
-                    op.loc,
+                    loc,
                     View {
                         state: blocked,
                         lock: unlocked,
@@ -445,13 +470,13 @@ impl<S: SeptStorage> Sept<S> {
                 )?;
             }
             HostCallKind::RangeUnblock => {
-                self.store(op.loc, set(v.state.unblocked()))?;
+                self.store(loc, set(v.state.unblocked()))?;
             }
-            HostCallKind::PageDemote => self.apply_demote(op, v)?,
-            HostCallKind::PagePromote => self.apply_promote(op, unlocked)?,
+            HostCallKind::PageDemote => self.apply_demote(loc, table, v)?,
+            HostCallKind::PagePromote => self.apply_promote(loc, unlocked)?,
             HostCallKind::PageRemove => {
-                self.store(op.loc, set(SeptEntryState::Free))?;
-                match (level, op.loc) {
+                self.store(loc, set(SeptEntryState::Free))?;
+                match (level, loc) {
                     (PageLevel::Size4K, _) => self.set_page_content(gpa, Content::NONE)?,
                     (PageLevel::Size2M, Loc::Region(r)) => {
                         self.set_region_content(r, Content::NONE)?
@@ -468,7 +493,7 @@ impl<S: SeptStorage> Sept<S> {
                 }
             }
             HostCallKind::SeptRemove => {
-                if let Loc::Region(r) = op.loc {
+                if let Loc::Region(r) = loc {
                     if let Some(t) = self.region(r)?.table.index() {
                         self.free_table(t)?;
                     }
@@ -476,7 +501,7 @@ impl<S: SeptStorage> Sept<S> {
                     reg.table = TableRef::NONE;
                     reg.content = Content::NONE;
                 }
-                self.store(op.loc, set(SeptEntryState::Free))?;
+                self.store(loc, set(SeptEntryState::Free))?;
             }
         }
         Ok(())
@@ -485,20 +510,25 @@ impl<S: SeptStorage> Sept<S> {
     /// DEMOTE: the parent becomes a table and all 512 children get the parent's *unblocked*
     /// state (BLOCKED → MAPPED, PENDING_BLOCKED → PENDING); content stays where it is; the
     /// accept counter is reset (tdh_mem_page_demote.c, `sept_cleanup_if_pending`).
-    fn apply_demote(&mut self, op: HostOp, v: View) -> Result<(), SeptError> {
+    fn apply_demote(&mut self, loc: Loc, reserved: TableRef, v: View) -> Result<(), SeptError> {
         let child = v.state.unblocked();
-        match op.loc {
+        match loc {
             Loc::Region(r) => {
                 let region = *self.region(r)?;
-                let t = match (region.table.index(), op.table.index()) {
-                    (Some(t), _) => t,
-                    (None, Some(t)) => {
-                        for e in self.table_mut(t)?.entries.iter_mut() {
-                            e.content = region.content;
-                        }
+                let reserved = reserved.index().ok_or(SeptError::StorageInconsistent)?;
+                // Per-page content, if the region has it, already sits in a table: keep that
+                // one as the page table and give back the one taken at the start.
+                let t = match region.table.index() {
+                    Some(t) => {
+                        self.free_table(reserved)?;
                         t
                     }
-                    (None, None) => return Err(SeptError::StorageInconsistent),
+                    None => {
+                        for e in self.table_mut(reserved)?.entries.iter_mut() {
+                            e.content = region.content;
+                        }
+                        reserved
+                    }
                 };
                 for e in self.table_mut(t)?.entries.iter_mut() {
                     e.state = child;
@@ -525,7 +555,7 @@ impl<S: SeptStorage> Sept<S> {
             Loc::Page { .. } => return Err(SeptError::StorageInconsistent),
         }
         self.store(
-            op.loc,
+            loc,
             View {
                 state: SeptEntryState::NlMapped,
                 lock: v.lock.with_locked(false),
@@ -538,8 +568,8 @@ impl<S: SeptStorage> Sept<S> {
     /// PROMOTE: the children were checked identical (all MAPPED or all PENDING) and locked; the
     /// table entry becomes a leaf in their state and the children's table is released
     /// (tdh_mem_page_promote.c). The model takes the children's HPAs as contiguous.
-    fn apply_promote(&mut self, op: HostOp, lock: super::EntryLock) -> Result<(), SeptError> {
-        let state = match op.loc {
+    fn apply_promote(&mut self, loc: Loc, lock: super::EntryLock) -> Result<(), SeptError> {
+        let state = match loc {
             Loc::Region(r) => {
                 let t = self
                     .region(r)?
@@ -559,7 +589,7 @@ impl<S: SeptStorage> Sept<S> {
                     e.bepoch = 0;
                 }
                 self.store(
-                    op.loc,
+                    loc,
                     View {
                         state,
                         lock,
@@ -582,7 +612,7 @@ impl<S: SeptStorage> Sept<S> {
             Loc::Page { .. } => return Err(SeptError::StorageInconsistent),
         };
         self.store(
-            op.loc,
+            loc,
             View {
                 state,
                 lock,
@@ -618,15 +648,16 @@ impl<S: SeptStorage> Sept<S> {
         }
     }
 
-    /// `is_sept_page_valid_for_merge`: host-lock all 512 children (a held lock: set its HP bit,
-    /// TDX_OPERAND_BUSY | RCX), then child 0 must be MAPPED or PENDING and every other child
-    /// identical to it (else TDX_EPT_INVALID_PROMOTE_CONDITIONS | RCX). On success the children
-    /// stay locked until [`Sept::host_end`].
+    /// `is_sept_page_valid_for_merge` (tdh_mem_page_promote.c), child by child: host-lock the
+    /// child (held: set its HP bit, release the children locked so far, TDX_OPERAND_BUSY | RCX;
+    /// acquired: its HP bit clears), then check it — child 0 MAPPED or PENDING, every other child
+    /// identical to child 0 — else release and TDX_EPT_INVALID_PROMOTE_CONDITIONS | RCX. On
+    /// success all 512 children stay locked until [`Sept::host_end`].
     fn promote_check_and_lock(&mut self, loc: Loc) -> Result<Option<TdxStatus>, SeptError> {
         let children = self.child_locs(loc)?;
         let mut first: Option<SeptEntryState> = None;
-        let mut identical = true;
-        let mut count = 0usize;
+        let mut locked = 0usize;
+        let mut failure = None;
         for c in children.iter() {
             let v = self.load(c)?;
             if v.lock.is_locked() {
@@ -637,25 +668,9 @@ impl<S: SeptStorage> Sept<S> {
                         ..v
                     },
                 )?;
-                return Ok(Some(rcx(StatusCode::OperandBusy)));
+                failure = Some(StatusCode::OperandBusy);
+                break;
             }
-            count = count.saturating_add(1);
-            match first {
-                None => first = Some(v.state),
-                Some(s) => identical &= s == v.state,
-            }
-        }
-        let ok = count == ENTRIES_PER_TABLE as usize
-            && identical
-            && matches!(
-                first,
-                Some(SeptEntryState::Mapped | SeptEntryState::Pending)
-            );
-        if !ok {
-            return Ok(Some(rcx(StatusCode::EptInvalidPromoteConditions)));
-        }
-        for c in children.iter() {
-            let v = self.load(c)?;
             self.store(
                 c,
                 View {
@@ -663,13 +678,34 @@ impl<S: SeptStorage> Sept<S> {
                     ..v
                 },
             )?;
+            locked = locked.saturating_add(1);
+            let ok = match first {
+                None => matches!(v.state, SeptEntryState::Mapped | SeptEntryState::Pending),
+                Some(s) => s == v.state,
+            };
+            first.get_or_insert(v.state);
+            if !ok {
+                failure = Some(StatusCode::EptInvalidPromoteConditions);
+                break;
+            }
         }
-        Ok(None)
+        if failure.is_none() && locked != ENTRIES_PER_TABLE as usize {
+            // A 1G range the window does not wholly cover cannot be merged in the model.
+            failure = Some(StatusCode::EptInvalidPromoteConditions);
+        }
+        match failure {
+            None => Ok(None),
+            Some(code) => {
+                self.unlock_children(loc, locked)?;
+                Ok(Some(rcx(code)))
+            }
+        }
     }
 
-    fn unlock_children(&mut self, loc: Loc) -> Result<(), SeptError> {
+    /// Releases the first `n` children's locks.
+    fn unlock_children(&mut self, loc: Loc, n: usize) -> Result<(), SeptError> {
         let children = self.child_locs(loc)?;
-        for c in children.iter() {
+        for c in children.iter().take(n) {
             let v = self.load(c)?;
             self.store(
                 c,

@@ -79,8 +79,11 @@ pub enum SeptError {
     UnknownTicket,
     /// A guest access to a shared GPA (the S-EPT only maps private memory).
     NotPrivate,
-    /// `arrange` was asked for a state its parent entry cannot hold.
+    /// `arrange` was asked for a state its parent entry cannot hold, or called while an
+    /// operation is in flight.
     ArrangeConflict,
+    /// More operations in flight at once than the model tracks ([`MAX_IN_FLIGHT`]).
+    TooManyInFlight,
 }
 
 impl SeptError {
@@ -96,7 +99,10 @@ impl SeptError {
             SeptError::EpochOverflow => "TD epoch or vCPU count overflow",
             SeptError::UnknownTicket => "TD exit with an unknown epoch ticket",
             SeptError::NotPrivate => "shared GPA given where a private one is needed",
-            SeptError::ArrangeConflict => "arranged state conflicts with its parent entry",
+            SeptError::ArrangeConflict => {
+                "arranged state conflicts with its parent entry or an operation in flight"
+            }
+            SeptError::TooManyInFlight => "too many operations in flight",
         }
     }
 }
@@ -198,6 +204,27 @@ impl View {
     };
 }
 
+/// Operations (ACCEPTs and SEAMCALLs between their two phases) the model tracks at once.
+pub const MAX_IN_FLIGHT: usize = 16;
+
+/// An operation between its two phases: what it holds.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub(crate) enum Flight {
+    /// An ACCEPT zeroing a PENDING entry it has locked.
+    Accept {
+        gpa: Gpa,
+        level: PageLevel,
+        loc: Loc,
+    },
+    /// A SEAMCALL holding the tree lock, its entry lock (not PAGE.ADD), PROMOTE's children, and
+    /// possibly a table from the pool.
+    Host {
+        call: host::HostCall,
+        loc: Loc,
+        table: TableRef,
+    },
+}
+
 /// Where a walk towards a level stopped.
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct WalkStop {
@@ -228,6 +255,7 @@ pub struct Sept<S> {
     tree_exclusive: bool,
     free_tables: TableRef,
     tables_in_use: u32,
+    in_flight: [Option<Flight>; MAX_IN_FLIGHT],
     storage: S,
 }
 
@@ -246,7 +274,7 @@ impl<S: SeptStorage> Sept<S> {
         for (i, t) in storage.tables_mut().iter_mut().enumerate() {
             *t = Table4K::EMPTY;
             let next = i.wrapping_add(1);
-            t.next_free = if next < n {
+            t.link = if next < n {
                 TableRef::to(next)
             } else {
                 TableRef::NONE
@@ -265,6 +293,7 @@ impl<S: SeptStorage> Sept<S> {
             tree_exclusive: false,
             free_tables,
             tables_in_use: 0,
+            in_flight: [None; MAX_IN_FLIGHT],
             storage,
         })
     }
@@ -330,6 +359,31 @@ impl<S: SeptStorage> Sept<S> {
     /// The storage (read-only).
     pub fn storage(&self) -> &S {
         &self.storage
+    }
+
+    /// Operations between their two phases.
+    pub fn in_flight_count(&self) -> usize {
+        self.in_flight.iter().filter(|f| f.is_some()).count()
+    }
+
+    /// A free slot for an operation about to start.
+    pub(crate) fn free_slot(&self) -> Result<usize, SeptError> {
+        self.in_flight
+            .iter()
+            .position(Option::is_none)
+            .ok_or(SeptError::TooManyInFlight)
+    }
+
+    pub(crate) fn flight(&self, slot: u8) -> Option<Flight> {
+        self.in_flight.get(usize::from(slot)).copied().flatten()
+    }
+
+    pub(crate) fn set_flight(&mut self, slot: usize, f: Option<Flight>) -> Result<(), SeptError> {
+        *self
+            .in_flight
+            .get_mut(slot)
+            .ok_or(SeptError::StorageInconsistent)? = f;
+        Ok(())
     }
 
     /// Whether `gpa` lies in the window.
@@ -660,15 +714,17 @@ impl<S: SeptStorage> Sept<S> {
 
     // ----- content and table pool -----
 
-    pub(crate) fn alloc_table(&mut self) -> Result<usize, SeptError> {
+    /// Takes a table from the pool for region `owner`.
+    pub(crate) fn alloc_table(&mut self, owner: usize) -> Result<usize, SeptError> {
         let idx = self
             .free_tables
             .index()
             .ok_or(SeptError::TablePoolExhausted)?;
         let t = self.table_mut(idx)?;
-        let next = t.next_free;
+        let next = t.link;
         *t = Table4K::EMPTY;
         t.in_use = true;
+        t.link = TableRef::to(owner);
         self.free_tables = next;
         self.tables_in_use = self.tables_in_use.saturating_add(1);
         Ok(idx)
@@ -681,7 +737,7 @@ impl<S: SeptStorage> Sept<S> {
             return Err(SeptError::StorageInconsistent);
         }
         *t = Table4K::EMPTY;
-        t.next_free = head;
+        t.link = head;
         self.free_tables = TableRef::to(idx);
         self.tables_in_use = self.tables_in_use.saturating_sub(1);
         Ok(())
@@ -718,7 +774,7 @@ impl<S: SeptStorage> Sept<S> {
                 if region.content == c {
                     return Ok(());
                 }
-                let t = self.alloc_table()?;
+                let t = self.alloc_table(r)?;
                 for e in self.table_mut(t)?.entries.iter_mut() {
                     e.content = region.content;
                 }
@@ -770,6 +826,9 @@ impl<S: SeptStorage> Sept<S> {
         level: PageLevel,
         state: SeptEntryState,
     ) -> Result<(), SeptError> {
+        if self.in_flight_count() > 0 {
+            return Err(SeptError::ArrangeConflict);
+        }
         let content = match state {
             SeptEntryState::Mapped | SeptEntryState::Blocked => Content::ZERO,
             _ => Content::NONE,
@@ -813,10 +872,10 @@ impl<S: SeptStorage> Sept<S> {
                 let region = *self.region(r)?;
                 if state.is_table() {
                     if !region.entry.state.is_table() {
-                        let t = self.alloc_table()?;
                         if let Some(old) = region.table.index() {
                             self.free_table(old)?;
                         }
+                        let t = self.alloc_table(r)?;
                         let reg = self.region_mut(r)?;
                         reg.table = TableRef::to(t);
                         reg.content = Content::NONE;
@@ -854,8 +913,9 @@ impl<S: SeptStorage> Sept<S> {
     }
 
     /// Checks the storage's structural invariants: entries below a FREE or leaf 1G entry are
-    /// FREE; a 2M table entry has a table; a table is referenced by exactly one region and is
-    /// counted; content-only tables hold no entry state; with `idle`, no lock is held anywhere.
+    /// FREE; a 2M table entry has a table; every table in use is owned by the one region that
+    /// refers to it (or by a SEAMCALL in flight) and is counted; content-only tables hold no
+    /// entry state; with `idle`, no operation is in flight and no lock is held anywhere.
     pub fn check_consistency(&self, idle: bool) -> Result<(), SeptError> {
         let bad = Err(SeptError::StorageInconsistent);
         let mut referenced: u32 = 0;
@@ -882,7 +942,7 @@ impl<S: SeptStorage> Sept<S> {
                     Some(t) => {
                         referenced = referenced.saturating_add(1);
                         let table = self.table(t)?;
-                        if !table.in_use {
+                        if !table.in_use || table.link != TableRef::to(r) {
                             return bad;
                         }
                         let content_only = !region.entry.state.is_table();
@@ -900,11 +960,19 @@ impl<S: SeptStorage> Sept<S> {
                 }
             }
         }
+        // Tables taken by SEAMCALLs in flight belong to no region yet.
+        for f in self.in_flight.iter().flatten() {
+            if let Flight::Host { table, .. } = f
+                && table.index().is_some()
+            {
+                referenced = referenced.saturating_add(1);
+            }
+        }
         let in_use = self.storage.tables().iter().filter(|t| t.in_use).count();
         if u32::try_from(in_use).ok() != Some(referenced) || referenced != self.tables_in_use {
             return bad;
         }
-        if idle && (self.tree_shared != 0 || self.tree_exclusive) {
+        if idle && (self.tree_shared != 0 || self.tree_exclusive || self.in_flight_count() != 0) {
             return bad;
         }
         Ok(())

@@ -142,7 +142,8 @@ impl Region {
 pub struct Table4K {
     /// The entries.
     pub entries: [Entry4K; ENTRIES_PER_TABLE as usize],
-    pub(crate) next_free: TableRef,
+    /// Free: the next free table. In use: the region that owns it.
+    pub(crate) link: TableRef,
     pub(crate) in_use: bool,
 }
 
@@ -150,7 +151,7 @@ impl Table4K {
     /// An unused table.
     pub const EMPTY: Table4K = Table4K {
         entries: [Entry4K::FREE; ENTRIES_PER_TABLE as usize],
-        next_free: TableRef::NONE,
+        link: TableRef::NONE,
         in_use: false,
     };
 }

@@ -1,0 +1,256 @@
+//! Operations that hold locks across time, interleaved with others: what the module does, and
+//! that the model stays consistent and refuses tokens that name nothing in flight.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing,
+    clippy::arithmetic_side_effects
+)]
+
+use hugesept_core::abi::{AcceptOperand, Gpa, PageLevel, SeptEntryState, StatusCode, TdxStatus};
+use hugesept_core::sept::{
+    AcceptOp, AcceptOutcome, AcceptStart, AccessOutcome, ArrayStorage, Content, HostCall, HostOp,
+    HostStart, ModuleProfile, Sept, SeptConfig, SeptError,
+};
+
+const BASE: u64 = 0x4000_0000;
+const R1: Gpa = Gpa(BASE + 0x20_0000);
+type TestSept = Sept<ArrayStorage<1, 4, 4>>;
+
+fn sept(profile: &str) -> TestSept {
+    let mut config = SeptConfig::new(Gpa(BASE), 4);
+    config.profile = ModuleProfile::parse(profile).unwrap();
+    let mut s = Sept::new(config, ArrayStorage::new()).unwrap();
+    s.finalize();
+    s.arrange(Gpa(BASE), PageLevel::Size1G, SeptEntryState::NlMapped)
+        .unwrap();
+    s
+}
+
+fn begin(s: &mut TestSept, call: HostCall) -> HostOp {
+    match s.host_begin(call).unwrap() {
+        HostStart::Started(op) => op,
+        HostStart::Done(st) => panic!("{call:?} completed at once: {st}"),
+    }
+}
+
+fn accept_begin(s: &mut TestSept, gpa: Gpa, level: PageLevel) -> AcceptOp {
+    match s
+        .accept_begin(AcceptOperand { gpa, level }.encode())
+        .unwrap()
+    {
+        AcceptStart::Zeroing(op) => op,
+        AcceptStart::Done(o) => panic!("accept completed at once: {o}"),
+    }
+}
+
+#[test]
+fn guest_writes_while_a_non_blocking_demote_is_in_flight() {
+    for two_m_write_first in [false, true] {
+        let mut s = sept("non-blocking-resize");
+        s.arrange(R1, PageLevel::Size2M, SeptEntryState::Mapped)
+            .unwrap();
+        if two_m_write_first {
+            // The region has a per-page content table before the DEMOTE starts.
+            s.guest_write(Gpa(R1.raw() + 0x3000), PageLevel::Size4K, Content::data(1))
+                .unwrap();
+        }
+        let op = begin(&mut s, HostCall::demote(R1, PageLevel::Size2M));
+        s.check_consistency(false).unwrap();
+        // The leaf stays MAPPED while it is demoted without BLOCK: the guest can write it.
+        if two_m_write_first {
+            s.guest_write(R1, PageLevel::Size2M, Content::data(2))
+                .unwrap();
+        } else {
+            s.guest_write(Gpa(R1.raw() + 0x5000), PageLevel::Size4K, Content::data(3))
+                .unwrap();
+        }
+        assert_eq!(s.host_end(op, false).unwrap(), TdxStatus::SUCCESS);
+        s.check_consistency(true).unwrap();
+        assert_eq!(
+            s.entry_state(R1, PageLevel::Size2M).unwrap(),
+            Some(SeptEntryState::NlMapped)
+        );
+        if two_m_write_first {
+            assert_eq!(s.content(Gpa(R1.raw() + 0x3000)).unwrap(), Content::data(2));
+        } else {
+            assert_eq!(s.content(Gpa(R1.raw() + 0x5000)).unwrap(), Content::data(3));
+            assert_eq!(s.content(R1).unwrap(), Content::ZERO);
+        }
+        assert_eq!(s.tables_in_use(), 1);
+    }
+}
+
+#[test]
+fn promote_checks_children_in_order() {
+    // Child 0 is FREE and child 7 is being accepted: the module stops at child 0 with
+    // INVALID_PROMOTE_CONDITIONS and never touches child 7 (no host-priority bit on it).
+    let mut s = sept("tdx-1.5");
+    s.arrange(R1, PageLevel::Size2M, SeptEntryState::NlMapped)
+        .unwrap();
+    for i in 1..512u64 {
+        s.arrange(
+            Gpa(R1.raw() + i * 0x1000),
+            PageLevel::Size4K,
+            SeptEntryState::Pending,
+        )
+        .unwrap();
+    }
+    let seven = Gpa(R1.raw() + 7 * 0x1000);
+    let acc = accept_begin(&mut s, seven, PageLevel::Size4K);
+    assert_eq!(
+        s.seamcall(HostCall::block(R1, PageLevel::Size2M)).unwrap(),
+        TdxStatus::SUCCESS
+    );
+    s.track().unwrap();
+    let st = s
+        .seamcall(HostCall::promote(R1, PageLevel::Size2M))
+        .unwrap();
+    assert_eq!(st.code(), StatusCode::EptInvalidPromoteConditions);
+    let e = s.entry(seven, PageLevel::Size4K).unwrap().unwrap();
+    assert!(e.lock.is_locked() && !e.lock.host_priority());
+    assert_eq!(
+        s.accept_finish(acc, None).unwrap(),
+        AcceptOutcome::Completed(TdxStatus::SUCCESS)
+    );
+    s.check_consistency(true).unwrap();
+
+    // With child 0 valid, the locked child is reached: BUSY, and its HP bit is set.
+    let mut s = sept("tdx-1.5");
+    s.arrange(R1, PageLevel::Size2M, SeptEntryState::NlMapped)
+        .unwrap();
+    for i in 0..512u64 {
+        s.arrange(
+            Gpa(R1.raw() + i * 0x1000),
+            PageLevel::Size4K,
+            SeptEntryState::Pending,
+        )
+        .unwrap();
+    }
+    let acc = accept_begin(&mut s, seven, PageLevel::Size4K);
+    s.seamcall(HostCall::block(R1, PageLevel::Size2M)).unwrap();
+    s.track().unwrap();
+    let st = s
+        .seamcall(HostCall::promote(R1, PageLevel::Size2M))
+        .unwrap();
+    assert_eq!(st.code(), StatusCode::OperandBusy);
+    assert!(
+        s.entry(seven, PageLevel::Size4K)
+            .unwrap()
+            .unwrap()
+            .lock
+            .host_priority()
+    );
+    let six = Gpa(R1.raw() + 6 * 0x1000);
+    assert!(
+        !s.entry(six, PageLevel::Size4K)
+            .unwrap()
+            .unwrap()
+            .lock
+            .is_locked()
+    );
+    s.accept_finish(acc, None).unwrap();
+    s.check_consistency(true).unwrap();
+}
+
+#[test]
+fn stale_and_replayed_tokens_change_nothing() {
+    let mut s = sept("tdx-1.5");
+    s.arrange(R1, PageLevel::Size2M, SeptEntryState::Free)
+        .unwrap();
+    let aug = begin(&mut s, HostCall::aug(R1, PageLevel::Size2M));
+    assert_eq!(s.host_end(aug, false).unwrap(), TdxStatus::SUCCESS);
+    let acc = accept_begin(&mut s, R1, PageLevel::Size2M);
+    let before = s.clone();
+    // Replaying the finished AUG while the ACCEPT holds the entry lock.
+    assert_eq!(s.host_end(aug, false), Err(SeptError::StaleOperation));
+    assert_eq!(s, before);
+    assert_eq!(
+        s.accept_finish(acc, None).unwrap(),
+        AcceptOutcome::Completed(TdxStatus::SUCCESS)
+    );
+    assert_eq!(s.accept_finish(acc, None), Err(SeptError::StaleOperation));
+    s.check_consistency(true).unwrap();
+}
+
+#[test]
+fn arrange_is_refused_while_operations_are_in_flight() {
+    let mut s = sept("tdx-1.5");
+    s.arrange(R1, PageLevel::Size2M, SeptEntryState::Pending)
+        .unwrap();
+    let acc = accept_begin(&mut s, R1, PageLevel::Size2M);
+    assert_eq!(
+        s.arrange(R1, PageLevel::Size2M, SeptEntryState::Free),
+        Err(SeptError::ArrangeConflict)
+    );
+    s.accept_finish(acc, None).unwrap();
+    s.arrange(R1, PageLevel::Size2M, SeptEntryState::Free)
+        .unwrap();
+}
+
+#[test]
+fn a_2m_write_stops_at_the_first_page_it_cannot_access() {
+    let mut s = sept("tdx-1.5");
+    s.arrange(R1, PageLevel::Size2M, SeptEntryState::NlMapped)
+        .unwrap();
+    for i in 0..512u64 {
+        let st = if i == 100 {
+            SeptEntryState::Pending
+        } else {
+            SeptEntryState::Mapped
+        };
+        s.arrange(Gpa(R1.raw() + i * 0x1000), PageLevel::Size4K, st)
+            .unwrap();
+    }
+    let out = s
+        .guest_write(R1, PageLevel::Size2M, Content::data(4))
+        .unwrap();
+    assert!(matches!(out, AccessOutcome::Exit(e) if e.gpa == Gpa(R1.raw() + 100 * 0x1000)));
+    assert_eq!(
+        s.content(Gpa(R1.raw() + 99 * 0x1000)).unwrap(),
+        Content::data(4)
+    );
+    assert_eq!(
+        s.content(Gpa(R1.raw() + 101 * 0x1000)).unwrap(),
+        Content::ZERO
+    );
+    s.check_consistency(true).unwrap();
+}
+
+#[test]
+fn too_many_operations_in_flight_is_an_error() {
+    let mut config = SeptConfig::new(Gpa(BASE), 512);
+    config.profile = ModuleProfile::TDX_1_5;
+    let mut s: Sept<ArrayStorage<1, 512, 1>> = Sept::new(config, ArrayStorage::new()).unwrap();
+    s.finalize();
+    s.arrange(Gpa(BASE), PageLevel::Size1G, SeptEntryState::NlMapped)
+        .unwrap();
+    for r in 0..=hugesept_core::sept::MAX_IN_FLIGHT as u64 {
+        s.arrange(
+            Gpa(BASE + r * 0x20_0000),
+            PageLevel::Size2M,
+            SeptEntryState::Pending,
+        )
+        .unwrap();
+    }
+    for r in 0..hugesept_core::sept::MAX_IN_FLIGHT as u64 {
+        let rcx = AcceptOperand {
+            gpa: Gpa(BASE + r * 0x20_0000),
+            level: PageLevel::Size2M,
+        }
+        .encode();
+        assert!(matches!(
+            s.accept_begin(rcx).unwrap(),
+            AcceptStart::Zeroing(_)
+        ));
+    }
+    let before = s.clone();
+    let rcx = AcceptOperand {
+        gpa: Gpa(BASE + 16 * 0x20_0000),
+        level: PageLevel::Size2M,
+    }
+    .encode();
+    assert_eq!(s.accept_begin(rcx), Err(SeptError::TooManyInFlight));
+    assert_eq!(s, before);
+}
