@@ -11,6 +11,8 @@
 pub struct LpageInfo(u32);
 
 impl LpageInfo {
+    /// Nothing disallows the level.
+    pub const ZERO: LpageInfo = LpageInfo(0);
     /// KVM_LPAGE_MIXED_FLAG.
     pub const MIXED: u32 = 1 << 31;
     /// GUEST_INHIBIT (the TDX huge-page series).

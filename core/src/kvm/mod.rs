@@ -1,11 +1,21 @@
 //! KVM's side of TDX private memory: the state its private fault path reads and changes.
 //!
-//! So far: `lpage_info.disallow_lpage` ([`LpageInfo`]) and `mmu_lock` ([`MmuLock`]). The mirror
-//! page table, memslots with guest_memfd folio orders, attributes, and the fault path and host
-//! operations as step machines build on these (shared/reference/kvm-fault-path.md).
+//! The per-VM state ([`Kvm`]: mirror page table, memslots, guest_memfd folio levels,
+//! private/shared attributes, lpage_info, mmu_lock), the private fault path as a step machine
+//! ([`FaultPath`]) and the split sequence it shares with the host operations ([`Split`])
+//! (shared/reference/kvm-fault-path.md).
 
+mod fault;
 mod lock;
 mod lpage;
+mod split;
+mod vm;
 
+pub use fault::{FaultCtx, FaultEnd, FaultPath, FaultStats, FaultStep, RetPf};
 pub use lock::{MmuLock, NotHeld};
 pub use lpage::LpageInfo;
+pub use split::{Split, SplitStep};
+pub use vm::{
+    Attrs, Kvm, KvmArrayStorage, KvmError, KvmGig, KvmRegion, KvmStorage, MAX_MEMSLOTS, Memslot,
+    MirrorTable, Spte,
+};

@@ -1,0 +1,601 @@
+//! KVM's private EPT-violation path as a step machine that a vCPU runs after a TD exit.
+//!
+//! Follows shared/reference/kvm-fault-path.md ("The fault path, step by step"; Linux
+//! arch/x86/kvm/vmx/tdx.c `tdx_handle_ept_violation`, mmu/mmu.c, mmu/tdp_mmu.c):
+//! 1. decode the exit: a PENDING_EPT_VIOLATION with no permission bits is a guest touching
+//!    unaccepted memory with #VE disabled → the VM is killed;
+//! 2. the policy's accept-exit handling (RFC v1's window; GUEST_INHIBIT's pre-split under the
+//!    write lock);
+//! 3. the local retry loop: while the fault returns RET_PF_RETRY, retry inside KVM unless an
+//!    event is pending, the VM is dead or the memslot is gone;
+//! 4. fault-in: no guest_memfd, or a private fault on a shared GFN → KVM_EXIT_MEMORY_FAULT;
+//!    an invalidation in progress over the GFN → RET_PF_RETRY;
+//! 5. the max level: the fault's max level, capped by the folio, the lpage_info walk and the
+//!    policy's hook;
+//! 6. the map under the read lock: no promotion over an existing table, frozen → RETRY, an
+//!    identical SPTE → SPURIOUS, SEPT.ADD for missing tables, AUG (PAGE.ADD before runnable),
+//!    BUSY → RETRY, a huge leaf above the goal → the policy's split decision.
+//!
+//! Every step that touches shared state (mmu_lock, the mirror, a SEAMCALL phase) is its own
+//! step, so a scheduler can run another vCPU in between.
+
+use crate::abi::{ExtendedExitQualification, Gfn, Gpa, PageLevel, StatusCode, TdxStatus};
+use crate::policy::{
+    AcceptPlan, HugeLeafQuery, MaxLevelQuery, Policy, PrivateExit, SplitDecision, VcpuPolicyState,
+};
+use crate::sept::{
+    Content, EptViolationExit, HostCall, HostOp, HostStart, OpState, Sept, SeptStorage,
+};
+
+use super::split::{Split, SplitStep};
+use super::{Kvm, KvmError, KvmStorage, Spte};
+
+/// KVM's RET_PF_* values that apply to private memory.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum RetPf {
+    /// Fault again (locally, for private GPAs).
+    Retry,
+    /// The mapping was installed.
+    Fixed,
+    /// Already fixed, e.g. by another vCPU; the guest re-executes.
+    Spurious,
+}
+
+/// How a run of the fault path ends.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum FaultEnd {
+    /// Back into the guest with this result of the last fault.
+    Resume(RetPf),
+    /// KVM_EXIT_MEMORY_FAULT to userspace (no guest_memfd, or private/shared mismatch).
+    ExitToUserspace,
+    /// The VM is killed ("Guest access before accepting").
+    VmKilled,
+    /// KVM_BUG_ON: an unexpected SEAMCALL status, or a design that bugs the VM.
+    VmBugged(Option<TdxStatus>),
+}
+
+/// The result of one step.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum FaultStep {
+    /// Something happened; step again.
+    Progress,
+    /// Waiting (for mmu_lock, for vCPUs to leave the guest); step again later.
+    Blocked,
+    /// The path has ended.
+    Done(FaultEnd),
+}
+
+/// Counters a fault path adds to.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
+pub struct FaultStats {
+    /// Faults run (each pass of the local retry loop).
+    pub faults: u32,
+    /// Passes that returned RET_PF_RETRY and were retried locally.
+    pub local_retries: u32,
+    /// RET_PF_SPURIOUS results.
+    pub spurious: u32,
+    /// RET_PF_FIXED results.
+    pub fixed: u32,
+    /// mmu_lock write acquisitions.
+    pub write_locks: u32,
+    /// SEAMCALLs issued (each phase pair counts once).
+    pub seamcalls: u32,
+    /// SEAMCALLs that returned TDX_OPERAND_BUSY.
+    pub seamcall_busy: u32,
+    /// Successful demotions.
+    pub demotions: u32,
+}
+
+/// What the vCPU thread gives the fault path for one step.
+pub struct FaultCtx<'a, KS, SS, P> {
+    /// KVM's per-VM state.
+    pub kvm: &'a mut Kvm<KS>,
+    /// The TDX module.
+    pub sept: &'a mut Sept<SS>,
+    /// The host design.
+    pub policy: &'a P,
+    /// This vCPU's policy state.
+    pub vcpu: &'a mut VcpuPolicyState,
+    /// An event (interrupt, kick, signal) is pending for this vCPU: the local retry loop stops.
+    pub event_pending: bool,
+    /// Counters.
+    pub stats: &'a mut FaultStats,
+}
+
+/// The fault being handled.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+struct Fault {
+    gfn: Gfn,
+    /// The fault's own max level (KVM starts at 1G; fault-max-level carries the accept level).
+    max_level: PageLevel,
+    prefetch: bool,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+enum Phase {
+    Start(EptViolationExit),
+    InhibitCheck {
+        level: PageLevel,
+        precheck: bool,
+    },
+    InhibitLock {
+        level: PageLevel,
+    },
+    InhibitSplit {
+        level: PageLevel,
+        split: Option<Split>,
+    },
+    FaultIn,
+    AcquireRead {
+        goal: PageLevel,
+    },
+    Walk {
+        goal: PageLevel,
+    },
+    LinkTable {
+        level: PageLevel,
+        goal: PageLevel,
+        op: HostOp,
+    },
+    Install {
+        level: PageLevel,
+        op: HostOp,
+    },
+    SplitInPlace {
+        level: PageLevel,
+        goal: PageLevel,
+        split: Split,
+    },
+    ReleaseRead(RetPf),
+    Ended(FaultEnd),
+}
+
+/// The private fault path of one vCPU, from a TD exit to the next TD entry.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct FaultPath {
+    fault: Fault,
+    phase: Phase,
+}
+
+/// The level below `l` (4K stays 4K).
+const fn below(l: PageLevel) -> PageLevel {
+    match l.smaller() {
+        Some(s) => s,
+        None => PageLevel::Size4K,
+    }
+}
+
+impl FaultPath {
+    /// The fault path for an EPT-violation exit on a private GPA.
+    pub fn new(exit: EptViolationExit) -> FaultPath {
+        FaultPath {
+            fault: Fault {
+                gfn: exit.gpa.gfn(),
+                max_level: PageLevel::Size1G,
+                prefetch: false,
+            },
+            phase: Phase::Start(exit),
+        }
+    }
+
+    /// Whether the path has ended, and how.
+    pub fn ended(&self) -> Option<FaultEnd> {
+        match self.phase {
+            Phase::Ended(e) => Some(e),
+            _ => None,
+        }
+    }
+
+    /// A short name of the phase, for traces.
+    pub fn phase_name(&self) -> &'static str {
+        match self.phase {
+            Phase::Start(_) => "decode exit",
+            Phase::InhibitCheck { .. } => "guest-inhibit pre-check",
+            Phase::InhibitLock { .. } => "take mmu_lock for write",
+            Phase::InhibitSplit { .. } => "split for guest-inhibit",
+            Phase::FaultIn => "fault-in",
+            Phase::AcquireRead { .. } => "take mmu_lock for read",
+            Phase::Walk { .. } => "walk the mirror",
+            Phase::LinkTable { .. } => "SEPT.ADD in flight",
+            Phase::Install { .. } => "AUG in flight",
+            Phase::SplitInPlace { .. } => "split under the read lock",
+            Phase::ReleaseRead(_) => "release mmu_lock",
+            Phase::Ended(_) => "ended",
+        }
+    }
+
+    fn end(&mut self, e: FaultEnd) -> Result<FaultStep, KvmError> {
+        self.phase = Phase::Ended(e);
+        Ok(FaultStep::Done(e))
+    }
+
+    fn go(&mut self, p: Phase) -> Result<FaultStep, KvmError> {
+        self.phase = p;
+        Ok(FaultStep::Progress)
+    }
+
+    fn gpa(&self, level: PageLevel) -> Result<Gpa, KvmError> {
+        Ok(self
+            .fault
+            .gfn
+            .gpa()
+            .map_err(|_| KvmError::OutsideModel)?
+            .align_down(level))
+    }
+
+    /// One step.
+    pub fn step<KS: KvmStorage, SS: SeptStorage, P: Policy>(
+        &mut self,
+        ctx: &mut FaultCtx<'_, KS, SS, P>,
+    ) -> Result<FaultStep, KvmError> {
+        if !ctx.kvm.alive() {
+            // Another vCPU bugged or killed the VM; nothing more runs (locks held are moot).
+            if let Phase::Ended(e) = self.phase {
+                return Ok(FaultStep::Done(e));
+            }
+            let end = if ctx.kvm.killed {
+                FaultEnd::VmKilled
+            } else {
+                FaultEnd::VmBugged(None)
+            };
+            return self.end(end);
+        }
+        match self.phase {
+            Phase::Ended(e) => Ok(FaultStep::Done(e)),
+            Phase::Start(exit) => self.start(ctx, exit),
+            Phase::InhibitCheck { level, precheck } => {
+                let above = level.larger().unwrap_or(PageLevel::Size1G);
+                let set = ctx
+                    .kvm
+                    .lpage(self.fault.gfn, above)
+                    .is_some_and(|l| l.guest_inhibit());
+                if precheck && set {
+                    return self.go(Phase::FaultIn);
+                }
+                ctx.kvm.mmu_lock.queue_writer();
+                self.go(Phase::InhibitLock { level })
+            }
+            Phase::InhibitLock { level } => {
+                if !ctx.kvm.mmu_lock.try_write() {
+                    return Ok(FaultStep::Blocked);
+                }
+                ctx.stats.write_locks = ctx.stats.write_locks.saturating_add(1);
+                self.go(Phase::InhibitSplit { level, split: None })
+            }
+            Phase::InhibitSplit { level, split } => self.inhibit_split(ctx, level, split),
+            Phase::FaultIn => self.fault_in(ctx),
+            Phase::AcquireRead { goal } => {
+                if !ctx.kvm.mmu_lock.try_read() {
+                    return Ok(FaultStep::Blocked);
+                }
+                self.go(Phase::Walk { goal })
+            }
+            Phase::Walk { goal } => self.walk(ctx, goal),
+            Phase::LinkTable { level, goal, op } => {
+                let s = ctx.sept.host_end(op, false)?;
+                if s != TdxStatus::SUCCESS {
+                    return self.bug(ctx, Some(s));
+                }
+                ctx.kvm
+                    .set_mirror(self.fault.gfn, level, Spte::TABLE_SPTE)?;
+                self.go(Phase::Walk { goal })
+            }
+            Phase::Install { level, op } => {
+                let s = ctx.sept.host_end(op, false)?;
+                if s != TdxStatus::SUCCESS {
+                    return self.bug(ctx, Some(s));
+                }
+                ctx.kvm.set_mirror(self.fault.gfn, level, Spte::LEAF_SPTE)?;
+                self.go(Phase::ReleaseRead(RetPf::Fixed))
+            }
+            Phase::SplitInPlace {
+                level,
+                goal,
+                mut split,
+            } => {
+                let r = split.step(ctx.kvm, ctx.sept)?;
+                self.phase = Phase::SplitInPlace { level, goal, split };
+                match r {
+                    SplitStep::Progress => Ok(FaultStep::Progress),
+                    SplitStep::Blocked => Ok(FaultStep::Blocked),
+                    SplitStep::Done => {
+                        ctx.stats.seamcalls = ctx
+                            .stats
+                            .seamcalls
+                            .saturating_add(u32::from(split.seamcalls()));
+                        ctx.stats.demotions = ctx.stats.demotions.saturating_add(1);
+                        self.go(Phase::Walk { goal })
+                    }
+                    SplitStep::Failed => {
+                        ctx.stats.seamcalls = ctx
+                            .stats
+                            .seamcalls
+                            .saturating_add(u32::from(split.seamcalls()));
+                        self.go(Phase::ReleaseRead(RetPf::Retry))
+                    }
+                    SplitStep::Bug(s) => self.bug(ctx, Some(s)),
+                }
+            }
+            Phase::ReleaseRead(ret) => {
+                ctx.kvm
+                    .mmu_lock
+                    .release_read()
+                    .map_err(|_| KvmError::Inconsistent)?;
+                self.finish_pass(ctx, ret)
+            }
+        }
+    }
+
+    fn bug<KS: KvmStorage, SS: SeptStorage, P: Policy>(
+        &mut self,
+        ctx: &mut FaultCtx<'_, KS, SS, P>,
+        s: Option<TdxStatus>,
+    ) -> Result<FaultStep, KvmError> {
+        ctx.kvm.bugged = true;
+        self.end(FaultEnd::VmBugged(s))
+    }
+
+    fn start<KS: KvmStorage, SS: SeptStorage, P: Policy>(
+        &mut self,
+        ctx: &mut FaultCtx<'_, KS, SS, P>,
+        exit: EptViolationExit,
+    ) -> Result<FaultStep, KvmError> {
+        // tdx.c: a PENDING_EPT_VIOLATION without permission bits is an access to unaccepted
+        // memory with #VE disabled: the VM is killed.
+        if exit.eeq == ExtendedExitQualification::PendingEptViolation
+            && !exit.exit_qualification.has_permission_bits()
+        {
+            ctx.kvm.killed = true;
+            return self.end(FaultEnd::VmKilled);
+        }
+        let pexit = PrivateExit {
+            gfn: self.fault.gfn,
+            accept_level: exit.eeq.accept_level(),
+        };
+        self.fault.max_level = ctx.policy.fault_max_level(&pexit);
+        match ctx.policy.on_private_exit(ctx.vcpu, &pexit) {
+            AcceptPlan::Nothing => self.go(Phase::FaultIn),
+            AcceptPlan::GuestInhibit { level, precheck } => {
+                self.go(Phase::InhibitCheck { level, precheck })
+            }
+        }
+    }
+
+    /// Under the write lock: split every mapping above `level` in the `level`-aligned range,
+    /// then set GUEST_INHIBIT at `level`+1 (and `level`+2 for 4K), then release the lock.
+    fn inhibit_split<KS: KvmStorage, SS: SeptStorage, P: Policy>(
+        &mut self,
+        ctx: &mut FaultCtx<'_, KS, SS, P>,
+        level: PageLevel,
+        split: Option<Split>,
+    ) -> Result<FaultStep, KvmError> {
+        if let Some(mut sp) = split {
+            let r = sp.step(ctx.kvm, ctx.sept)?;
+            self.phase = Phase::InhibitSplit {
+                level,
+                split: Some(sp),
+            };
+            return match r {
+                SplitStep::Progress => Ok(FaultStep::Progress),
+                SplitStep::Blocked => Ok(FaultStep::Blocked),
+                SplitStep::Done => {
+                    ctx.stats.seamcalls = ctx
+                        .stats
+                        .seamcalls
+                        .saturating_add(u32::from(sp.seamcalls()));
+                    ctx.stats.demotions = ctx.stats.demotions.saturating_add(1);
+                    self.go(Phase::InhibitSplit { level, split: None })
+                }
+                SplitStep::Failed | SplitStep::Bug(_) => {
+                    let s = if let SplitStep::Bug(s) = r {
+                        Some(s)
+                    } else {
+                        None
+                    };
+                    self.bug(ctx, s)
+                }
+            };
+        }
+        // The next huge leaf above `level` covering the GFN, largest first.
+        let gfn = self.fault.gfn;
+        for leaf in [PageLevel::Size1G, PageLevel::Size2M] {
+            if leaf <= level {
+                continue;
+            }
+            if ctx.kvm.mirror(gfn, leaf).is_some_and(Spte::is_leaf) {
+                let sp = Split::new(ctx.sept, self.gpa(leaf)?, leaf, true);
+                return self.go(Phase::InhibitSplit {
+                    level,
+                    split: Some(sp),
+                });
+            }
+        }
+        // Nothing huge left: set the bits, then release (the order matters: a lock-free reader
+        // that sees the bit knows no huge leaf remains).
+        let inhibit: &[PageLevel] = match level {
+            PageLevel::Size4K => &[PageLevel::Size2M, PageLevel::Size1G],
+            PageLevel::Size2M => &[PageLevel::Size1G],
+            PageLevel::Size1G => &[],
+        };
+        for &up in inhibit {
+            ctx.kvm.set_guest_inhibit(gfn, up);
+        }
+        ctx.kvm
+            .mmu_lock
+            .release_write()
+            .map_err(|_| KvmError::Inconsistent)?;
+        self.go(Phase::FaultIn)
+    }
+
+    fn fault_in<KS: KvmStorage, SS: SeptStorage, P: Policy>(
+        &mut self,
+        ctx: &mut FaultCtx<'_, KS, SS, P>,
+    ) -> Result<FaultStep, KvmError> {
+        ctx.stats.faults = ctx.stats.faults.saturating_add(1);
+        let gfn = self.fault.gfn;
+        let slot = ctx.kvm.memslot(gfn);
+        if !slot.is_some_and(|s| s.guest_memfd) || !ctx.kvm.is_private(gfn) {
+            return self.end(FaultEnd::ExitToUserspace);
+        }
+        if let Some((start, end)) = ctx.kvm.invalidation
+            && gfn.raw() >= start.raw()
+            && gfn.raw() < end.raw()
+        {
+            return self.finish_pass(ctx, RetPf::Retry);
+        }
+        // The max level: the fault's, the folio's, the lpage_info walk, then the hook.
+        let folio = ctx
+            .kvm
+            .region_of(gfn)
+            .map_or(PageLevel::Size4K, |r| r.folio);
+        let mut max = self.fault.max_level.min(folio);
+        while max > PageLevel::Size4K {
+            if ctx.kvm.lpage(gfn, max).is_some_and(|l| !l.disallows()) {
+                break;
+            }
+            max = below(max);
+        }
+        let q = MaxLevelQuery {
+            gfn,
+            prefetch: self.fault.prefetch,
+            runnable: ctx.sept.op_state() == OpState::Runnable,
+        };
+        let goal = max.min(ctx.policy.max_mapping_level(ctx.vcpu, &q));
+        self.go(Phase::AcquireRead { goal })
+    }
+
+    fn walk<KS: KvmStorage, SS: SeptStorage, P: Policy>(
+        &mut self,
+        ctx: &mut FaultCtx<'_, KS, SS, P>,
+        goal: PageLevel,
+    ) -> Result<FaultStep, KvmError> {
+        let gfn = self.fault.gfn;
+        let mut goal = goal;
+        for level in [PageLevel::Size1G, PageLevel::Size2M, PageLevel::Size4K] {
+            let spte = ctx.kvm.mirror(gfn, level).ok_or(KvmError::OutsideModel)?;
+            if spte.is_frozen() {
+                return self.go(Phase::ReleaseRead(RetPf::Retry));
+            }
+            if level == goal {
+                if spte.is_table() {
+                    // No promotion: a table at the goal level lowers the goal.
+                    goal = below(goal);
+                    continue;
+                }
+                if spte.is_leaf() {
+                    return self.go(Phase::ReleaseRead(RetPf::Spurious));
+                }
+                return self.install(ctx, level);
+            }
+            if spte.is_table() {
+                continue;
+            }
+            if spte.is_leaf() {
+                return self.huge_leaf(ctx, level, goal);
+            }
+            return self.link_table(ctx, level, goal);
+        }
+        Err(KvmError::Inconsistent)
+    }
+
+    fn link_table<KS: KvmStorage, SS: SeptStorage, P: Policy>(
+        &mut self,
+        ctx: &mut FaultCtx<'_, KS, SS, P>,
+        level: PageLevel,
+        goal: PageLevel,
+    ) -> Result<FaultStep, KvmError> {
+        let gpa = self.gpa(level)?;
+        ctx.kvm
+            .set_mirror(self.fault.gfn, level, Spte::NOT_PRESENT.frozen(true))?;
+        ctx.stats.seamcalls = ctx.stats.seamcalls.saturating_add(1);
+        match ctx.sept.host_begin(HostCall::sept_add(gpa, level))? {
+            HostStart::Started(op) => self.go(Phase::LinkTable { level, goal, op }),
+            HostStart::Done(s) => self.seamcall_refused(ctx, level, s),
+        }
+    }
+
+    fn install<KS: KvmStorage, SS: SeptStorage, P: Policy>(
+        &mut self,
+        ctx: &mut FaultCtx<'_, KS, SS, P>,
+        level: PageLevel,
+    ) -> Result<FaultStep, KvmError> {
+        let gpa = self.gpa(level)?;
+        ctx.kvm
+            .set_mirror(self.fault.gfn, level, Spte::NOT_PRESENT.frozen(true))?;
+        ctx.stats.seamcalls = ctx.stats.seamcalls.saturating_add(1);
+        // set_external_spte: PAGE.AUG once runnable, PAGE.ADD (KVM_TDX_INIT_MEM_REGION) before.
+        let call = if ctx.sept.op_state() == OpState::Runnable {
+            HostCall::aug(gpa, level)
+        } else {
+            HostCall::add(gpa, level, Content::data(0))
+        };
+        match ctx.sept.host_begin(call)? {
+            HostStart::Started(op) => self.go(Phase::Install { level, op }),
+            HostStart::Done(s) => self.seamcall_refused(ctx, level, s),
+        }
+    }
+
+    /// A SEAMCALL that ended in its first phase: BUSY restores the SPTE and retries; anything
+    /// else is unexpected (KVM_BUG_ON).
+    fn seamcall_refused<KS: KvmStorage, SS: SeptStorage, P: Policy>(
+        &mut self,
+        ctx: &mut FaultCtx<'_, KS, SS, P>,
+        level: PageLevel,
+        s: TdxStatus,
+    ) -> Result<FaultStep, KvmError> {
+        if s.code() == StatusCode::OperandBusy {
+            ctx.stats.seamcall_busy = ctx.stats.seamcall_busy.saturating_add(1);
+            ctx.kvm
+                .set_mirror(self.fault.gfn, level, Spte::NOT_PRESENT)?;
+            return self.go(Phase::ReleaseRead(RetPf::Retry));
+        }
+        self.bug(ctx, Some(s))
+    }
+
+    fn huge_leaf<KS: KvmStorage, SS: SeptStorage, P: Policy>(
+        &mut self,
+        ctx: &mut FaultCtx<'_, KS, SS, P>,
+        leaf: PageLevel,
+        goal: PageLevel,
+    ) -> Result<FaultStep, KvmError> {
+        let q = HugeLeafQuery {
+            gfn: self.fault.gfn,
+            goal,
+            leaf,
+        };
+        match ctx.policy.on_huge_leaf(ctx.vcpu, &q) {
+            SplitDecision::Refuse => self.go(Phase::ReleaseRead(RetPf::Retry)),
+            SplitDecision::KeepHugeLeaf => self.go(Phase::ReleaseRead(RetPf::Spurious)),
+            SplitDecision::BugVm => self.bug(ctx, None),
+            SplitDecision::SplitInPlace => {
+                let gpa = self.gpa(leaf)?;
+                ctx.kvm.set_mirror_frozen(gpa, leaf, true)?;
+                let split = Split::new(ctx.sept, gpa, leaf, false);
+                self.go(Phase::SplitInPlace {
+                    level: leaf,
+                    goal,
+                    split,
+                })
+            }
+        }
+    }
+
+    /// One pass of the fault has produced `ret`: the local retry loop goes on, or the vCPU goes
+    /// back into the guest.
+    fn finish_pass<KS: KvmStorage, SS: SeptStorage, P: Policy>(
+        &mut self,
+        ctx: &mut FaultCtx<'_, KS, SS, P>,
+        ret: RetPf,
+    ) -> Result<FaultStep, KvmError> {
+        match ret {
+            RetPf::Fixed => ctx.stats.fixed = ctx.stats.fixed.saturating_add(1),
+            RetPf::Spurious => ctx.stats.spurious = ctx.stats.spurious.saturating_add(1),
+            RetPf::Retry => {}
+        }
+        if ret == RetPf::Retry && !ctx.event_pending && ctx.kvm.alive() {
+            ctx.stats.local_retries = ctx.stats.local_retries.saturating_add(1);
+            return self.go(Phase::FaultIn);
+        }
+        self.end(FaultEnd::Resume(ret))
+    }
+}

@@ -1,0 +1,264 @@
+//! Splitting a huge leaf, mirror and S-EPT together: the step machine shared by the
+//! GUEST_INHIBIT pre-split (under the write lock), fault-path demotion (under the read lock) and,
+//! later, the host operations.
+//!
+//! With the current module a split is BLOCK → TRACK → kick every vCPU out of the guest (so the
+//! blocking epoch drains) → DEMOTE; no UNBLOCK is needed after a successful DEMOTE
+//! (shared/reference/tdx-module.md, "The usual sequences in KVM"). On a non-blocking-resize
+//! module it is a plain DEMOTE. Under the write lock, BUSY means "kick and retry once" and any
+//! other error is KVM_BUG_ON; under the read lock (fault-path demotion) a failed DEMOTE is
+//! rolled back with UNBLOCK and the fault retries.
+
+use crate::abi::{Gpa, PageLevel, StatusCode, TdxStatus};
+use crate::sept::{HostCall, HostOp, HostStart, Sept, SeptStorage};
+
+use super::{Kvm, KvmError, KvmStorage, Spte};
+
+/// Where a split stands.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+enum SplitPhase {
+    Block,
+    Track,
+    WaitTracked,
+    Demote {
+        busy_retried: bool,
+    },
+    DemoteEnd {
+        op: HostOp,
+        busy_retried: bool,
+    },
+    /// Read-lock rollback after a failed DEMOTE.
+    Unblock,
+}
+
+/// One step's result.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum SplitStep {
+    /// Something changed; step again.
+    Progress,
+    /// Waiting for vCPUs to leave the guest (or for an operation in the way); step again later.
+    Blocked,
+    /// The leaf is split: the mirror entry is a table of 512 leaves.
+    Done,
+    /// The split failed and was undone as far as the design can (read lock: UNBLOCK done); the
+    /// mirror SPTE is unfrozen. The fault retries.
+    Failed,
+    /// An error KVM does not expect: KVM_BUG_ON.
+    Bug(TdxStatus),
+}
+
+/// A split of the huge leaf at `level` covering `gpa`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct Split {
+    gpa: Gpa,
+    level: PageLevel,
+    under_write_lock: bool,
+    phase: SplitPhase,
+    /// SEAMCALLs issued, for the metrics.
+    seamcalls: u8,
+}
+
+impl Split {
+    /// A split of the leaf at `level` over `gpa`; the caller holds mmu_lock (`under_write_lock`
+    /// says which way) and has frozen the mirror SPTE (a read-lock split) or excludes everyone
+    /// (write lock).
+    pub fn new<SS: SeptStorage>(
+        sept: &Sept<SS>,
+        gpa: Gpa,
+        level: PageLevel,
+        under_write_lock: bool,
+    ) -> Split {
+        let phase = if sept.profile().non_blocking_resize {
+            SplitPhase::Demote {
+                busy_retried: false,
+            }
+        } else {
+            SplitPhase::Block
+        };
+        Split {
+            gpa: gpa.align_down(level),
+            level,
+            under_write_lock,
+            phase,
+            seamcalls: 0,
+        }
+    }
+
+    /// SEAMCALLs issued so far.
+    pub fn seamcalls(&self) -> u8 {
+        self.seamcalls
+    }
+
+    fn count(&mut self) {
+        self.seamcalls = self.seamcalls.saturating_add(1);
+    }
+
+    /// One step.
+    pub fn step<KS: KvmStorage, SS: SeptStorage>(
+        &mut self,
+        kvm: &mut Kvm<KS>,
+        sept: &mut Sept<SS>,
+    ) -> Result<SplitStep, KvmError> {
+        let busy = |s: TdxStatus| s.code() == StatusCode::OperandBusy;
+        match self.phase {
+            SplitPhase::Block => {
+                self.count();
+                let s = sept.seamcall(HostCall::block(self.gpa, self.level))?;
+                if s == TdxStatus::SUCCESS || s.code() == StatusCode::GpaRangeAlreadyBlocked {
+                    self.phase = SplitPhase::Track;
+                    Ok(SplitStep::Progress)
+                } else if busy(s) {
+                    // A guest ACCEPT holds the entry: kick and retry.
+                    kvm.kick_pending = true;
+                    Ok(SplitStep::Blocked)
+                } else {
+                    self.fail(kvm, sept, s)
+                }
+            }
+            SplitPhase::Track => {
+                self.count();
+                let s = sept.track()?;
+                kvm.kick_pending = true;
+                if s == TdxStatus::SUCCESS {
+                    self.phase = SplitPhase::WaitTracked;
+                    Ok(SplitStep::Progress)
+                } else if s.code() == StatusCode::PreviousTlbEpochBusy {
+                    Ok(SplitStep::Blocked)
+                } else {
+                    self.fail(kvm, sept, s)
+                }
+            }
+            SplitPhase::WaitTracked => {
+                let entry = sept
+                    .entry(self.gpa, self.level)?
+                    .ok_or(KvmError::Inconsistent)?;
+                if sept.epochs().is_tracked(entry.bepoch) {
+                    self.phase = SplitPhase::Demote {
+                        busy_retried: false,
+                    };
+                    Ok(SplitStep::Progress)
+                } else {
+                    kvm.kick_pending = true;
+                    Ok(SplitStep::Blocked)
+                }
+            }
+            SplitPhase::Demote { busy_retried } => {
+                self.count();
+                match sept.host_begin(HostCall::demote(self.gpa, self.level))? {
+                    HostStart::Started(op) => {
+                        self.phase = SplitPhase::DemoteEnd { op, busy_retried };
+                        Ok(SplitStep::Progress)
+                    }
+                    HostStart::Done(s) => self.demote_failed(kvm, sept, s, busy_retried),
+                }
+            }
+            SplitPhase::DemoteEnd { op, busy_retried } => {
+                let s = sept.host_end(op, false)?;
+                if s != TdxStatus::SUCCESS {
+                    return self.demote_failed(kvm, sept, s, busy_retried);
+                }
+                // The mirror follows: a table of 512 leaves one level down.
+                kvm.set_mirror_split(self.gpa, self.level)?;
+                Ok(SplitStep::Done)
+            }
+            SplitPhase::Unblock => {
+                self.count();
+                let s = sept.seamcall(HostCall::unblock(self.gpa, self.level))?;
+                if s == TdxStatus::SUCCESS {
+                    kvm.set_mirror_frozen(self.gpa, self.level, false)?;
+                    Ok(SplitStep::Failed)
+                } else if s.code() == StatusCode::TlbTrackingNotDone {
+                    kvm.kick_pending = true;
+                    Ok(SplitStep::Blocked)
+                } else {
+                    Ok(SplitStep::Bug(s))
+                }
+            }
+        }
+    }
+
+    fn demote_failed<KS: KvmStorage, SS: SeptStorage>(
+        &mut self,
+        kvm: &mut Kvm<KS>,
+        sept: &mut Sept<SS>,
+        s: TdxStatus,
+        busy_retried: bool,
+    ) -> Result<SplitStep, KvmError> {
+        if self.under_write_lock && busy(s) && !busy_retried {
+            // Under the write lock: BUSY → kick all vCPUs out and retry once.
+            kvm.kick_pending = true;
+            self.phase = SplitPhase::Demote { busy_retried: true };
+            return Ok(SplitStep::Blocked);
+        }
+        self.fail(kvm, sept, s)
+    }
+
+    fn fail<KS: KvmStorage, SS: SeptStorage>(
+        &mut self,
+        kvm: &mut Kvm<KS>,
+        sept: &Sept<SS>,
+        s: TdxStatus,
+    ) -> Result<SplitStep, KvmError> {
+        if self.under_write_lock {
+            return Ok(SplitStep::Bug(s));
+        }
+        // Read lock: undo a BLOCK if one happened, then give up.
+        let blocked = sept
+            .entry(self.gpa, self.level)?
+            .is_some_and(|e| e.state.is_blocked());
+        if blocked {
+            self.phase = SplitPhase::Unblock;
+            Ok(SplitStep::Progress)
+        } else {
+            kvm.set_mirror_frozen(self.gpa, self.level, false)?;
+            Ok(SplitStep::Failed)
+        }
+    }
+}
+
+fn busy(s: TdxStatus) -> bool {
+    s.code() == StatusCode::OperandBusy
+}
+
+impl<KS: KvmStorage> Kvm<KS> {
+    /// The mirror after a successful DEMOTE of the leaf at `level`: a table of 512 leaves.
+    pub(crate) fn set_mirror_split(&mut self, gpa: Gpa, level: PageLevel) -> Result<(), KvmError> {
+        let gfn = gpa.gfn();
+        match level {
+            PageLevel::Size2M => {
+                let r = self.region_index(gfn).ok_or(KvmError::OutsideModel)?;
+                self.region_mut(r)?.mirror = Spte::TABLE_SPTE;
+                let t = self.ensure_table(r)?;
+                for e in self.table_mut(t)?.entries.iter_mut() {
+                    *e = e.with_kind(Spte::LEAF_SPTE);
+                }
+                Ok(())
+            }
+            PageLevel::Size1G => {
+                let g = self.gig_index(gfn).ok_or(KvmError::OutsideModel)?;
+                self.gig_mut(g)?.mirror = Spte::TABLE_SPTE;
+                let first = gfn.round_for_level(PageLevel::Size1G);
+                for i in 0..512u64 {
+                    let g2 = crate::abi::Gfn(first.raw().saturating_add(i << 9));
+                    if let Some(r) = self.region_index(g2) {
+                        self.region_mut(r)?.mirror = Spte::LEAF_SPTE;
+                    }
+                }
+                Ok(())
+            }
+            PageLevel::Size4K => Err(KvmError::Inconsistent),
+        }
+    }
+
+    /// Freezes or thaws the mirror SPTE at `level` for `gpa`.
+    pub(crate) fn set_mirror_frozen(
+        &mut self,
+        gpa: Gpa,
+        level: PageLevel,
+        frozen: bool,
+    ) -> Result<(), KvmError> {
+        let gfn = gpa.gfn();
+        let spte = self.mirror(gfn, level).ok_or(KvmError::Inconsistent)?;
+        self.set_mirror(gfn, level, spte.frozen(frozen))
+    }
+}

@@ -1,0 +1,685 @@
+//! The per-VM state KVM's TDX private fault path reads and changes: the mirror page table,
+//! memslots and their guest_memfd folio orders, private/shared attributes, lpage_info, mmu_lock,
+//! and the flags that end a VM.
+//!
+//! Storage follows the S-EPT model's: per 2 MiB region a few bytes (the 2M mirror SPTE,
+//! attributes, lpage_info, folio level) and a 4K table from a pool only where the region's
+//! mirror is split or its attributes are mixed; per 1 GiB range the 1G SPTE and lpage_info.
+
+use crate::abi::{ENTRIES_PER_TABLE, Gfn, Gpa, PageLevel};
+use crate::sept::{SeptConfig, SeptError, TableRef};
+
+use super::{LpageInfo, MmuLock};
+
+/// A mirror SPTE, as far as the fault path cares: not present, a leaf, or a table; and whether
+/// another thread has frozen it mid-update (FROZEN_SPTE).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
+pub struct Spte(u8);
+
+impl Spte {
+    const KIND: u8 = 0b11;
+    const LEAF: u8 = 1;
+    const TABLE: u8 = 2;
+    const FROZEN: u8 = 1 << 2;
+    /// In a 4K table only: the GFN's attribute is shared.
+    const SHARED: u8 = 1 << 3;
+
+    /// Not present.
+    pub const NOT_PRESENT: Spte = Spte(0);
+    /// A present leaf.
+    pub const LEAF_SPTE: Spte = Spte(Self::LEAF);
+    /// A present table.
+    pub const TABLE_SPTE: Spte = Spte(Self::TABLE);
+
+    /// Whether it is a present leaf.
+    pub const fn is_leaf(self) -> bool {
+        self.0 & Self::KIND == Self::LEAF
+    }
+    /// Whether it points to a table.
+    pub const fn is_table(self) -> bool {
+        self.0 & Self::KIND == Self::TABLE
+    }
+    /// Whether it is present.
+    pub const fn is_present(self) -> bool {
+        self.0 & Self::KIND != 0
+    }
+    /// Whether another thread holds it frozen.
+    pub const fn is_frozen(self) -> bool {
+        self.0 & Self::FROZEN != 0
+    }
+    /// The SPTE with the frozen bit set or cleared.
+    pub const fn frozen(self, on: bool) -> Spte {
+        if on {
+            Spte(self.0 | Self::FROZEN)
+        } else {
+            Spte(self.0 & !Self::FROZEN)
+        }
+    }
+    /// The mapping part (kind), without the frozen and attribute bits.
+    pub const fn kind(self) -> Spte {
+        Spte(self.0 & Self::KIND)
+    }
+    const fn shared(self) -> bool {
+        self.0 & Self::SHARED != 0
+    }
+    const fn with_shared(self, on: bool) -> Spte {
+        if on {
+            Spte(self.0 | Self::SHARED)
+        } else {
+            Spte(self.0 & !Self::SHARED)
+        }
+    }
+    /// Replaces the mapping part, keeping the attribute bit.
+    pub(crate) const fn with_kind(self, kind: Spte) -> Spte {
+        Spte((self.0 & Self::SHARED) | (kind.0 & !Self::SHARED))
+    }
+}
+
+/// The memory attributes of a region's 512 GFNs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
+pub enum Attrs {
+    /// Every GFN private.
+    #[default]
+    Private,
+    /// Every GFN shared.
+    Shared,
+    /// Mixed: per GFN in the region's 4K table.
+    Mixed,
+}
+
+/// KVM's record of one 2 MiB region.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct KvmRegion {
+    /// The mirror SPTE at 2M.
+    pub mirror: Spte,
+    /// The region's attributes.
+    pub attrs: Attrs,
+    /// lpage_info at 2M.
+    pub lpage: LpageInfo,
+    /// The largest guest_memfd folio backing the region (4K, 2M or 1G).
+    pub folio: PageLevel,
+    /// The 4K table: mirror SPTEs when `mirror` is a table, per-GFN attributes when mixed.
+    pub table: TableRef,
+}
+
+impl KvmRegion {
+    /// A private region backed by 2M folios, nothing mapped.
+    pub const EMPTY: KvmRegion = KvmRegion {
+        mirror: Spte::NOT_PRESENT,
+        attrs: Attrs::Private,
+        lpage: LpageInfo::ZERO,
+        folio: PageLevel::Size2M,
+        table: TableRef::NONE,
+    };
+}
+
+/// KVM's record of one 1 GiB range.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct KvmGig {
+    /// The mirror SPTE at 1G.
+    pub mirror: Spte,
+    /// lpage_info at 1G.
+    pub lpage: LpageInfo,
+}
+
+impl KvmGig {
+    /// Nothing mapped.
+    pub const EMPTY: KvmGig = KvmGig {
+        mirror: Spte::NOT_PRESENT,
+        lpage: LpageInfo::ZERO,
+    };
+}
+
+/// A 4K table of mirror SPTEs (and per-GFN attributes).
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct MirrorTable {
+    /// The entries.
+    pub entries: [Spte; ENTRIES_PER_TABLE as usize],
+    pub(crate) in_use: bool,
+}
+
+impl MirrorTable {
+    /// An unused table.
+    pub const EMPTY: MirrorTable = MirrorTable {
+        entries: [Spte::NOT_PRESENT; ENTRIES_PER_TABLE as usize],
+        in_use: false,
+    };
+}
+
+/// Where KVM's per-range records live. Slices keep their lengths.
+pub trait KvmStorage {
+    /// 1G records, one per 1 GiB range the window touches.
+    fn gigs(&self) -> &[KvmGig];
+    /// Mutable 1G records.
+    fn gigs_mut(&mut self) -> &mut [KvmGig];
+    /// 2M records.
+    fn regions(&self) -> &[KvmRegion];
+    /// Mutable 2M records.
+    fn regions_mut(&mut self) -> &mut [KvmRegion];
+    /// The table pool.
+    fn tables(&self) -> &[MirrorTable];
+    /// Mutable table pool.
+    fn tables_mut(&mut self) -> &mut [MirrorTable];
+}
+
+/// KVM storage sized at compile time.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct KvmArrayStorage<const GIGS: usize, const REGIONS: usize, const TABLES: usize> {
+    gigs: [KvmGig; GIGS],
+    regions: [KvmRegion; REGIONS],
+    tables: [MirrorTable; TABLES],
+}
+
+impl<const G: usize, const R: usize, const T: usize> KvmArrayStorage<G, R, T> {
+    /// Empty storage.
+    pub const fn new() -> Self {
+        KvmArrayStorage {
+            gigs: [KvmGig::EMPTY; G],
+            regions: [KvmRegion::EMPTY; R],
+            tables: [const { MirrorTable::EMPTY }; T],
+        }
+    }
+}
+
+impl<const G: usize, const R: usize, const T: usize> Default for KvmArrayStorage<G, R, T> {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl<const G: usize, const R: usize, const T: usize> KvmStorage for KvmArrayStorage<G, R, T> {
+    fn gigs(&self) -> &[KvmGig] {
+        &self.gigs
+    }
+    fn gigs_mut(&mut self) -> &mut [KvmGig] {
+        &mut self.gigs
+    }
+    fn regions(&self) -> &[KvmRegion] {
+        &self.regions
+    }
+    fn regions_mut(&mut self) -> &mut [KvmRegion] {
+        &mut self.regions
+    }
+    fn tables(&self) -> &[MirrorTable] {
+        &self.tables
+    }
+    fn tables_mut(&mut self) -> &mut [MirrorTable] {
+        &mut self.tables
+    }
+}
+
+/// A memslot: a GFN range, backed (for private memory) by guest_memfd or not.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct Memslot {
+    /// First GFN.
+    pub base: Gfn,
+    /// Number of 4K pages.
+    pub pages: u64,
+    /// Whether the slot has a guest_memfd (private memory needs one).
+    pub guest_memfd: bool,
+}
+
+impl Memslot {
+    /// Whether `gfn` lies in the slot.
+    pub const fn contains(&self, gfn: Gfn) -> bool {
+        gfn.raw() >= self.base.raw() && gfn.raw().wrapping_sub(self.base.raw()) < self.pages
+    }
+}
+
+/// Memslots a VM may have in the model.
+pub const MAX_MEMSLOTS: usize = 8;
+
+/// Errors of KVM's model itself.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum KvmError {
+    /// The storage does not match the window.
+    StorageMismatch,
+    /// A GFN outside the window.
+    OutsideModel,
+    /// No table left in the pool (KVM's page allocation failed).
+    TablePoolExhausted,
+    /// No memslot slot left, or slots overlap.
+    BadMemslot,
+    /// The storage contradicts itself.
+    Inconsistent,
+    /// The S-EPT model failed.
+    Sept(SeptError),
+}
+
+impl From<SeptError> for KvmError {
+    fn from(e: SeptError) -> Self {
+        KvmError::Sept(e)
+    }
+}
+
+/// KVM's per-VM state.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct Kvm<S> {
+    base: Gpa,
+    memslots: [Option<Memslot>; MAX_MEMSLOTS],
+    /// mmu_lock.
+    pub mmu_lock: MmuLock,
+    /// An invalidation (conversion, punch hole) in progress over [start, end): faults there
+    /// retry (mmu_invalidate_in_progress).
+    pub invalidation: Option<(Gfn, Gfn)>,
+    /// KVM_BUG_ON hit: the VM is bugged and dead.
+    pub bugged: bool,
+    /// The VM was killed (e.g. the guest touched unaccepted memory with #VE disabled).
+    pub killed: bool,
+    /// A request to kick every vCPU out of the guest is pending (KVM_REQ_OUTSIDE_GUEST_MODE).
+    pub kick_pending: bool,
+    storage: S,
+}
+
+impl<S: KvmStorage> Kvm<S> {
+    /// KVM's state for the window of `window` (the same window as the S-EPT model's), all
+    /// private, backed by 2M folios, with no memslot yet.
+    pub fn new(window: &SeptConfig, mut storage: S) -> Result<Self, KvmError> {
+        if storage.gigs().len() != window.gigs_needed()?
+            || storage.regions().len() != window.regions_len()?
+        {
+            return Err(KvmError::StorageMismatch);
+        }
+        storage.gigs_mut().fill(KvmGig::EMPTY);
+        storage.regions_mut().fill(KvmRegion::EMPTY);
+        for t in storage.tables_mut() {
+            *t = MirrorTable::EMPTY;
+        }
+        Ok(Kvm {
+            base: window.base,
+            memslots: [None; MAX_MEMSLOTS],
+            mmu_lock: MmuLock::default(),
+            invalidation: None,
+            bugged: false,
+            killed: false,
+            kick_pending: false,
+            storage,
+        })
+    }
+
+    /// The storage (read-only).
+    pub fn storage(&self) -> &S {
+        &self.storage
+    }
+
+    /// Whether the VM can still run.
+    pub fn alive(&self) -> bool {
+        !self.bugged && !self.killed
+    }
+
+    // ----- memslots and backing -----
+
+    /// Adds a memslot; misaligned edges count in the first/last huge range's lpage_info at each
+    /// level (kvm_alloc_memslot_metadata: `linfo[0].disallow_lpage = 1` when `base_gfn` is not
+    /// aligned, likewise the last).
+    pub fn add_memslot(&mut self, slot: Memslot) -> Result<(), KvmError> {
+        let end = slot
+            .base
+            .raw()
+            .checked_add(slot.pages)
+            .ok_or(KvmError::BadMemslot)?;
+        if slot.pages == 0
+            || self.memslots.iter().flatten().any(|m| {
+                m.base.raw() < end && slot.base.raw() < m.base.raw().saturating_add(m.pages)
+            })
+        {
+            return Err(KvmError::BadMemslot);
+        }
+        let free = self
+            .memslots
+            .iter_mut()
+            .find(|m| m.is_none())
+            .ok_or(KvmError::BadMemslot)?;
+        *free = Some(slot);
+        for level in [PageLevel::Size2M, PageLevel::Size1G] {
+            let mask = u64::from(level.pages_4k()).wrapping_sub(1);
+            if slot.base.raw() & mask != 0 {
+                self.disallow_edge(slot.base, level);
+            }
+            if end & mask != 0 {
+                self.disallow_edge(Gfn(end.wrapping_sub(1)), level);
+            }
+        }
+        Ok(())
+    }
+
+    /// A memslot edge inside the huge range: the slot's lpage_info there is 1.
+    fn disallow_edge(&mut self, gfn: Gfn, level: PageLevel) {
+        if let Some(l) = self.lpage_mut(gfn, level)
+            && l.count() == 0
+        {
+            *l = l.incremented();
+        }
+    }
+
+    /// The memslot holding `gfn`.
+    pub fn memslot(&self, gfn: Gfn) -> Option<Memslot> {
+        self.memslots
+            .iter()
+            .flatten()
+            .copied()
+            .find(|m| m.contains(gfn))
+    }
+
+    /// Sets the guest_memfd folio level backing the region of `gfn`.
+    pub fn set_folio(&mut self, gfn: Gfn, folio: PageLevel) -> Result<(), KvmError> {
+        let r = self.region_index(gfn).ok_or(KvmError::OutsideModel)?;
+        self.region_mut(r)?.folio = folio;
+        Ok(())
+    }
+
+    // ----- locations -----
+
+    pub(crate) fn region_index(&self, gfn: Gfn) -> Option<usize> {
+        let gpa = gfn.gpa().ok()?;
+        let off = gpa.raw().checked_sub(self.base.raw())?;
+        let i = usize::try_from(off >> PageLevel::Size2M.shift()).ok()?;
+        (i < self.storage.regions().len()).then_some(i)
+    }
+
+    pub(crate) fn gig_index(&self, gfn: Gfn) -> Option<usize> {
+        let gpa = gfn.gpa().ok()?;
+        let first = self.base.align_down(PageLevel::Size1G).raw();
+        let off = gpa.raw().checked_sub(first)?;
+        let i = usize::try_from(off >> PageLevel::Size1G.shift()).ok()?;
+        (i < self.storage.gigs().len()).then_some(i)
+    }
+
+    pub(crate) fn region(&self, r: usize) -> Result<&KvmRegion, KvmError> {
+        self.storage.regions().get(r).ok_or(KvmError::Inconsistent)
+    }
+
+    pub(crate) fn region_mut(&mut self, r: usize) -> Result<&mut KvmRegion, KvmError> {
+        self.storage
+            .regions_mut()
+            .get_mut(r)
+            .ok_or(KvmError::Inconsistent)
+    }
+
+    pub(crate) fn gig_mut(&mut self, g: usize) -> Result<&mut KvmGig, KvmError> {
+        self.storage
+            .gigs_mut()
+            .get_mut(g)
+            .ok_or(KvmError::Inconsistent)
+    }
+
+    /// The region record for `gfn`.
+    pub fn region_of(&self, gfn: Gfn) -> Option<&KvmRegion> {
+        self.storage.regions().get(self.region_index(gfn)?)
+    }
+
+    /// The 1G record for `gfn`.
+    pub fn gig_of(&self, gfn: Gfn) -> Option<&KvmGig> {
+        self.storage.gigs().get(self.gig_index(gfn)?)
+    }
+
+    /// lpage_info for the `level` range holding `gfn` (2M or 1G).
+    pub fn lpage(&self, gfn: Gfn, level: PageLevel) -> Option<LpageInfo> {
+        match level {
+            PageLevel::Size2M => self.region_of(gfn).map(|r| r.lpage),
+            PageLevel::Size1G => self.gig_of(gfn).map(|g| g.lpage),
+            PageLevel::Size4K => None,
+        }
+    }
+
+    pub(crate) fn lpage_mut(&mut self, gfn: Gfn, level: PageLevel) -> Option<&mut LpageInfo> {
+        match level {
+            PageLevel::Size2M => {
+                let r = self.region_index(gfn)?;
+                self.storage.regions_mut().get_mut(r).map(|r| &mut r.lpage)
+            }
+            PageLevel::Size1G => {
+                let g = self.gig_index(gfn)?;
+                self.storage.gigs_mut().get_mut(g).map(|g| &mut g.lpage)
+            }
+            PageLevel::Size4K => None,
+        }
+    }
+
+    /// Sets GUEST_INHIBIT at `level` for the range holding `gfn` (one-way).
+    pub fn set_guest_inhibit(&mut self, gfn: Gfn, level: PageLevel) {
+        if let Some(l) = self.lpage_mut(gfn, level) {
+            *l = l.with_guest_inhibit();
+        }
+    }
+
+    // ----- mirror tables -----
+
+    pub(crate) fn table_mut(&mut self, t: usize) -> Result<&mut MirrorTable, KvmError> {
+        self.storage
+            .tables_mut()
+            .get_mut(t)
+            .ok_or(KvmError::Inconsistent)
+    }
+
+    fn alloc_table(&mut self) -> Result<usize, KvmError> {
+        let t = self
+            .storage
+            .tables()
+            .iter()
+            .position(|t| !t.in_use)
+            .ok_or(KvmError::TablePoolExhausted)?;
+        let table = self.table_mut(t)?;
+        *table = MirrorTable::EMPTY;
+        table.in_use = true;
+        Ok(t)
+    }
+
+    fn free_table(&mut self, t: usize) -> Result<(), KvmError> {
+        *self.table_mut(t)? = MirrorTable::EMPTY;
+        Ok(())
+    }
+
+    /// The table of region `r`, created (with the region's uniform attribute) if missing.
+    pub(crate) fn ensure_table(&mut self, r: usize) -> Result<usize, KvmError> {
+        let region = *self.region(r)?;
+        if let Some(t) = region.table.index() {
+            return Ok(t);
+        }
+        let t = self.alloc_table()?;
+        let shared = region.attrs == Attrs::Shared;
+        for e in self.table_mut(t)?.entries.iter_mut() {
+            *e = Spte::NOT_PRESENT.with_shared(shared);
+        }
+        self.region_mut(r)?.table = TableRef::to(t);
+        Ok(t)
+    }
+
+    /// Drops region `r`'s table when it holds neither SPTEs nor mixed attributes.
+    pub(crate) fn compact_table(&mut self, r: usize) -> Result<(), KvmError> {
+        let region = *self.region(r)?;
+        if region.mirror.is_table() || region.attrs == Attrs::Mixed {
+            return Ok(());
+        }
+        if let Some(t) = region.table.index() {
+            self.free_table(t)?;
+            self.region_mut(r)?.table = TableRef::NONE;
+        }
+        Ok(())
+    }
+
+    // ----- the mirror -----
+
+    /// The mirror SPTE at `level` for `gfn`, if the level above is a table (or it is 1G).
+    pub fn mirror(&self, gfn: Gfn, level: PageLevel) -> Option<Spte> {
+        match level {
+            PageLevel::Size1G => self.gig_of(gfn).map(|g| g.mirror),
+            PageLevel::Size2M => {
+                let g = self.gig_of(gfn)?;
+                g.mirror.is_table().then_some(())?;
+                self.region_of(gfn).map(|r| r.mirror)
+            }
+            PageLevel::Size4K => {
+                let r = self.region_of(gfn)?;
+                r.mirror.is_table().then_some(())?;
+                let t = self.storage.tables().get(r.table.index()?)?;
+                t.entries
+                    .get(page_index(gfn))
+                    .map(|e| e.kind().frozen(e.is_frozen()))
+            }
+        }
+    }
+
+    /// Sets the mirror SPTE at `level` for `gfn` (the attribute bit of a 4K entry is kept).
+    pub(crate) fn set_mirror(
+        &mut self,
+        gfn: Gfn,
+        level: PageLevel,
+        spte: Spte,
+    ) -> Result<(), KvmError> {
+        match level {
+            PageLevel::Size1G => {
+                let g = self.gig_index(gfn).ok_or(KvmError::OutsideModel)?;
+                self.gig_mut(g)?.mirror = spte;
+            }
+            PageLevel::Size2M => {
+                let r = self.region_index(gfn).ok_or(KvmError::OutsideModel)?;
+                self.region_mut(r)?.mirror = spte;
+                if spte.is_table() {
+                    self.ensure_table(r)?;
+                } else if !spte.is_frozen() {
+                    // A leaf or nothing: the 4K SPTEs below are gone.
+                    if let Some(t) = self.region(r)?.table.index() {
+                        for e in self.table_mut(t)?.entries.iter_mut() {
+                            *e = e.with_kind(Spte::NOT_PRESENT);
+                        }
+                    }
+                    self.compact_table(r)?;
+                }
+            }
+            PageLevel::Size4K => {
+                let r = self.region_index(gfn).ok_or(KvmError::OutsideModel)?;
+                let t = self
+                    .region(r)?
+                    .table
+                    .index()
+                    .ok_or(KvmError::Inconsistent)?;
+                let e = self
+                    .table_mut(t)?
+                    .entries
+                    .get_mut(page_index(gfn))
+                    .ok_or(KvmError::Inconsistent)?;
+                *e = e.with_kind(spte);
+            }
+        }
+        Ok(())
+    }
+
+    // ----- attributes -----
+
+    /// Whether `gfn` is private (KVM_MEMORY_ATTRIBUTE_PRIVATE).
+    pub fn is_private(&self, gfn: Gfn) -> bool {
+        let Some(r) = self.region_of(gfn) else {
+            return false;
+        };
+        match r.attrs {
+            Attrs::Private => true,
+            Attrs::Shared => false,
+            Attrs::Mixed => r
+                .table
+                .index()
+                .and_then(|t| self.storage.tables().get(t))
+                .and_then(|t| t.entries.get(page_index(gfn)))
+                .is_some_and(|e| !e.shared()),
+        }
+    }
+
+    /// Sets the attribute of [start, end) (KVM_SET_MEMORY_ATTRIBUTES) and recomputes MIXED at
+    /// 2M and 1G for the ranges touched (`hugepage_has_attrs`).
+    pub fn set_private(&mut self, start: Gfn, end: Gfn, private: bool) -> Result<(), KvmError> {
+        let mut gfn = start;
+        while gfn.raw() < end.raw() {
+            let r = self.region_index(gfn).ok_or(KvmError::OutsideModel)?;
+            let region_start = gfn.round_for_level(PageLevel::Size2M);
+            let region_end = Gfn(region_start.raw().saturating_add(512));
+            let stop = Gfn(region_end.raw().min(end.raw()));
+            let whole = gfn == region_start && stop == region_end;
+            let want = if private {
+                Attrs::Private
+            } else {
+                Attrs::Shared
+            };
+            if whole {
+                let region = self.region_mut(r)?;
+                region.attrs = want;
+                // Keep the mirror entries, drop the per-GFN attribute bits.
+                if let Some(t) = region.table.index() {
+                    for e in self.table_mut(t)?.entries.iter_mut() {
+                        *e = e.with_shared(!private);
+                    }
+                }
+            } else if self.region(r)?.attrs != want {
+                let t = self.ensure_table(r)?;
+                let table = self.table_mut(t)?;
+                let lo = (gfn.raw() & 511) as usize;
+                let hi = lo.saturating_add(stop.raw().wrapping_sub(gfn.raw()) as usize);
+                for e in table.entries.iter_mut().take(hi).skip(lo) {
+                    *e = e.with_shared(!private);
+                }
+                let first = table.entries.first().map(|e| e.shared()).unwrap_or(false);
+                let uniform = table.entries.iter().all(|e| e.shared() == first);
+                self.region_mut(r)?.attrs = if !uniform {
+                    Attrs::Mixed
+                } else if first {
+                    Attrs::Shared
+                } else {
+                    Attrs::Private
+                };
+            }
+            self.compact_table(r)?;
+            let mixed = self.region(r)?.attrs == Attrs::Mixed;
+            let l = &mut self.region_mut(r)?.lpage;
+            *l = l.with_mixed(mixed);
+            self.update_gig_mixed(gfn)?;
+            gfn = stop;
+        }
+        Ok(())
+    }
+
+    fn update_gig_mixed(&mut self, gfn: Gfn) -> Result<(), KvmError> {
+        let Some(g) = self.gig_index(gfn) else {
+            return Ok(());
+        };
+        let first = gfn.round_for_level(PageLevel::Size1G);
+        let mut kinds = (false, false, false);
+        for i in 0..512u64 {
+            let Some(r) = self.region_of(Gfn(first.raw().saturating_add(i << 9))) else {
+                continue;
+            };
+            match r.attrs {
+                Attrs::Private => kinds.0 = true,
+                Attrs::Shared => kinds.1 = true,
+                Attrs::Mixed => kinds.2 = true,
+            }
+        }
+        let mixed = kinds.2 || (kinds.0 && kinds.1);
+        let l = &mut self.gig_mut(g)?.lpage;
+        *l = l.with_mixed(mixed);
+        Ok(())
+    }
+}
+
+/// The index of `gfn`'s 4K entry in its region's table.
+pub(crate) const fn page_index(gfn: Gfn) -> usize {
+    (gfn.raw() & 0x1FF) as usize
+}
+
+impl KvmError {
+    /// A one-line description.
+    pub const fn describe(self) -> &'static str {
+        match self {
+            KvmError::StorageMismatch => "KVM storage does not match the window",
+            KvmError::OutsideModel => "GFN outside the modelled window",
+            KvmError::TablePoolExhausted => "no mirror table left in the model's pool",
+            KvmError::BadMemslot => "memslot overlaps another or no slot is free",
+            KvmError::Inconsistent => "KVM model storage is inconsistent",
+            KvmError::Sept(e) => e.describe(),
+        }
+    }
+}
+
+impl core::fmt::Display for KvmError {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.write_str(self.describe())
+    }
+}
