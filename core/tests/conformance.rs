@@ -305,6 +305,10 @@ impl Runner {
                         assert_eq!(step.expect, "zeroing", "{ctx}");
                         self.accepts.push(op);
                     }
+                    AcceptStart::Checking(op) => {
+                        assert_eq!(step.expect, "checking", "{ctx}");
+                        self.accepts.push(op);
+                    }
                     AcceptStart::Done(out) => self.check_accept(&row.id, i, step, out, gpa, l),
                 },
                 "accept_finish" => {

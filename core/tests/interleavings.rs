@@ -41,6 +41,7 @@ fn accept_begin(s: &mut TestSept, gpa: Gpa, level: PageLevel) -> AcceptOp {
         .unwrap()
     {
         AcceptStart::Zeroing(op) => op,
+        AcceptStart::Checking(_) => panic!("entry not pending"),
         AcceptStart::Done(o) => panic!("accept completed at once: {o}"),
     }
 }

@@ -342,7 +342,9 @@ proptest! {
                     if k == 9 {
                         let rcx = AcceptOperand { gpa, level: l }.encode();
                         match s.accept_begin(rcx) {
-                            Ok(AcceptStart::Zeroing(a)) => pending.push(Pending::Accept(a)),
+                            Ok(AcceptStart::Zeroing(a) | AcceptStart::Checking(a)) => {
+                                pending.push(Pending::Accept(a))
+                            }
                             Ok(AcceptStart::Done(_)) | Err(SeptError::TooManyInFlight) => {}
                             Err(e) => panic!("accept_begin: {e}"),
                         }

@@ -19,7 +19,9 @@ use hugesept_core::kvm::{
     FaultCtx, FaultEnd, FaultPath, FaultStats, FaultStep, Kvm, KvmArrayStorage, Memslot,
 };
 use hugesept_core::policy::{PolicyId, VcpuPolicyState};
-use hugesept_core::sept::{AcceptOutcome, ArrayStorage, EpochTicket, Sept, SeptConfig};
+use hugesept_core::sept::{
+    AcceptOp, AcceptOutcome, AcceptStart, ArrayStorage, EpochTicket, Sept, SeptConfig,
+};
 
 const BASE: u64 = 0x4000_0000;
 /// The 2M page vCPU 1 accepts, and the 4K page inside it vCPU 2 accepts.
@@ -30,6 +32,8 @@ const PAGE_4K: Gpa = Gpa(BASE + 0x20_1000);
 enum Vcpu {
     /// In the guest, about to execute its ACCEPT; `kicked` says it must leave the guest first.
     InGuest { ticket: EpochTicket, kicked: bool },
+    /// In the guest, inside its ACCEPT TDCALL: the module holds the entry lock.
+    Accepting { ticket: EpochTicket, op: AcceptOp },
     /// Outside the guest, running the fault path.
     InFault(FaultPath),
     /// The ACCEPT retired with this status.
@@ -88,7 +92,32 @@ impl World {
     }
 
     fn runnable(&self, i: usize) -> bool {
-        matches!(self.vcpus[i], Vcpu::InGuest { .. } | Vcpu::InFault(_))
+        matches!(
+            self.vcpus[i],
+            Vcpu::InGuest { .. } | Vcpu::Accepting { .. } | Vcpu::InFault(_)
+        )
+    }
+
+    /// The ACCEPT TDCALL of vCPU `i` ended with `out`.
+    fn accept_ended(
+        &mut self,
+        i: usize,
+        ticket: EpochTicket,
+        out: AcceptOutcome,
+        stats: &mut Stats,
+    ) {
+        match out {
+            AcceptOutcome::Completed(s) => {
+                self.sept.vcpu_exit(ticket).unwrap();
+                self.vcpus[i] = Vcpu::Retired(s);
+            }
+            AcceptOutcome::Exit(e) => {
+                self.sept.vcpu_exit(ticket).unwrap();
+                stats.exits[i] += 1;
+                self.vcpus[i] = Vcpu::InFault(FaultPath::new(e));
+            }
+            AcceptOutcome::Interrupted => panic!("no interrupts in this scenario"),
+        }
     }
 
     fn done(&self) -> bool {
@@ -122,22 +151,18 @@ impl World {
             }
             Vcpu::InGuest { ticket, .. } => {
                 let (gpa, level) = ACCEPTS[i];
-                match self
-                    .sept
-                    .accept(AcceptOperand { gpa, level }.encode())
-                    .unwrap()
-                {
-                    AcceptOutcome::Completed(s) => {
-                        self.sept.vcpu_exit(ticket).unwrap();
-                        self.vcpus[i] = Vcpu::Retired(s);
+                let rcx = AcceptOperand { gpa, level }.encode();
+                match self.sept.accept_begin(rcx).unwrap() {
+                    AcceptStart::Done(out) => self.accept_ended(i, ticket, out, stats),
+                    AcceptStart::Zeroing(op) | AcceptStart::Checking(op) => {
+                        self.vcpus[i] = Vcpu::Accepting { ticket, op };
                     }
-                    AcceptOutcome::Exit(e) => {
-                        self.sept.vcpu_exit(ticket).unwrap();
-                        stats.exits[i] += 1;
-                        self.vcpus[i] = Vcpu::InFault(FaultPath::new(e));
-                    }
-                    AcceptOutcome::Interrupted => panic!("no interrupts in this scenario"),
                 }
+                true
+            }
+            Vcpu::Accepting { ticket, op } => {
+                let out = self.sept.accept_finish(op, None).unwrap();
+                self.accept_ended(i, ticket, out, stats);
                 true
             }
             Vcpu::InFault(mut path) => {
@@ -475,6 +500,7 @@ fn interleaved_guest_inhibit_splits_under_the_write_lock() {
 /// final outcomes, and whether some reachable state can no longer reach an end (a cycle with no
 /// way out, which fair scheduling cannot escape).
 fn explore(policy: PolicyId) -> BTreeSet<(String, String)> {
+    let mut busy_seen = 0u32;
     let mut seen: HashSet<World> = HashSet::new();
     let mut finals = BTreeSet::new();
     let mut stack = vec![World::new()];
@@ -497,9 +523,13 @@ fn explore(policy: PolicyId) -> BTreeSet<(String, String)> {
             if next.step(i, policy, &mut stats) {
                 stack.push(next);
             }
+            busy_seen += stats.fault[i].seamcall_busy;
         }
         assert!(seen.len() < 200_000, "state space larger than expected");
     }
+    // Some schedule makes the fault path's SEPT.ADD or AUG meet a guest ACCEPT holding the
+    // entry lock: TDX_OPERAND_BUSY, the SPTE restored, RET_PF_RETRY.
+    assert!(busy_seen > 0, "{policy}: no schedule reached a BUSY SEAMCALL");
     finals
 }
 

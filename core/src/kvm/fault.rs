@@ -178,6 +178,19 @@ impl FaultPath {
         }
     }
 
+    /// KVM_PRE_FAULT_MEMORY for `gfn`: the fault path from fault-in, as a prefetch fault (no
+    /// exit, no accept level). Only once the TD is runnable; before, the ioctl fails (None).
+    pub fn prefetch(gfn: Gfn, op_state: OpState) -> Option<FaultPath> {
+        (op_state == OpState::Runnable).then_some(FaultPath {
+            fault: Fault {
+                gfn,
+                max_level: PageLevel::Size1G,
+                prefetch: true,
+            },
+            phase: Phase::FaultIn,
+        })
+    }
+
     /// Whether the path has ended, and how.
     pub fn ended(&self) -> Option<FaultEnd> {
         match self.phase {

@@ -6,15 +6,17 @@
 //! (shared/reference/kvm-fault-path.md).
 
 mod fault;
+mod host_ops;
 mod lock;
 mod lpage;
 mod split;
 mod vm;
 
 pub use fault::{FaultCtx, FaultEnd, FaultPath, FaultStats, FaultStep, RetPf};
+pub use host_ops::{HostOpEnd, HostOpKind, HostOperation, HostStep};
 pub use lock::{MmuLock, NotHeld};
 pub use lpage::LpageInfo;
-pub use split::{Split, SplitStep};
+pub use split::{Finish, Split, SplitStep};
 pub use vm::{
     Attrs, Kvm, KvmArrayStorage, KvmError, KvmGig, KvmRegion, KvmStorage, MAX_MEMSLOTS, Memslot,
     MirrorTable, Spte,

@@ -1,6 +1,6 @@
-//! Splitting a huge leaf, mirror and S-EPT together: the step machine shared by the
-//! GUEST_INHIBIT pre-split (under the write lock), fault-path demotion (under the read lock) and,
-//! later, the host operations.
+//! Splitting (or removing) a leaf, mirror and S-EPT together: the step machine shared by the
+//! GUEST_INHIBIT pre-split (under the write lock), fault-path demotion (under the read lock) and
+//! the host operations (conversions, punch holes).
 //!
 //! With the current module a split is BLOCK → TRACK → kick every vCPU out of the guest (so the
 //! blocking epoch drains) → DEMOTE; no UNBLOCK is needed after a successful DEMOTE
@@ -47,11 +47,21 @@ pub enum SplitStep {
     Bug(TdxStatus),
 }
 
-/// A split of the huge leaf at `level` covering `gpa`.
+/// What the sequence ends with.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Finish {
+    /// PAGE.DEMOTE: the leaf becomes a table of 512 leaves.
+    Demote,
+    /// PAGE.REMOVE: the leaf is gone (remove = BLOCK → TRACK → kick → REMOVE).
+    Remove,
+}
+
+/// A split (or removal) of the leaf at `level` covering `gpa`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct Split {
     gpa: Gpa,
     level: PageLevel,
+    finish: Finish,
     under_write_lock: bool,
     phase: SplitPhase,
     /// SEAMCALLs issued, for the metrics.
@@ -68,7 +78,26 @@ impl Split {
         level: PageLevel,
         under_write_lock: bool,
     ) -> Split {
-        let phase = if sept.profile().non_blocking_resize {
+        Self::with_finish(sept, gpa, level, under_write_lock, Finish::Demote)
+    }
+
+    /// A removal of the leaf at `level` over `gpa`, under the write lock.
+    pub fn remove<SS: SeptStorage>(sept: &Sept<SS>, gpa: Gpa, level: PageLevel) -> Split {
+        Self::with_finish(sept, gpa, level, true, Finish::Remove)
+    }
+
+    fn with_finish<SS: SeptStorage>(
+        sept: &Sept<SS>,
+        gpa: Gpa,
+        level: PageLevel,
+        under_write_lock: bool,
+        finish: Finish,
+    ) -> Split {
+        // Before finalization BLOCK and TRACK are not required (op_state_is_tlb_tracking_required
+        // is 0 in INITIALIZED); a non-blocking-resize module demotes without them.
+        let skip_block = (finish == Finish::Demote && sept.profile().non_blocking_resize)
+            || sept.op_state() == crate::sept::OpState::BuildTime;
+        let phase = if skip_block {
             SplitPhase::Demote {
                 busy_retried: false,
             }
@@ -78,6 +107,7 @@ impl Split {
         Split {
             gpa: gpa.align_down(level),
             level,
+            finish,
             under_write_lock,
             phase,
             seamcalls: 0,
@@ -100,6 +130,14 @@ impl Split {
         sept: &mut Sept<SS>,
     ) -> Result<SplitStep, KvmError> {
         let busy = |s: TdxStatus| s.code() == StatusCode::OperandBusy;
+        if self.seamcalls == 0
+            && self.finish == Finish::Demote
+            && self.level == PageLevel::Size2M
+            && (!kvm.can_split(self.gpa.gfn()) || !sept.has_free_table())
+        {
+            // KVM allocates the table pages before it starts; the model's pools are its memory.
+            return Err(KvmError::TablePoolExhausted);
+        }
         match self.phase {
             SplitPhase::Block => {
                 self.count();
@@ -144,7 +182,11 @@ impl Split {
             }
             SplitPhase::Demote { busy_retried } => {
                 self.count();
-                match sept.host_begin(HostCall::demote(self.gpa, self.level))? {
+                let call = match self.finish {
+                    Finish::Demote => HostCall::demote(self.gpa, self.level),
+                    Finish::Remove => HostCall::remove(self.gpa, self.level),
+                };
+                match sept.host_begin(call)? {
                     HostStart::Started(op) => {
                         self.phase = SplitPhase::DemoteEnd { op, busy_retried };
                         Ok(SplitStep::Progress)
@@ -157,8 +199,14 @@ impl Split {
                 if s != TdxStatus::SUCCESS {
                     return self.demote_failed(kvm, sept, s, busy_retried);
                 }
-                // The mirror follows: a table of 512 leaves one level down.
-                kvm.set_mirror_split(self.gpa, self.level)?;
+                match self.finish {
+                    // The mirror follows: a table of 512 leaves one level down...
+                    Finish::Demote => kvm.set_mirror_split(self.gpa, self.level)?,
+                    // ...or nothing.
+                    Finish::Remove => {
+                        kvm.set_mirror(self.gpa.gfn(), self.level, Spte::NOT_PRESENT)?
+                    }
+                }
                 Ok(SplitStep::Done)
             }
             SplitPhase::Unblock => {

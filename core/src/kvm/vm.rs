@@ -452,6 +452,14 @@ impl<S: KvmStorage> Kvm<S> {
             .ok_or(KvmError::Inconsistent)
     }
 
+    /// Whether splitting the 2M mirror leaf of `gfn`'s region would find a table: the region
+    /// has one (mixed attributes) or the pool has a free one.
+    pub fn can_split(&self, gfn: Gfn) -> bool {
+        self.region_of(gfn)
+            .is_some_and(|r| r.table.index().is_some())
+            || self.storage.tables().iter().any(|t| !t.in_use)
+    }
+
     fn alloc_table(&mut self) -> Result<usize, KvmError> {
         let t = self
             .storage

@@ -103,6 +103,11 @@ pub enum AcceptStart {
     Done(AcceptOutcome),
     /// The entry is locked and PENDING; [`Sept::accept_finish`] zeroes it.
     Zeroing(AcceptOp),
+    /// The entry at the requested level is locked and not PENDING: the module reads it under
+    /// the lock, then [`Sept::accept_finish`] unlocks and reports D, E or F. While it holds the
+    /// lock, a host SEAMCALL on the entry gets TDX_OPERAND_BUSY (PAGE.AUG or SEPT.ADD racing a
+    /// guest ACCEPT on another vCPU).
+    Checking(AcceptOp),
 }
 
 /// What a guest access to one private 4K page leads to.
@@ -186,45 +191,53 @@ impl<S: SeptStorage> Sept<S> {
                 OperandId::RCX,
             )));
         }
+        // The entry lock is taken whatever the entry holds; the module then re-reads it.
+        let slot = self.free_slot()?;
+        let slot_id = u8::try_from(slot).map_err(|_| SeptError::TooManyInFlight)?;
+        let zeroing = stop.view.state == SeptEntryState::Pending;
+        self.set_flight(
+            slot,
+            Some(Flight::Accept {
+                gpa: op.gpa,
+                level: op.level,
+                loc,
+                zeroing,
+            }),
+        )?;
+        self.store(
+            loc,
+            View {
+                lock: stop.view.lock.with_locked(true),
+                ..stop.view
+            },
+        )?;
+        let token = AcceptOp {
+            slot: slot_id,
+            gpa: op.gpa,
+            level: op.level,
+        };
+        Ok(if zeroing {
+            AcceptStart::Zeroing(token)
+        } else {
+            AcceptStart::Checking(token)
+        })
+    }
+
+    /// The outcome of an ACCEPT that reached its level and found `state` (not PENDING).
+    fn reached_outcome(op: AcceptOperand, stop: &WalkStop) -> AcceptOutcome {
         match stop.view.state {
             // D: mapped smaller than requested.
-            SeptEntryState::NlMapped | SeptEntryState::NlBlocked => done(AcceptOutcome::Completed(
+            SeptEntryState::NlMapped | SeptEntryState::NlBlocked => AcceptOutcome::Completed(
                 TdxStatus::with_level(StatusCode::PageSizeMismatch, op.level),
-            )),
+            ),
             // E.
-            SeptEntryState::Mapped => done(AcceptOutcome::Completed(TdxStatus::with_level(
+            SeptEntryState::Mapped => AcceptOutcome::Completed(TdxStatus::with_level(
                 StatusCode::PageAlreadyAccepted,
                 op.level,
-            ))),
-            // G: lock and zero.
-            SeptEntryState::Pending => {
-                let slot = self.free_slot()?;
-                let slot_id = u8::try_from(slot).map_err(|_| SeptError::TooManyInFlight)?;
-                self.set_flight(
-                    slot,
-                    Some(Flight::Accept {
-                        gpa: op.gpa,
-                        level: op.level,
-                        loc,
-                    }),
-                )?;
-                self.store(
-                    loc,
-                    View {
-                        lock: stop.view.lock.with_locked(true),
-                        ..stop.view
-                    },
-                )?;
-                Ok(AcceptStart::Zeroing(AcceptOp {
-                    slot: slot_id,
-                    gpa: op.gpa,
-                    level: op.level,
-                }))
-            }
-            // F: FREE, BLOCKED, PENDING_BLOCKED at the requested level.
-            SeptEntryState::Free | SeptEntryState::Blocked | SeptEntryState::PendingBlocked => {
-                done(accept_exit(op, &stop))
-            }
+            )),
+            // F: FREE, BLOCKED, PENDING_BLOCKED at the requested level (tdcall_sept_state_lookup
+            // refuses them: unlock, EPT-violation exit).
+            _ => accept_exit(op, stop),
         }
     }
 
@@ -236,10 +249,38 @@ impl<S: SeptStorage> Sept<S> {
         op: AcceptOp,
         interrupt_after: Option<u32>,
     ) -> Result<AcceptOutcome, SeptError> {
-        let loc = match self.flight(op.slot) {
-            Some(Flight::Accept { gpa, level, loc }) if gpa == op.gpa && level == op.level => loc,
+        let (loc, zeroing) = match self.flight(op.slot) {
+            Some(Flight::Accept {
+                gpa,
+                level,
+                loc,
+                zeroing,
+            }) if gpa == op.gpa && level == op.level => (loc, zeroing),
             _ => return Err(SeptError::StaleOperation),
         };
+        if !zeroing {
+            // Outcomes D, E, F: the module read the entry under its lock; unlock and report.
+            let v = self.load(loc)?;
+            self.set_flight(usize::from(op.slot), None)?;
+            self.store(
+                loc,
+                View {
+                    lock: v.lock.with_locked(false),
+                    ..v
+                },
+            )?;
+            let stop = WalkStop {
+                level: op.level,
+                loc: Some(loc),
+                view: v,
+                reached: true,
+            };
+            let operand = AcceptOperand {
+                gpa: op.gpa,
+                level: op.level,
+            };
+            return Ok(Self::reached_outcome(operand, &stop));
+        }
         let v = self.load(loc)?;
         if !v.lock.is_locked() || v.state != SeptEntryState::Pending {
             return Err(SeptError::StorageInconsistent);
@@ -277,7 +318,7 @@ impl<S: SeptStorage> Sept<S> {
     pub fn accept(&mut self, rcx: u64) -> Result<AcceptOutcome, SeptError> {
         match self.accept_begin(rcx)? {
             AcceptStart::Done(o) => Ok(o),
-            AcceptStart::Zeroing(op) => self.accept_finish(op, None),
+            AcceptStart::Zeroing(op) | AcceptStart::Checking(op) => self.accept_finish(op, None),
         }
     }
 

@@ -210,11 +210,13 @@ pub const MAX_IN_FLIGHT: usize = 16;
 /// An operation between its two phases: what it holds.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub(crate) enum Flight {
-    /// An ACCEPT zeroing a PENDING entry it has locked.
+    /// An ACCEPT holding the entry lock at the requested level: zeroing a PENDING entry, or
+    /// (`zeroing` false) reading any other entry before it unlocks and reports.
     Accept {
         gpa: Gpa,
         level: PageLevel,
         loc: Loc,
+        zeroing: bool,
     },
     /// A SEAMCALL holding the tree lock, its entry lock (not PAGE.ADD), PROMOTE's children, and
     /// possibly a table from the pool.
@@ -344,6 +346,11 @@ impl<S: SeptStorage> Sept<S> {
     /// TDH.MEM.TRACK (tdh_mem_track.c): advance the epoch, or TDX_PREVIOUS_TLB_EPOCH_BUSY.
     pub fn track(&mut self) -> Result<crate::abi::TdxStatus, SeptError> {
         self.epochs.track()
+    }
+
+    /// Whether the pool has a free 4K table (a 2M DEMOTE or SEPT.ADD needs one).
+    pub fn has_free_table(&self) -> bool {
+        self.free_tables.index().is_some()
     }
 
     /// 4K tables taken from the pool (S-EPT page tables and per-page content records).
