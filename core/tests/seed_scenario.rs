@@ -529,7 +529,10 @@ fn explore(policy: PolicyId) -> BTreeSet<(String, String)> {
     }
     // Some schedule makes the fault path's SEPT.ADD or AUG meet a guest ACCEPT holding the
     // entry lock: TDX_OPERAND_BUSY, the SPTE restored, RET_PF_RETRY.
-    assert!(busy_seen > 0, "{policy}: no schedule reached a BUSY SEAMCALL");
+    assert!(
+        busy_seen > 0,
+        "{policy}: no schedule reached a BUSY SEAMCALL"
+    );
     finals
 }
 

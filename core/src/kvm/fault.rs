@@ -157,6 +157,39 @@ pub struct FaultPath {
     phase: Phase,
 }
 
+impl<KS: KvmStorage> Kvm<KS> {
+    /// The level a private fault on `gfn` may map at: the fault's own max level, capped by the
+    /// guest_memfd folio, then by the lpage_info walk (any non-zero `disallow_lpage` forbids a
+    /// level), then by the policy's `private_max_mapping_level` hook
+    /// (mmu.c `kvm_mmu_max_mapping_level`, `__kvm_mmu_max_mapping_level`).
+    pub fn max_mapping_level<P: Policy>(
+        &self,
+        policy: &P,
+        vcpu: &VcpuPolicyState,
+        gfn: Gfn,
+        fault_max: PageLevel,
+        prefetch: bool,
+        runnable: bool,
+    ) -> PageLevel {
+        // One lookup of each record the walk reads.
+        let region = self.region_of(gfn);
+        let folio = region.map_or(PageLevel::Size4K, |r| r.folio);
+        let mut max = fault_max.min(folio);
+        if max == PageLevel::Size1G && !self.gig_of(gfn).is_some_and(|g| !g.lpage.disallows()) {
+            max = PageLevel::Size2M;
+        }
+        if max == PageLevel::Size2M && !region.is_some_and(|r| !r.lpage.disallows()) {
+            max = PageLevel::Size4K;
+        }
+        let q = MaxLevelQuery {
+            gfn,
+            prefetch,
+            runnable,
+        };
+        max.min(policy.max_mapping_level(vcpu, &q))
+    }
+}
+
 /// The level below `l` (4K stays 4K).
 const fn below(l: PageLevel) -> PageLevel {
     match l.smaller() {
@@ -456,24 +489,14 @@ impl FaultPath {
         {
             return self.finish_pass(ctx, RetPf::Retry);
         }
-        // The max level: the fault's, the folio's, the lpage_info walk, then the hook.
-        let folio = ctx
-            .kvm
-            .region_of(gfn)
-            .map_or(PageLevel::Size4K, |r| r.folio);
-        let mut max = self.fault.max_level.min(folio);
-        while max > PageLevel::Size4K {
-            if ctx.kvm.lpage(gfn, max).is_some_and(|l| !l.disallows()) {
-                break;
-            }
-            max = below(max);
-        }
-        let q = MaxLevelQuery {
+        let goal = ctx.kvm.max_mapping_level(
+            ctx.policy,
+            ctx.vcpu,
             gfn,
-            prefetch: self.fault.prefetch,
-            runnable: ctx.sept.op_state() == OpState::Runnable,
-        };
-        let goal = max.min(ctx.policy.max_mapping_level(ctx.vcpu, &q));
+            self.fault.max_level,
+            self.fault.prefetch,
+            ctx.sept.op_state() == OpState::Runnable,
+        );
         self.go(Phase::AcquireRead { goal })
     }
 

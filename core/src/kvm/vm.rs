@@ -371,17 +371,15 @@ impl<S: KvmStorage> Kvm<S> {
     // ----- locations -----
 
     pub(crate) fn region_index(&self, gfn: Gfn) -> Option<usize> {
-        let gpa = gfn.gpa().ok()?;
-        let off = gpa.raw().checked_sub(self.base.raw())?;
-        let i = usize::try_from(off >> PageLevel::Size2M.shift()).ok()?;
+        let off = gfn.raw().checked_sub(self.base.gfn().raw())?;
+        let i = usize::try_from(off >> 9).ok()?;
         (i < self.storage.regions().len()).then_some(i)
     }
 
     pub(crate) fn gig_index(&self, gfn: Gfn) -> Option<usize> {
-        let gpa = gfn.gpa().ok()?;
-        let first = self.base.align_down(PageLevel::Size1G).raw();
-        let off = gpa.raw().checked_sub(first)?;
-        let i = usize::try_from(off >> PageLevel::Size1G.shift()).ok()?;
+        let first = self.base.gfn().round_for_level(PageLevel::Size1G);
+        let off = gfn.raw().checked_sub(first.raw())?;
+        let i = usize::try_from(off >> 18).ok()?;
         (i < self.storage.gigs().len()).then_some(i)
     }
 
