@@ -175,10 +175,10 @@ impl<KS: KvmStorage> Kvm<KS> {
         let region = self.region_of(gfn);
         let folio = region.map_or(PageLevel::Size4K, |r| r.folio);
         let mut max = fault_max.min(folio);
-        if max == PageLevel::Size1G && !self.gig_of(gfn).is_some_and(|g| !g.lpage.disallows()) {
+        if max == PageLevel::Size1G && self.gig_of(gfn).is_none_or(|g| g.lpage.disallows()) {
             max = PageLevel::Size2M;
         }
-        if max == PageLevel::Size2M && !region.is_some_and(|r| !r.lpage.disallows()) {
+        if max == PageLevel::Size2M && region.is_none_or(|r| r.lpage.disallows()) {
             max = PageLevel::Size4K;
         }
         let q = MaxLevelQuery {
