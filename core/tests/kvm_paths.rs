@@ -301,6 +301,7 @@ fn each_policy_meets_a_huge_leaf() {
             Some(SeptEntryState::Pending)
         );
         td.sept.check_consistency(true).unwrap();
+        td.kvm.check_against_sept(&td.sept).unwrap();
     }
     // fault-max-level: the scheme has no answer; it refuses forever (the local retry loop
     // spins until an event is pending).
@@ -410,6 +411,7 @@ fn converting_4k_inside_an_accepted_2m_page_loses_nothing_else() {
     assert_eq!(td.kvm.mmu_lock.readers(), 0);
     assert!(!td.kvm.mmu_lock.write_held());
     td.sept.check_consistency(true).unwrap();
+    td.kvm.check_against_sept(&td.sept).unwrap();
     // Back to private: the guest accepts the page again (zeroed).
     let op = HostOperation::new(HostOpKind::ConvertToPrivate, page, Gfn(page.raw() + 1));
     assert_eq!(run_host(&mut td, op), HostOpEnd::Done);
@@ -453,6 +455,7 @@ fn punch_hole_removes_exactly_the_range() {
         assert_eq!(td.sept.content(g).unwrap(), want, "page {i}");
     }
     td.sept.check_consistency(true).unwrap();
+    td.kvm.check_against_sept(&td.sept).unwrap();
 }
 
 #[test]

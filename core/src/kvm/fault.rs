@@ -19,7 +19,10 @@
 //! Every step that touches shared state (mmu_lock, the mirror, a SEAMCALL phase) is its own
 //! step, so a scheduler can run another vCPU in between.
 
-use crate::abi::{ExtendedExitQualification, Gfn, Gpa, PageLevel, StatusCode, TdxStatus};
+use crate::abi::{
+    AbiError, ExitQualification, ExtendedExitQualification, Gfn, Gpa, Gpaw, PageLevel, StatusCode,
+    TdxStatus,
+};
 use crate::policy::{
     AcceptPlan, HugeLeafQuery, MaxLevelQuery, Policy, PrivateExit, SplitDecision, VcpuPolicyState,
 };
@@ -211,6 +214,24 @@ impl FaultPath {
         }
     }
 
+    /// The fault path for the raw exit registers: RCX (exit qualification), RDX (extended exit
+    /// qualification) and R8 (GPA), decoded with core::abi. A shared GPA is not this path's
+    /// (KVM handles it as an ordinary EPT violation): [`AbiError::SharedGpa`].
+    pub fn from_registers(rcx: u64, rdx: u64, r8: u64, gpaw: Gpaw) -> Result<FaultPath, AbiError> {
+        let gpa = Gpa(r8);
+        if gpa.is_shared(gpaw) {
+            return Err(AbiError::SharedGpa);
+        }
+        if !gpa.is_within(gpaw) {
+            return Err(AbiError::BeyondGpaw);
+        }
+        Ok(FaultPath::new(EptViolationExit {
+            exit_qualification: ExitQualification::from_bits_retain(rcx),
+            eeq: ExtendedExitQualification::decode(rdx)?,
+            gpa: gpa.align_down(PageLevel::Size4K),
+        }))
+    }
+
     /// KVM_PRE_FAULT_MEMORY for `gfn`: the fault path from fault-in, as a prefetch fault (no
     /// exit, no accept level). Only once the TD is runnable; before, the ioctl fails (None).
     pub fn prefetch(gfn: Gfn, op_state: OpState) -> Option<FaultPath> {
@@ -386,6 +407,10 @@ impl FaultPath {
         ctx: &mut FaultCtx<'_, KS, SS, P>,
         exit: EptViolationExit,
     ) -> Result<FaultStep, KvmError> {
+        // A design that needs a module capability refuses to run without it.
+        ctx.policy
+            .check_profile(ctx.sept.profile())
+            .map_err(KvmError::Policy)?;
         // tdx.c: a PENDING_EPT_VIOLATION without permission bits is an access to unaccepted
         // memory with #VE disabled: the VM is killed.
         if exit.eeq == ExtendedExitQualification::PendingEptViolation

@@ -19,5 +19,5 @@ pub use lpage::LpageInfo;
 pub use split::{Finish, Split, SplitStep};
 pub use vm::{
     Attrs, Kvm, KvmArrayStorage, KvmError, KvmGig, KvmRegion, KvmStorage, MAX_MEMSLOTS, Memslot,
-    MirrorTable, Spte,
+    MirrorMismatch, MirrorTable, Spte,
 };

@@ -244,6 +244,8 @@ pub enum KvmError {
     Inconsistent,
     /// The S-EPT model failed.
     Sept(SeptError),
+    /// The policy cannot run on this module.
+    Policy(crate::policy::PolicyError),
 }
 
 impl From<SeptError> for KvmError {
@@ -665,6 +667,110 @@ impl<S: KvmStorage> Kvm<S> {
     }
 }
 
+/// Where the mirror and the S-EPT disagree.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct MirrorMismatch {
+    /// The GPA of the entry.
+    pub gpa: Gpa,
+    /// Its level.
+    pub level: PageLevel,
+    /// The mirror SPTE (None: no table holds the entry).
+    pub mirror: Option<Spte>,
+    /// The S-EPT entry's state (None: no table holds the entry).
+    pub sept: Option<crate::abi::SeptEntryState>,
+}
+
+impl<S: KvmStorage> Kvm<S> {
+    /// design.md's first invariant: the mirror and the S-EPT agree on the presence and level of
+    /// every leaf and table, except entries an operation has frozen. Call it when no SEAMCALL is
+    /// in flight.
+    pub fn check_against_sept<SS: crate::sept::SeptStorage>(
+        &self,
+        sept: &crate::sept::Sept<SS>,
+    ) -> Result<(), MirrorMismatch> {
+        let agree = |m: Option<Spte>, s: Option<crate::abi::SeptEntryState>| match (m, s) {
+            (Some(m), _) if m.is_frozen() => true,
+            (Some(m), Some(s)) => m.is_leaf() == s.is_leaf() && m.is_table() == s.is_table(),
+            (Some(m), None) => !m.is_present(),
+            (None, Some(s)) => s == crate::abi::SeptEntryState::Free,
+            (None, None) => true,
+        };
+        let regions = self.storage.regions().len();
+        for r in 0..regions {
+            let gpa = Gpa(self.base.raw().saturating_add((r as u64) << 21));
+            let gfn = gpa.gfn();
+            let mut levels = [(PageLevel::Size2M, gpa)]
+                .into_iter()
+                .collect::<LevelList>();
+            if r == 0 || gpa.is_aligned(PageLevel::Size1G) {
+                levels.push((PageLevel::Size1G, gpa.align_down(PageLevel::Size1G)));
+            }
+            for &(level, at) in levels.iter() {
+                let m = self.mirror(at.gfn(), level);
+                let s = sept.entry_state(at, level).ok().flatten();
+                if !agree(m, s) {
+                    return Err(MirrorMismatch {
+                        gpa: at,
+                        level,
+                        mirror: m,
+                        sept: s,
+                    });
+                }
+            }
+            if self
+                .mirror(gfn, PageLevel::Size2M)
+                .is_some_and(Spte::is_table)
+            {
+                for p in 0..512u64 {
+                    let at = Gpa(gpa.raw().saturating_add(p << 12));
+                    let m = self.mirror(at.gfn(), PageLevel::Size4K);
+                    let s = sept.entry_state(at, PageLevel::Size4K).ok().flatten();
+                    if !agree(m, s) {
+                        return Err(MirrorMismatch {
+                            gpa: at,
+                            level: PageLevel::Size4K,
+                            mirror: m,
+                            sept: s,
+                        });
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Up to two (level, GPA) pairs to compare.
+struct LevelList {
+    items: [(PageLevel, Gpa); 2],
+    len: usize,
+}
+
+impl LevelList {
+    fn push(&mut self, item: (PageLevel, Gpa)) {
+        if let Some(slot) = self.items.get_mut(self.len) {
+            *slot = item;
+            self.len = self.len.saturating_add(1);
+        }
+    }
+    fn iter(&self) -> impl Iterator<Item = &(PageLevel, Gpa)> {
+        self.items.iter().take(self.len)
+    }
+}
+
+impl FromIterator<(PageLevel, Gpa)> for LevelList {
+    fn from_iter<I: IntoIterator<Item = (PageLevel, Gpa)>>(iter: I) -> Self {
+        let mut l = LevelList {
+            items: [(PageLevel::Size4K, Gpa(0)); 2],
+            len: 0,
+        };
+        for i in iter {
+            l.push(i);
+        }
+        l
+    }
+}
+
 /// The index of `gfn`'s 4K entry in its region's table.
 pub(crate) const fn page_index(gfn: Gfn) -> usize {
     (gfn.raw() & 0x1FF) as usize
@@ -680,6 +786,9 @@ impl KvmError {
             KvmError::BadMemslot => "memslot overlaps another or no slot is free",
             KvmError::Inconsistent => "KVM model storage is inconsistent",
             KvmError::Sept(e) => e.describe(),
+            KvmError::Policy(_) => {
+                "policy explicit-demotion needs the explicit-demotion module profile"
+            }
         }
     }
 }
