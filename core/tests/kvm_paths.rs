@@ -496,3 +496,66 @@ fn a_split_that_cannot_get_a_table_fails_the_ioctl_and_changes_nothing() {
             .is_leaf()
     );
 }
+
+#[test]
+fn boundary_splits_and_folio_orders() {
+    assert_eq!(
+        Kvm::<KvmArrayStorage<1, 4, 4>>::folio_level(0),
+        PageLevel::Size4K
+    );
+    assert_eq!(
+        Kvm::<KvmArrayStorage<1, 4, 4>>::folio_level(9),
+        PageLevel::Size2M
+    );
+    assert_eq!(
+        Kvm::<KvmArrayStorage<1, 4, 4>>::folio_level(18),
+        PageLevel::Size1G
+    );
+    let mut td = Td::new("tdx-1.5");
+    assert_eq!(
+        td.accept_until_retired(R1, PageLevel::Size2M, PolicyId::GuestInhibit),
+        TdxStatus::SUCCESS
+    );
+    // Splitting at 2M-aligned boundaries touches nothing.
+    let aligned = HostOperation::new(
+        HostOpKind::SplitBoundaries,
+        R1.gfn(),
+        Gfn(R1.gfn().raw() + 512),
+    );
+    assert_eq!(run_host(&mut td, aligned), HostOpEnd::Done);
+    assert!(
+        td.kvm
+            .mirror(R1.gfn(), PageLevel::Size2M)
+            .unwrap()
+            .is_leaf()
+    );
+    // A boundary inside the 2M page splits it; nothing is removed.
+    let inside = HostOperation::new(
+        HostOpKind::SplitBoundaries,
+        Gfn(R1.gfn().raw() + 3),
+        Gfn(R1.gfn().raw() + 512),
+    );
+    assert_eq!(run_host(&mut td, inside), HostOpEnd::Done);
+    assert!(
+        td.kvm
+            .mirror(R1.gfn(), PageLevel::Size2M)
+            .unwrap()
+            .is_table()
+    );
+    for i in 0..512u64 {
+        let g = Gpa(R1.raw() + i * 0x1000);
+        assert_eq!(
+            td.sept.entry_state(g, PageLevel::Size4K).unwrap(),
+            Some(SeptEntryState::Mapped)
+        );
+        assert_eq!(td.sept.content(g).unwrap(), Content::ZERO);
+    }
+    td.kvm.check_against_sept(&td.sept).unwrap();
+    // A region backed by 4K folios is mapped 4K whatever the ACCEPT asks.
+    let r2 = Gpa(BASE + 0x40_0000);
+    td.kvm
+        .set_folio(r2.gfn(), Kvm::<KvmArrayStorage<1, 4, 4>>::folio_level(0))
+        .unwrap();
+    let s = td.accept_until_retired(r2, PageLevel::Size2M, PolicyId::GuestInhibit);
+    assert_eq!(s.code(), hugesept_core::abi::StatusCode::PageSizeMismatch);
+}

@@ -461,6 +461,7 @@ fn interleaved_guest_inhibit_splits_under_the_write_lock() {
 /// way out, which fair scheduling cannot escape).
 fn explore(policy: PolicyId) -> BTreeSet<(String, String)> {
     let mut busy_seen = 0u32;
+    let mut frozen_seen = 0u32;
     let mut seen: HashSet<World> = HashSet::new();
     let mut finals = BTreeSet::new();
     let mut stack = vec![World::new()];
@@ -484,6 +485,7 @@ fn explore(policy: PolicyId) -> BTreeSet<(String, String)> {
                 stack.push(next);
             }
             busy_seen += stats.fault[i].seamcall_busy;
+            frozen_seen += stats.fault[i].frozen;
         }
         assert!(seen.len() < 200_000, "state space larger than expected");
     }
@@ -493,6 +495,8 @@ fn explore(policy: PolicyId) -> BTreeSet<(String, String)> {
         busy_seen > 0,
         "{policy}: no schedule reached a BUSY SEAMCALL"
     );
+    // And some schedule makes a walk meet the SPTE the other vCPU froze: RET_PF_RETRY.
+    assert!(frozen_seen > 0, "{policy}: no schedule met a frozen SPTE");
     finals
 }
 

@@ -85,6 +85,8 @@ pub struct FaultStats {
     pub seamcalls: u32,
     /// SEAMCALLs that returned TDX_OPERAND_BUSY.
     pub seamcall_busy: u32,
+    /// Walks that met a frozen SPTE (another thread mid-update) and retried.
+    pub frozen: u32,
     /// Successful demotions.
     pub demotions: u32,
 }
@@ -535,6 +537,7 @@ impl FaultPath {
         for level in [PageLevel::Size1G, PageLevel::Size2M, PageLevel::Size4K] {
             let spte = ctx.kvm.mirror(gfn, level).ok_or(KvmError::OutsideModel)?;
             if spte.is_frozen() {
+                ctx.stats.frozen = ctx.stats.frozen.saturating_add(1);
                 return self.go(Phase::ReleaseRead(RetPf::Retry));
             }
             if level == goal {

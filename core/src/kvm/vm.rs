@@ -363,6 +363,18 @@ impl<S: KvmStorage> Kvm<S> {
             .find(|m| m.contains(gfn))
     }
 
+    /// The mapping level a guest_memfd folio of `order` allows: order ≥ 18 → 1G, ≥ 9 → 2M,
+    /// else 4K (shared/reference/kvm-fault-path.md, fault-in).
+    pub const fn folio_level(order: u8) -> PageLevel {
+        if order >= 18 {
+            PageLevel::Size1G
+        } else if order >= 9 {
+            PageLevel::Size2M
+        } else {
+            PageLevel::Size4K
+        }
+    }
+
     /// Sets the guest_memfd folio level backing the region of `gfn`.
     pub fn set_folio(&mut self, gfn: Gfn, folio: PageLevel) -> Result<(), KvmError> {
         let r = self.region_index(gfn).ok_or(KvmError::OutsideModel)?;
