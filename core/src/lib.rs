@@ -9,14 +9,16 @@
 //!   qualifications, public S-EPT state codes).
 //! - [`sept`]: the TDX module's Secure EPT: entry states, ACCEPT, the host SEAMCALLs, entry
 //!   locks, TLB-tracking epochs, content tracking and module profiles.
-//! - [`kvm`]: KVM's side: lpage_info and mmu_lock so far.
+//! - [`kvm`]: KVM's side: the mirror, the private fault path, the host operations.
 //! - [`policy`]: the decision points where the KVM TDX huge-page designs differ.
+//! - [`guest`]: how real TD firmware and kernels accept memory, as step machines.
 
 #![no_std]
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
 pub mod abi;
+pub mod guest;
 pub mod kvm;
 pub mod policy;
 pub mod sept;

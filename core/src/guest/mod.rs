@@ -1,0 +1,575 @@
+//! The guests: how real TD firmware and kernels accept memory, as step machines that issue
+//! TDCALLs or memory operations and react to what comes back (shared/reference/guests.md).
+//!
+//! A guest sees only what a real one sees: the status an ACCEPT retires with (an EPT-violation
+//! exit is invisible to it — the TDCALL simply runs again after the host resolved the fault),
+//! the content a read returns, or a #VE. Each strategy accepts its ranges by its own rules,
+//! then writes a content marker over what it accepted and checks it at the end, so data the
+//! host lost is noticed; each has a fatal path (the guest panics) where the real one has.
+//!
+//! Not here yet: linux-lazy (its 2 MiB unit bitmap and per-unit lock are shared between vCPUs
+//! and belong to the world) and OVMF's split of ranges across vCPUs (the world gives each vCPU
+//! its chunks).
+
+mod rules;
+
+use core::fmt;
+
+use crate::abi::{AcceptOperand, Gpa, PageLevel, TdxStatus};
+use crate::sept::Content;
+
+pub use rules::Reaction;
+
+/// The accept strategies of shared/reference/guests.md.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum GuestKind {
+    /// Linux `tdx_accept_memory` / `try_accept_one` (arch/x86/coco/tdx/tdx-shared.c):
+    /// 1G → 2M → 4K, levels skipped when misaligned or too short; any non-zero status is a
+    /// failure → next level; failure at 4K panics ("Failed to accept memory").
+    Linux,
+    /// EDK2 TdxLib AcceptPages.c: 2M → 4K; SIZE_MISMATCH → the 512 smaller pages;
+    /// ALREADY_ACCEPTED counted and skipped; BUSY retried up to 3 times.
+    Ovmf,
+    /// td-shim tdx-tdcall/src/tdx.rs: 2M → 4K; SIZE_MISMATCH → 512 × 4K; ALREADY_ACCEPTED
+    /// accepted only if the status equals 0x00000B0A_00000000 exactly (level bits → panic);
+    /// BUSY retried up to 5 times.
+    TdShim,
+    /// The tdx-guest crate 0.6.0: 1G → 2M → 4K skipping misaligned; SIZE_MISMATCH → next level;
+    /// ALREADY_ACCEPTED at 4K is accepted, at 2M/1G split into the smaller level; BUSY is an
+    /// error returned (fatal here).
+    TdxGuest,
+    /// coconut-svsm kernel/src/tdx/tdcall.rs: 2M → 4K; SIZE_MISMATCH → 4K; ALREADY_ACCEPTED →
+    /// zero the page itself (accepted memory must read as zero).
+    Svsm,
+    /// A valid non-Linux guest that accepts 4K only; BUSY retried.
+    Accept4kOnly,
+    /// Touches memory before accepting: with #VE enabled the #VE handler accepts the page at 4K;
+    /// with #VE disabled the touch kills the VM.
+    TouchFirst,
+}
+
+impl GuestKind {
+    /// Every strategy this module implements.
+    pub const ALL: [GuestKind; 7] = [
+        GuestKind::Linux,
+        GuestKind::Ovmf,
+        GuestKind::TdShim,
+        GuestKind::TdxGuest,
+        GuestKind::Svsm,
+        GuestKind::Accept4kOnly,
+        GuestKind::TouchFirst,
+    ];
+
+    /// The name scenario files use.
+    pub const fn name(self) -> &'static str {
+        match self {
+            GuestKind::Linux => "linux",
+            GuestKind::Ovmf => "ovmf",
+            GuestKind::TdShim => "td-shim",
+            GuestKind::TdxGuest => "tdx-guest",
+            GuestKind::Svsm => "svsm",
+            GuestKind::Accept4kOnly => "accept-4k-only",
+            GuestKind::TouchFirst => "touch-first",
+        }
+    }
+
+    /// The strategy with this name.
+    pub fn parse(name: &str) -> Option<GuestKind> {
+        GuestKind::ALL.into_iter().find(|g| g.name() == name)
+    }
+
+    /// The largest level the strategy tries.
+    pub const fn max_level(self) -> PageLevel {
+        match self {
+            GuestKind::Linux | GuestKind::TdxGuest => PageLevel::Size1G,
+            GuestKind::Ovmf | GuestKind::TdShim | GuestKind::Svsm => PageLevel::Size2M,
+            GuestKind::Accept4kOnly | GuestKind::TouchFirst => PageLevel::Size4K,
+        }
+    }
+}
+
+impl fmt::Display for GuestKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// What a guest does next.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum GuestOp {
+    /// TDG.MEM.PAGE.ACCEPT with this operand.
+    Accept(AcceptOperand),
+    /// A read of the private 4K page (a touch).
+    Read(Gpa),
+    /// A write of `content` over the private page of `level`.
+    Write {
+        /// The page.
+        gpa: Gpa,
+        /// 4K or 2M.
+        level: PageLevel,
+        /// What is written.
+        content: Content,
+    },
+    /// Check that every 4K page of the `level` page holds `content` (the guest reading its
+    /// markers back).
+    Verify {
+        /// The page.
+        gpa: Gpa,
+        /// 4K or 2M.
+        level: PageLevel,
+        /// What it should hold.
+        content: Content,
+    },
+}
+
+/// What came back to the guest.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum GuestEvent {
+    /// An ACCEPT retired with this status.
+    Status(TdxStatus),
+    /// A read returned this content.
+    Read(Content),
+    /// A #VE was delivered for the access (a PENDING page, #VE enabled).
+    VirtualizationException,
+    /// A write completed.
+    Wrote,
+    /// A verify found every page as written.
+    Verified,
+    /// A verify found a page that does not hold the marker.
+    Mismatch {
+        /// The page.
+        gpa: Gpa,
+        /// What it held.
+        found: Content,
+    },
+}
+
+/// Why a guest stopped for good.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum GuestEnd {
+    /// All ranges accepted and their markers intact.
+    Done,
+    /// The strategy's fatal path: the ACCEPT at this operand retired with this status.
+    Panic {
+        /// The failing ACCEPT.
+        op: AcceptOperand,
+        /// Its status.
+        status: TdxStatus,
+    },
+    /// A marker the guest wrote is gone.
+    DataLoss {
+        /// The page.
+        gpa: Gpa,
+        /// The marker.
+        expected: Content,
+        /// What the page held.
+        found: Content,
+    },
+    /// The guest got an event it has no handling for (a model error, not a verdict).
+    Confused,
+}
+
+/// One step of a guest.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum GuestStep {
+    /// Perform this operation and hand the result to [`Guest::complete`].
+    Op(GuestOp),
+    /// The guest has stopped.
+    End(GuestEnd),
+}
+
+/// Where a guest is in its program.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+enum Phase {
+    /// Accepting; `level` is the level to try at `pos` next.
+    Accept {
+        pos: Gpa,
+        level: PageLevel,
+        retries: u8,
+    },
+    /// Accepting the 512 children of a unit whose accept asked for it.
+    Children {
+        /// The parent unit.
+        base: Gpa,
+        /// The children's level.
+        level: PageLevel,
+        /// The next child.
+        index: u32,
+        retries: u8,
+    },
+    /// svsm: zeroing a page found already accepted, then going on at `resume`.
+    Zero {
+        gpa: Gpa,
+        level: PageLevel,
+        resume: Gpa,
+        from_children: bool,
+    },
+    /// touch-first: touching the page at `pos` (then `accepting` after a #VE).
+    Touch {
+        pos: Gpa,
+        accepting: bool,
+    },
+    /// Writing markers at `pos`.
+    Mark {
+        pos: Gpa,
+    },
+    /// Reading markers back at `pos`.
+    Verify {
+        pos: Gpa,
+    },
+    Ended(GuestEnd),
+}
+
+/// One vCPU's guest program: a strategy over the range [start, end).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct Guest {
+    kind: GuestKind,
+    start: Gpa,
+    end: Gpa,
+    marker: Content,
+    phase: Phase,
+    /// The operation in flight, if any.
+    pending: Option<GuestOp>,
+}
+
+impl Guest {
+    /// A guest of `kind` that accepts [start, end) (4K-aligned) and marks it with `tag`.
+    pub fn new(kind: GuestKind, start: Gpa, end: Gpa, tag: u16) -> Guest {
+        let start = start.align_down(PageLevel::Size4K);
+        let end = end.align_down(PageLevel::Size4K);
+        let phase = if kind == GuestKind::TouchFirst {
+            Phase::Touch {
+                pos: start,
+                accepting: false,
+            }
+        } else {
+            Phase::Accept {
+                pos: start,
+                level: kind.max_level(),
+                retries: 0,
+            }
+        };
+        Guest {
+            kind,
+            start,
+            end,
+            marker: Content::data(tag),
+            phase,
+            pending: None,
+        }
+    }
+
+    /// The strategy.
+    pub fn kind(&self) -> GuestKind {
+        self.kind
+    }
+
+    /// Whether the guest has stopped, and how.
+    pub fn ended(&self) -> Option<GuestEnd> {
+        match self.phase {
+            Phase::Ended(e) => Some(e),
+            _ => None,
+        }
+    }
+
+    /// The next operation (the same one again until [`Guest::complete`] is called).
+    pub fn next_op(&mut self) -> GuestStep {
+        if let Some(op) = self.pending {
+            return GuestStep::Op(op);
+        }
+        let step = self.plan();
+        if let GuestStep::Op(op) = step {
+            self.pending = Some(op);
+        }
+        step
+    }
+
+    fn remaining(&self, pos: Gpa) -> u64 {
+        self.end.raw().saturating_sub(pos.raw())
+    }
+
+    /// The largest level from `from` down that fits at `pos` (aligned, not too long).
+    fn fitting_level(&self, pos: Gpa, from: PageLevel) -> Option<PageLevel> {
+        let mut l = from;
+        loop {
+            if pos.is_aligned(l) && self.remaining(pos) >= l.bytes() {
+                return Some(l);
+            }
+            l = l.smaller()?;
+        }
+    }
+
+    fn end_with(&mut self, e: GuestEnd) -> GuestStep {
+        self.phase = Phase::Ended(e);
+        GuestStep::End(e)
+    }
+
+    /// The marking pass: one write per chunk (2M where aligned and whole, else 4K).
+    fn chunk(&self, pos: Gpa) -> PageLevel {
+        self.fitting_level(pos, PageLevel::Size2M)
+            .unwrap_or(PageLevel::Size4K)
+    }
+
+    fn plan(&mut self) -> GuestStep {
+        match self.phase {
+            Phase::Ended(e) => GuestStep::End(e),
+            Phase::Accept { pos, level, .. } => {
+                if pos >= self.end {
+                    self.phase = Phase::Mark { pos: self.start };
+                    return self.plan();
+                }
+                match self.fitting_level(pos, level) {
+                    Some(l) => {
+                        if let Phase::Accept { level, .. } = &mut self.phase {
+                            *level = l;
+                        }
+                        GuestStep::Op(GuestOp::Accept(AcceptOperand { gpa: pos, level: l }))
+                    }
+                    None => self.end_with(GuestEnd::Confused),
+                }
+            }
+            Phase::Children {
+                base, level, index, ..
+            } => {
+                let gpa = Gpa(base.raw().saturating_add(u64::from(index) << level.shift()));
+                GuestStep::Op(GuestOp::Accept(AcceptOperand { gpa, level }))
+            }
+            Phase::Zero { gpa, level, .. } => GuestStep::Op(GuestOp::Write {
+                gpa,
+                level,
+                content: Content::ZERO,
+            }),
+            Phase::Touch { pos, accepting } => {
+                if pos >= self.end {
+                    self.phase = Phase::Mark { pos: self.start };
+                    return self.plan();
+                }
+                if accepting {
+                    GuestStep::Op(GuestOp::Accept(AcceptOperand {
+                        gpa: pos,
+                        level: PageLevel::Size4K,
+                    }))
+                } else {
+                    GuestStep::Op(GuestOp::Read(pos))
+                }
+            }
+            Phase::Mark { pos } => {
+                if pos >= self.end {
+                    self.phase = Phase::Verify { pos: self.start };
+                    return self.plan();
+                }
+                GuestStep::Op(GuestOp::Write {
+                    gpa: pos,
+                    level: self.chunk(pos),
+                    content: self.marker,
+                })
+            }
+            Phase::Verify { pos } => {
+                if pos >= self.end {
+                    return self.end_with(GuestEnd::Done);
+                }
+                GuestStep::Op(GuestOp::Verify {
+                    gpa: pos,
+                    level: self.chunk(pos),
+                    content: self.marker,
+                })
+            }
+        }
+    }
+
+    /// The result of the operation [`Guest::next_op`] returned.
+    pub fn complete(&mut self, event: GuestEvent) {
+        let Some(op) = self.pending.take() else {
+            return;
+        };
+        match (self.phase, op, event) {
+            (
+                Phase::Accept {
+                    pos,
+                    level,
+                    retries,
+                },
+                GuestOp::Accept(a),
+                GuestEvent::Status(s),
+            ) => match rules::react(self.kind, level, s, retries) {
+                Reaction::Advance => {
+                    self.phase = Phase::Accept {
+                        pos: Gpa(pos.raw().saturating_add(level.bytes())),
+                        level: self.kind.max_level(),
+                        retries: 0,
+                    }
+                }
+                Reaction::Retry => {
+                    self.phase = Phase::Accept {
+                        pos,
+                        level,
+                        retries: retries.saturating_add(1),
+                    }
+                }
+                Reaction::Smaller => match level.smaller() {
+                    Some(l) => {
+                        self.phase = Phase::Accept {
+                            pos,
+                            level: l,
+                            retries: 0,
+                        }
+                    }
+                    None => {
+                        self.phase = Phase::Ended(GuestEnd::Panic { op: a, status: s });
+                    }
+                },
+                Reaction::Children => match level.smaller() {
+                    Some(l) => {
+                        self.phase = Phase::Children {
+                            base: pos,
+                            level: l,
+                            index: 0,
+                            retries: 0,
+                        }
+                    }
+                    None => self.phase = Phase::Ended(GuestEnd::Panic { op: a, status: s }),
+                },
+                Reaction::ZeroThenAdvance => {
+                    self.phase = Phase::Zero {
+                        gpa: pos,
+                        level,
+                        resume: Gpa(pos.raw().saturating_add(level.bytes())),
+                        from_children: false,
+                    }
+                }
+                Reaction::Panic => self.phase = Phase::Ended(GuestEnd::Panic { op: a, status: s }),
+            },
+            (
+                Phase::Children {
+                    base,
+                    level,
+                    index,
+                    retries,
+                },
+                GuestOp::Accept(a),
+                GuestEvent::Status(s),
+            ) => {
+                let next_child = |index: u32| {
+                    if index.saturating_add(1) >= crate::abi::ENTRIES_PER_TABLE {
+                        let parent = level.larger().unwrap_or(PageLevel::Size1G);
+                        Phase::Accept {
+                            pos: Gpa(base.raw().saturating_add(parent.bytes())),
+                            level: self.kind.max_level(),
+                            retries: 0,
+                        }
+                    } else {
+                        Phase::Children {
+                            base,
+                            level,
+                            index: index.saturating_add(1),
+                            retries: 0,
+                        }
+                    }
+                };
+                self.phase = match rules::react(self.kind, level, s, retries) {
+                    Reaction::Advance => next_child(index),
+                    Reaction::Retry => Phase::Children {
+                        base,
+                        level,
+                        index,
+                        retries: retries.saturating_add(1),
+                    },
+                    Reaction::ZeroThenAdvance => Phase::Zero {
+                        gpa: a.gpa,
+                        level,
+                        resume: a.gpa,
+                        from_children: true,
+                    },
+                    // A child that needs splitting again (tdx-guest: 1G → 2M → 4K) or failing.
+                    Reaction::Smaller | Reaction::Children | Reaction::Panic => {
+                        Phase::Ended(GuestEnd::Panic { op: a, status: s })
+                    }
+                };
+            }
+            (
+                Phase::Zero {
+                    resume,
+                    from_children,
+                    ..
+                },
+                GuestOp::Write { gpa, level, .. },
+                GuestEvent::Wrote,
+            ) => {
+                self.phase = if from_children {
+                    // Back to the next child of the unit being split.
+                    let parent_level = level.larger().unwrap_or(PageLevel::Size1G);
+                    let base = gpa.align_down(parent_level);
+                    let index = ((gpa.raw().wrapping_sub(base.raw())) >> level.shift()) as u32;
+                    if index.saturating_add(1) >= crate::abi::ENTRIES_PER_TABLE {
+                        Phase::Accept {
+                            pos: Gpa(base.raw().saturating_add(parent_level.bytes())),
+                            level: self.kind.max_level(),
+                            retries: 0,
+                        }
+                    } else {
+                        Phase::Children {
+                            base,
+                            level,
+                            index: index.saturating_add(1),
+                            retries: 0,
+                        }
+                    }
+                } else {
+                    Phase::Accept {
+                        pos: resume,
+                        level: self.kind.max_level(),
+                        retries: 0,
+                    }
+                };
+            }
+            (Phase::Touch { pos, .. }, GuestOp::Read(_), GuestEvent::Read(_)) => {
+                self.phase = Phase::Touch {
+                    pos: Gpa(pos.raw().saturating_add(PageLevel::Size4K.bytes())),
+                    accepting: false,
+                };
+            }
+            (Phase::Touch { pos, .. }, GuestOp::Read(_), GuestEvent::VirtualizationException) => {
+                // The #VE handler accepts the page at 4K, then the touch runs again.
+                self.phase = Phase::Touch {
+                    pos,
+                    accepting: true,
+                };
+            }
+            (Phase::Touch { pos, .. }, GuestOp::Accept(a), GuestEvent::Status(s)) => {
+                self.phase = match rules::react(GuestKind::Accept4kOnly, PageLevel::Size4K, s, 0) {
+                    Reaction::Advance => Phase::Touch {
+                        pos,
+                        accepting: false,
+                    },
+                    Reaction::Retry => Phase::Touch {
+                        pos,
+                        accepting: true,
+                    },
+                    _ => Phase::Ended(GuestEnd::Panic { op: a, status: s }),
+                };
+            }
+            (Phase::Mark { pos }, GuestOp::Write { level, .. }, GuestEvent::Wrote) => {
+                self.phase = Phase::Mark {
+                    pos: Gpa(pos.raw().saturating_add(level.bytes())),
+                };
+            }
+            (Phase::Verify { pos }, GuestOp::Verify { level, .. }, GuestEvent::Verified) => {
+                self.phase = Phase::Verify {
+                    pos: Gpa(pos.raw().saturating_add(level.bytes())),
+                };
+            }
+            (
+                Phase::Verify { .. },
+                GuestOp::Verify { content, .. },
+                GuestEvent::Mismatch { gpa, found },
+            ) => {
+                self.phase = Phase::Ended(GuestEnd::DataLoss {
+                    gpa,
+                    expected: content,
+                    found,
+                });
+            }
+            _ => self.phase = Phase::Ended(GuestEnd::Confused),
+        }
+    }
+}
