@@ -12,15 +12,17 @@
 use hugesept_core::abi::{Gpa, PageLevel, SeptEntryState, StatusCode};
 use hugesept_core::guest::{Guest, GuestEnd, GuestEvent, GuestKind, GuestOp, GuestStep};
 use hugesept_core::kvm::{
-    FaultCtx, FaultEnd, FaultPath, FaultStats, FaultStep, HostOpEnd, HostOpKind, HostOperation,
-    HostStep, Kvm, KvmArrayStorage, Memslot,
+    FaultCtx, FaultEnd, FaultPath, FaultStats, HostOpEnd, HostOpKind, HostOperation, HostStep, Kvm,
+    KvmArrayStorage,
 };
 use hugesept_core::policy::{PolicyId, VcpuPolicyState};
 use hugesept_core::sept::{
-    AcceptOutcome, AccessOutcome, ArrayStorage, Content, EptViolationExit, Sept, SeptConfig,
+    AcceptOutcome, AccessOutcome, ArrayStorage, Content, EptViolationExit, Sept,
 };
 
-const BASE: u64 = 0x4000_0000;
+mod common;
+
+use common::BASE;
 
 struct Td {
     sept: Sept<ArrayStorage<1, 8, 8>>,
@@ -42,17 +44,7 @@ enum Verdict {
 
 impl Td {
     fn new(policy: PolicyId, ve_enabled: bool) -> Td {
-        let mut config = SeptConfig::new(Gpa(BASE), 8);
-        config.pending_ve_disable = !ve_enabled;
-        let mut sept = Sept::new(config, ArrayStorage::new()).unwrap();
-        sept.finalize();
-        let mut kvm = Kvm::new(&config, KvmArrayStorage::new()).unwrap();
-        kvm.add_memslot(Memslot {
-            base: Gpa(BASE).gfn(),
-            pages: 8 * 512,
-            guest_memfd: true,
-        })
-        .unwrap();
+        let (sept, kvm) = common::td("tdx-1.5", ve_enabled);
         Td {
             sept,
             kvm,
@@ -65,22 +57,22 @@ impl Td {
 
     /// Resolves an exit with the fault path; None means back into the guest.
     fn fault(&mut self, e: EptViolationExit) -> Option<Verdict> {
-        let mut path = FaultPath::new(e);
-        loop {
-            let mut ctx = FaultCtx {
+        let end = common::run_fault(
+            &mut FaultCtx {
                 kvm: &mut self.kvm,
                 sept: &mut self.sept,
                 policy: &self.policy,
                 vcpu: &mut self.vcpu,
                 event_pending: false,
                 stats: &mut self.stats,
-            };
-            match path.step(&mut ctx).unwrap() {
-                FaultStep::Progress => {}
-                FaultStep::Blocked => panic!("blocked with one vCPU"),
-                FaultStep::Done(FaultEnd::Resume(_)) => return None,
-                FaultStep::Done(end) => return Some(Verdict::Host(end)),
-            }
+            },
+            FaultPath::new(e),
+            100_000,
+        )
+        .expect("the fault path ended");
+        match end {
+            FaultEnd::Resume(_) => None,
+            other => Some(Verdict::Host(other)),
         }
     }
 

@@ -13,16 +13,15 @@ use hugesept_core::abi::{
     PageLevel, SeptEntryState, TdxStatus,
 };
 use hugesept_core::kvm::{
-    Attrs, FaultCtx, FaultEnd, FaultPath, FaultStats, FaultStep, HostOpEnd, HostOpKind,
-    HostOperation, HostStep, Kvm, KvmArrayStorage, KvmError, Memslot, RetPf,
+    Attrs, FaultCtx, FaultEnd, FaultPath, FaultStats, HostOpEnd, HostOpKind, HostOperation,
+    HostStep, Kvm, KvmArrayStorage, KvmError, Memslot, RetPf,
 };
 use hugesept_core::policy::{PolicyId, VcpuPolicyState};
-use hugesept_core::sept::{
-    AcceptOutcome, ArrayStorage, Content, EptViolationExit, ModuleProfile, OpState, Sept,
-    SeptConfig,
-};
+use hugesept_core::sept::{AcceptOutcome, ArrayStorage, Content, EptViolationExit, OpState, Sept};
 
-const BASE: u64 = 0x4000_0000;
+mod common;
+
+use common::BASE;
 const R1: Gpa = Gpa(BASE + 0x20_0000);
 
 struct Td {
@@ -34,17 +33,7 @@ struct Td {
 
 impl Td {
     fn new(profile: &str) -> Td {
-        let mut config = SeptConfig::new(Gpa(BASE), 4);
-        config.profile = ModuleProfile::parse(profile).unwrap();
-        let mut sept = Sept::new(config, ArrayStorage::new()).unwrap();
-        sept.finalize();
-        let mut kvm = Kvm::new(&config, KvmArrayStorage::new()).unwrap();
-        kvm.add_memslot(Memslot {
-            base: Gpa(BASE).gfn(),
-            pages: 4 * 512,
-            guest_memfd: true,
-        })
-        .unwrap();
+        let (sept, kvm) = common::td(profile, false);
         Td {
             sept,
             kvm,
@@ -53,31 +42,27 @@ impl Td {
         }
     }
 
-    /// Runs a fault path to its end with no other vCPU (a blocked step is a failure), at most
-    /// `limit` steps; None if it did not end.
+    /// Runs a fault path to its end with no other vCPU, at most `limit` steps; None if it did
+    /// not end.
     fn run(
         &mut self,
-        mut path: FaultPath,
+        path: FaultPath,
         policy: PolicyId,
         event: bool,
         limit: u32,
     ) -> Option<FaultEnd> {
-        for _ in 0..limit {
-            let mut ctx = FaultCtx {
+        common::run_fault(
+            &mut FaultCtx {
                 kvm: &mut self.kvm,
                 sept: &mut self.sept,
                 policy: &policy,
                 vcpu: &mut self.vcpu,
                 event_pending: event,
                 stats: &mut self.stats,
-            };
-            match path.step(&mut ctx).unwrap() {
-                FaultStep::Progress => {}
-                FaultStep::Blocked => panic!("blocked with no other vCPU ({})", path.phase_name()),
-                FaultStep::Done(e) => return Some(e),
-            }
-        }
-        None
+            },
+            path,
+            limit,
+        )
     }
 
     /// The guest's ACCEPT; returns its outcome.

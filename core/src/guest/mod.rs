@@ -299,6 +299,26 @@ impl Guest {
         }
     }
 
+    /// Where the program goes after child `index` (of the `level`-sized children of the unit at
+    /// `base`) is done: the next child, or on after the unit.
+    fn after_child(&self, base: Gpa, level: PageLevel, index: u32) -> Phase {
+        if index.saturating_add(1) >= crate::abi::ENTRIES_PER_TABLE {
+            let parent = level.larger().unwrap_or(PageLevel::Size1G);
+            Phase::Accept {
+                pos: Gpa(base.raw().saturating_add(parent.bytes())),
+                level: self.kind.max_level(),
+                retries: 0,
+            }
+        } else {
+            Phase::Children {
+                base,
+                level,
+                index: index.saturating_add(1),
+                retries: 0,
+            }
+        }
+    }
+
     fn end_with(&mut self, e: GuestEnd) -> GuestStep {
         self.phase = Phase::Ended(e);
         GuestStep::End(e)
@@ -449,25 +469,8 @@ impl Guest {
                 GuestOp::Accept(a),
                 GuestEvent::Status(s),
             ) => {
-                let next_child = |index: u32| {
-                    if index.saturating_add(1) >= crate::abi::ENTRIES_PER_TABLE {
-                        let parent = level.larger().unwrap_or(PageLevel::Size1G);
-                        Phase::Accept {
-                            pos: Gpa(base.raw().saturating_add(parent.bytes())),
-                            level: self.kind.max_level(),
-                            retries: 0,
-                        }
-                    } else {
-                        Phase::Children {
-                            base,
-                            level,
-                            index: index.saturating_add(1),
-                            retries: 0,
-                        }
-                    }
-                };
                 self.phase = match rules::react(self.kind, level, s, retries) {
-                    Reaction::Advance => next_child(index),
+                    Reaction::Advance => self.after_child(base, level, index),
                     Reaction::Retry => Phase::Children {
                         base,
                         level,
@@ -500,20 +503,7 @@ impl Guest {
                     let parent_level = level.larger().unwrap_or(PageLevel::Size1G);
                     let base = gpa.align_down(parent_level);
                     let index = ((gpa.raw().wrapping_sub(base.raw())) >> level.shift()) as u32;
-                    if index.saturating_add(1) >= crate::abi::ENTRIES_PER_TABLE {
-                        Phase::Accept {
-                            pos: Gpa(base.raw().saturating_add(parent_level.bytes())),
-                            level: self.kind.max_level(),
-                            retries: 0,
-                        }
-                    } else {
-                        Phase::Children {
-                            base,
-                            level,
-                            index: index.saturating_add(1),
-                            retries: 0,
-                        }
-                    }
+                    self.after_child(base, level, index)
                 } else {
                     Phase::Accept {
                         pos: resume,

@@ -91,6 +91,16 @@ pub struct FaultStats {
     pub demotions: u32,
 }
 
+impl FaultStats {
+    /// Counts a split sequence that ended (`demoted`: with a successful DEMOTE).
+    fn add_split(&mut self, split: &Split, demoted: bool) {
+        self.seamcalls = self.seamcalls.saturating_add(u32::from(split.seamcalls()));
+        if demoted {
+            self.demotions = self.demotions.saturating_add(1);
+        }
+    }
+}
+
 /// What the vCPU thread gives the fault path for one step.
 pub struct FaultCtx<'a, KS, SS, P> {
     /// KVM's per-VM state.
@@ -368,18 +378,11 @@ impl FaultPath {
                     SplitStep::Progress => Ok(FaultStep::Progress),
                     SplitStep::Blocked => Ok(FaultStep::Blocked),
                     SplitStep::Done => {
-                        ctx.stats.seamcalls = ctx
-                            .stats
-                            .seamcalls
-                            .saturating_add(u32::from(split.seamcalls()));
-                        ctx.stats.demotions = ctx.stats.demotions.saturating_add(1);
+                        ctx.stats.add_split(&split, true);
                         self.go(Phase::Walk { goal })
                     }
                     SplitStep::Failed => {
-                        ctx.stats.seamcalls = ctx
-                            .stats
-                            .seamcalls
-                            .saturating_add(u32::from(split.seamcalls()));
+                        ctx.stats.add_split(&split, false);
                         self.go(Phase::ReleaseRead(RetPf::Retry))
                     }
                     SplitStep::Bug(s) => self.bug(ctx, Some(s)),
@@ -452,11 +455,7 @@ impl FaultPath {
                 SplitStep::Progress => Ok(FaultStep::Progress),
                 SplitStep::Blocked => Ok(FaultStep::Blocked),
                 SplitStep::Done => {
-                    ctx.stats.seamcalls = ctx
-                        .stats
-                        .seamcalls
-                        .saturating_add(u32::from(sp.seamcalls()));
-                    ctx.stats.demotions = ctx.stats.demotions.saturating_add(1);
+                    ctx.stats.add_split(&sp, true);
                     self.go(Phase::InhibitSplit { level, split: None })
                 }
                 SplitStep::Failed | SplitStep::Bug(_) => {
