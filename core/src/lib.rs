@@ -12,6 +12,7 @@
 //! - [`kvm`]: KVM's side: the mirror, the private fault path, the host operations.
 //! - [`policy`]: the decision points where the KVM TDX huge-page designs differ.
 //! - [`guest`]: how real TD firmware and kernels accept memory, as step machines.
+//! - [`world`]: vCPUs, host actors, the module and KVM composed into one deterministic world.
 
 #![no_std]
 #![forbid(unsafe_code)]
@@ -22,3 +23,4 @@ pub mod guest;
 pub mod kvm;
 pub mod policy;
 pub mod sept;
+pub mod world;

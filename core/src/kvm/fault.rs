@@ -10,8 +10,9 @@
 //!    event is pending, the VM is dead or the memslot is gone;
 //! 4. fault-in: no guest_memfd, or a private fault on a shared GFN → KVM_EXIT_MEMORY_FAULT;
 //!    an invalidation in progress over the GFN → RET_PF_RETRY;
-//! 5. the max level: the fault's max level, capped by the folio, the lpage_info walk and the
-//!    policy's hook;
+//! 5. under the read lock, the max level: the fault's max level, capped by the folio, the
+//!    lpage_info walk and the policy's hook (`kvm_mmu_hugepage_adjust` runs inside
+//!    `kvm_tdp_mmu_map`, under mmu_lock);
 //! 6. the map under the read lock: no promotion over an existing table, frozen → RETRY, an
 //!    identical SPTE → SPURIOUS, SEPT.ADD for missing tables, AUG (PAGE.ADD before runnable),
 //!    BUSY → RETRY, a huge leaf above the goal → the policy's split decision.
@@ -141,9 +142,7 @@ enum Phase {
         split: Option<Split>,
     },
     FaultIn,
-    AcquireRead {
-        goal: PageLevel,
-    },
+    AcquireRead,
     Walk {
         goal: PageLevel,
     },
@@ -273,7 +272,7 @@ impl FaultPath {
             Phase::InhibitLock { .. } => "take mmu_lock for write",
             Phase::InhibitSplit { .. } => "split for guest-inhibit",
             Phase::FaultIn => "fault-in",
-            Phase::AcquireRead { .. } => "take mmu_lock for read",
+            Phase::AcquireRead => "take mmu_lock for read",
             Phase::Walk { .. } => "walk the mirror",
             Phase::LinkTable { .. } => "SEPT.ADD in flight",
             Phase::Install { .. } => "AUG in flight",
@@ -343,10 +342,21 @@ impl FaultPath {
             }
             Phase::InhibitSplit { level, split } => self.inhibit_split(ctx, level, split),
             Phase::FaultIn => self.fault_in(ctx),
-            Phase::AcquireRead { goal } => {
+            Phase::AcquireRead => {
                 if !ctx.kvm.mmu_lock.try_read() {
                     return Ok(FaultStep::Blocked);
                 }
+                // kvm_tdp_mmu_map → kvm_mmu_hugepage_adjust: the lpage_info walk and the hook run
+                // under mmu_lock, so a GUEST_INHIBIT set under the write lock before is seen, and
+                // one set after waits for this fault to finish.
+                let goal = ctx.kvm.max_mapping_level(
+                    ctx.policy,
+                    ctx.vcpu,
+                    self.fault.gfn,
+                    self.fault.max_level,
+                    self.fault.prefetch,
+                    ctx.sept.op_state() == OpState::Runnable,
+                );
                 self.go(Phase::Walk { goal })
             }
             Phase::Walk { goal } => self.walk(ctx, goal),
@@ -515,15 +525,7 @@ impl FaultPath {
         {
             return self.finish_pass(ctx, RetPf::Retry);
         }
-        let goal = ctx.kvm.max_mapping_level(
-            ctx.policy,
-            ctx.vcpu,
-            gfn,
-            self.fault.max_level,
-            self.fault.prefetch,
-            ctx.sept.op_state() == OpState::Runnable,
-        );
-        self.go(Phase::AcquireRead { goal })
+        self.go(Phase::AcquireRead)
     }
 
     fn walk<KS: KvmStorage, SS: SeptStorage, P: Policy>(

@@ -733,13 +733,20 @@ impl<S: KvmStorage> Kvm<S> {
                 .mirror(gfn, PageLevel::Size2M)
                 .is_some_and(Spte::is_table)
             {
-                for p in 0..512u64 {
-                    let at = Gpa(gpa.raw().saturating_add(p << 12));
-                    let m = self.mirror(at.gfn(), PageLevel::Size4K);
-                    let s = sept.entry_state(at, PageLevel::Size4K).ok().flatten();
+                // Both tables at once, entry by entry.
+                let mirror = self
+                    .region_of(gfn)
+                    .and_then(|r| r.table.index())
+                    .and_then(|t| self.storage.tables().get(t));
+                let sept_table = sept.table_4k(gpa).ok().flatten();
+                for p in 0..512usize {
+                    let m = mirror
+                        .and_then(|t| t.entries.get(p))
+                        .map(|e| e.kind().frozen(e.is_frozen()));
+                    let s = sept_table.and_then(|t| t.get(p)).map(|e| e.state);
                     if !agree(m, s) {
                         return Err(MirrorMismatch {
-                            gpa: at,
+                            gpa: Gpa(gpa.raw().saturating_add((p as u64) << 12)),
                             level: PageLevel::Size4K,
                             mirror: m,
                             sept: s,

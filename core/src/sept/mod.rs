@@ -702,6 +702,23 @@ impl<S: SeptStorage> Sept<S> {
         })
     }
 
+    /// The 512 4K entries of the table under the 2M entry of `gpa`'s region, when that entry is
+    /// a table (NL_MAPPED or NL_BLOCKED) and the 1G entry above is one too.
+    pub fn table_4k(&self, gpa: Gpa) -> Result<Option<&[Entry4K]>, SeptError> {
+        let Some(gig) = self.gig_index(gpa) else {
+            return Ok(None);
+        };
+        let Some(r) = self.region_index(gpa) else {
+            return Ok(None);
+        };
+        let region = self.region(r)?;
+        if !self.load(Loc::Gig(gig))?.state.is_table() || !region.entry.state.is_table() {
+            return Ok(None);
+        }
+        let t = region.table.index().ok_or(SeptError::StorageInconsistent)?;
+        Ok(Some(&self.table(t)?.entries[..]))
+    }
+
     /// The content of the 4K page at `gpa`.
     pub fn content(&self, gpa: Gpa) -> Result<Content, SeptError> {
         let Some(r) = self.region_index(gpa) else {

@@ -1,0 +1,738 @@
+//! The deterministic world: vCPU actors (a guest program, and on the same vCPU thread the host's
+//! fault path after a TD exit), host actors running a script (conversions, punch holes,
+//! prefetch), interrupts that can land during a 2M accept, kicks and TLB epochs — over one TDX
+//! module model and one KVM state.
+//!
+//! `enabled` lists the possible next choices and `step(choice)` advances exactly one actor by
+//! one atomic step, deterministically, so a fuzzer, a random or PCT scheduler and an exhaustive
+//! explorer all drive the same transitions. A step that has to wait (mmu_lock, a kick) says so. The state is `Clone + Eq + Hash`; counters live in [`Metrics`],
+//! outside it, so equal states compare equal.
+
+use crate::abi::{Gfn, Gpa, PageLevel};
+use crate::guest::{Guest, GuestEnd, GuestEvent, GuestOp, GuestStep};
+use crate::kvm::{
+    FaultCtx, FaultEnd, FaultPath, FaultStats, FaultStep, HostOpEnd, HostOpKind, HostOperation,
+    HostStep, Kvm, KvmError, KvmStorage,
+};
+use crate::policy::{Policy, PolicyId, VcpuPolicyState};
+use crate::sept::{
+    AcceptOp, AcceptOutcome, AcceptStart, AccessOutcome, EpochTicket, OpState, Sept, SeptStorage,
+};
+
+/// vCPUs a world holds at most.
+pub const MAX_VCPUS: usize = 4;
+/// Host actors a world holds at most.
+pub const MAX_HOSTS: usize = 2;
+/// Actions in one host script at most.
+pub const MAX_SCRIPT: usize = 8;
+/// 4K pages a 2M accept zeroes before an interrupt it was given lands.
+pub const INTERRUPT_AFTER_PAGES: u32 = 128;
+
+/// One action of a host script.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum HostAction {
+    /// A host operation over [start, end).
+    Operation {
+        /// Which.
+        kind: HostOpKind,
+        /// First GFN.
+        start: Gfn,
+        /// One past the last.
+        end: Gfn,
+    },
+    /// KVM_PRE_FAULT_MEMORY of one GFN.
+    Prefetch(Gfn),
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+enum HostRun {
+    Idle,
+    Operation(HostOperation),
+    Prefetch(FaultPath),
+}
+
+/// A host actor: a script run action by action.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct HostActor {
+    script: [Option<HostAction>; MAX_SCRIPT],
+    next: u8,
+    run: HostRun,
+    prefetch_state: VcpuPolicyState,
+}
+
+impl HostActor {
+    /// An actor running `script` in order.
+    pub fn new(script: &[HostAction]) -> HostActor {
+        let mut s = [None; MAX_SCRIPT];
+        for (slot, a) in s.iter_mut().zip(script) {
+            *slot = Some(*a);
+        }
+        HostActor {
+            script: s,
+            next: 0,
+            run: HostRun::Idle,
+            prefetch_state: VcpuPolicyState::default(),
+        }
+    }
+
+    fn done(&self) -> bool {
+        self.run == HostRun::Idle
+            && self
+                .script
+                .get(usize::from(self.next))
+                .copied()
+                .flatten()
+                .is_none()
+    }
+}
+
+/// Where a vCPU is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum VcpuState {
+    /// Inside the guest, about to run the guest's next operation; `kicked` means it leaves the
+    /// guest first (an IPI from a kick).
+    InGuest {
+        /// The TLB epoch it entered in.
+        ticket: EpochTicket,
+        /// A kick is pending for it.
+        kicked: bool,
+    },
+    /// Inside an ACCEPT TDCALL that holds its entry lock.
+    InTdcall {
+        /// The TLB epoch it entered in.
+        ticket: EpochTicket,
+        /// The TDCALL between its phases.
+        op: AcceptOp,
+        /// A kick is pending for it.
+        kicked: bool,
+    },
+    /// Outside the guest, in the host's fault path.
+    InHost(FaultPath),
+    /// The guest program ended.
+    Finished(GuestEnd),
+    /// The VM ended under it.
+    Stopped(FaultEnd),
+}
+
+/// One vCPU.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct VcpuActor {
+    guest: Guest,
+    state: VcpuState,
+    policy: VcpuPolicyState,
+    interrupts_left: u8,
+}
+
+impl VcpuActor {
+    /// Where it is.
+    pub fn state(&self) -> VcpuState {
+        self.state
+    }
+
+    /// Its guest program.
+    pub fn guest(&self) -> &Guest {
+        &self.guest
+    }
+
+    fn live(&self) -> bool {
+        !matches!(self.state, VcpuState::Finished(_) | VcpuState::Stopped(_))
+    }
+}
+
+/// A possible next step.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Choice {
+    /// vCPU `i` takes its next step.
+    Vcpu(u8),
+    /// An interrupt lands on vCPU `i` while it zeroes a 2M page: the ACCEPT returns without
+    /// retiring, progress kept.
+    Interrupt(u8),
+    /// Host actor `i` takes its next step.
+    Host(u8),
+}
+
+/// What a step did.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Stepped {
+    /// The state changed; `progress` says a guest operation completed (the liveness measure).
+    Moved {
+        /// A guest operation retired.
+        progress: bool,
+    },
+    /// The actor has to wait (for mmu_lock, for vCPUs to leave the guest); at most what it waits
+    /// on changed (a kick requested, a TRACK issued).
+    Blocked,
+    /// The choice names nothing that can move.
+    Invalid,
+}
+
+/// How a world ends.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Verdict {
+    /// Every guest finished with its markers intact.
+    Ok,
+    /// A guest reached its fatal path.
+    GuestPanic,
+    /// A guest's marker is gone.
+    DataLoss,
+    /// KVM_BUG_ON.
+    VmBugged,
+    /// The VM was killed (a touch of unaccepted memory with #VE disabled, or a memory fault
+    /// the model's userspace does not resolve).
+    VmKilled,
+    /// Some vCPU cannot complete under fair scheduling (decided by the explorer or scheduler).
+    Livelock,
+}
+
+impl Verdict {
+    /// Lower-case name, as scenario files spell it.
+    pub const fn name(self) -> &'static str {
+        match self {
+            Verdict::Ok => "ok",
+            Verdict::GuestPanic => "guest-panic",
+            Verdict::DataLoss => "data-loss",
+            Verdict::VmBugged => "vm-bugged",
+            Verdict::VmKilled => "vm-killed",
+            Verdict::Livelock => "livelock",
+        }
+    }
+}
+
+/// The counters a run reports (design.md, "Metrics").
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
+pub struct Metrics {
+    /// ACCEPT TDCALLs issued (each execution).
+    pub tdcalls: u32,
+    /// ACCEPTs that retired with success.
+    pub accept_success: u32,
+    /// ACCEPTs that retired with a warning or an error.
+    pub accept_failed: u32,
+    /// TD exits with accept information.
+    pub exits_accept: u32,
+    /// TD exits without it (touches).
+    pub exits_other: u32,
+    /// TD entries after an exit whose operation then exited again without retiring (the
+    /// zero-step risk).
+    pub entries_without_progress: u32,
+    /// Kick bounces (a vCPU leaving and re-entering the guest).
+    pub kicks: u32,
+    /// The fault paths' counters, summed.
+    pub fault: FaultStats,
+    /// SEAMCALLs issued by host operations.
+    pub host_seamcalls: u32,
+    /// Demotions by host operations.
+    pub host_demotions: u32,
+}
+
+/// A broken safety invariant (design.md): a bug in a model or a policy.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Violation {
+    /// The S-EPT model's storage is inconsistent.
+    SeptInconsistent,
+    /// Mirror and S-EPT disagree on a leaf or table.
+    MirrorMismatch(crate::kvm::MirrorMismatch),
+    /// A mapping above 4K before the TD is runnable.
+    HugeBeforeRunnable(Gpa),
+    /// The model failed (capacity or misuse).
+    Model(KvmError),
+}
+
+/// The world.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct World<SS, KS> {
+    sept: Sept<SS>,
+    kvm: Kvm<KS>,
+    policy: PolicyId,
+    vcpus: [Option<VcpuActor>; MAX_VCPUS],
+    hosts: [Option<HostActor>; MAX_HOSTS],
+    /// Whether the last entry of each vCPU followed an exit (for the zero-step count).
+    reentered: [bool; MAX_VCPUS],
+}
+
+impl<SS: SeptStorage, KS: KvmStorage> World<SS, KS> {
+    /// A world over `sept` and `kvm` (their windows must match) with one vCPU per guest, each
+    /// entering the guest, and one host actor per script. `interrupts` is how many interrupts
+    /// each vCPU may receive during 2M accepts (bounded, so the world stays finite).
+    pub fn new(
+        mut sept: Sept<SS>,
+        kvm: Kvm<KS>,
+        policy: PolicyId,
+        guests: &[Guest],
+        scripts: &[&[HostAction]],
+        interrupts: u8,
+    ) -> Result<Self, KvmError> {
+        policy
+            .check_profile(sept.profile())
+            .map_err(KvmError::Policy)?;
+        let mut vcpus = [None; MAX_VCPUS];
+        for (slot, g) in vcpus.iter_mut().zip(guests) {
+            let ticket = sept.vcpu_enter()?;
+            *slot = Some(VcpuActor {
+                guest: *g,
+                state: VcpuState::InGuest {
+                    ticket,
+                    kicked: false,
+                },
+                policy: VcpuPolicyState::default(),
+                interrupts_left: interrupts,
+            });
+        }
+        let mut hosts = [None; MAX_HOSTS];
+        for (slot, s) in hosts.iter_mut().zip(scripts) {
+            *slot = Some(HostActor::new(s));
+        }
+        Ok(World {
+            sept,
+            kvm,
+            policy,
+            vcpus,
+            hosts,
+            reentered: [false; MAX_VCPUS],
+        })
+    }
+
+    /// The TDX module model.
+    pub fn sept(&self) -> &Sept<SS> {
+        &self.sept
+    }
+
+    /// KVM's state.
+    pub fn kvm(&self) -> &Kvm<KS> {
+        &self.kvm
+    }
+
+    /// The vCPUs.
+    pub fn vcpus(&self) -> impl Iterator<Item = &VcpuActor> {
+        self.vcpus.iter().flatten()
+    }
+
+    /// The choices that can be taken now (some may turn out blocked). Returns how many were
+    /// written to `out`.
+    pub fn enabled(&self, out: &mut [Choice; MAX_VCPUS * 2 + MAX_HOSTS]) -> usize {
+        let mut n = 0usize;
+        let mut push = |c: Choice| {
+            if let Some(slot) = out.get_mut(n) {
+                *slot = c;
+                n = n.saturating_add(1);
+            }
+        };
+        if self.ended().is_some() {
+            return 0;
+        }
+        for (i, v) in self.vcpus.iter().enumerate() {
+            let (Some(v), Ok(i)) = (v, u8::try_from(i)) else {
+                continue;
+            };
+            if v.live() {
+                push(Choice::Vcpu(i));
+                if let VcpuState::InTdcall { op, .. } = v.state
+                    && op.level() != PageLevel::Size4K
+                    && v.interrupts_left > 0
+                {
+                    push(Choice::Interrupt(i));
+                }
+            }
+        }
+        for (i, h) in self.hosts.iter().enumerate() {
+            if let (Some(h), Ok(i)) = (h, u8::try_from(i))
+                && !h.done()
+            {
+                push(Choice::Host(i));
+            }
+        }
+        n
+    }
+
+    /// The verdict, once every actor is done or the VM has ended.
+    pub fn ended(&self) -> Option<Verdict> {
+        if self.kvm.bugged {
+            return Some(Verdict::VmBugged);
+        }
+        if self.kvm.killed {
+            return Some(Verdict::VmKilled);
+        }
+        let mut verdict = Verdict::Ok;
+        for v in self.vcpus.iter().flatten() {
+            match v.state {
+                VcpuState::Finished(GuestEnd::Done) => {}
+                VcpuState::Finished(GuestEnd::Panic { .. }) => verdict = Verdict::GuestPanic,
+                VcpuState::Finished(GuestEnd::DataLoss { .. }) => return Some(Verdict::DataLoss),
+                VcpuState::Finished(GuestEnd::Confused) => verdict = Verdict::GuestPanic,
+                VcpuState::Stopped(FaultEnd::VmBugged(_)) => return Some(Verdict::VmBugged),
+                VcpuState::Stopped(_) => return Some(Verdict::VmKilled),
+                _ => return None,
+            }
+        }
+        if self.hosts.iter().flatten().any(|h| !h.done()) {
+            return None;
+        }
+        Some(verdict)
+    }
+
+    /// Checks the safety invariants that hold after every step.
+    pub fn check(&self) -> Result<(), Violation> {
+        self.sept
+            .check_consistency(false)
+            .map_err(|_| Violation::SeptInconsistent)?;
+        if self.sept.in_flight_count() == 0 {
+            self.kvm
+                .check_against_sept(&self.sept)
+                .map_err(Violation::MirrorMismatch)?;
+        }
+        Ok(())
+    }
+
+    /// Takes one step.
+    pub fn step(&mut self, choice: Choice, m: &mut Metrics) -> Result<Stepped, KvmError> {
+        // A pending kick reaches every vCPU in the guest.
+        if self.kvm.kick_pending {
+            self.kvm.kick_pending = false;
+            for v in self.vcpus.iter_mut().flatten() {
+                match &mut v.state {
+                    VcpuState::InGuest { kicked, .. } | VcpuState::InTdcall { kicked, .. } => {
+                        *kicked = true
+                    }
+                    _ => {}
+                }
+            }
+        }
+        match choice {
+            Choice::Vcpu(i) => self.step_vcpu(usize::from(i), None, m),
+            Choice::Interrupt(i) => self.step_vcpu(usize::from(i), Some(INTERRUPT_AFTER_PAGES), m),
+            Choice::Host(i) => self.step_host(usize::from(i), m),
+        }
+    }
+
+    fn step_host(&mut self, i: usize, m: &mut Metrics) -> Result<Stepped, KvmError> {
+        let Some(Some(h)) = self.hosts.get(i).copied() else {
+            return Ok(Stepped::Invalid);
+        };
+        let mut h = h;
+        let r = match h.run {
+            HostRun::Idle => {
+                let Some(action) = h.script.get(usize::from(h.next)).copied().flatten() else {
+                    return Ok(Stepped::Invalid);
+                };
+                h.next = h.next.saturating_add(1);
+                h.run = match action {
+                    HostAction::Operation { kind, start, end } => {
+                        HostRun::Operation(HostOperation::new(kind, start, end))
+                    }
+                    HostAction::Prefetch(gfn) => {
+                        match FaultPath::prefetch(gfn, self.sept.op_state()) {
+                            Some(p) => HostRun::Prefetch(p),
+                            // The ioctl is refused before finalization.
+                            None => HostRun::Idle,
+                        }
+                    }
+                };
+                Stepped::Moved { progress: false }
+            }
+            HostRun::Operation(mut op) => match op.step(&mut self.kvm, &mut self.sept)? {
+                HostStep::Progress => {
+                    h.run = HostRun::Operation(op);
+                    Stepped::Moved { progress: false }
+                }
+                HostStep::Blocked => return Ok(Stepped::Blocked),
+                HostStep::Done(end) => {
+                    let (seamcalls, demotions, _) = op.counts();
+                    m.host_seamcalls = m.host_seamcalls.saturating_add(seamcalls);
+                    m.host_demotions = m.host_demotions.saturating_add(demotions);
+                    if let HostOpEnd::VmBugged(_) = end {
+                        self.kvm.bugged = true;
+                    }
+                    h.run = HostRun::Idle;
+                    Stepped::Moved { progress: true }
+                }
+            },
+            HostRun::Prefetch(mut p) => {
+                let mut ctx = FaultCtx {
+                    kvm: &mut self.kvm,
+                    sept: &mut self.sept,
+                    policy: &self.policy,
+                    vcpu: &mut h.prefetch_state,
+                    event_pending: true,
+                    stats: &mut m.fault,
+                };
+                match p.step(&mut ctx)? {
+                    FaultStep::Progress => {
+                        h.run = HostRun::Prefetch(p);
+                        Stepped::Moved { progress: false }
+                    }
+                    FaultStep::Blocked => return Ok(Stepped::Blocked),
+                    FaultStep::Done(_) => {
+                        h.run = HostRun::Idle;
+                        Stepped::Moved { progress: true }
+                    }
+                }
+            }
+        };
+        if let Some(slot) = self.hosts.get_mut(i) {
+            *slot = Some(h);
+        }
+        Ok(r)
+    }
+
+    fn step_vcpu(
+        &mut self,
+        i: usize,
+        interrupt: Option<u32>,
+        m: &mut Metrics,
+    ) -> Result<Stepped, KvmError> {
+        let Some(Some(mut v)) = self.vcpus.get(i).copied() else {
+            return Ok(Stepped::Invalid);
+        };
+        let r = self.vcpu_step(&mut v, i, interrupt, m)?;
+        // A blocked step may still have changed what it waits on (a kick requested, a TRACK
+        // issued, a BUSY retry counted): keep it.
+        if !matches!(r, Stepped::Invalid)
+            && let Some(slot) = self.vcpus.get_mut(i)
+        {
+            *slot = Some(v);
+        }
+        Ok(r)
+    }
+
+    fn enter(&mut self, v: &mut VcpuActor) -> Result<(), KvmError> {
+        let ticket = self.sept.vcpu_enter()?;
+        v.state = VcpuState::InGuest {
+            ticket,
+            kicked: false,
+        };
+        Ok(())
+    }
+
+    /// The guest's TDCALL or access exited: to the host's fault path.
+    fn exit_to_host(
+        &mut self,
+        v: &mut VcpuActor,
+        i: usize,
+        ticket: EpochTicket,
+        path: FaultPath,
+        m: &mut Metrics,
+    ) -> Result<(), KvmError> {
+        self.sept.vcpu_exit(ticket)?;
+        if self.reentered.get(i).copied().unwrap_or(false) {
+            m.entries_without_progress = m.entries_without_progress.saturating_add(1);
+        }
+        v.state = VcpuState::InHost(path);
+        Ok(())
+    }
+
+    fn retired(&mut self, v: &mut VcpuActor, i: usize, ev: GuestEvent) {
+        v.guest.complete(ev);
+        if let Some(r) = self.reentered.get_mut(i) {
+            *r = false;
+        }
+    }
+
+    fn vcpu_step(
+        &mut self,
+        v: &mut VcpuActor,
+        i: usize,
+        interrupt: Option<u32>,
+        m: &mut Metrics,
+    ) -> Result<Stepped, KvmError> {
+        match v.state {
+            VcpuState::Finished(_) | VcpuState::Stopped(_) => Ok(Stepped::Invalid),
+            VcpuState::InGuest {
+                ticket,
+                kicked: true,
+            } => {
+                self.sept.vcpu_exit(ticket)?;
+                m.kicks = m.kicks.saturating_add(1);
+                self.enter(v)?;
+                Ok(Stepped::Moved { progress: false })
+            }
+            VcpuState::InGuest { ticket, .. } => {
+                if interrupt.is_some() {
+                    return Ok(Stepped::Invalid);
+                }
+                self.guest_op(v, i, ticket, m)
+            }
+            VcpuState::InTdcall { ticket, op, kicked } => {
+                if interrupt.is_some() {
+                    if v.interrupts_left == 0 {
+                        return Ok(Stepped::Invalid);
+                    }
+                    v.interrupts_left = v.interrupts_left.saturating_sub(1);
+                }
+                let out = self.sept.accept_finish(op, interrupt)?;
+                v.state = VcpuState::InGuest { ticket, kicked };
+                self.accept_outcome(v, i, ticket, out, m)
+            }
+            VcpuState::InHost(mut path) => {
+                if interrupt.is_some() {
+                    return Ok(Stepped::Invalid);
+                }
+                let mut ctx = FaultCtx {
+                    kvm: &mut self.kvm,
+                    sept: &mut self.sept,
+                    policy: &self.policy,
+                    vcpu: &mut v.policy,
+                    event_pending: false,
+                    stats: &mut m.fault,
+                };
+                match path.step(&mut ctx)? {
+                    FaultStep::Progress => {
+                        v.state = VcpuState::InHost(path);
+                        Ok(Stepped::Moved { progress: false })
+                    }
+                    FaultStep::Blocked => Ok(Stepped::Blocked),
+                    FaultStep::Done(FaultEnd::Resume(_)) => {
+                        self.enter(v)?;
+                        if let Some(r) = self.reentered.get_mut(i) {
+                            *r = true;
+                        }
+                        Ok(Stepped::Moved { progress: false })
+                    }
+                    FaultStep::Done(FaultEnd::ExitToUserspace) => {
+                        // The model's userspace does not resolve memory faults: the VM ends.
+                        self.kvm.killed = true;
+                        v.state = VcpuState::Stopped(FaultEnd::ExitToUserspace);
+                        Ok(Stepped::Moved { progress: false })
+                    }
+                    FaultStep::Done(end) => {
+                        v.state = VcpuState::Stopped(end);
+                        Ok(Stepped::Moved { progress: false })
+                    }
+                }
+            }
+        }
+    }
+
+    fn accept_outcome(
+        &mut self,
+        v: &mut VcpuActor,
+        i: usize,
+        ticket: EpochTicket,
+        out: AcceptOutcome,
+        m: &mut Metrics,
+    ) -> Result<Stepped, KvmError> {
+        match out {
+            AcceptOutcome::Completed(s) => {
+                if s.is_error() || s.code() != crate::abi::StatusCode::Success {
+                    m.accept_failed = m.accept_failed.saturating_add(1);
+                } else {
+                    m.accept_success = m.accept_success.saturating_add(1);
+                }
+                self.retired(v, i, GuestEvent::Status(s));
+                Ok(Stepped::Moved { progress: true })
+            }
+            AcceptOutcome::Exit(e) => {
+                m.exits_accept = m.exits_accept.saturating_add(1);
+                self.exit_to_host(v, i, ticket, FaultPath::new(e), m)?;
+                Ok(Stepped::Moved { progress: false })
+            }
+            // Not retired: the guest re-executes the TDCALL.
+            AcceptOutcome::Interrupted => Ok(Stepped::Moved { progress: false }),
+        }
+    }
+
+    fn guest_op(
+        &mut self,
+        v: &mut VcpuActor,
+        i: usize,
+        ticket: EpochTicket,
+        m: &mut Metrics,
+    ) -> Result<Stepped, KvmError> {
+        let op = match v.guest.next_op() {
+            GuestStep::End(e) => {
+                self.sept.vcpu_exit(ticket)?;
+                v.state = VcpuState::Finished(e);
+                return Ok(Stepped::Moved { progress: true });
+            }
+            GuestStep::Op(op) => op,
+        };
+        let access = match op {
+            GuestOp::Accept(a) => {
+                m.tdcalls = m.tdcalls.saturating_add(1);
+                return match self.sept.accept_begin(a.encode())? {
+                    AcceptStart::Done(out) => self.accept_outcome(v, i, ticket, out, m),
+                    AcceptStart::Zeroing(op) | AcceptStart::Checking(op) => {
+                        v.state = VcpuState::InTdcall {
+                            ticket,
+                            op,
+                            kicked: false,
+                        };
+                        Ok(Stepped::Moved { progress: false })
+                    }
+                };
+            }
+            GuestOp::Read(gpa) => self.sept.guest_read(gpa)?,
+            GuestOp::Write {
+                gpa,
+                level,
+                content,
+            } => self.sept.guest_write(gpa, level, content)?,
+            GuestOp::Verify {
+                gpa,
+                level,
+                content,
+            } => {
+                let mut ev = GuestEvent::Verified;
+                for p in 0..level.pages_4k() {
+                    let page = Gpa(gpa.raw().saturating_add(u64::from(p) << 12));
+                    let found = self.sept.content(page)?;
+                    if found != content {
+                        ev = GuestEvent::Mismatch { gpa: page, found };
+                        break;
+                    }
+                }
+                self.retired(v, i, ev);
+                return Ok(Stepped::Moved { progress: true });
+            }
+        };
+        match access {
+            AccessOutcome::Accessible(c) => {
+                let ev = match op {
+                    GuestOp::Read(_) => GuestEvent::Read(c),
+                    _ => GuestEvent::Wrote,
+                };
+                self.retired(v, i, ev);
+                Ok(Stepped::Moved { progress: true })
+            }
+            AccessOutcome::VirtualizationException => {
+                self.retired(v, i, GuestEvent::VirtualizationException);
+                Ok(Stepped::Moved { progress: true })
+            }
+            AccessOutcome::Exit(e) => {
+                m.exits_other = m.exits_other.saturating_add(1);
+                self.exit_to_host(v, i, ticket, FaultPath::new(e), m)?;
+                Ok(Stepped::Moved { progress: false })
+            }
+        }
+    }
+
+    /// Bytes of private memory mapped at 2M and at 4K in the mirror, over the window.
+    pub fn mapping_histogram(&self) -> (u64, u64) {
+        let mut two_m = 0u64;
+        let mut four_k = 0u64;
+        let regions = self.sept.config().regions;
+        let base = self.sept.config().base;
+        for r in 0..u64::from(regions) {
+            let g = Gpa(base.raw().saturating_add(r << 21)).gfn();
+            match self.kvm.mirror(g, PageLevel::Size2M) {
+                Some(s) if s.is_leaf() => two_m = two_m.saturating_add(1 << 21),
+                Some(s) if s.is_table() => {
+                    for p in 0..512u64 {
+                        if self
+                            .kvm
+                            .mirror(Gfn(g.raw().saturating_add(p)), PageLevel::Size4K)
+                            .is_some_and(|s| s.is_leaf())
+                        {
+                            four_k = four_k.saturating_add(1 << 12);
+                        }
+                    }
+                }
+                _ => {}
+            }
+        }
+        (two_m, four_k)
+    }
+
+    /// Whether the TD is runnable.
+    pub fn runnable(&self) -> bool {
+        self.sept.op_state() == OpState::Runnable
+    }
+}
