@@ -180,6 +180,8 @@ fn rfc_v1_livelocks_a_4k_only_ve_guest_and_guest_inhibit_does_not() {
         e.livelock,
         "RFC v1 with a guest that touches, then accepts only 4K"
     );
+    assert!(e.states > 10, "{} states", e.states);
+    assert_eq!(e.metrics.fault.write_locks, 0);
     let e = explore(world(
         PolicyId::GuestInhibit,
         "tdx-1.5",
@@ -190,6 +192,8 @@ fn rfc_v1_livelocks_a_4k_only_ve_guest_and_guest_inhibit_does_not() {
     ));
     assert!(!e.livelock);
     assert_eq!(e.verdicts, BTreeSet::from(["ok"]));
+    // GUEST_INHIBIT split the 2M page the touch had mapped.
+    assert!(e.metrics.fault.demotions > 0 && e.metrics.fault.write_locks > 0);
     // With #VE disabled the touch kills the VM.
     let e = explore(world(
         PolicyId::GuestInhibit,
