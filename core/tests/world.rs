@@ -266,3 +266,36 @@ fn a_4k_conversion_inside_an_accepted_2m_page_loses_nothing_else() {
         assert_eq!(sample(&w, 16, 20_000), BTreeSet::from(["ok"]), "{policy}");
     }
 }
+
+#[test]
+fn an_adversarial_guest_breaks_neither_the_host_nor_the_models() {
+    // Arbitrary operands (1G, shared, misaligned, reserved bits, double and overlapping
+    // accepts) next to a Linux guest, with a conversion running: the host never bugs the VM
+    // and every invariant holds; a touch of a pending page may kill the VM (#VE disabled).
+    let script = [HostAction::Operation {
+        kind: HostOpKind::ConvertToShared,
+        start: Gpa(BASE + 0x1000).gfn(),
+        end: Gpa(BASE + 0x3000).gfn(),
+    }];
+    for policy in [
+        PolicyId::GuestInhibit,
+        PolicyId::RfcV1,
+        PolicyId::FaultPathDemote,
+        PolicyId::Upstream4K,
+    ] {
+        for seed in 1..=4u16 {
+            let guests = [
+                Guest::new(GuestKind::Adversarial, R1, Gpa(R1.raw() + 0x20_0000), seed),
+                Guest::new(GuestKind::Linux, Gpa(BASE), Gpa(BASE + 0x10_0000), 9).without_markers(),
+            ];
+            let w = world(policy, "tdx-1.5", false, &guests, &[&script], 1);
+            let verdicts = sample(&w, 4, 20_000);
+            for v in &verdicts {
+                assert!(
+                    ["ok", "vm-killed", "guest-panic"].contains(v),
+                    "{policy}, seed {seed}: {verdicts:?}"
+                );
+            }
+        }
+    }
+}

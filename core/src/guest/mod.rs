@@ -46,11 +46,15 @@ pub enum GuestKind {
     /// Touches memory before accepting: with #VE enabled the #VE handler accepts the page at 4K;
     /// with #VE disabled the touch kills the VM.
     TouchFirst,
+    /// Arbitrary operands from a seeded sequence: valid 4K and 2M ACCEPTs inside and around its
+    /// range, 1G, shared and misaligned GPAs, reserved bits, double accepts, writes. It never
+    /// panics and writes no markers; what it may break is the host, or other guests' data.
+    Adversarial,
 }
 
 impl GuestKind {
     /// Every strategy this module implements.
-    pub const ALL: [GuestKind; 7] = [
+    pub const ALL: [GuestKind; 8] = [
         GuestKind::Linux,
         GuestKind::Ovmf,
         GuestKind::TdShim,
@@ -58,6 +62,7 @@ impl GuestKind {
         GuestKind::Svsm,
         GuestKind::Accept4kOnly,
         GuestKind::TouchFirst,
+        GuestKind::Adversarial,
     ];
 
     /// The name scenario files use.
@@ -70,6 +75,7 @@ impl GuestKind {
             GuestKind::Svsm => "svsm",
             GuestKind::Accept4kOnly => "accept-4k-only",
             GuestKind::TouchFirst => "touch-first",
+            GuestKind::Adversarial => "adversarial",
         }
     }
 
@@ -83,7 +89,9 @@ impl GuestKind {
         match self {
             GuestKind::Linux | GuestKind::TdxGuest => PageLevel::Size1G,
             GuestKind::Ovmf | GuestKind::TdShim | GuestKind::Svsm => PageLevel::Size2M,
-            GuestKind::Accept4kOnly | GuestKind::TouchFirst => PageLevel::Size4K,
+            GuestKind::Accept4kOnly | GuestKind::TouchFirst | GuestKind::Adversarial => {
+                PageLevel::Size4K
+            }
         }
     }
 }
@@ -99,6 +107,8 @@ impl fmt::Display for GuestKind {
 pub enum GuestOp {
     /// TDG.MEM.PAGE.ACCEPT with this operand.
     Accept(AcceptOperand),
+    /// TDG.MEM.PAGE.ACCEPT with this raw RCX (possibly invalid).
+    AcceptRaw(u64),
     /// A read of the private 4K page (a touch).
     Read(Gpa),
     /// A write of `content` over the private page of `level`.
@@ -205,6 +215,11 @@ enum Phase {
         from_children: bool,
     },
     /// touch-first: touching the page at `pos` (then `accepting` after a #VE).
+    /// adversarial: `left` more operations from the generator state `rng`.
+    Adversary {
+        rng: u64,
+        left: u16,
+    },
     Touch {
         pos: Gpa,
         accepting: bool,
@@ -241,6 +256,11 @@ impl Guest {
             Phase::Touch {
                 pos: start,
                 accepting: false,
+            }
+        } else if kind == GuestKind::Adversarial {
+            Phase::Adversary {
+                rng: u64::from(tag).wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1,
+                left: 24,
             }
         } else {
             Phase::Accept {
@@ -338,6 +358,40 @@ impl Guest {
             .unwrap_or(PageLevel::Size4K)
     }
 
+    /// The adversary's operation for generator state `rng`.
+    fn adversary_op(&self, rng: u64) -> GuestOp {
+        let span = self.end.raw().saturating_sub(self.start.raw()).max(1);
+        // A page in the range or just around it.
+        let around = self
+            .start
+            .raw()
+            .saturating_add(
+                (rng >> 8)
+                    .checked_rem(span.saturating_add(0x40_0000))
+                    .unwrap_or(0),
+            )
+            .saturating_sub(0x20_0000);
+        let page = Gpa(around).align_down(PageLevel::Size4K);
+        match rng % 8 {
+            0 | 1 => GuestOp::Accept(AcceptOperand {
+                gpa: page,
+                level: PageLevel::Size4K,
+            }),
+            2 | 3 => GuestOp::Accept(AcceptOperand {
+                gpa: page.align_down(PageLevel::Size2M),
+                level: PageLevel::Size2M,
+            }),
+            4 => GuestOp::Accept(AcceptOperand {
+                gpa: page.align_down(PageLevel::Size1G),
+                level: PageLevel::Size1G,
+            }),
+            // Shared bit (GPAW 48), misaligned 2M, reserved bits.
+            5 => GuestOp::AcceptRaw(page.raw() | (1 << 47)),
+            6 => GuestOp::AcceptRaw(page.raw() | 0x1001 | ((rng >> 3) & 0x8)),
+            _ => GuestOp::Read(page),
+        }
+    }
+
     /// Everything is accepted: mark and check, unless markers are off.
     fn accepted(&mut self) -> GuestStep {
         if self.marker == Content::NONE {
@@ -375,6 +429,12 @@ impl Guest {
                 level,
                 content: Content::ZERO,
             }),
+            Phase::Adversary { rng, left } => {
+                if left == 0 {
+                    return self.end_with(GuestEnd::Done);
+                }
+                GuestStep::Op(self.adversary_op(rng))
+            }
             Phase::Touch { pos, accepting } => {
                 if pos >= self.end {
                     return self.accepted();
@@ -417,6 +477,18 @@ impl Guest {
         let Some(op) = self.pending.take() else {
             return;
         };
+        if let Phase::Adversary { rng, left } = self.phase {
+            // Whatever came back, on to the next operation.
+            let mut x = rng;
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            self.phase = Phase::Adversary {
+                rng: x,
+                left: left.saturating_sub(1),
+            };
+            return;
+        }
         match (self.phase, op, event) {
             (
                 Phase::Accept {

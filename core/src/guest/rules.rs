@@ -68,7 +68,8 @@ pub fn react(kind: GuestKind, level: PageLevel, status: TdxStatus, retries: u8) 
             StatusCode::PageAlreadyAccepted => Reaction::ZeroThenAdvance,
             _ => Reaction::Panic,
         },
-        GuestKind::Accept4kOnly | GuestKind::TouchFirst => match code {
+        // The adversary reads no status (Guest handles it before asking).
+        GuestKind::Accept4kOnly | GuestKind::TouchFirst | GuestKind::Adversarial => match code {
             StatusCode::PageAlreadyAccepted => Reaction::Advance,
             StatusCode::OperandBusy => Reaction::Retry,
             _ => Reaction::Panic,

@@ -645,9 +645,14 @@ impl<SS: SeptStorage, KS: KvmStorage> World<SS, KS> {
             GuestStep::Op(op) => op,
         };
         let access = match op {
-            GuestOp::Accept(a) => {
+            GuestOp::Accept(_) | GuestOp::AcceptRaw(_) => {
+                let rcx = match op {
+                    GuestOp::Accept(a) => a.encode(),
+                    GuestOp::AcceptRaw(r) => r,
+                    _ => 0,
+                };
                 m.tdcalls = m.tdcalls.saturating_add(1);
-                return match self.sept.accept_begin(a.encode())? {
+                return match self.sept.accept_begin(rcx)? {
                     AcceptStart::Done(out) => self.accept_outcome(v, i, ticket, out, m),
                     AcceptStart::Zeroing(op) | AcceptStart::Checking(op) => {
                         v.state = VcpuState::InTdcall {
