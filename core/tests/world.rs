@@ -60,6 +60,7 @@ fn explore(w: W) -> Explored {
                 Stepped::Invalid => continue,
                 Stepped::Blocked | Stepped::Moved { .. } => {}
             }
+            W::check_transition(&w, &next).unwrap();
             let nid = match index.get(&next) {
                 Some(&nid) => nid,
                 None => {
@@ -118,9 +119,11 @@ fn sample(w: &W, runs: u64, bound: u32) -> BTreeSet<&'static str> {
             rng ^= rng >> 7;
             rng ^= rng << 17;
             let c = choices[(rng % n as u64) as usize];
+            let before = w.clone();
             w.step(c, &mut m).unwrap();
             w.check()
                 .unwrap_or_else(|v| panic!("seed {seed}: invariant broken: {v:?}"));
+            W::check_transition(&before, &w).unwrap();
         }
         verdicts.insert(verdict.name());
     }
@@ -298,4 +301,57 @@ fn an_adversarial_guest_breaks_neither_the_host_nor_the_models() {
             }
         }
     }
+}
+
+#[test]
+fn the_invariant_checks_catch_what_they_are_for() {
+    use hugesept_core::kvm::FaultPath;
+    use hugesept_core::sept::{OpState, Sept, SeptConfig};
+    use hugesept_core::world::Violation;
+    // GUEST_INHIBIT is one-way: a state with a bit set, then one without, is a violation.
+    let guests = [Guest::new(
+        GuestKind::Accept4kOnly,
+        R1,
+        Gpa(R1.raw() + 0x1000),
+        1,
+    )];
+    let fresh = world(PolicyId::GuestInhibit, "tdx-1.5", false, &guests, &[], 0);
+    let mut w = fresh.clone();
+    let mut m = Metrics::default();
+    while w.ended().is_none() {
+        w.step(Choice::Vcpu(0), &mut m).unwrap();
+    }
+    assert!(
+        w.kvm()
+            .lpage(R1.gfn(), PageLevel::Size2M)
+            .unwrap()
+            .guest_inhibit()
+    );
+    assert!(matches!(
+        W::check_transition(&w, &fresh),
+        Err(Violation::InhibitCleared(_))
+    ));
+    assert_eq!(W::check_transition(&fresh, &w), Ok(()));
+    // A 2M mirror leaf while the TD is not runnable is a violation (checked before anything else).
+    let config = SeptConfig::new(Gpa(BASE), 2);
+    let sept: Sept<ArrayStorage<1, 2, 3>> = Sept::new(config, ArrayStorage::new()).unwrap();
+    let (mut s2, mut kvm) = common::td::<2, 3>("tdx-1.5", false);
+    let p = FaultPath::prefetch(R1.gfn(), OpState::Runnable).unwrap();
+    let mut v = hugesept_core::policy::VcpuPolicyState::default();
+    let mut stats = hugesept_core::kvm::FaultStats::default();
+    common::run_fault(
+        &mut hugesept_core::kvm::FaultCtx {
+            kvm: &mut kvm,
+            sept: &mut s2,
+            policy: &PolicyId::GuestInhibit,
+            vcpu: &mut v,
+            event_pending: false,
+            stats: &mut stats,
+        },
+        p,
+        100,
+    )
+    .unwrap();
+    let w: W = World::new(sept, kvm, PolicyId::GuestInhibit, &[], &[], 0).unwrap();
+    assert_eq!(w.check(), Err(Violation::HugeBeforeRunnable(R1)));
 }

@@ -235,6 +235,8 @@ pub enum Violation {
     HugeBeforeRunnable(Gpa),
     /// The model failed (capacity or misuse).
     Model(KvmError),
+    /// A GUEST_INHIBIT bit was cleared (it is one-way).
+    InhibitCleared(Gpa),
 }
 
 /// The world.
@@ -369,8 +371,22 @@ impl<SS: SeptStorage, KS: KvmStorage> World<SS, KS> {
         Some(verdict)
     }
 
-    /// Checks the safety invariants that hold after every step.
+    /// Checks the safety invariants that hold after every step: no mapping above 4K before the
+    /// TD is runnable, the S-EPT model consistent, the mirror agreeing with the S-EPT.
     pub fn check(&self) -> Result<(), Violation> {
+        if !self.runnable() {
+            let config = self.sept.config();
+            for r in 0..u64::from(config.regions) {
+                let gpa = Gpa(config.base.raw().saturating_add(r << 21));
+                if self
+                    .kvm
+                    .mirror(gpa.gfn(), PageLevel::Size2M)
+                    .is_some_and(|s| s.is_leaf())
+                {
+                    return Err(Violation::HugeBeforeRunnable(gpa));
+                }
+            }
+        }
         self.sept
             .check_consistency(false)
             .map_err(|_| Violation::SeptInconsistent)?;
@@ -378,6 +394,28 @@ impl<SS: SeptStorage, KS: KvmStorage> World<SS, KS> {
             self.kvm
                 .check_against_sept(&self.sept)
                 .map_err(Violation::MirrorMismatch)?;
+        }
+        Ok(())
+    }
+
+    /// Checks the invariants that relate a state to the next: GUEST_INHIBIT never clears.
+    pub fn check_transition(before: &Self, after: &Self) -> Result<(), Violation> {
+        let config = before.sept.config();
+        for r in 0..u64::from(config.regions) {
+            let gpa = Gpa(config.base.raw().saturating_add(r << 21));
+            for level in [PageLevel::Size2M, PageLevel::Size1G] {
+                let was = before
+                    .kvm
+                    .lpage(gpa.gfn(), level)
+                    .is_some_and(|l| l.guest_inhibit());
+                let is = after
+                    .kvm
+                    .lpage(gpa.gfn(), level)
+                    .is_some_and(|l| l.guest_inhibit());
+                if was && !is {
+                    return Err(Violation::InhibitCleared(gpa.align_down(level)));
+                }
+            }
         }
         Ok(())
     }
