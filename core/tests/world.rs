@@ -355,3 +355,20 @@ fn the_invariant_checks_catch_what_they_are_for() {
     let w: W = World::new(sept, kvm, PolicyId::GuestInhibit, &[], &[], 0).unwrap();
     assert_eq!(w.check(), Err(Violation::HugeBeforeRunnable(R1)));
 }
+
+#[test]
+fn a_world_too_large_is_refused() {
+    let g = Guest::new(GuestKind::Linux, R1, Gpa(R1.raw() + 0x1000), 1);
+    let (sept, kvm) = common::td::<2, 3>("tdx-1.5", false);
+    assert_eq!(
+        World::new(sept, kvm, PolicyId::RfcV1, &[g; MAX_VCPUS + 1], &[], 0).err(),
+        Some(hugesept_core::kvm::KvmError::WorldTooLarge)
+    );
+    let (sept, kvm) = common::td::<2, 3>("explicit-demotion", false);
+    assert!(World::new(sept, kvm, PolicyId::ExplicitDemotion, &[g], &[], 0).is_ok());
+    let (sept, kvm) = common::td::<2, 3>("tdx-1.5", false);
+    assert!(matches!(
+        World::new(sept, kvm, PolicyId::ExplicitDemotion, &[g], &[], 0).err(),
+        Some(hugesept_core::kvm::KvmError::Policy(_))
+    ));
+}

@@ -246,6 +246,8 @@ pub enum KvmError {
     Sept(SeptError),
     /// The policy cannot run on this module.
     Policy(crate::policy::PolicyError),
+    /// A world with more vCPUs, host actors or script actions than it holds.
+    WorldTooLarge,
 }
 
 impl From<SeptError> for KvmError {
@@ -807,6 +809,9 @@ impl KvmError {
             KvmError::Sept(e) => e.describe(),
             KvmError::Policy(_) => {
                 "policy explicit-demotion needs the explicit-demotion module profile"
+            }
+            KvmError::WorldTooLarge => {
+                "more vCPUs, host actors or script actions than a world holds"
             }
         }
     }

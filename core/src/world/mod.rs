@@ -266,6 +266,12 @@ impl<SS: SeptStorage, KS: KvmStorage> World<SS, KS> {
         policy
             .check_profile(sept.profile())
             .map_err(KvmError::Policy)?;
+        if guests.len() > MAX_VCPUS
+            || scripts.len() > MAX_HOSTS
+            || scripts.iter().any(|s| s.len() > MAX_SCRIPT)
+        {
+            return Err(KvmError::WorldTooLarge);
+        }
         let mut vcpus = [None; MAX_VCPUS];
         for (slot, g) in vcpus.iter_mut().zip(guests) {
             let ticket = sept.vcpu_enter()?;
