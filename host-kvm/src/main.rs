@@ -3,11 +3,10 @@
 //! Subcommands are thin frontends over hugesept-core: they build the model's inputs, run it,
 //! and print what it computed.
 
-mod cli;
-
 use std::process::ExitCode;
 
 use clap::Parser;
+use hugesept_host_kvm::cli;
 
 fn main() -> ExitCode {
     let args = cli::Cli::parse();

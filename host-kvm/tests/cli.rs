@@ -69,3 +69,18 @@ fn unknown_profile_is_a_clear_error() {
         "{err}"
     );
 }
+
+#[test]
+fn sim_runs_a_scenario_and_reports_verdicts() {
+    let path = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../scenarios/touch-first-4k-guest-inhibit.toml"
+    );
+    let (ok, out, err) = hugesept(&["sim", path, "--runs", "2"]);
+    assert!(ok, "{err}");
+    assert!(out.contains("ok           2"), "{out}");
+    assert!(out.contains("as expected: ok"), "{out}");
+    let (ok, _, err) = hugesept(&["sim", "/nonexistent.toml"]);
+    assert!(!ok);
+    assert!(err.contains("/nonexistent.toml"), "{err}");
+}

@@ -1,6 +1,7 @@
 //! Argument parsing and dispatch for the `hugesept` command line.
 
 mod accept_matrix;
+mod sim;
 
 use std::fmt;
 
@@ -20,6 +21,8 @@ enum Command {
     /// Print what TDG.MEM.PAGE.ACCEPT does for every requested level and every S-EPT state
     /// along the GPA's path, computed by the TDX module model, per module profile.
     AcceptMatrix(accept_matrix::Args),
+    /// Run a scenario file under many seeded schedules and count the verdicts.
+    Sim(sim::Args),
 }
 
 /// A failure the command line reports and exits non-zero for.
@@ -31,6 +34,10 @@ pub enum CliError {
     Model(hugesept_core::sept::SeptError),
     /// Writing the output failed.
     Io(std::io::Error),
+    /// A scenario file could not be read or used.
+    Scenario(String, crate::scenario::ScenarioError),
+    /// A run ended in a verdict the scenario does not expect.
+    Unexpected(String),
 }
 
 impl fmt::Display for CliError {
@@ -39,6 +46,8 @@ impl fmt::Display for CliError {
             CliError::Profile(name) => write!(f, "'{name}': {UnknownProfile}"),
             CliError::Model(e) => write!(f, "model error: {e}"),
             CliError::Io(e) => write!(f, "output: {e}"),
+            CliError::Scenario(path, e) => write!(f, "{path}: {e}"),
+            CliError::Unexpected(m) => f.write_str(m),
         }
     }
 }
@@ -60,5 +69,6 @@ pub(crate) fn parse_profile(s: &str) -> Result<ModuleProfile, CliError> {
 pub fn run(cli: Cli) -> Result<(), CliError> {
     match cli.command {
         Command::AcceptMatrix(args) => accept_matrix::run(&args, &mut std::io::stdout().lock()),
+        Command::Sim(args) => sim::run(&args, &mut std::io::stdout().lock()),
     }
 }

@@ -1,0 +1,5 @@
+//! hugesept-host-kvm: the host side of hugesept — scenario files and the worlds they describe,
+//! and the `hugesept` command line over the core's models.
+
+pub mod cli;
+pub mod scenario;

@@ -1,0 +1,77 @@
+//! Every scenario in scenarios/ that states an expected verdict gets it under all its seeded
+//! schedules; broken scenario files get clear errors.
+
+use std::path::Path;
+
+use hugesept_host_kvm::scenario::{self, ScenarioError};
+
+#[test]
+fn every_scenario_ends_as_it_expects() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../scenarios");
+    let mut ran = 0;
+    for entry in std::fs::read_dir(&dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.extension().is_none_or(|e| e != "toml") {
+            continue;
+        }
+        let text = std::fs::read_to_string(&path).unwrap();
+        let sc = scenario::parse(&text).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+        let Some(expect) = sc.expect else {
+            continue;
+        };
+        let sum = scenario::run(&sc, 1, sc.schedules)
+            .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+        assert_eq!(
+            sum.first_unexpected,
+            None,
+            "{}: expected {} in every schedule, got {:?}",
+            path.display(),
+            expect.name(),
+            sum.verdicts
+        );
+        ran += 1;
+    }
+    assert!(ran >= 6, "only {ran} scenarios ran");
+}
+
+#[test]
+fn broken_files_get_clear_errors() {
+    let base = "policy = \"rfc-v1\"\nregions = 2\n[[vcpu]]\nguest = \"linux\"\nstart = \"0x40200000\"\nend = \"0x40400000\"\n";
+    assert!(scenario::parse(base).is_ok());
+    // TOML syntax: the message names the line.
+    match scenario::parse("policy = \"rfc-v1\"\nregions = = 2\n") {
+        Err(ScenarioError::Syntax(m)) => assert!(m.contains("line 2"), "{m}"),
+        other => panic!("{other:?}"),
+    }
+    // Unknown field.
+    match scenario::parse(&format!("{base}colour = 3\n")) {
+        Err(ScenarioError::Syntax(m)) => assert!(m.contains("colour"), "{m}"),
+        other => panic!("{other:?}"),
+    }
+    let field = |text: &str| match scenario::parse(text) {
+        Err(ScenarioError::Field { field, .. }) => field,
+        other => panic!("{other:?}"),
+    };
+    assert_eq!(field(&base.replace("rfc-v1", "rfc-v9")), "policy");
+    assert_eq!(
+        field(&base.replace("\"linux\"", "\"windows\"")),
+        "vcpu[0].guest"
+    );
+    assert_eq!(
+        field(&base.replace("0x40400000", "0x90000000")),
+        "vcpu[0].end"
+    );
+    assert_eq!(field(&base.replace("0x40400000", "lots")), "vcpu[0].end");
+    assert_eq!(field(&format!("expect = \"fine\"\n{base}")), "expect");
+    assert_eq!(field(&format!("module = \"tdx-9\"\n{base}")), "module");
+    assert_eq!(
+        field(&format!(
+            "{base}[[host]]\nactions = [{{ op = \"melt\" }}]\n"
+        )),
+        "host[0].actions[0].op"
+    );
+    // A policy the module cannot run is the model's refusal.
+    let ed = base.replace("rfc-v1", "explicit-demotion");
+    let sc = scenario::parse(&ed).unwrap();
+    assert!(matches!(sc.world(), Err(ScenarioError::Model(_))));
+}
