@@ -7,7 +7,7 @@
 //! mirror is split or its attributes are mixed; per 1 GiB range the 1G SPTE and lpage_info.
 
 use crate::abi::{ENTRIES_PER_TABLE, Gfn, Gpa, PageLevel};
-use crate::sept::{SeptConfig, SeptError, TableRef};
+use crate::sept::{SeptConfig, SeptError, Storage, TableRef};
 
 use super::{LpageInfo, MmuLock};
 
@@ -162,49 +162,54 @@ pub trait KvmStorage {
     fn tables_mut(&mut self) -> &mut [MirrorTable];
 }
 
-/// KVM storage sized at compile time.
-#[derive(Clone, Debug, PartialEq, Eq, Hash)]
-pub struct KvmArrayStorage<const GIGS: usize, const REGIONS: usize, const TABLES: usize> {
-    gigs: [KvmGig; GIGS],
-    regions: [KvmRegion; REGIONS],
-    tables: [MirrorTable; TABLES],
-}
-
-impl<const G: usize, const R: usize, const T: usize> KvmArrayStorage<G, R, T> {
-    /// Empty storage.
-    pub const fn new() -> Self {
-        KvmArrayStorage {
-            gigs: [KvmGig::EMPTY; G],
-            regions: [KvmRegion::EMPTY; R],
-            tables: [const { MirrorTable::EMPTY }; T],
-        }
-    }
-}
-
-impl<const G: usize, const R: usize, const T: usize> Default for KvmArrayStorage<G, R, T> {
-    fn default() -> Self {
-        Self::new()
-    }
-}
-
-impl<const G: usize, const R: usize, const T: usize> KvmStorage for KvmArrayStorage<G, R, T> {
+impl<G, R, T> KvmStorage for Storage<G, R, T>
+where
+    G: AsRef<[KvmGig]> + AsMut<[KvmGig]>,
+    R: AsRef<[KvmRegion]> + AsMut<[KvmRegion]>,
+    T: AsRef<[MirrorTable]> + AsMut<[MirrorTable]>,
+{
     fn gigs(&self) -> &[KvmGig] {
-        &self.gigs
+        self.parts().0.as_ref()
     }
     fn gigs_mut(&mut self) -> &mut [KvmGig] {
-        &mut self.gigs
+        self.parts_mut().0.as_mut()
     }
     fn regions(&self) -> &[KvmRegion] {
-        &self.regions
+        self.parts().1.as_ref()
     }
     fn regions_mut(&mut self) -> &mut [KvmRegion] {
-        &mut self.regions
+        self.parts_mut().1.as_mut()
     }
     fn tables(&self) -> &[MirrorTable] {
-        &self.tables
+        self.parts().2.as_ref()
     }
     fn tables_mut(&mut self) -> &mut [MirrorTable] {
-        &mut self.tables
+        self.parts_mut().2.as_mut()
+    }
+}
+
+/// KVM storage sized at compile time (the S-EPT model's [`Storage`] over KVM's records).
+pub type KvmArrayStorage<const GIGS: usize, const REGIONS: usize, const TABLES: usize> =
+    Storage<[KvmGig; GIGS], [KvmRegion; REGIONS], [MirrorTable; TABLES]>;
+
+impl<const G: usize, const R: usize, const T: usize>
+    Storage<[KvmGig; G], [KvmRegion; R], [MirrorTable; T]>
+{
+    /// Empty storage.
+    pub const fn new() -> Self {
+        Storage::from_parts(
+            [KvmGig::EMPTY; G],
+            [KvmRegion::EMPTY; R],
+            [const { MirrorTable::EMPTY }; T],
+        )
+    }
+}
+
+impl<const G: usize, const R: usize, const T: usize> Default
+    for Storage<[KvmGig; G], [KvmRegion; R], [MirrorTable; T]>
+{
+    fn default() -> Self {
+        Self::new()
     }
 }
 

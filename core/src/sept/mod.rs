@@ -30,8 +30,8 @@ pub use epoch::{EpochTicket, TlbEpochs};
 pub use host::{HostCall, HostCallKind, HostOp, HostStart};
 pub use profile::{ModuleProfile, UnknownProfile};
 pub use storage::{
-    ArrayStorage, Entry4K, EntryLock, HugeEntry, Region, SeptStorage, SliceStorage, Table4K,
-    TableRef,
+    ArrayStorage, Entry4K, EntryLock, HugeEntry, Region, SeptStorage, SliceStorage, Storage,
+    Table4K, TableRef,
 };
 
 use crate::abi::{

@@ -178,75 +178,21 @@ pub trait SeptStorage {
     fn tables_mut(&mut self) -> &mut [Table4K];
 }
 
-/// Storage sized at compile time: `GIGS` 1G entries, `REGIONS` 2M regions, `TABLES` 4K tables.
+/// The model's storage in any containers of its three kinds of record: arrays sized at compile
+/// time ([`ArrayStorage`], `Clone + Eq + Hash` for explorers), slices the caller owns
+/// ([`SliceStorage`]), or boxed slices a host allocates.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
-pub struct ArrayStorage<const GIGS: usize, const REGIONS: usize, const TABLES: usize> {
-    gigs: [HugeEntry; GIGS],
-    regions: [Region; REGIONS],
-    tables: [Table4K; TABLES],
+pub struct Storage<G, R, T> {
+    gigs: G,
+    regions: R,
+    tables: T,
 }
 
-impl<const GIGS: usize, const REGIONS: usize, const TABLES: usize>
-    ArrayStorage<GIGS, REGIONS, TABLES>
-{
-    /// Empty storage.
-    pub const fn new() -> Self {
-        ArrayStorage {
-            gigs: [HugeEntry::FREE; GIGS],
-            regions: [Region::EMPTY; REGIONS],
-            tables: [const { Table4K::EMPTY }; TABLES],
-        }
-    }
-}
-
-impl<const GIGS: usize, const REGIONS: usize, const TABLES: usize> Default
-    for ArrayStorage<GIGS, REGIONS, TABLES>
-{
-    fn default() -> Self {
-        Self::new()
-    }
-}
-
-impl<const GIGS: usize, const REGIONS: usize, const TABLES: usize> SeptStorage
-    for ArrayStorage<GIGS, REGIONS, TABLES>
-{
-    fn gigs(&self) -> &[HugeEntry] {
-        &self.gigs
-    }
-    fn gigs_mut(&mut self) -> &mut [HugeEntry] {
-        &mut self.gigs
-    }
-    fn regions(&self) -> &[Region] {
-        &self.regions
-    }
-    fn regions_mut(&mut self) -> &mut [Region] {
-        &mut self.regions
-    }
-    fn tables(&self) -> &[Table4K] {
-        &self.tables
-    }
-    fn tables_mut(&mut self) -> &mut [Table4K] {
-        &mut self.tables
-    }
-}
-
-/// Storage in slices the caller owns (e.g. boxed by a VMM for gigabytes of guest memory).
-#[derive(Debug)]
-pub struct SliceStorage<'a> {
-    gigs: &'a mut [HugeEntry],
-    regions: &'a mut [Region],
-    tables: &'a mut [Table4K],
-}
-
-impl<'a> SliceStorage<'a> {
-    /// Wraps the slices; [`super::Sept::new`] checks their lengths against the window and
-    /// resets them.
-    pub fn new(
-        gigs: &'a mut [HugeEntry],
-        regions: &'a mut [Region],
-        tables: &'a mut [Table4K],
-    ) -> Self {
-        SliceStorage {
+impl<G, R, T> Storage<G, R, T> {
+    /// Storage over these containers; [`super::Sept::new`] checks their lengths against the
+    /// window and resets them.
+    pub const fn from_parts(gigs: G, regions: R, tables: T) -> Self {
+        Storage {
             gigs,
             regions,
             tables,
@@ -254,23 +200,80 @@ impl<'a> SliceStorage<'a> {
     }
 }
 
-impl SeptStorage for SliceStorage<'_> {
+impl<G, R, T> Storage<G, R, T> {
+    /// The three containers.
+    pub fn parts(&self) -> (&G, &R, &T) {
+        (&self.gigs, &self.regions, &self.tables)
+    }
+
+    /// The three containers, mutably.
+    pub fn parts_mut(&mut self) -> (&mut G, &mut R, &mut T) {
+        (&mut self.gigs, &mut self.regions, &mut self.tables)
+    }
+}
+
+impl<G, R, T> SeptStorage for Storage<G, R, T>
+where
+    G: AsRef<[HugeEntry]> + AsMut<[HugeEntry]>,
+    R: AsRef<[Region]> + AsMut<[Region]>,
+    T: AsRef<[Table4K]> + AsMut<[Table4K]>,
+{
     fn gigs(&self) -> &[HugeEntry] {
-        self.gigs
+        self.gigs.as_ref()
     }
     fn gigs_mut(&mut self) -> &mut [HugeEntry] {
-        self.gigs
+        self.gigs.as_mut()
     }
     fn regions(&self) -> &[Region] {
-        self.regions
+        self.regions.as_ref()
     }
     fn regions_mut(&mut self) -> &mut [Region] {
-        self.regions
+        self.regions.as_mut()
     }
     fn tables(&self) -> &[Table4K] {
-        self.tables
+        self.tables.as_ref()
     }
     fn tables_mut(&mut self) -> &mut [Table4K] {
-        self.tables
+        self.tables.as_mut()
+    }
+}
+
+/// Storage sized at compile time: `GIGS` 1G entries, `REGIONS` 2M regions, `TABLES` 4K tables.
+pub type ArrayStorage<const GIGS: usize, const REGIONS: usize, const TABLES: usize> =
+    Storage<[HugeEntry; GIGS], [Region; REGIONS], [Table4K; TABLES]>;
+
+impl<const GIGS: usize, const REGIONS: usize, const TABLES: usize>
+    Storage<[HugeEntry; GIGS], [Region; REGIONS], [Table4K; TABLES]>
+{
+    /// Empty storage.
+    pub const fn new() -> Self {
+        Storage::from_parts(
+            [HugeEntry::FREE; GIGS],
+            [Region::EMPTY; REGIONS],
+            [const { Table4K::EMPTY }; TABLES],
+        )
+    }
+}
+
+impl<const GIGS: usize, const REGIONS: usize, const TABLES: usize> Default
+    for Storage<[HugeEntry; GIGS], [Region; REGIONS], [Table4K; TABLES]>
+{
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// Storage in slices the caller owns (e.g. boxed by a VMM for gigabytes of guest memory).
+pub type SliceStorage<'a> = Storage<&'a mut [HugeEntry], &'a mut [Region], &'a mut [Table4K]>;
+
+impl<'a> Storage<&'a mut [HugeEntry], &'a mut [Region], &'a mut [Table4K]> {
+    /// Wraps the slices; [`super::Sept::new`] checks their lengths against the window and
+    /// resets them.
+    pub fn new(
+        gigs: &'a mut [HugeEntry],
+        regions: &'a mut [Region],
+        tables: &'a mut [Table4K],
+    ) -> Self {
+        Storage::from_parts(gigs, regions, tables)
     }
 }

@@ -17,7 +17,7 @@ use hugesept_core::world::{
 };
 use serde::Deserialize;
 
-pub use storage::{BoxedKvm, BoxedSept};
+pub use storage::{BoxedKvm, BoxedSept, boxed_kvm, boxed_sept};
 
 /// A world over host-owned storage.
 pub type ScenarioWorld = World<BoxedSept, BoxedKvm>;
@@ -356,11 +356,11 @@ impl Scenario {
             .gigs_needed()
             .map_err(|e| ScenarioError::Model(e.to_string()))?;
         let regions = self.config.regions as usize;
-        let mut sept = Sept::new(self.config, BoxedSept::new(gigs, regions, self.tables))
+        let mut sept = Sept::new(self.config, boxed_sept(gigs, regions, self.tables))
             .map_err(|e| ScenarioError::Model(e.to_string()))?;
         sept.finalize();
         let mut kvm =
-            Kvm::new(&self.config, BoxedKvm::new(gigs, regions, self.tables)).map_err(model)?;
+            Kvm::new(&self.config, boxed_kvm(gigs, regions, self.tables)).map_err(model)?;
         kvm.add_memslot(Memslot {
             base: self.config.base.gfn(),
             pages: u64::from(self.config.regions) * 512,
