@@ -16,14 +16,14 @@ use hugesept_core::abi::{
     AcceptOperand, Gpa, OperandId, PageLevel, SeptEntryState, StatusCode, TdxStatus,
 };
 use hugesept_core::kvm::{
-    FaultCtx, FaultEnd, FaultPath, FaultStats, FaultStep, Kvm, KvmArrayStorage, Memslot,
+    FaultCtx, FaultEnd, FaultPath, FaultStats, FaultStep, Kvm, KvmArrayStorage,
 };
 use hugesept_core::policy::{PolicyId, VcpuPolicyState};
-use hugesept_core::sept::{
-    AcceptOp, AcceptOutcome, AcceptStart, ArrayStorage, EpochTicket, Sept, SeptConfig,
-};
+use hugesept_core::sept::{AcceptOp, AcceptOutcome, AcceptStart, ArrayStorage, EpochTicket, Sept};
 
-const BASE: u64 = 0x4000_0000;
+mod common;
+
+use common::BASE;
 /// The 2M page vCPU 1 accepts, and the 4K page inside it vCPU 2 accepts.
 const PAGE_2M: Gpa = Gpa(BASE + 0x20_0000);
 const PAGE_4K: Gpa = Gpa(BASE + 0x20_1000);
@@ -62,16 +62,7 @@ const ACCEPTS: [(Gpa, PageLevel); 2] = [(PAGE_2M, PageLevel::Size2M), (PAGE_4K, 
 
 impl World {
     fn new() -> World {
-        let config = SeptConfig::new(Gpa(BASE), 4);
-        let mut sept = Sept::new(config, ArrayStorage::new()).unwrap();
-        sept.finalize();
-        let mut kvm = Kvm::new(&config, KvmArrayStorage::new()).unwrap();
-        kvm.add_memslot(Memslot {
-            base: Gpa(BASE).gfn(),
-            pages: 4 * 512,
-            guest_memfd: true,
-        })
-        .unwrap();
+        let (mut sept, kvm) = common::td::<4, 2>("tdx-1.5", false);
         let t0 = sept.vcpu_enter().unwrap();
         let t1 = sept.vcpu_enter().unwrap();
         World {
