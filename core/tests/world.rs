@@ -102,32 +102,15 @@ fn explore(w: W) -> Explored {
 /// the world ends (at most `bound` steps), checking the invariants after every step. Returns
 /// the verdicts seen; a run that does not end within the bound is reported as livelock.
 fn sample(w: &W, runs: u64, bound: u32) -> BTreeSet<&'static str> {
-    let mut verdicts = BTreeSet::new();
-    for seed in 1..=runs {
-        let mut rng = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-        let mut w = w.clone();
-        let mut m = Metrics::default();
-        let mut verdict = Verdict::Livelock;
-        for _ in 0..bound {
-            if let Some(v) = w.ended() {
-                verdict = v;
-                break;
-            }
-            let mut choices = [Choice::Vcpu(0); MAX_VCPUS * 2 + MAX_HOSTS];
-            let n = w.enabled(&mut choices);
-            rng ^= rng << 13;
-            rng ^= rng >> 7;
-            rng ^= rng << 17;
-            let c = choices[(rng % n as u64) as usize];
-            let before = w.clone();
-            w.step(c, &mut m).unwrap();
-            w.check()
-                .unwrap_or_else(|v| panic!("seed {seed}: invariant broken: {v:?}"));
-            W::check_transition(&before, &w).unwrap();
-        }
-        verdicts.insert(verdict.name());
-    }
-    verdicts
+    let mut m = Metrics::default();
+    let mut steps = 0u64;
+    (1..=runs)
+        .map(|seed| {
+            w.run_seeded(seed, bound, &mut m, &mut steps)
+                .unwrap_or_else(|e| panic!("seed {seed}: {e:?}"))
+                .name()
+        })
+        .collect()
 }
 
 fn world(

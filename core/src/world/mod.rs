@@ -224,6 +224,22 @@ pub struct Metrics {
     pub host_demotions: u32,
 }
 
+/// Why a seeded schedule stopped before a verdict.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum ScheduleError {
+    /// A safety invariant broke after the `step`-th step, taking `choice`.
+    Invariant {
+        /// The step number (from 0).
+        step: u32,
+        /// The choice taken.
+        choice: Choice,
+        /// What broke.
+        violation: Violation,
+    },
+    /// The model failed.
+    Model(KvmError),
+}
+
 /// A broken safety invariant (design.md): a bug in a model or a policy.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Violation {
@@ -424,6 +440,50 @@ impl<SS: SeptStorage, KS: KvmStorage> World<SS, KS> {
             }
         }
         Ok(())
+    }
+
+    /// Runs one schedule chosen by `seed` from this state: uniformly among the enabled choices
+    /// (xorshift64), the invariants checked after every step, until the world ends or `bound`
+    /// steps have passed (then: livelock). Adds the steps taken to `steps`.
+    pub fn run_seeded(
+        &self,
+        seed: u64,
+        bound: u32,
+        metrics: &mut Metrics,
+        steps: &mut u64,
+    ) -> Result<Verdict, ScheduleError>
+    where
+        SS: Clone,
+        KS: Clone,
+    {
+        let mut w = self.clone();
+        let mut rng = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+        for step in 0..bound {
+            if let Some(v) = w.ended() {
+                return Ok(v);
+            }
+            let mut choices = [Choice::Vcpu(0); MAX_VCPUS * 2 + MAX_HOSTS];
+            let n = w.enabled(&mut choices);
+            if n == 0 {
+                return Ok(Verdict::Livelock);
+            }
+            rng ^= rng << 13;
+            rng ^= rng >> 7;
+            rng ^= rng << 17;
+            let pick = usize::try_from(rng.checked_rem(n as u64).unwrap_or(0)).unwrap_or(0);
+            let choice = choices.get(pick).copied().unwrap_or(Choice::Vcpu(0));
+            let before = w.clone();
+            w.step(choice, metrics).map_err(ScheduleError::Model)?;
+            *steps = steps.saturating_add(1);
+            w.check()
+                .and_then(|()| Self::check_transition(&before, &w))
+                .map_err(|violation| ScheduleError::Invariant {
+                    step,
+                    choice,
+                    violation,
+                })?;
+        }
+        Ok(Verdict::Livelock)
     }
 
     /// Takes one step.

@@ -12,9 +12,7 @@ use hugesept_core::guest::{Guest, GuestKind};
 use hugesept_core::kvm::{HostOpKind, Kvm, KvmError, Memslot};
 use hugesept_core::policy::PolicyId;
 use hugesept_core::sept::{ModuleProfile, Sept, SeptConfig};
-use hugesept_core::world::{
-    Choice, HostAction, MAX_HOSTS, MAX_SCRIPT, MAX_VCPUS, Metrics, Stepped, Verdict, World,
-};
+use hugesept_core::world::{HostAction, MAX_HOSTS, MAX_SCRIPT, MAX_VCPUS, Metrics, Verdict, World};
 use serde::Deserialize;
 
 pub use storage::{BoxedKvm, BoxedSept, boxed_kvm, boxed_sept};
@@ -393,61 +391,14 @@ pub struct Summary {
     pub steps: u64,
 }
 
-/// Runs one schedule chosen by `seed`: uniformly among the enabled choices, invariants after
-/// every step. Returns the verdict (livelock when it does not end within the bound).
-pub fn run_schedule(
-    start: &ScenarioWorld,
-    seed: u64,
-    bound: u32,
-    metrics: &mut Metrics,
-    steps: &mut u64,
-) -> Result<Verdict, ScenarioError> {
-    let mut w = start.clone();
-    let mut rng = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-    for _ in 0..bound {
-        if let Some(v) = w.ended() {
-            return Ok(v);
-        }
-        let mut choices = [Choice::Vcpu(0); MAX_VCPUS * 2 + MAX_HOSTS];
-        let n = w.enabled(&mut choices);
-        if n == 0 {
-            return Ok(Verdict::Livelock);
-        }
-        rng ^= rng << 13;
-        rng ^= rng >> 7;
-        rng ^= rng << 17;
-        let c = choices[(rng % n as u64) as usize];
-        let before = w.clone();
-        match w.step(c, metrics) {
-            Ok(Stepped::Invalid) => {}
-            Ok(_) => {}
-            Err(e) => return Err(ScenarioError::Model(e.to_string())),
-        }
-        *steps += 1;
-        let broken = w
-            .check()
-            .and_then(|()| ScenarioWorld::check_transition(&before, &w));
-        if let Err(v) = broken {
-            return Err(ScenarioError::Model(format!(
-                "seed {seed}: invariant broken after {c:?}: {v:?}"
-            )));
-        }
-    }
-    Ok(Verdict::Livelock)
-}
-
 /// Runs `scenario` under `schedules` seeds from `first_seed`.
 pub fn run(scenario: &Scenario, first_seed: u64, schedules: u32) -> Result<Summary, ScenarioError> {
     let start = scenario.world()?;
     let mut sum = Summary::default();
     for seed in first_seed..first_seed + u64::from(schedules) {
-        let v = run_schedule(
-            &start,
-            seed,
-            scenario.steps,
-            &mut sum.metrics,
-            &mut sum.steps,
-        )?;
+        let v = start
+            .run_seeded(seed, scenario.steps, &mut sum.metrics, &mut sum.steps)
+            .map_err(|e| ScenarioError::Model(format!("seed {seed}: {e:?}")))?;
         *sum.verdicts.entry(v.name()).or_default() += 1;
         if sum.first_unexpected.is_none() && scenario.expect.is_some_and(|e| e != v) {
             sum.first_unexpected = Some((seed, v.name()));
