@@ -112,6 +112,9 @@ impl Td {
                     }
                     AccessOutcome::Exit(e) => e,
                 },
+                // One vCPU, everything unaccepted: every unit is claimed and accepted in turn.
+                GuestOp::ClaimUnit(_) => return Ok(GuestEvent::UnitClaimed),
+                GuestOp::ReleaseUnit(_) => return Ok(GuestEvent::UnitReleased),
                 GuestOp::Verify {
                     gpa,
                     level,

@@ -20,7 +20,7 @@ use hugesept_core::kvm::{HostOpKind, KvmArrayStorage};
 use hugesept_core::policy::PolicyId;
 use hugesept_core::sept::ArrayStorage;
 use hugesept_core::world::{
-    Choice, HostAction, MAX_HOSTS, MAX_VCPUS, Metrics, Stepped, Verdict, World,
+    Choice, HostAction, MAX_CHOICES, MAX_VCPUS, Metrics, Stepped, Verdict, World,
 };
 
 type W = World<ArrayStorage<1, 2, 3>, KvmArrayStorage<1, 2, 3>>;
@@ -52,7 +52,7 @@ fn explore(w: W) -> Explored {
             terminal[id] = true;
             continue;
         }
-        let mut choices = [Choice::Vcpu(0); MAX_VCPUS * 2 + MAX_HOSTS];
+        let mut choices = [Choice::Vcpu(0); MAX_CHOICES];
         let n = w.enabled(&mut choices);
         for &c in &choices[..n] {
             let mut next = w.clone();
@@ -315,6 +315,29 @@ fn the_invariant_checks_catch_what_they_are_for() {
         Err(Violation::InhibitCleared(_))
     ));
     assert_eq!(W::check_transition(&fresh, &w), Ok(()));
+    // Accepted content that vanishes while no conversion or punch hole names it.
+    let fresh = world(PolicyId::RfcV1, "tdx-1.5", false, &guests, &[], 0);
+    let mut w = fresh.clone();
+    while w.ended().is_none() {
+        w.step(Choice::Vcpu(0), &mut m).unwrap();
+    }
+    assert_eq!(
+        W::check_transition(&w, &fresh),
+        Err(Violation::RemovedOutsideRange(R1))
+    );
+    // A 2M leaf over a range whose guest_memfd folio is 4K.
+    let p = Guest::new(GuestKind::Ovmf, R1, Gpa(R1.raw() + 0x20_0000), 1);
+    let mut w = world(PolicyId::RfcV1, "tdx-1.5", false, &[p], &[], 0);
+    while w.ended().is_none() {
+        w.step(Choice::Vcpu(0), &mut m).unwrap();
+    }
+    assert_eq!(w.mapping_histogram().0, 1 << 21);
+    assert_eq!(w.check(), Ok(()));
+    let mut bad = w.clone();
+    bad.kvm_mut()
+        .set_folio(R1.gfn(), PageLevel::Size4K)
+        .unwrap();
+    assert_eq!(bad.check(), Err(Violation::LeafTooLarge(R1)));
     // A 2M mirror leaf while the TD is not runnable is a violation (checked before anything else).
     let config = SeptConfig::new(Gpa(BASE), 2);
     let sept: Sept<ArrayStorage<1, 2, 3>> = Sept::new(config, ArrayStorage::new()).unwrap();

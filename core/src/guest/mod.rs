@@ -7,15 +7,16 @@
 //! then writes a content marker over what it accepted and checks it at the end, so data the
 //! host lost is noticed; each has a fatal path (the guest panics) where the real one has.
 //!
-//! Not here yet: linux-lazy (its 2 MiB unit bitmap and per-unit lock are shared between vCPUs
-//! and belong to the world) and OVMF's split of ranges across vCPUs (the world gives each vCPU
-//! its chunks).
+//! Two strategies need state shared between vCPUs, which the world keeps: linux-lazy asks the
+//! world for each 2 MiB unit of the pages it uses (the EFI unaccepted-memory bitmap and the lock
+//! that serialises a unit, drivers/firmware/efi/unaccepted_memory.c), and OVMF or td-shim running
+//! on several vCPUs each take every n-th chunk of the range ([`Guest::strided`]).
 
 mod rules;
 
 use core::fmt;
 
-use crate::abi::{AcceptOperand, Gpa, PageLevel, TdxStatus};
+use crate::abi::{AcceptOperand, Gpa, PAGE_SIZE_2M as PAGE_2M, PageLevel, TdxStatus};
 use crate::sept::Content;
 
 pub use rules::Reaction;
@@ -27,6 +28,11 @@ pub enum GuestKind {
     /// 1G → 2M → 4K, levels skipped when misaligned or too short; any non-zero status is a
     /// failure → next level; failure at 4K panics ("Failed to accept memory").
     Linux,
+    /// Linux with lazy accept (drivers/firmware/efi/unaccepted_memory.c `accept_memory`): the
+    /// pages it uses are accepted on demand, one 2 MiB unit at a time: a unit whose bit is set
+    /// in the unaccepted bitmap is claimed under the lock (another vCPU wanting it spins until
+    /// it is done), accepted with Linux's rules over [unit, unit + 2M), then its bit cleared.
+    LinuxLazy,
     /// EDK2 TdxLib AcceptPages.c: 2M → 4K; SIZE_MISMATCH → the 512 smaller pages;
     /// ALREADY_ACCEPTED counted and skipped; BUSY retried up to 3 times.
     Ovmf,
@@ -54,8 +60,9 @@ pub enum GuestKind {
 
 impl GuestKind {
     /// Every strategy this module implements.
-    pub const ALL: [GuestKind; 8] = [
+    pub const ALL: [GuestKind; 9] = [
         GuestKind::Linux,
+        GuestKind::LinuxLazy,
         GuestKind::Ovmf,
         GuestKind::TdShim,
         GuestKind::TdxGuest,
@@ -69,6 +76,7 @@ impl GuestKind {
     pub const fn name(self) -> &'static str {
         match self {
             GuestKind::Linux => "linux",
+            GuestKind::LinuxLazy => "linux-lazy",
             GuestKind::Ovmf => "ovmf",
             GuestKind::TdShim => "td-shim",
             GuestKind::TdxGuest => "tdx-guest",
@@ -87,7 +95,7 @@ impl GuestKind {
     /// The largest level the strategy tries.
     pub const fn max_level(self) -> PageLevel {
         match self {
-            GuestKind::Linux | GuestKind::TdxGuest => PageLevel::Size1G,
+            GuestKind::Linux | GuestKind::LinuxLazy | GuestKind::TdxGuest => PageLevel::Size1G,
             GuestKind::Ovmf | GuestKind::TdShim | GuestKind::Svsm => PageLevel::Size2M,
             GuestKind::Accept4kOnly | GuestKind::TouchFirst | GuestKind::Adversarial => {
                 PageLevel::Size4K
@@ -130,6 +138,11 @@ pub enum GuestOp {
         /// What it should hold.
         content: Content,
     },
+    /// linux-lazy: claim the 2 MiB unit at this GPA in the unaccepted bitmap (spinning while
+    /// another vCPU accepts it).
+    ClaimUnit(Gpa),
+    /// linux-lazy: the unit is accepted; clear its bit and release it.
+    ReleaseUnit(Gpa),
 }
 
 /// What came back to the guest.
@@ -145,6 +158,12 @@ pub enum GuestEvent {
     Wrote,
     /// A verify found every page as written.
     Verified,
+    /// The unit was claimed: its bit is set and this vCPU accepts it now.
+    UnitClaimed,
+    /// The unit's bit is clear: it is accepted already.
+    UnitAccepted,
+    /// The unit's bit is cleared and the claim released.
+    UnitReleased,
     /// A verify found a page that does not hold the marker.
     Mismatch {
         /// The page.
@@ -224,6 +243,14 @@ enum Phase {
         pos: Gpa,
         accepting: bool,
     },
+    /// linux-lazy: asking for the unit at `unit`.
+    Claim {
+        unit: Gpa,
+    },
+    /// linux-lazy: releasing the unit at `unit` after accepting it.
+    Release {
+        unit: Gpa,
+    },
     /// Writing markers at `pos`.
     Mark {
         pos: Gpa,
@@ -235,12 +262,28 @@ enum Phase {
     Ended(GuestEnd),
 }
 
+/// How a range is shared between the vCPUs that accept it together (OVMF's and td-shim's
+/// mailbox: chunks of `1 << chunk_shift` bytes from the start of the range, chunk k to vCPU
+/// k mod `count`; shared/reference/guests.md).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+struct Stride {
+    index: u8,
+    count: u8,
+    chunk_shift: u8,
+}
+
+/// The chunk size OVMF and td-shim give each vCPU: 32 MiB (guests.md).
+pub const MAILBOX_CHUNK_SHIFT: u8 = 25;
+
 /// One vCPU's guest program: a strategy over the range [start, end).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct Guest {
     kind: GuestKind,
     start: Gpa,
     end: Gpa,
+    /// Where the accepting pass stops: `end`, or for linux-lazy the end of the unit claimed.
+    accept_end: Gpa,
+    stride: Stride,
     marker: Content,
     phase: Phase,
     /// The operation in flight, if any.
@@ -256,6 +299,10 @@ impl Guest {
             Phase::Touch {
                 pos: start,
                 accepting: false,
+            }
+        } else if kind == GuestKind::LinuxLazy {
+            Phase::Claim {
+                unit: start.align_down(PageLevel::Size2M),
             }
         } else if kind == GuestKind::Adversarial {
             Phase::Adversary {
@@ -273,6 +320,12 @@ impl Guest {
             kind,
             start,
             end,
+            accept_end: end,
+            stride: Stride {
+                index: 0,
+                count: 1,
+                chunk_shift: MAILBOX_CHUNK_SHIFT,
+            },
             marker: Content::data(tag),
             phase,
             pending: None,
@@ -285,6 +338,27 @@ impl Guest {
     pub fn without_markers(mut self) -> Guest {
         self.marker = Content::NONE;
         self
+    }
+
+    /// The same program sharing its range with `count` vCPUs (this one being `index`): it
+    /// accepts, marks and checks only every `count`-th chunk of `1 << chunk_shift` bytes,
+    /// starting with chunk `index` (OVMF's and td-shim's parallel accept; use
+    /// [`MAILBOX_CHUNK_SHIFT`] for the real 32 MiB). Chunks smaller than 4K, a zero count or
+    /// an index beyond it leave the program as it was.
+    pub fn strided(mut self, index: u8, count: u8, chunk_shift: u8) -> Guest {
+        if count > 0 && index < count && (12..64).contains(&chunk_shift) {
+            self.stride = Stride {
+                index,
+                count,
+                chunk_shift,
+            };
+        }
+        self
+    }
+
+    /// The range [start, end) the program uses.
+    pub fn range(&self) -> (Gpa, Gpa) {
+        (self.start, self.end)
     }
 
     /// The strategy.
@@ -312,8 +386,58 @@ impl Guest {
         step
     }
 
+    /// The chunk number of `pos` (0 when the range is not strided).
+    fn chunk_of(&self, pos: Gpa) -> u64 {
+        pos.raw()
+            .saturating_sub(self.start.raw())
+            .checked_shr(u32::from(self.stride.chunk_shift))
+            .unwrap_or(0)
+    }
+
+    /// `pos`, or the start of this vCPU's next chunk when `pos` lies in another's.
+    fn owned_from(&self, pos: Gpa) -> Gpa {
+        let count = u64::from(self.stride.count);
+        if count <= 1 {
+            return pos;
+        }
+        let chunk = self.chunk_of(pos);
+        let mine = u64::from(self.stride.index);
+        let rem = chunk.checked_rem(count).unwrap_or(0);
+        if rem == mine {
+            return pos;
+        }
+        let ahead = if mine > rem {
+            mine.saturating_sub(rem)
+        } else {
+            count.saturating_sub(rem).saturating_add(mine)
+        };
+        let next = chunk.saturating_add(ahead);
+        Gpa(self.start.raw().saturating_add(
+            next.checked_shl(u32::from(self.stride.chunk_shift))
+                .unwrap_or(u64::MAX),
+        ))
+    }
+
+    /// Where the span `pos` lies in ends: the end of the range (or of the unit being
+    /// accepted), or of the chunk when strided.
+    fn span_end(&self, pos: Gpa, end: Gpa) -> Gpa {
+        if self.stride.count <= 1 {
+            return end;
+        }
+        let next = self.chunk_of(pos).saturating_add(1);
+        let chunk_end = Gpa(self.start.raw().saturating_add(
+            next.checked_shl(u32::from(self.stride.chunk_shift))
+                .unwrap_or(u64::MAX),
+        ));
+        chunk_end.min(end)
+    }
+
     fn remaining(&self, pos: Gpa) -> u64 {
-        self.end.raw().saturating_sub(pos.raw())
+        let end = match self.phase {
+            Phase::Accept { .. } | Phase::Children { .. } | Phase::Zero { .. } => self.accept_end,
+            _ => self.end,
+        };
+        self.span_end(pos, end).raw().saturating_sub(pos.raw())
     }
 
     /// The largest level from `from` down that fits at `pos` (aligned, not too long).
@@ -405,8 +529,17 @@ impl Guest {
         match self.phase {
             Phase::Ended(e) => GuestStep::End(e),
             Phase::Accept { pos, level, .. } => {
-                if pos >= self.end {
+                let pos = self.owned_from(pos);
+                if pos >= self.accept_end {
+                    if self.kind == GuestKind::LinuxLazy {
+                        let unit = Gpa(self.accept_end.raw().saturating_sub(PAGE_2M));
+                        self.phase = Phase::Release { unit };
+                        return GuestStep::Op(GuestOp::ReleaseUnit(unit));
+                    }
                     return self.accepted();
+                }
+                if let Phase::Accept { pos: p, .. } = &mut self.phase {
+                    *p = pos;
                 }
                 match self.fitting_level(pos, level) {
                     Some(l) => {
@@ -448,7 +581,16 @@ impl Guest {
                     GuestStep::Op(GuestOp::Read(pos))
                 }
             }
+            Phase::Claim { unit } => {
+                if unit >= self.end {
+                    return self.accepted();
+                }
+                GuestStep::Op(GuestOp::ClaimUnit(unit))
+            }
+            Phase::Release { unit } => GuestStep::Op(GuestOp::ReleaseUnit(unit)),
             Phase::Mark { pos } => {
+                let pos = self.owned_from(pos);
+                self.phase = Phase::Mark { pos };
                 if pos >= self.end {
                     self.phase = Phase::Verify { pos: self.start };
                     return self.plan();
@@ -460,6 +602,8 @@ impl Guest {
                 })
             }
             Phase::Verify { pos } => {
+                let pos = self.owned_from(pos);
+                self.phase = Phase::Verify { pos };
                 if pos >= self.end {
                     return self.end_with(GuestEnd::Done);
                 }
@@ -623,6 +767,22 @@ impl Guest {
                         accepting: true,
                     },
                     _ => Phase::Ended(GuestEnd::Panic { op: a, status: s }),
+                };
+            }
+            (Phase::Claim { unit }, GuestOp::ClaimUnit(_), GuestEvent::UnitClaimed) => {
+                // unaccepted_memory.c: arch_accept_memory over the unit, Linux's rules.
+                self.accept_end = Gpa(unit.raw().saturating_add(PAGE_2M));
+                self.phase = Phase::Accept {
+                    pos: unit,
+                    level: self.kind.max_level(),
+                    retries: 0,
+                };
+            }
+            (Phase::Claim { unit }, GuestOp::ClaimUnit(_), GuestEvent::UnitAccepted)
+            | (Phase::Release { unit }, GuestOp::ReleaseUnit(_), GuestEvent::UnitReleased) => {
+                self.accept_end = self.end;
+                self.phase = Phase::Claim {
+                    unit: Gpa(unit.raw().saturating_add(PAGE_2M)),
                 };
             }
             (Phase::Mark { pos }, GuestOp::Write { level, .. }, GuestEvent::Wrote) => {

@@ -30,7 +30,7 @@ pub fn react(kind: GuestKind, level: PageLevel, status: TdxStatus, retries: u8) 
     }
     match kind {
         // tdx-shared.c try_accept_one: any non-zero status fails this level.
-        GuestKind::Linux => {
+        GuestKind::Linux | GuestKind::LinuxLazy => {
             if smallest {
                 Reaction::Panic
             } else {

@@ -256,6 +256,30 @@ impl FaultPath {
         })
     }
 
+    /// KVM_TDX_INIT_MEM_REGION for `gfn`: the initial image page mapped at 4K and added with
+    /// TDH.MEM.PAGE.ADD (tdx_gmem_post_populate → kvm_tdp_map_page). Only before
+    /// finalization; after, the ioctl fails (None).
+    pub fn init_mem_region(gfn: Gfn, op_state: OpState) -> Option<FaultPath> {
+        (op_state == OpState::BuildTime).then_some(FaultPath {
+            fault: Fault {
+                gfn,
+                max_level: PageLevel::Size4K,
+                prefetch: true,
+            },
+            phase: Phase::FaultIn,
+        })
+    }
+
+    /// The GFN the path faults on.
+    pub fn gfn(&self) -> Gfn {
+        self.fault.gfn
+    }
+
+    /// Whether the exit has been decoded (the policy has seen it).
+    pub fn decoded(&self) -> bool {
+        !matches!(self.phase, Phase::Start(_))
+    }
+
     /// Whether the path has ended, and how.
     pub fn ended(&self) -> Option<FaultEnd> {
         match self.phase {

@@ -102,6 +102,33 @@ impl HostOperation {
         self.kind
     }
 
+    /// The range [start, end) the operation names.
+    pub fn range(&self) -> (Gfn, Gfn) {
+        (self.start, self.end)
+    }
+
+    /// The range whose private pages the operation removes (conversions to shared and punch
+    /// holes), if any.
+    pub fn removes(&self) -> Option<(Gfn, Gfn)> {
+        match self.kind {
+            HostOpKind::ConvertToShared | HostOpKind::PunchHole => Some((self.start, self.end)),
+            HostOpKind::ConvertToPrivate | HostOpKind::SplitBoundaries => None,
+        }
+    }
+
+    /// A short name of the phase, for traces.
+    pub fn phase_name(&self) -> &'static str {
+        match self.phase {
+            Phase::Queue => "queued",
+            Phase::Lock => "take mmu_lock for write",
+            Phase::Split { .. } => "split across a boundary",
+            Phase::Remove { .. } => "remove private leaves",
+            Phase::Attributes => "set attributes",
+            Phase::Unlock(_) => "release mmu_lock",
+            Phase::Ended(_) => "ended",
+        }
+    }
+
     /// SEAMCALLs issued, demotions, and leaves removed so far.
     pub fn counts(&self) -> (u32, u32, u32) {
         (self.seamcalls, self.demotions, self.removals)

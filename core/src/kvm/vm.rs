@@ -253,6 +253,8 @@ pub enum KvmError {
     Policy(crate::policy::PolicyError),
     /// A world with more vCPUs, host actors or script actions than it holds.
     WorldTooLarge,
+    /// A range that is misaligned or beyond what the world tracks.
+    BadRange,
 }
 
 impl From<SeptError> for KvmError {
@@ -816,8 +818,9 @@ impl KvmError {
                 "policy explicit-demotion needs the explicit-demotion module profile"
             }
             KvmError::WorldTooLarge => {
-                "more vCPUs, host actors or script actions than a world holds"
+                "more vCPUs, stages, host actors or script actions than a world holds"
             }
+            KvmError::BadRange => "a range that is misaligned or beyond what the world tracks",
         }
     }
 }

@@ -736,6 +736,54 @@ impl<S: SeptStorage> Sept<S> {
         }
     }
 
+    fn entries_of(&self, r: &Region) -> Result<Option<&[Entry4K]>, SeptError> {
+        Ok(match r.table.index() {
+            Some(t) => Some(&self.table(t)?.entries[..]),
+            None => None,
+        })
+    }
+
+    /// The first page (in GPA order) whose content `self` holds and `after` lost (reads as
+    /// never written) where `allowed` does not permit it; regions whose record and table are
+    /// unchanged are skipped. Both must be over the same window.
+    pub fn first_lost_content(
+        &self,
+        after: &Sept<S>,
+        allowed: impl Fn(Gpa) -> bool,
+    ) -> Result<Option<Gpa>, SeptError> {
+        for (i, (was, is)) in self
+            .storage
+            .regions()
+            .iter()
+            .zip(after.storage.regions())
+            .enumerate()
+        {
+            let tw = self.entries_of(was)?;
+            let ti = after.entries_of(is)?;
+            if was.content == is.content && tw == ti {
+                continue;
+            }
+            let base = self
+                .config
+                .base
+                .raw()
+                .saturating_add((i as u64) << PageLevel::Size2M.shift());
+            let content = |t: Option<&[Entry4K]>, r: &Region, p: usize| match t {
+                Some(t) => t.get(p).map_or(Content::NONE, |e| e.content),
+                None => r.content,
+            };
+            for p in 0..crate::abi::ENTRIES_PER_TABLE as usize {
+                if content(tw, was, p) != Content::NONE && content(ti, is, p) == Content::NONE {
+                    let gpa = Gpa(base.saturating_add((p as u64) << 12));
+                    if !allowed(gpa) {
+                        return Ok(Some(gpa));
+                    }
+                }
+            }
+        }
+        Ok(None)
+    }
+
     // ----- content and table pool -----
 
     /// Takes a table from the pool for region `owner`.

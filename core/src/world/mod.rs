@@ -8,6 +8,10 @@
 //! explorer all drive the same transitions. A step that has to wait (mmu_lock, a kick) says so. The state is `Clone + Eq + Hash`; counters live in [`Metrics`],
 //! outside it, so equal states compare equal.
 
+mod schedule;
+
+pub use schedule::{Limits, MAX_PCT_DEPTH, PctScheduler, RandomScheduler, Rng, Scheduler};
+
 use crate::abi::{Gfn, Gpa, PageLevel};
 use crate::guest::{Guest, GuestEnd, GuestEvent, GuestOp, GuestStep};
 use crate::kvm::{
@@ -25,6 +29,13 @@ pub const MAX_VCPUS: usize = 4;
 pub const MAX_HOSTS: usize = 2;
 /// Actions in one host script at most.
 pub const MAX_SCRIPT: usize = 8;
+/// Choices enabled at once at most: each vCPU's step and interrupt, each host actor's step.
+pub const MAX_CHOICES: usize = MAX_VCPUS * 2 + MAX_HOSTS;
+/// Stages (guest programs run one after another, e.g. firmware then kernel) per vCPU at most.
+pub const MAX_STAGES: usize = 3;
+/// 2 MiB units the lazy-accept bitmap tracks (from the window's base).
+pub const MAX_LAZY_UNITS: usize = 256;
+const LAZY_WORDS: usize = MAX_LAZY_UNITS / 64;
 /// 4K pages a 2M accept zeroes before an interrupt it was given lands.
 pub const INTERRUPT_AFTER_PAGES: u32 = 128;
 
@@ -42,6 +53,18 @@ pub enum HostAction {
     },
     /// KVM_PRE_FAULT_MEMORY of one GFN.
     Prefetch(Gfn),
+    /// KVM_TDX_INIT_MEM_REGION over [start, end) at build time: each page mapped at 4K and
+    /// added (TDH.MEM.PAGE.ADD) with the image's content.
+    InitMemRegion {
+        /// First GFN.
+        start: Gfn,
+        /// One past the last.
+        end: Gfn,
+    },
+    /// KVM_TDX_FINALIZE_VM (TDH.MR.FINALIZE): the TD becomes runnable and its vCPUs start.
+    Finalize,
+    /// Wait until every vCPU has finished its first `n` stages (e.g. the firmware).
+    AwaitStage(u8),
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -49,6 +72,51 @@ enum HostRun {
     Idle,
     Operation(HostOperation),
     Prefetch(FaultPath),
+    InitMem {
+        path: FaultPath,
+        next: Gfn,
+        end: Gfn,
+    },
+    Await(u8),
+}
+
+/// The EFI unaccepted-memory bitmap Linux lazy accept keeps (drivers/firmware/efi/
+/// unaccepted_memory.c): one bit per 2 MiB unit still to accept, and the units a vCPU has
+/// claimed and is accepting (the kernel's `accepting_list`, taken under its spinlock).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
+pub struct UnitBitmap {
+    unaccepted: [u64; LAZY_WORDS],
+    claimed: [u64; LAZY_WORDS],
+}
+
+impl UnitBitmap {
+    fn slot(base: Gpa, unit: Gpa) -> Option<(usize, u64)> {
+        let idx = unit.raw().checked_sub(base.raw())? >> 21;
+        let idx = usize::try_from(idx).ok()?;
+        (idx < MAX_LAZY_UNITS).then_some((idx / 64, 1u64 << (idx % 64)))
+    }
+
+    fn get(words: &[u64; LAZY_WORDS], slot: Option<(usize, u64)>) -> bool {
+        slot.and_then(|(w, b)| words.get(w).map(|x| x & b != 0))
+            .unwrap_or(false)
+    }
+
+    fn set(words: &mut [u64; LAZY_WORDS], slot: Option<(usize, u64)>, on: bool) {
+        if let Some((w, b)) = slot
+            && let Some(x) = words.get_mut(w)
+        {
+            if on {
+                *x |= b;
+            } else {
+                *x &= !b;
+            }
+        }
+    }
+
+    /// Units still to accept.
+    pub fn unaccepted_units(&self) -> u32 {
+        self.unaccepted.iter().map(|w| w.count_ones()).sum()
+    }
 }
 
 /// A host actor: a script run action by action.
@@ -58,6 +126,19 @@ pub struct HostActor {
     next: u8,
     run: HostRun,
     prefetch_state: VcpuPolicyState,
+}
+
+/// What a host actor is doing, for traces.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum HostActivity {
+    /// Between actions (or done).
+    Idle,
+    /// A conversion, punch hole or split in this phase.
+    Operation(HostOperation),
+    /// A prefetch or an init-mem-region page in the fault path.
+    Fault(FaultPath),
+    /// Waiting for the vCPUs to finish this many stages.
+    Await(u8),
 }
 
 impl HostActor {
@@ -75,7 +156,26 @@ impl HostActor {
         }
     }
 
-    fn done(&self) -> bool {
+    /// What it is doing.
+    pub fn activity(&self) -> HostActivity {
+        match self.run {
+            HostRun::Idle => HostActivity::Idle,
+            HostRun::Operation(op) => HostActivity::Operation(op),
+            HostRun::Prefetch(p) | HostRun::InitMem { path: p, .. } => HostActivity::Fault(p),
+            HostRun::Await(n) => HostActivity::Await(n),
+        }
+    }
+
+    /// The range of guest memory its current operation may remove pages from.
+    fn removing(&self) -> Option<(Gfn, Gfn)> {
+        match self.run {
+            HostRun::Operation(op) => op.removes(),
+            _ => None,
+        }
+    }
+
+    /// Whether its script is done.
+    pub fn done(&self) -> bool {
         self.run == HostRun::Idle
             && self
                 .script
@@ -118,12 +218,39 @@ pub enum VcpuState {
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct VcpuActor {
     guest: Guest,
+    /// The stages still to run after `guest`, in order.
+    later: [Option<Guest>; MAX_STAGES - 1],
+    stage: u8,
     state: VcpuState,
     policy: VcpuPolicyState,
     interrupts_left: u8,
 }
 
 impl VcpuActor {
+    /// The stage it runs (from 0).
+    pub fn stage(&self) -> u8 {
+        self.stage
+    }
+
+    /// Its policy state (per-vCPU request windows).
+    pub fn policy_state(&self) -> VcpuPolicyState {
+        self.policy
+    }
+
+    fn stage_count(&self) -> u8 {
+        let later = self.later.iter().flatten().count();
+        u8::try_from(later).unwrap_or(0).saturating_add(1)
+    }
+
+    /// How many of its stages are done (a guest that ended badly counts as done with all).
+    fn stages_done(&self) -> u8 {
+        match self.state {
+            VcpuState::Finished(_) | VcpuState::Stopped(_) => self.stage_count(),
+            _ if self.guest.ended() == Some(GuestEnd::Done) => self.stage.saturating_add(1),
+            _ => self.stage,
+        }
+    }
+
     /// Where it is.
     pub fn state(&self) -> VcpuState {
         self.state
@@ -253,6 +380,13 @@ pub enum Violation {
     Model(KvmError),
     /// A GUEST_INHIBIT bit was cleared (it is one-way).
     InhibitCleared(Gpa),
+    /// Accepted content vanished from a page no conversion or punch hole in progress names.
+    RemovedOutsideRange(Gpa),
+    /// A leaf larger than the guest_memfd folio, or over a range whose attributes are mixed.
+    LeafTooLarge(Gpa),
+    /// A vCPU holds a per-vCPU request window that no fault of its own recorded (it outlived
+    /// its fault or names memory the vCPU never faulted on).
+    StrayPolicyState(u8),
 }
 
 /// The world.
@@ -265,6 +399,7 @@ pub struct World<SS, KS> {
     hosts: [Option<HostActor>; MAX_HOSTS],
     /// Whether the last entry of each vCPU followed an exit (for the zero-step count).
     reentered: [bool; MAX_VCPUS],
+    lazy: UnitBitmap,
 }
 
 impl<SS: SeptStorage, KS: KvmStorage> World<SS, KS> {
@@ -272,27 +407,69 @@ impl<SS: SeptStorage, KS: KvmStorage> World<SS, KS> {
     /// entering the guest, and one host actor per script. `interrupts` is how many interrupts
     /// each vCPU may receive during 2M accepts (bounded, so the world stays finite).
     pub fn new(
-        mut sept: Sept<SS>,
+        sept: Sept<SS>,
         kvm: Kvm<KS>,
         policy: PolicyId,
         guests: &[Guest],
         scripts: &[&[HostAction]],
         interrupts: u8,
     ) -> Result<Self, KvmError> {
+        let mut programs: [&[Guest]; MAX_VCPUS] = [&[]; MAX_VCPUS];
+        if guests.len() > MAX_VCPUS {
+            return Err(KvmError::WorldTooLarge);
+        }
+        for (p, g) in programs.iter_mut().zip(guests) {
+            *p = core::slice::from_ref(g);
+        }
+        let n = guests.len();
+        Self::with_programs(
+            sept,
+            kvm,
+            policy,
+            programs.get(..n).unwrap_or(&[]),
+            scripts,
+            interrupts,
+        )
+    }
+
+    /// Like [`World::new`], with a program of up to [`MAX_STAGES`] guests per vCPU, run one
+    /// after another: stage k+1 starts on any vCPU only once every vCPU has finished its
+    /// stages up to k (firmware hands over to the kernel on all CPUs). A vCPU whose program is
+    /// empty is refused. Before the TD is finalized (a host script's `Finalize`), vCPUs wait.
+    pub fn with_programs(
+        mut sept: Sept<SS>,
+        kvm: Kvm<KS>,
+        policy: PolicyId,
+        programs: &[&[Guest]],
+        scripts: &[&[HostAction]],
+        interrupts: u8,
+    ) -> Result<Self, KvmError> {
         policy
             .check_profile(sept.profile())
             .map_err(KvmError::Policy)?;
-        if guests.len() > MAX_VCPUS
+        if programs.len() > MAX_VCPUS
+            || programs
+                .iter()
+                .any(|p| p.is_empty() || p.len() > MAX_STAGES)
             || scripts.len() > MAX_HOSTS
             || scripts.iter().any(|s| s.len() > MAX_SCRIPT)
         {
             return Err(KvmError::WorldTooLarge);
         }
         let mut vcpus = [None; MAX_VCPUS];
-        for (slot, g) in vcpus.iter_mut().zip(guests) {
+        for (slot, program) in vcpus.iter_mut().zip(programs) {
+            let Some((first, rest)) = program.split_first() else {
+                return Err(KvmError::WorldTooLarge);
+            };
+            let mut later = [None; MAX_STAGES - 1];
+            for (l, g) in later.iter_mut().zip(rest) {
+                *l = Some(*g);
+            }
             let ticket = sept.vcpu_enter()?;
             *slot = Some(VcpuActor {
-                guest: *g,
+                guest: *first,
+                later,
+                stage: 0,
                 state: VcpuState::InGuest {
                     ticket,
                     kicked: false,
@@ -312,7 +489,51 @@ impl<SS: SeptStorage, KS: KvmStorage> World<SS, KS> {
             vcpus,
             hosts,
             reentered: [false; MAX_VCPUS],
+            lazy: UnitBitmap::default(),
         })
+    }
+
+    /// Marks the 2 MiB units of [start, end) (2 MiB aligned, inside the first
+    /// [`MAX_LAZY_UNITS`] units of the window) as unaccepted in the lazy-accept bitmap: the
+    /// memory the firmware left for the kernel to accept on demand.
+    pub fn set_unaccepted(&mut self, start: Gpa, end: Gpa) -> Result<(), KvmError> {
+        let base = self.sept.config().base;
+        if !start.is_aligned(PageLevel::Size2M) || !end.is_aligned(PageLevel::Size2M) {
+            return Err(KvmError::BadRange);
+        }
+        let mut unit = start;
+        while unit < end {
+            let slot = UnitBitmap::slot(base, unit).ok_or(KvmError::BadRange)?;
+            if !self.sept.contains(unit) {
+                return Err(KvmError::BadRange);
+            }
+            UnitBitmap::set(&mut self.lazy.unaccepted, Some(slot), true);
+            unit = Gpa(unit.raw().saturating_add(crate::abi::PAGE_SIZE_2M));
+        }
+        Ok(())
+    }
+
+    /// The lazy-accept bitmap.
+    pub fn unit_bitmap(&self) -> &UnitBitmap {
+        &self.lazy
+    }
+
+    /// The host actors.
+    pub fn hosts(&self) -> impl Iterator<Item = &HostActor> {
+        self.hosts.iter().flatten()
+    }
+
+    /// The policy.
+    pub fn policy(&self) -> PolicyId {
+        self.policy
+    }
+
+    /// Whether every vCPU has finished its first `n` stages (or all it has).
+    fn stages_reached(&self, n: u8) -> bool {
+        self.vcpus
+            .iter()
+            .flatten()
+            .all(|v| v.stages_done() >= n.min(v.stage_count()))
     }
 
     /// The TDX module model.
@@ -325,6 +546,12 @@ impl<SS: SeptStorage, KS: KvmStorage> World<SS, KS> {
         &self.kvm
     }
 
+    /// KVM's state, to arrange a state by hand (tests and tools); nothing checks the change
+    /// until [`World::check`] runs.
+    pub fn kvm_mut(&mut self) -> &mut Kvm<KS> {
+        &mut self.kvm
+    }
+
     /// The vCPUs.
     pub fn vcpus(&self) -> impl Iterator<Item = &VcpuActor> {
         self.vcpus.iter().flatten()
@@ -332,7 +559,7 @@ impl<SS: SeptStorage, KS: KvmStorage> World<SS, KS> {
 
     /// The choices that can be taken now (some may turn out blocked). Returns how many were
     /// written to `out`.
-    pub fn enabled(&self, out: &mut [Choice; MAX_VCPUS * 2 + MAX_HOSTS]) -> usize {
+    pub fn enabled(&self, out: &mut [Choice; MAX_CHOICES]) -> usize {
         let mut n = 0usize;
         let mut push = |c: Choice| {
             if let Some(slot) = out.get_mut(n) {
@@ -393,9 +620,36 @@ impl<SS: SeptStorage, KS: KvmStorage> World<SS, KS> {
         Some(verdict)
     }
 
-    /// Checks the safety invariants that hold after every step: no mapping above 4K before the
-    /// TD is runnable, the S-EPT model consistent, the mirror agreeing with the S-EPT.
+    /// Checks the safety invariants that hold after every step (shared/design.md): no mapping
+    /// above 4K before the TD is runnable, no 2M leaf above a 4K folio or over mixed
+    /// attributes, per-vCPU policy state only for the fault that recorded it, the S-EPT model
+    /// consistent, the mirror agreeing with the S-EPT.
     pub fn check(&self) -> Result<(), Violation> {
+        let config = self.sept.config();
+        for r in 0..u64::from(config.regions) {
+            let gpa = Gpa(config.base.raw().saturating_add(r << 21));
+            if let Some(region) = self.kvm.region_of(gpa.gfn())
+                && region.mirror.is_leaf()
+                && (region.folio == PageLevel::Size4K || region.attrs == crate::kvm::Attrs::Mixed)
+            {
+                return Err(Violation::LeafTooLarge(gpa));
+            }
+        }
+        for (i, v) in self.vcpus.iter().enumerate() {
+            let Some(v) = v else { continue };
+            // rfc-v1's window is set for the fault being handled; the next exit resets it
+            // before anything consults it. While a decoded fault is in flight, a window must
+            // cover its GFN.
+            if let VcpuState::InHost(path) = v.state
+                && path.decoded()
+                && v.policy.request_level.is_some()
+                && !v.policy.in_window(path.gfn())
+            {
+                return Err(Violation::StrayPolicyState(
+                    u8::try_from(i).unwrap_or(u8::MAX),
+                ));
+            }
+        }
         if !self.runnable() {
             let config = self.sept.config();
             for r in 0..u64::from(config.regions) {
@@ -420,9 +674,12 @@ impl<SS: SeptStorage, KS: KvmStorage> World<SS, KS> {
         Ok(())
     }
 
-    /// Checks the invariants that relate a state to the next: GUEST_INHIBIT never clears.
+    /// Checks the invariants that relate a state to the next: GUEST_INHIBIT never clears;
+    /// accepted content disappears only inside the range of a conversion to shared or a punch
+    /// hole in progress (before or after the step).
     pub fn check_transition(before: &Self, after: &Self) -> Result<(), Violation> {
         let config = before.sept.config();
+
         for r in 0..u64::from(config.regions) {
             let gpa = Gpa(config.base.raw().saturating_add(r << 21));
             for level in [PageLevel::Size2M, PageLevel::Size1G] {
@@ -438,6 +695,26 @@ impl<SS: SeptStorage, KS: KvmStorage> World<SS, KS> {
                     return Err(Violation::InhibitCleared(gpa.align_down(level)));
                 }
             }
+        }
+        let mut ranges = [None; MAX_HOSTS * 2];
+        for (slot, h) in ranges
+            .iter_mut()
+            .zip(before.hosts.iter().chain(after.hosts.iter()))
+        {
+            *slot = h.as_ref().and_then(HostActor::removing);
+        }
+        let lost = before
+            .sept
+            .first_lost_content(&after.sept, |gpa| {
+                let g = gpa.gfn();
+                ranges
+                    .iter()
+                    .flatten()
+                    .any(|&(s, e)| g.raw() >= s.raw() && g.raw() < e.raw())
+            })
+            .map_err(|e| Violation::Model(KvmError::Sept(e)))?;
+        if let Some(gpa) = lost {
+            return Err(Violation::RemovedOutsideRange(gpa));
         }
         Ok(())
     }
@@ -456,24 +733,49 @@ impl<SS: SeptStorage, KS: KvmStorage> World<SS, KS> {
         SS: Clone,
         KS: Clone,
     {
+        self.run_schedule(
+            &mut RandomScheduler::new(seed),
+            Limits::steps(bound),
+            metrics,
+            steps,
+            |_, _| {},
+        )
+    }
+
+    /// Runs one schedule from this state, `scheduler` picking each choice: the invariants
+    /// checked after every step, `on_step` told every choice taken (the trace), until the
+    /// world ends — or it is a livelock: no choice enabled, `limits.patience` steps in a row
+    /// without progress, or `limits.bound` steps in all. Adds the steps taken to `steps`.
+    pub fn run_schedule<Sch: Scheduler>(
+        &self,
+        scheduler: &mut Sch,
+        limits: Limits,
+        metrics: &mut Metrics,
+        steps: &mut u64,
+        mut on_step: impl FnMut(Choice, Stepped),
+    ) -> Result<Verdict, ScheduleError>
+    where
+        SS: Clone,
+        KS: Clone,
+    {
         let mut w = self.clone();
-        let mut rng = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-        for step in 0..bound {
+        let mut before = self.clone();
+        let mut idle = 0u32;
+        for step in 0..limits.bound {
             if let Some(v) = w.ended() {
                 return Ok(v);
             }
-            let mut choices = [Choice::Vcpu(0); MAX_VCPUS * 2 + MAX_HOSTS];
+            let mut choices = [Choice::Vcpu(0); MAX_CHOICES];
             let n = w.enabled(&mut choices);
-            if n == 0 {
+            let Some(enabled) = choices.get(..n).filter(|c| !c.is_empty()) else {
                 return Ok(Verdict::Livelock);
-            }
-            rng ^= rng << 13;
-            rng ^= rng >> 7;
-            rng ^= rng << 17;
-            let pick = usize::try_from(rng.checked_rem(n as u64).unwrap_or(0)).unwrap_or(0);
-            let choice = choices.get(pick).copied().unwrap_or(Choice::Vcpu(0));
-            let before = w.clone();
-            w.step(choice, metrics).map_err(ScheduleError::Model)?;
+            };
+            let pick = scheduler.pick(step, enabled);
+            let choice = enabled.get(pick).copied().unwrap_or(Choice::Vcpu(0));
+            before.clone_from(&w);
+            let stepped = w.step(choice, metrics).map_err(ScheduleError::Model)?;
+            scheduler.feedback(choice, stepped);
+            on_step(choice, stepped);
             *steps = steps.saturating_add(1);
             w.check()
                 .and_then(|()| Self::check_transition(&before, &w))
@@ -482,8 +784,22 @@ impl<SS: SeptStorage, KS: KvmStorage> World<SS, KS> {
                     choice,
                     violation,
                 })?;
+            idle = match stepped {
+                Stepped::Moved { progress: true } => 0,
+                _ => idle.saturating_add(1),
+            };
+            if idle >= limits.patience {
+                return Ok(Verdict::Livelock);
+            }
         }
-        Ok(Verdict::Livelock)
+        Ok(w.ended().unwrap_or(Verdict::Livelock))
+    }
+
+    /// Whether `choice` is enabled now.
+    pub fn is_enabled(&self, choice: Choice) -> bool {
+        let mut choices = [Choice::Vcpu(0); MAX_CHOICES];
+        let n = self.enabled(&mut choices);
+        choices.get(..n).is_some_and(|c| c.contains(&choice))
     }
 
     /// Takes one step.
@@ -529,8 +845,64 @@ impl<SS: SeptStorage, KS: KvmStorage> World<SS, KS> {
                             None => HostRun::Idle,
                         }
                     }
+                    HostAction::InitMemRegion { start, end } => {
+                        match FaultPath::init_mem_region(start, self.sept.op_state()) {
+                            Some(path) if start < end => HostRun::InitMem {
+                                path,
+                                next: Gfn(start.raw().saturating_add(1)),
+                                end,
+                            },
+                            // Refused after finalization (or an empty range).
+                            _ => HostRun::Idle,
+                        }
+                    }
+                    HostAction::Finalize => {
+                        // TDH.MR.FINALIZE; KVM_TDX_FINALIZE_VM refuses a second time.
+                        let _ = self.sept.finalize();
+                        HostRun::Idle
+                    }
+                    HostAction::AwaitStage(n) => HostRun::Await(n),
                 };
                 Stepped::Moved { progress: false }
+            }
+            HostRun::Await(n) => {
+                if !self.stages_reached(n) {
+                    return Ok(Stepped::Blocked);
+                }
+                h.run = HostRun::Idle;
+                Stepped::Moved { progress: true }
+            }
+            HostRun::InitMem {
+                mut path,
+                next,
+                end,
+            } => {
+                let mut ctx = FaultCtx {
+                    kvm: &mut self.kvm,
+                    sept: &mut self.sept,
+                    policy: &self.policy,
+                    vcpu: &mut h.prefetch_state,
+                    event_pending: true,
+                    stats: &mut m.fault,
+                };
+                match path.step(&mut ctx)? {
+                    FaultStep::Progress => {
+                        h.run = HostRun::InitMem { path, next, end };
+                        Stepped::Moved { progress: false }
+                    }
+                    FaultStep::Blocked => return Ok(Stepped::Blocked),
+                    FaultStep::Done(_) => {
+                        h.run = match FaultPath::init_mem_region(next, self.sept.op_state()) {
+                            Some(path) if next < end => HostRun::InitMem {
+                                path,
+                                next: Gfn(next.raw().saturating_add(1)),
+                                end,
+                            },
+                            _ => HostRun::Idle,
+                        };
+                        Stepped::Moved { progress: true }
+                    }
+                }
             }
             HostRun::Operation(mut op) => match op.step(&mut self.kvm, &mut self.sept)? {
                 HostStep::Progress => {
@@ -652,6 +1024,10 @@ impl<SS: SeptStorage, KS: KvmStorage> World<SS, KS> {
                 if interrupt.is_some() {
                     return Ok(Stepped::Invalid);
                 }
+                // TDH.VP.ENTER needs a finalized TD: until then the vCPU thread waits.
+                if !self.runnable() {
+                    return Ok(Stepped::Blocked);
+                }
                 self.guest_op(v, i, ticket, m)
             }
             VcpuState::InTdcall { ticket, op, kicked } => {
@@ -741,6 +1117,20 @@ impl<SS: SeptStorage, KS: KvmStorage> World<SS, KS> {
         m: &mut Metrics,
     ) -> Result<Stepped, KvmError> {
         let op = match v.guest.next_op() {
+            GuestStep::End(GuestEnd::Done) if v.later.iter().any(Option::is_some) => {
+                // The next stage starts once every vCPU is through this one.
+                if !self.stages_reached(v.stage.saturating_add(1)) {
+                    return Ok(Stepped::Blocked);
+                }
+                let next = v.later.first_mut().and_then(Option::take);
+                // The rest move forward; the emptied slot goes last.
+                v.later.rotate_left(1);
+                if let Some(g) = next {
+                    v.guest = g;
+                    v.stage = v.stage.saturating_add(1);
+                }
+                return Ok(Stepped::Moved { progress: true });
+            }
             GuestStep::End(e) => {
                 self.sept.vcpu_exit(ticket)?;
                 v.state = VcpuState::Finished(e);
@@ -767,6 +1157,30 @@ impl<SS: SeptStorage, KS: KvmStorage> World<SS, KS> {
                         Ok(Stepped::Moved { progress: false })
                     }
                 };
+            }
+            GuestOp::ClaimUnit(unit) => {
+                // unaccepted_memory.c accept_memory: under the lock, a unit another CPU is
+                // accepting makes this one spin (retry); a set bit is claimed; a clear one is
+                // done.
+                let slot = UnitBitmap::slot(self.sept.config().base, unit);
+                if UnitBitmap::get(&self.lazy.claimed, slot) {
+                    return Ok(Stepped::Blocked);
+                }
+                let ev = if UnitBitmap::get(&self.lazy.unaccepted, slot) {
+                    UnitBitmap::set(&mut self.lazy.claimed, slot, true);
+                    GuestEvent::UnitClaimed
+                } else {
+                    GuestEvent::UnitAccepted
+                };
+                self.retired(v, i, ev);
+                return Ok(Stepped::Moved { progress: true });
+            }
+            GuestOp::ReleaseUnit(unit) => {
+                let slot = UnitBitmap::slot(self.sept.config().base, unit);
+                UnitBitmap::set(&mut self.lazy.unaccepted, slot, false);
+                UnitBitmap::set(&mut self.lazy.claimed, slot, false);
+                self.retired(v, i, GuestEvent::UnitReleased);
+                return Ok(Stepped::Moved { progress: true });
             }
             GuestOp::Read(gpa) => self.sept.guest_read(gpa)?,
             GuestOp::Write {

@@ -1,0 +1,176 @@
+//! Schedulers that pick among a world's enabled choices: uniform random, and PCT
+//! (probabilistic concurrency testing, Burckhardt et al., ASPLOS 2010: random actor
+//! priorities, `depth - 1` random points where the running actor drops to the lowest
+//! priority). Both are seeded and deterministic; both are told when a step was blocked, so
+//! neither spins on an actor that waits.
+
+use super::{Choice, MAX_HOSTS, MAX_VCPUS, Stepped};
+
+/// Actors a schedule tells apart: the vCPUs, then the host actors.
+const ACTORS: usize = MAX_VCPUS + MAX_HOSTS;
+
+/// A strategy for picking the next choice.
+pub trait Scheduler {
+    /// The index into `choices` (never empty) to take at step `step`.
+    fn pick(&mut self, step: u32, choices: &[Choice]) -> usize;
+    /// What the picked choice did.
+    fn feedback(&mut self, _choice: Choice, _stepped: Stepped) {}
+}
+
+/// xorshift64: small, fast, deterministic.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Rng(u64);
+
+impl Rng {
+    /// A generator for `seed` (any value, zero included).
+    pub const fn new(seed: u64) -> Rng {
+        Rng(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1)
+    }
+
+    /// The next value.
+    pub fn next_u64(&mut self) -> u64 {
+        let mut x = self.0;
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        self.0 = x;
+        x
+    }
+
+    /// A value below `n` (0 when `n` is 0).
+    pub fn below(&mut self, n: u64) -> u64 {
+        self.next_u64().checked_rem(n).unwrap_or(0)
+    }
+}
+
+/// Uniform choice among the enabled choices.
+#[derive(Clone, Copy, Debug)]
+pub struct RandomScheduler(Rng);
+
+impl RandomScheduler {
+    /// Seeded.
+    pub const fn new(seed: u64) -> Self {
+        RandomScheduler(Rng::new(seed))
+    }
+}
+
+impl Scheduler for RandomScheduler {
+    fn pick(&mut self, _step: u32, choices: &[Choice]) -> usize {
+        usize::try_from(self.0.below(choices.len() as u64)).unwrap_or(0)
+    }
+}
+
+/// The actor a choice belongs to.
+fn actor(c: Choice) -> usize {
+    match c {
+        Choice::Vcpu(i) | Choice::Interrupt(i) => usize::from(i),
+        Choice::Host(i) => MAX_VCPUS.saturating_add(usize::from(i)),
+    }
+}
+
+/// Change points PCT holds at most.
+pub const MAX_PCT_DEPTH: usize = 8;
+
+/// PCT: the enabled actor with the highest priority runs; at `depth - 1` change points
+/// (uniform over the first `horizon` steps) the running actor drops below every other. An
+/// actor whose step was blocked drops too (it waits on another). An interrupt is taken for
+/// the chosen vCPU one time in eight when one can land.
+#[derive(Clone, Copy, Debug)]
+pub struct PctScheduler {
+    rng: Rng,
+    priority: [u32; ACTORS],
+    change_points: [u32; MAX_PCT_DEPTH],
+    lowest: u32,
+}
+
+impl PctScheduler {
+    /// Seeded, with bug depth `depth` (1..=[`MAX_PCT_DEPTH`] + 1, clamped) over `horizon`
+    /// steps.
+    pub fn new(seed: u64, depth: u8, horizon: u32) -> Self {
+        let mut rng = Rng::new(seed);
+        // Distinct random priorities: a shuffled 1..=ACTORS, shifted above the drop range.
+        let mut priority = [0u32; ACTORS];
+        for (i, p) in priority.iter_mut().enumerate() {
+            *p = u32::try_from(i).unwrap_or(0).saturating_add(1_000);
+        }
+        for i in (1..ACTORS).rev() {
+            let j = usize::try_from(rng.below((i as u64).saturating_add(1))).unwrap_or(0);
+            priority.swap(i, j.min(i));
+        }
+        let mut change_points = [u32::MAX; MAX_PCT_DEPTH];
+        let changes = usize::from(depth.saturating_sub(1)).min(MAX_PCT_DEPTH);
+        for c in change_points.iter_mut().take(changes) {
+            *c = u32::try_from(rng.below(u64::from(horizon.max(1)))).unwrap_or(0);
+        }
+        PctScheduler {
+            rng,
+            priority,
+            change_points,
+            lowest: 999,
+        }
+    }
+
+    fn drop_actor(&mut self, a: usize) {
+        if let Some(p) = self.priority.get_mut(a) {
+            *p = self.lowest;
+            self.lowest = self.lowest.saturating_sub(1);
+        }
+    }
+}
+
+impl Scheduler for PctScheduler {
+    fn pick(&mut self, step: u32, choices: &[Choice]) -> usize {
+        let mut best = 0usize;
+        let mut best_p = 0u32;
+        for (i, c) in choices.iter().enumerate() {
+            if matches!(c, Choice::Interrupt(_)) {
+                continue;
+            }
+            let p = self.priority.get(actor(*c)).copied().unwrap_or(0);
+            if p > best_p {
+                best_p = p;
+                best = i;
+            }
+        }
+        let chosen = choices.get(best).copied();
+        if self.change_points.contains(&step)
+            && let Some(c) = chosen
+        {
+            self.drop_actor(actor(c));
+        }
+        if let Some(Choice::Vcpu(v)) = chosen
+            && self.rng.below(8) == 0
+            && let Some(k) = choices.iter().position(|c| *c == Choice::Interrupt(v))
+        {
+            return k;
+        }
+        best
+    }
+
+    fn feedback(&mut self, choice: Choice, stepped: Stepped) {
+        if stepped == Stepped::Blocked {
+            self.drop_actor(actor(choice));
+        }
+    }
+}
+
+/// How long a schedule may run.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Limits {
+    /// Steps in all before the run counts as livelock.
+    pub bound: u32,
+    /// Consecutive steps without progress (no guest operation retired, no host action done)
+    /// before the run counts as livelock. Under a fair scheduler a waiting actor's holder runs
+    /// within a few steps; a run that makes no progress for this long is going in circles.
+    pub patience: u32,
+}
+
+impl Limits {
+    /// `bound` steps, patience 20 000.
+    pub const fn steps(bound: u32) -> Limits {
+        Limits {
+            bound,
+            patience: 20_000,
+        }
+    }
+}
