@@ -10,7 +10,9 @@
 
 mod schedule;
 
-pub use schedule::{Limits, MAX_PCT_DEPTH, PctScheduler, RandomScheduler, Rng, Scheduler};
+pub use schedule::{
+    Limits, MAX_PCT_DEPTH, PctScheduler, PriorityScheduler, RandomScheduler, Rng, Scheduler,
+};
 
 use crate::abi::{Gfn, Gpa, PageLevel};
 use crate::guest::{Guest, GuestEnd, GuestEvent, GuestOp, GuestStep};

@@ -174,3 +174,74 @@ impl Limits {
         }
     }
 }
+
+/// A fixed order: the first actor in `order` whose step can move runs; an actor whose step
+/// was blocked is passed over until another actor moves. With vCPU 0 before vCPU 1 this runs
+/// vCPU 0 to its end first (except where it waits on vCPU 1): the "orders" of a scenario.
+#[derive(Clone, Copy, Debug)]
+pub struct PriorityScheduler {
+    order: [u8; ACTORS],
+    len: u8,
+    blocked: [bool; ACTORS],
+}
+
+impl PriorityScheduler {
+    /// Actors in `order`: vCPUs by number, then host actors as `MAX_VCPUS + i`; actors not
+    /// named run after those named, in number order.
+    pub fn new(order: &[u8]) -> Self {
+        let mut o = [0u8; ACTORS];
+        let mut len = 0usize;
+        for a in order
+            .iter()
+            .copied()
+            .chain((0..ACTORS).filter_map(|a| u8::try_from(a).ok()))
+        {
+            if usize::from(a) < ACTORS
+                && !o.get(..len).is_some_and(|s| s.contains(&a))
+                && let Some(slot) = o.get_mut(len)
+            {
+                *slot = a;
+                len = len.saturating_add(1);
+            }
+        }
+        PriorityScheduler {
+            order: o,
+            len: u8::try_from(len).unwrap_or(0),
+            blocked: [false; ACTORS],
+        }
+    }
+}
+
+impl Scheduler for PriorityScheduler {
+    fn pick(&mut self, _step: u32, choices: &[Choice]) -> usize {
+        let order = self.order.get(..usize::from(self.len)).unwrap_or(&[]);
+        for pass in 0..2 {
+            for &a in order {
+                let a = usize::from(a);
+                if pass == 0 && self.blocked.get(a).copied().unwrap_or(false) {
+                    continue;
+                }
+                if let Some(k) = choices
+                    .iter()
+                    .position(|c| !matches!(c, Choice::Interrupt(_)) && actor(*c) == a)
+                {
+                    return k;
+                }
+            }
+            // Everyone is blocked: try them again.
+            self.blocked = [false; ACTORS];
+        }
+        0
+    }
+
+    fn feedback(&mut self, choice: Choice, stepped: Stepped) {
+        match stepped {
+            Stepped::Blocked | Stepped::Invalid => {
+                if let Some(b) = self.blocked.get_mut(actor(choice)) {
+                    *b = true;
+                }
+            }
+            Stepped::Moved { .. } => self.blocked = [false; ACTORS],
+        }
+    }
+}
