@@ -2,4 +2,5 @@
 //! and the `hugesept` command line over the core's models.
 
 pub mod cli;
+pub mod matrix;
 pub mod scenario;

@@ -340,6 +340,17 @@ impl Guest {
         self
     }
 
+    /// A program that only reads back the markers an earlier stage with the same tag wrote
+    /// over [start, end) (the guest using its data later); it accepts nothing.
+    pub fn verify_only(mut self) -> Guest {
+        self.phase = if self.marker == Content::NONE {
+            Phase::Ended(GuestEnd::Done)
+        } else {
+            Phase::Verify { pos: self.start }
+        };
+        self
+    }
+
     /// The same program sharing its range with `count` vCPUs (this one being `index`): it
     /// accepts, marks and checks only every `count`-th chunk of `1 << chunk_shift` bytes,
     /// starting with chunk `index` (OVMF's and td-shim's parallel accept; use

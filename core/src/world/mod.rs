@@ -9,10 +9,12 @@
 //! outside it, so equal states compare equal.
 
 mod schedule;
+mod support;
 
 pub use schedule::{
     Limits, MAX_PCT_DEPTH, PctScheduler, PriorityScheduler, RandomScheduler, Rng, Scheduler,
 };
+pub use support::{Unsupported, supports};
 
 use crate::abi::{Gfn, Gpa, PageLevel};
 use crate::guest::{Guest, GuestEnd, GuestEvent, GuestOp, GuestStep};
@@ -754,14 +756,32 @@ impl<SS: SeptStorage, KS: KvmStorage> World<SS, KS> {
         limits: Limits,
         metrics: &mut Metrics,
         steps: &mut u64,
+        on_step: impl FnMut(Choice, Stepped),
+    ) -> Result<Verdict, ScheduleError>
+    where
+        SS: Clone,
+        KS: Clone,
+    {
+        self.clone()
+            .advance_schedule(scheduler, limits, metrics, steps, on_step)
+    }
+
+    /// [`World::run_schedule`] on this world itself: it is left in the state the schedule
+    /// ended in (for the final mapping histogram, or to look at).
+    pub fn advance_schedule<Sch: Scheduler>(
+        &mut self,
+        scheduler: &mut Sch,
+        limits: Limits,
+        metrics: &mut Metrics,
+        steps: &mut u64,
         mut on_step: impl FnMut(Choice, Stepped),
     ) -> Result<Verdict, ScheduleError>
     where
         SS: Clone,
         KS: Clone,
     {
-        let mut w = self.clone();
-        let mut before = self.clone();
+        let w = self;
+        let mut before = w.clone();
         let mut idle = 0u32;
         for step in 0..limits.bound {
             if let Some(v) = w.ended() {
@@ -774,13 +794,13 @@ impl<SS: SeptStorage, KS: KvmStorage> World<SS, KS> {
             };
             let pick = scheduler.pick(step, enabled);
             let choice = enabled.get(pick).copied().unwrap_or(Choice::Vcpu(0));
-            before.clone_from(&w);
+            before.clone_from(w);
             let stepped = w.step(choice, metrics).map_err(ScheduleError::Model)?;
             scheduler.feedback(choice, stepped);
             on_step(choice, stepped);
             *steps = steps.saturating_add(1);
             w.check()
-                .and_then(|()| Self::check_transition(&before, &w))
+                .and_then(|()| Self::check_transition(&before, w))
                 .map_err(|violation| ScheduleError::Invariant {
                     step,
                     choice,

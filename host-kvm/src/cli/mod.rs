@@ -1,6 +1,7 @@
 //! Argument parsing and dispatch for the `hugesept` command line.
 
 mod accept_matrix;
+mod matrix;
 mod sim;
 
 use std::fmt;
@@ -23,6 +24,8 @@ enum Command {
     AcceptMatrix(accept_matrix::Args),
     /// Run a scenario file under many seeded schedules and count the verdicts.
     Sim(sim::Args),
+    /// Every design × every guest strategy on the standard worlds: verdicts and costs.
+    Matrix(matrix::Args),
 }
 
 /// A failure the command line reports and exits non-zero for.
@@ -38,6 +41,8 @@ pub enum CliError {
     Scenario(String, crate::scenario::ScenarioError),
     /// A run ended in a verdict the scenario does not expect.
     Unexpected(String),
+    /// An argument that names nothing or does not fit.
+    Usage(String),
 }
 
 impl fmt::Display for CliError {
@@ -47,7 +52,7 @@ impl fmt::Display for CliError {
             CliError::Model(e) => write!(f, "model error: {e}"),
             CliError::Io(e) => write!(f, "output: {e}"),
             CliError::Scenario(path, e) => write!(f, "{path}: {e}"),
-            CliError::Unexpected(m) => f.write_str(m),
+            CliError::Unexpected(m) | CliError::Usage(m) => f.write_str(m),
         }
     }
 }
@@ -70,5 +75,20 @@ pub fn run(cli: Cli) -> Result<(), CliError> {
     match cli.command {
         Command::AcceptMatrix(args) => accept_matrix::run(&args, &mut std::io::stdout().lock()),
         Command::Sim(args) => sim::run(&args, &mut std::io::stdout().lock()),
+        Command::Matrix(args) => matrix::run(&args, &mut std::io::stdout().lock()),
     }
+}
+
+/// A progress bar on stderr for `len` units, hidden when stderr is not a terminal.
+pub(crate) fn progress(len: u64, unit: &str) -> indicatif::ProgressBar {
+    let bar = indicatif::ProgressBar::with_draw_target(
+        Some(len),
+        indicatif::ProgressDrawTarget::stderr(),
+    );
+    if let Ok(style) = indicatif::ProgressStyle::with_template(&format!(
+        "{{elapsed_precise}} [{{bar:40}}] {{pos}}/{{len}} {unit} ({{eta}} left)"
+    )) {
+        bar.set_style(style.progress_chars("=> "));
+    }
+    bar
 }

@@ -97,6 +97,7 @@ struct File {
     runnable: bool,
     schedules: Option<u32>,
     steps: Option<u32>,
+    patience: Option<u32>,
     scheduler: Option<String>,
     order: Option<Vec<u8>>,
     expect: Option<String>,
@@ -133,6 +134,8 @@ struct FileVcpu {
     start: Option<Num>,
     end: Option<Num>,
     markers: Option<bool>,
+    #[serde(default)]
+    verify_only: bool,
     tag: Option<u16>,
     stride: Option<FileStride>,
     #[serde(default)]
@@ -153,6 +156,7 @@ impl FileVcpu {
             start: self.start.clone().ok_or_else(|| missing("start"))?,
             end: self.end.clone().ok_or_else(|| missing("end"))?,
             markers: self.markers.unwrap_or(true),
+            verify_only: self.verify_only,
             tag: self.tag,
             stride: self.stride.clone(),
         }))
@@ -167,6 +171,8 @@ struct FileStage {
     end: Num,
     #[serde(default = "yes")]
     markers: bool,
+    #[serde(default)]
+    verify_only: bool,
     tag: Option<u16>,
     stride: Option<FileStride>,
 }
@@ -251,8 +257,10 @@ pub struct Scenario {
     pub runnable: bool,
     /// Seeded schedules to run.
     pub schedules: u32,
-    /// Steps a schedule may take before it counts as livelock.
+    /// Steps a schedule may take in all before it counts as livelock.
     pub steps: u32,
+    /// Steps in a row without progress after which a schedule counts as livelock.
+    pub patience: u32,
     /// How schedules pick choices.
     pub scheduler: SchedulerKind,
     /// The actor order of the priority scheduler.
@@ -333,7 +341,10 @@ pub fn parse(text: &str) -> Result<Scenario, ScenarioError> {
         let s = in_window(&format!("{at}.start"), s)?;
         let e = in_window(&format!("{at}.end"), e)?;
         if e <= s {
-            return Err(field_err(&format!("{at}.end"), "must be above start".into()));
+            return Err(field_err(
+                &format!("{at}.end"),
+                "must be above start".into(),
+            ));
         }
         Ok((s, e))
     };
@@ -404,6 +415,9 @@ pub fn parse(text: &str) -> Result<Scenario, ScenarioError> {
                     ));
                 }
                 g = g.strided(sd.index, sd.count, chunk.trailing_zeros() as u8);
+            }
+            if st.verify_only {
+                g = g.verify_only();
             }
             program.push(if st.markers { g } else { g.without_markers() });
         }
@@ -501,9 +515,10 @@ pub fn parse(text: &str) -> Result<Scenario, ScenarioError> {
                     finalizes = true;
                     HostAction::Finalize
                 }
-                "await-stage" => HostAction::AwaitStage(act.stage.ok_or_else(|| {
-                    field_err(&format!("{at}.stage"), "missing".into())
-                })?),
+                "await-stage" => HostAction::AwaitStage(
+                    act.stage
+                        .ok_or_else(|| field_err(&format!("{at}.stage"), "missing".into()))?,
+                ),
                 "prefetch" => {
                     let g = act
                         .gpa
@@ -555,7 +570,10 @@ pub fn parse(text: &str) -> Result<Scenario, ScenarioError> {
         }
     };
     let order = f.order.unwrap_or_default();
-    if let Some(bad) = order.iter().find(|&&a| usize::from(a) >= MAX_VCPUS + MAX_HOSTS) {
+    if let Some(bad) = order
+        .iter()
+        .find(|&&a| usize::from(a) >= MAX_VCPUS + MAX_HOSTS)
+    {
         return Err(field_err(
             "order",
             format!(
@@ -576,7 +594,8 @@ pub fn parse(text: &str) -> Result<Scenario, ScenarioError> {
         } else {
             f.schedules.unwrap_or(32)
         },
-        steps: f.steps.unwrap_or(50_000),
+        steps: f.steps.unwrap_or(5_000_000),
+        patience: f.patience.unwrap_or(20_000).max(1),
         scheduler,
         order,
         expect,
@@ -621,15 +640,9 @@ impl Scenario {
         }
         let scripts: Vec<&[HostAction]> = self.scripts.iter().map(Vec::as_slice).collect();
         let programs: Vec<&[Guest]> = self.programs.iter().map(Vec::as_slice).collect();
-        let mut w = World::with_programs(
-            sept,
-            kvm,
-            self.policy,
-            &programs,
-            &scripts,
-            self.interrupts,
-        )
-        .map_err(model)?;
+        let mut w =
+            World::with_programs(sept, kvm, self.policy, &programs, &scripts, self.interrupts)
+                .map_err(model)?;
         let lazy = self
             .programs
             .iter()
@@ -662,7 +675,7 @@ impl Scenario {
     pub fn limits(&self) -> Limits {
         Limits {
             bound: self.steps,
-            patience: self.steps.clamp(1, 20_000),
+            patience: self.patience,
         }
     }
 }

@@ -1,0 +1,51 @@
+//! Which guests each host design claims to handle (shared/reference/kvm-fault-path.md): a
+//! supported pair must end **ok** in every world and schedule — for the adversarial guest,
+//! whose own verdict may be a panic or a killed VM, it must never bug the host or lose another
+//! guest's data. The matrix and the fuzzer hold every policy to its declaration.
+
+use crate::guest::GuestKind;
+use crate::policy::PolicyId;
+
+/// Why a design does not claim a guest.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct Unsupported {
+    /// The reason, with its source.
+    pub reason: &'static str,
+}
+
+/// Whether `policy` claims to handle `guest`.
+pub const fn supports(policy: PolicyId, guest: GuestKind) -> Result<(), Unsupported> {
+    match (policy, guest) {
+        // kvm-fault-path.md, RFC v1: a touch maps 2M, the #VE handler's 4K ACCEPT meets the
+        // pending 2M leaf, RFC v1 refuses to split it, the exits repeat forever
+        // ("acknowledged as a livelock for such guests").
+        (PolicyId::RfcV1, GuestKind::TouchFirst) => Err(Unsupported {
+            reason: "a touch maps 2M and the 4K ACCEPT after it is refused forever (livelock, acknowledged for RFC v1)",
+        }),
+        // kvm-fault-path.md, explicit-demotion: a 4K ACCEPT inside a pending huge leaf gets
+        // SIZE_MISMATCH, and the guest must retry at 2M or ask for demotion; these guests
+        // accept only 4K and treat it as fatal.
+        (PolicyId::ExplicitDemotion, GuestKind::TouchFirst | GuestKind::Accept4kOnly) => {
+            Err(Unsupported {
+                reason: "a 4K ACCEPT inside a huge leaf returns SIZE_MISMATCH; a 4K-only guest cannot retry at 2M or request demotion",
+            })
+        }
+        _ => Ok(()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_declarations_follow_the_reference() {
+        for g in GuestKind::ALL {
+            assert!(supports(PolicyId::Upstream4K, g).is_ok(), "{g}");
+            assert!(supports(PolicyId::GuestInhibit, g).is_ok(), "{g}");
+        }
+        assert!(supports(PolicyId::RfcV1, GuestKind::TouchFirst).is_err());
+        assert!(supports(PolicyId::RfcV1, GuestKind::Linux).is_ok());
+        assert!(supports(PolicyId::ExplicitDemotion, GuestKind::Accept4kOnly).is_err());
+    }
+}

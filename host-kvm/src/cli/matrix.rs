@@ -1,0 +1,338 @@
+//! `hugesept matrix`: every design × every guest strategy on the standard worlds, as a Markdown
+//! table, JSON, or an SVG chart of the cost metrics.
+
+use std::io::Write;
+use std::path::PathBuf;
+
+use hugesept_core::guest::GuestKind;
+use hugesept_core::policy::PolicyId;
+
+use crate::matrix::{self, Cell, Matrix, MatrixSpec, StandardWorld};
+
+use super::CliError;
+
+/// Options of `matrix`.
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// Seeded schedules per cell.
+    #[arg(long, default_value_t = 8)]
+    seeds: u32,
+    /// Only these designs (comma-separated).
+    #[arg(long, value_delimiter = ',')]
+    policy: Vec<String>,
+    /// Only these guest strategies (comma-separated).
+    #[arg(long, value_delimiter = ',')]
+    guest: Vec<String>,
+    /// Output format.
+    #[arg(long, value_enum, default_value_t = Format::Markdown)]
+    format: Format,
+    /// Also write the JSON to this file.
+    #[arg(long)]
+    json: Option<PathBuf>,
+    /// Also write the SVG chart to this file.
+    #[arg(long)]
+    svg: Option<PathBuf>,
+    /// Worker threads (default: one per core).
+    #[arg(long)]
+    threads: Option<usize>,
+    /// Print one standard world's scenario file for a design and a guest, and stop
+    /// (e.g. `--show churn:guest-inhibit:linux`, or `--show boot:rfc-v1`).
+    #[arg(long)]
+    show: Option<String>,
+}
+
+/// Output formats.
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+pub enum Format {
+    /// Tables a person reads.
+    Markdown,
+    /// Every cell with its verdict counts and mean costs.
+    Json,
+    /// A chart of the boot world's cost metrics per design.
+    Svg,
+}
+
+fn policies(names: &[String]) -> Result<Vec<PolicyId>, CliError> {
+    if names.is_empty() {
+        return Ok(PolicyId::ALL.to_vec());
+    }
+    names
+        .iter()
+        .map(|n| {
+            PolicyId::parse(n).ok_or_else(|| {
+                CliError::Usage(format!(
+                    "'{n}' names no policy (known: {})",
+                    PolicyId::ALL.map(|p| p.to_string()).join(", ")
+                ))
+            })
+        })
+        .collect()
+}
+
+fn guests(names: &[String]) -> Result<Vec<GuestKind>, CliError> {
+    if names.is_empty() {
+        return Ok(GuestKind::ALL.to_vec());
+    }
+    names
+        .iter()
+        .map(|n| {
+            GuestKind::parse(n).ok_or_else(|| {
+                CliError::Usage(format!(
+                    "'{n}' names no guest (known: {})",
+                    GuestKind::ALL.map(|g| g.name()).join(", ")
+                ))
+            })
+        })
+        .collect()
+}
+
+fn show(spec: &str) -> Result<String, CliError> {
+    let parts: Vec<&str> = spec.split(':').collect();
+    let usage = || CliError::Usage(format!("--show {spec}: expected WORLD:POLICY[:GUEST]"));
+    match parts.as_slice() {
+        ["boot", p] => Ok(matrix::boot_scenario_text(
+            *policies(&[p.to_string()])?.first().ok_or_else(usage)?,
+        )),
+        [w, p, g] => {
+            let world = StandardWorld::ALL
+                .into_iter()
+                .find(|s| s.name() == *w)
+                .ok_or_else(|| {
+                    CliError::Usage(format!(
+                        "'{w}' names no world (known: solo, pair, churn, prefetch, boot)"
+                    ))
+                })?;
+            let p = *policies(&[p.to_string()])?.first().ok_or_else(usage)?;
+            let g = *guests(&[g.to_string()])?.first().ok_or_else(usage)?;
+            Ok(world.scenario_text(p, g))
+        }
+        _ => Err(usage()),
+    }
+}
+
+/// Runs `matrix`.
+pub fn run(args: &Args, out: &mut impl Write) -> Result<(), CliError> {
+    let io = CliError::Io;
+    if let Some(s) = &args.show {
+        write!(out, "{}", show(s)?).map_err(io)?;
+        return Ok(());
+    }
+    let mut spec = MatrixSpec {
+        policies: policies(&args.policy)?,
+        guests: guests(&args.guest)?,
+        seeds: args.seeds.max(1),
+        ..MatrixSpec::default()
+    };
+    if let Some(t) = args.threads {
+        spec.threads = t.max(1);
+    }
+    let bar = super::progress(matrix::cell_count(&spec) as u64, "cells");
+    let m =
+        matrix::run(&spec, &|| bar.inc(1)).map_err(|e| CliError::Scenario("matrix".into(), e))?;
+    bar.finish_and_clear();
+    if let Some(p) = &args.json {
+        std::fs::write(p, json(&m)?).map_err(io)?;
+    }
+    if let Some(p) = &args.svg {
+        std::fs::write(p, svg(&m)).map_err(io)?;
+    }
+    match args.format {
+        Format::Markdown => write!(out, "{}", markdown(&m)).map_err(io)?,
+        Format::Json => writeln!(out, "{}", json(&m)?).map_err(io)?,
+        Format::Svg => write!(out, "{}", svg(&m)).map_err(io)?,
+    }
+    let broken: Vec<&Cell> = m.cells.iter().filter(|c| !c.keeps_declaration()).collect();
+    if !broken.is_empty() {
+        return Err(CliError::Unexpected(format!(
+            "{} cells break their design's declaration: {}",
+            broken.len(),
+            broken
+                .iter()
+                .map(|c| format!(
+                    "{} × {} in {} ({})",
+                    c.policy,
+                    c.guest,
+                    c.world,
+                    c.verdict_text()
+                ))
+                .collect::<Vec<_>>()
+                .join("; ")
+        )));
+    }
+    Ok(())
+}
+
+/// The JSON document.
+pub fn json(m: &Matrix) -> Result<String, CliError> {
+    serde_json::to_string_pretty(m).map_err(|e| CliError::Usage(e.to_string()))
+}
+
+/// The Markdown tables: verdicts per design × guest (the worst world named), then per design
+/// the cost on the boot world, then the mean cost per design over the standard worlds.
+pub fn markdown(m: &Matrix) -> String {
+    let mut policies: Vec<&str> = Vec::new();
+    let mut guests: Vec<&str> = Vec::new();
+    for c in &m.cells {
+        if !policies.contains(&c.policy.as_str()) {
+            policies.push(&c.policy);
+        }
+        if c.guest != "boot" && !guests.contains(&c.guest.as_str()) {
+            guests.push(&c.guest);
+        }
+    }
+    let mut s = String::new();
+    if !guests.is_empty() {
+        s += &format!(
+            "Verdicts, {} seeded schedules per world (solo, pair, churn, prefetch); \"ok\" when \
+             every world and schedule ended ok, else the worlds that did not. `*` marks a guest \
+             the design does not claim to support.\n\n",
+            m.seeds
+        );
+        s += &format!("| design | {} |\n", guests.join(" | "));
+        s += &format!("|---|{}\n", "---|".repeat(guests.len()));
+        for p in &policies {
+            s += &format!("| {p} |");
+            for g in &guests {
+                let cells: Vec<&Cell> = m
+                    .cells
+                    .iter()
+                    .filter(|c| c.policy == *p && c.guest == *g)
+                    .collect();
+                let bad: Vec<String> = cells
+                    .iter()
+                    .filter(|c| !c.all(hugesept_core::world::Verdict::Ok))
+                    .map(|c| format!("{}: {}", c.world, c.verdict_text()))
+                    .collect();
+                let mark = if cells.first().is_some_and(|c| !c.supported) {
+                    "*"
+                } else {
+                    ""
+                };
+                if bad.is_empty() {
+                    s += &format!(" ok{mark} |");
+                } else {
+                    s += &format!(" {}{mark} |", bad.join("; "));
+                }
+            }
+            s += "\n";
+        }
+        s += "\n";
+    }
+    let boot: Vec<&Cell> = m.cells.iter().filter(|c| c.guest == "boot").collect();
+    if !boot.is_empty() {
+        s += "Linux-boot-like world (OVMF on 3 vCPUs, then linux-lazy, private/shared churn), \
+              mean per run:\n\n";
+        s += "| design | verdict | TD exits | SEAMCALLs | demotions | write locks | \
+              entries without progress | 2M coverage |\n|---|---|---|---|---|---|---|---|\n";
+        for c in boot {
+            s += &format!(
+                "| {} | {} | {:.1} | {:.1} | {:.1} | {:.1} | {:.1} | {:.0}% |\n",
+                c.policy,
+                c.verdict_text(),
+                c.cost.exits,
+                c.cost.seamcalls,
+                c.cost.demotions,
+                c.cost.write_locks,
+                c.cost.entries_without_progress,
+                c.cost.coverage_2m * 100.0
+            );
+        }
+        s += "\n";
+    }
+    if !guests.is_empty() {
+        s += "Mean cost per run over the standard worlds and guests:\n\n";
+        s += "| design | TD exits | SEAMCALLs | demotions | write locks | entries without \
+              progress | 2M coverage |\n|---|---|---|---|---|---|---|\n";
+        for p in &policies {
+            let cells: Vec<&Cell> = m
+                .cells
+                .iter()
+                .filter(|c| c.policy == *p && c.guest != "boot")
+                .collect();
+            let n = cells.len().max(1) as f64;
+            let sum = |f: fn(&Cell) -> f64| cells.iter().map(|c| f(c)).sum::<f64>() / n;
+            s += &format!(
+                "| {p} | {:.1} | {:.1} | {:.1} | {:.1} | {:.1} | {:.0}% |\n",
+                sum(|c| c.cost.exits),
+                sum(|c| c.cost.seamcalls),
+                sum(|c| c.cost.demotions),
+                sum(|c| c.cost.write_locks),
+                sum(|c| c.cost.entries_without_progress),
+                sum(|c| c.cost.coverage_2m) * 100.0
+            );
+        }
+    }
+    s
+}
+
+/// A chart series: its name, how to read it off a cell, its colour.
+type Series = (&'static str, fn(&Cell) -> f64, &'static str);
+
+/// An SVG chart: per design, bars for the boot world's write locks, demotions, TD exits and
+/// entries without progress (log scale), and its 2M coverage.
+pub fn svg(m: &Matrix) -> String {
+    let boot: Vec<&Cell> = m.cells.iter().filter(|c| c.guest == "boot").collect();
+    let metrics: [Series; 4] = [
+        ("write locks", |c| c.cost.write_locks, "#d62728"),
+        ("demotions", |c| c.cost.demotions, "#ff7f0e"),
+        ("TD exits", |c| c.cost.exits, "#1f77b4"),
+        (
+            "entries without progress",
+            |c| c.cost.entries_without_progress,
+            "#9467bd",
+        ),
+    ];
+    let row_h = 70.0;
+    let left = 190.0;
+    let width = 820.0;
+    let plot_w = 480.0;
+    let height = 90.0 + row_h * boot.len() as f64;
+    let max = boot
+        .iter()
+        .flat_map(|c| metrics.iter().map(move |(_, f, _)| f(c)))
+        .fold(1.0f64, f64::max);
+    let scale = |v: f64| (v + 1.0).log10() / (max + 1.0).log10() * plot_w;
+    let mut s = format!(
+        "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{width}\" height=\"{height}\" \
+         font-family=\"sans-serif\" font-size=\"12\">\n<rect width=\"100%\" height=\"100%\" \
+         fill=\"white\"/>\n<text x=\"10\" y=\"20\" font-size=\"15\">Linux-boot-like world: cost \
+         per run by design (log scale) and 2M coverage</text>\n"
+    );
+    for (k, (name, _, colour)) in metrics.iter().enumerate() {
+        let x = 10.0 + 190.0 * k as f64;
+        s += &format!(
+            "<rect x=\"{x}\" y=\"32\" width=\"12\" height=\"12\" fill=\"{colour}\"/>\
+             <text x=\"{}\" y=\"43\">{name}</text>\n",
+            x + 16.0
+        );
+    }
+    for (i, c) in boot.iter().enumerate() {
+        let y0 = 60.0 + row_h * i as f64;
+        s += &format!(
+            "<text x=\"10\" y=\"{}\">{}</text><text x=\"10\" y=\"{}\" fill=\"#555\">{}</text>\n",
+            y0 + 25.0,
+            c.policy,
+            y0 + 41.0,
+            c.verdict_text()
+        );
+        for (k, (_, f, colour)) in metrics.iter().enumerate() {
+            let v = f(c);
+            let y = y0 + 4.0 + 14.0 * k as f64;
+            s += &format!(
+                "<rect x=\"{left}\" y=\"{y}\" width=\"{:.1}\" height=\"11\" fill=\"{colour}\"/>\
+                 <text x=\"{:.1}\" y=\"{}\" font-size=\"10\">{v:.0}</text>\n",
+                scale(v),
+                left + scale(v) + 4.0,
+                y + 10.0
+            );
+        }
+        s += &format!(
+            "<text x=\"{}\" y=\"{}\">2M: {:.0}%</text>\n",
+            left + plot_w + 60.0,
+            y0 + 30.0,
+            c.cost.coverage_2m * 100.0
+        );
+    }
+    s += "</svg>\n";
+    s
+}

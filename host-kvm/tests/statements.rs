@@ -1,0 +1,142 @@
+//! The statements the reference makes about the designs and the guests, each checked on the
+//! standard worlds of the matrix (host-kvm/src/matrix.rs) under seeded schedules.
+
+use hugesept_core::guest::GuestKind;
+use hugesept_core::policy::PolicyId;
+use hugesept_core::world::{Verdict, supports};
+use hugesept_host_kvm::matrix::{Cell, StandardWorld, boot_scenario_text, run_cell};
+
+fn cell(world: StandardWorld, policy: PolicyId, guest: GuestKind, seeds: u32) -> Cell {
+    run_cell(
+        &world.scenario_text(policy, guest),
+        policy,
+        Some(guest),
+        world.name(),
+        seeds,
+    )
+    .unwrap_or_else(|e| panic!("{} {policy} {guest}: {e}", world.name()))
+}
+
+#[test]
+fn rfc_v1_livelocks_a_4k_only_ve_guest_but_not_linux() {
+    let c = cell(
+        StandardWorld::Solo,
+        PolicyId::RfcV1,
+        GuestKind::TouchFirst,
+        4,
+    );
+    assert!(c.all(Verdict::Livelock), "{:?}", c.verdicts);
+    assert!(c.cost.entries_without_progress > 100.0, "{:?}", c.cost);
+    for g in [GuestKind::Linux, GuestKind::LinuxLazy] {
+        let c = cell(StandardWorld::Solo, PolicyId::RfcV1, g, 4);
+        assert!(c.all(Verdict::Ok), "{g}: {:?}", c.verdicts);
+    }
+    let boot = run_cell(
+        &boot_scenario_text(PolicyId::RfcV1),
+        PolicyId::RfcV1,
+        None,
+        "boot",
+        2,
+    )
+    .unwrap();
+    assert!(boot.all(Verdict::Ok), "{:?}", boot.verdicts);
+}
+
+#[test]
+fn guest_inhibit_handles_both() {
+    for g in [
+        GuestKind::TouchFirst,
+        GuestKind::Linux,
+        GuestKind::LinuxLazy,
+    ] {
+        let c = cell(StandardWorld::Solo, PolicyId::GuestInhibit, g, 4);
+        assert!(c.all(Verdict::Ok), "{g}: {:?}", c.verdicts);
+    }
+}
+
+#[test]
+fn upstream_never_maps_2m() {
+    for w in StandardWorld::ALL {
+        for g in [GuestKind::Linux, GuestKind::Ovmf, GuestKind::TouchFirst] {
+            let c = cell(w, PolicyId::Upstream4K, g, 2);
+            assert!(c.all(Verdict::Ok), "{} {g}: {:?}", w.name(), c.verdicts);
+            assert_eq!(c.cost.coverage_2m, 0.0, "{} {g}", w.name());
+        }
+    }
+    // The same worlds do get 2M under a huge-page design.
+    let c = cell(
+        StandardWorld::Solo,
+        PolicyId::GuestInhibit,
+        GuestKind::Linux,
+        2,
+    );
+    assert!(c.cost.coverage_2m > 0.5, "{:?}", c.cost);
+}
+
+#[test]
+fn a_4k_conversion_inside_an_accepted_2m_page_loses_nothing_else_under_every_supporting_design() {
+    let mut checked = 0;
+    for p in PolicyId::ALL {
+        for g in GuestKind::ALL {
+            if supports(p, g).is_err() {
+                continue;
+            }
+            let c = cell(StandardWorld::Churn, p, g, 3);
+            assert!(c.keeps_declaration(), "{p} {g}: {:?}", c.verdicts);
+            assert!(!c.verdicts.contains_key("data-loss"), "{p} {g}");
+            checked += 1;
+        }
+    }
+    assert!(checked >= 55, "{checked}");
+}
+
+#[test]
+fn every_declared_pair_keeps_its_declaration_in_the_solo_and_prefetch_worlds() {
+    for w in [StandardWorld::Solo, StandardWorld::Prefetch] {
+        for p in PolicyId::ALL {
+            for g in GuestKind::ALL {
+                let c = cell(w, p, g, 2);
+                assert!(
+                    c.keeps_declaration(),
+                    "{} {p} {g}: {:?}",
+                    w.name(),
+                    c.verdicts
+                );
+            }
+        }
+    }
+}
+
+#[test]
+fn the_undeclared_pairs_fail_as_the_reference_says() {
+    // explicit-demotion: a 4K-only guest after a 2M prefetch gets SIZE_MISMATCH and panics.
+    let c = cell(
+        StandardWorld::Prefetch,
+        PolicyId::ExplicitDemotion,
+        GuestKind::TouchFirst,
+        2,
+    );
+    assert!(c.all(Verdict::GuestPanic), "{:?}", c.verdicts);
+    assert!(!c.supported);
+}
+
+#[test]
+fn guest_inhibit_takes_the_write_lock_far_less_often_than_without_the_precheck() {
+    // The shape of Yan Zhao's measurement (kvm-fault-path.md): 11 vs 17,626 write locks per
+    // boot, and nearly the same 2M coverage as a design without GUEST_INHIBIT.
+    let run = |p| run_cell(&boot_scenario_text(p), p, None, "boot", 2).unwrap();
+    let with = run(PolicyId::GuestInhibit);
+    let without = run(PolicyId::GuestInhibitNoCheck);
+    let no_inhibit = run(PolicyId::RfcV1);
+    for c in [&with, &without, &no_inhibit] {
+        assert!(c.all(Verdict::Ok), "{}: {:?}", c.policy, c.verdicts);
+    }
+    assert!(
+        without.cost.write_locks >= 50.0 * with.cost.write_locks.max(1.0),
+        "{} vs {}",
+        with.cost.write_locks,
+        without.cost.write_locks
+    );
+    assert!((with.cost.coverage_2m - no_inhibit.cost.coverage_2m).abs() < 0.05);
+    assert!(with.cost.coverage_2m > 0.5);
+}
