@@ -4,3 +4,4 @@
 pub mod cli;
 pub mod matrix;
 pub mod scenario;
+pub mod trace;

@@ -93,6 +93,25 @@ pub struct FaultStats {
 }
 
 impl FaultStats {
+    /// Adds `o`'s counters to these.
+    pub fn add(&mut self, o: &FaultStats) {
+        for (a, b) in [
+            (&mut self.faults, o.faults),
+            (&mut self.local_retries, o.local_retries),
+            (&mut self.spurious, o.spurious),
+            (&mut self.fixed, o.fixed),
+            (&mut self.write_locks, o.write_locks),
+            (&mut self.seamcalls, o.seamcalls),
+            (&mut self.seamcall_busy, o.seamcall_busy),
+            (&mut self.frozen, o.frozen),
+            (&mut self.demotions, o.demotions),
+        ] {
+            *a = a.saturating_add(b);
+        }
+    }
+}
+
+impl FaultStats {
     /// Counts a split sequence that ended (`demoted`: with a successful DEMOTE).
     fn add_split(&mut self, split: &Split, demoted: bool) {
         self.seamcalls = self.seamcalls.saturating_add(u32::from(split.seamcalls()));
@@ -273,6 +292,14 @@ impl FaultPath {
     /// The GFN the path faults on.
     pub fn gfn(&self) -> Gfn {
         self.fault.gfn
+    }
+
+    /// The exit the path was started for, until it is decoded.
+    pub fn exit(&self) -> Option<EptViolationExit> {
+        match self.phase {
+            Phase::Start(e) => Some(e),
+            _ => None,
+        }
     }
 
     /// Whether the exit has been decoded (the policy has seen it).

@@ -353,6 +353,42 @@ pub struct Metrics {
     pub host_seamcalls: u32,
     /// Demotions by host operations.
     pub host_demotions: u32,
+    /// What the last step did (for traces; not a counter).
+    pub note: StepNote,
+}
+
+impl Metrics {
+    /// Adds `o`'s counters to these (the note is left as it is).
+    pub fn add(&mut self, o: &Metrics) {
+        for (a, b) in [
+            (&mut self.tdcalls, o.tdcalls),
+            (&mut self.accept_success, o.accept_success),
+            (&mut self.accept_failed, o.accept_failed),
+            (&mut self.exits_accept, o.exits_accept),
+            (&mut self.exits_other, o.exits_other),
+            (
+                &mut self.entries_without_progress,
+                o.entries_without_progress,
+            ),
+            (&mut self.kicks, o.kicks),
+            (&mut self.host_seamcalls, o.host_seamcalls),
+            (&mut self.host_demotions, o.host_demotions),
+        ] {
+            *a = a.saturating_add(b);
+        }
+        self.fault.add(&o.fault);
+    }
+}
+
+/// What one step did that the state after it no longer shows, for traces.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
+pub struct StepNote {
+    /// The guest operation that retired, and what came back.
+    pub retired: Option<(GuestOp, GuestEvent)>,
+    /// How a fault path ended (RET_PF_* back into the guest, or the VM's end).
+    pub fault_end: Option<FaultEnd>,
+    /// How a host operation ended.
+    pub host_end: Option<HostOpEnd>,
 }
 
 /// Why a seeded schedule stopped before a verdict.
@@ -826,6 +862,7 @@ impl<SS: SeptStorage, KS: KvmStorage> World<SS, KS> {
 
     /// Takes one step.
     pub fn step(&mut self, choice: Choice, m: &mut Metrics) -> Result<Stepped, KvmError> {
+        m.note = StepNote::default();
         // A pending kick reaches every vCPU in the guest.
         if self.kvm.kick_pending {
             self.kvm.kick_pending = false;
@@ -933,6 +970,7 @@ impl<SS: SeptStorage, KS: KvmStorage> World<SS, KS> {
                 }
                 HostStep::Blocked => return Ok(Stepped::Blocked),
                 HostStep::Done(end) => {
+                    m.note.host_end = Some(end);
                     let (seamcalls, demotions, _) = op.counts();
                     m.host_seamcalls = m.host_seamcalls.saturating_add(seamcalls);
                     m.host_demotions = m.host_demotions.saturating_add(demotions);
@@ -1017,7 +1055,10 @@ impl<SS: SeptStorage, KS: KvmStorage> World<SS, KS> {
         Ok(())
     }
 
-    fn retired(&mut self, v: &mut VcpuActor, i: usize, ev: GuestEvent) {
+    fn retired(&mut self, v: &mut VcpuActor, i: usize, ev: GuestEvent, m: &mut Metrics) {
+        if let GuestStep::Op(op) = v.guest.next_op() {
+            m.note.retired = Some((op, ev));
+        }
         v.guest.complete(ev);
         if let Some(r) = self.reentered.get_mut(i) {
             *r = false;
@@ -1075,7 +1116,11 @@ impl<SS: SeptStorage, KS: KvmStorage> World<SS, KS> {
                     event_pending: false,
                     stats: &mut m.fault,
                 };
-                match path.step(&mut ctx)? {
+                let r = path.step(&mut ctx)?;
+                if let FaultStep::Done(end) = r {
+                    m.note.fault_end = Some(end);
+                }
+                match r {
                     FaultStep::Progress => {
                         v.state = VcpuState::InHost(path);
                         Ok(Stepped::Moved { progress: false })
@@ -1118,7 +1163,7 @@ impl<SS: SeptStorage, KS: KvmStorage> World<SS, KS> {
                 } else {
                     m.accept_success = m.accept_success.saturating_add(1);
                 }
-                self.retired(v, i, GuestEvent::Status(s));
+                self.retired(v, i, GuestEvent::Status(s), m);
                 Ok(Stepped::Moved { progress: true })
             }
             AcceptOutcome::Exit(e) => {
@@ -1194,14 +1239,14 @@ impl<SS: SeptStorage, KS: KvmStorage> World<SS, KS> {
                 } else {
                     GuestEvent::UnitAccepted
                 };
-                self.retired(v, i, ev);
+                self.retired(v, i, ev, m);
                 return Ok(Stepped::Moved { progress: true });
             }
             GuestOp::ReleaseUnit(unit) => {
                 let slot = UnitBitmap::slot(self.sept.config().base, unit);
                 UnitBitmap::set(&mut self.lazy.unaccepted, slot, false);
                 UnitBitmap::set(&mut self.lazy.claimed, slot, false);
-                self.retired(v, i, GuestEvent::UnitReleased);
+                self.retired(v, i, GuestEvent::UnitReleased, m);
                 return Ok(Stepped::Moved { progress: true });
             }
             GuestOp::Read(gpa) => self.sept.guest_read(gpa)?,
@@ -1224,7 +1269,7 @@ impl<SS: SeptStorage, KS: KvmStorage> World<SS, KS> {
                         break;
                     }
                 }
-                self.retired(v, i, ev);
+                self.retired(v, i, ev, m);
                 return Ok(Stepped::Moved { progress: true });
             }
         };
@@ -1234,11 +1279,11 @@ impl<SS: SeptStorage, KS: KvmStorage> World<SS, KS> {
                     GuestOp::Read(_) => GuestEvent::Read(c),
                     _ => GuestEvent::Wrote,
                 };
-                self.retired(v, i, ev);
+                self.retired(v, i, ev, m);
                 Ok(Stepped::Moved { progress: true })
             }
             AccessOutcome::VirtualizationException => {
-                self.retired(v, i, GuestEvent::VirtualizationException);
+                self.retired(v, i, GuestEvent::VirtualizationException, m);
                 Ok(Stepped::Moved { progress: true })
             }
             AccessOutcome::Exit(e) => {

@@ -2,6 +2,7 @@
 
 mod accept_matrix;
 mod matrix;
+mod replay;
 mod sim;
 
 use std::fmt;
@@ -26,6 +27,8 @@ enum Command {
     Sim(sim::Args),
     /// Every design × every guest strategy on the standard worlds: verdicts and costs.
     Matrix(matrix::Args),
+    /// Replay a trace step by step.
+    Replay(replay::Args),
 }
 
 /// A failure the command line reports and exits non-zero for.
@@ -43,6 +46,8 @@ pub enum CliError {
     Unexpected(String),
     /// An argument that names nothing or does not fit.
     Usage(String),
+    /// A trace that cannot be replayed.
+    Trace(crate::trace::TraceError),
 }
 
 impl fmt::Display for CliError {
@@ -53,6 +58,7 @@ impl fmt::Display for CliError {
             CliError::Io(e) => write!(f, "output: {e}"),
             CliError::Scenario(path, e) => write!(f, "{path}: {e}"),
             CliError::Unexpected(m) | CliError::Usage(m) => f.write_str(m),
+            CliError::Trace(e) => write!(f, "{e}"),
         }
     }
 }
@@ -76,6 +82,7 @@ pub fn run(cli: Cli) -> Result<(), CliError> {
         Command::AcceptMatrix(args) => accept_matrix::run(&args, &mut std::io::stdout().lock()),
         Command::Sim(args) => sim::run(&args, &mut std::io::stdout().lock()),
         Command::Matrix(args) => matrix::run(&args, &mut std::io::stdout().lock()),
+        Command::Replay(args) => replay::run(&args, &mut std::io::stdout().lock()),
     }
 }
 

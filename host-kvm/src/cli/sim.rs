@@ -1,9 +1,11 @@
-//! `hugesept sim`: a scenario under many seeded schedules; verdict counts and metrics.
+//! `hugesept sim`: a scenario under many seeded schedules — verdict counts, the distribution of
+//! each metric over the runs, and the first failing run saved as a trace.
 
 use std::io::Write;
 use std::path::PathBuf;
 
-use crate::scenario;
+use crate::scenario::{self, RunStats, SchedulerKind};
+use crate::trace;
 
 use super::CliError;
 
@@ -18,58 +20,154 @@ pub struct Args {
     /// The first seed.
     #[arg(long, default_value_t = 1)]
     seed: u64,
+    /// How schedules pick the next choice (default: the scenario's `scheduler`).
+    #[arg(long, value_enum)]
+    scheduler: Option<SchedulerArg>,
+    /// PCT's bug depth (change points + 1).
+    #[arg(long, default_value_t = 3)]
+    depth: u8,
+    /// Where to save the first failing run's trace (default: `<scenario>.trace.toml` in the
+    /// current directory).
+    #[arg(long)]
+    trace: Option<PathBuf>,
+}
+
+/// Schedulers the command line offers.
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+pub enum SchedulerArg {
+    /// Uniform among the enabled choices.
+    Random,
+    /// Probabilistic concurrency testing (random priorities, `--depth` - 1 change points).
+    Pct,
+}
+
+/// Reads and parses a scenario file.
+pub(crate) fn load(path: &PathBuf) -> Result<(String, scenario::Scenario), CliError> {
+    let name = path.display().to_string();
+    let text = std::fs::read_to_string(path).map_err(|e| {
+        CliError::Scenario(name.clone(), scenario::ScenarioError::Syntax(e.to_string()))
+    })?;
+    let sc = scenario::parse(&text).map_err(|e| CliError::Scenario(name, e))?;
+    Ok((text, sc))
+}
+
+/// min, median, 90th percentile and max of `values`.
+fn spread(mut values: Vec<u64>) -> (u64, u64, u64, u64) {
+    values.sort_unstable();
+    let at = |q: usize| {
+        values
+            .get((values.len().saturating_sub(1)) * q / 100)
+            .copied()
+    };
+    (
+        at(0).unwrap_or(0),
+        at(50).unwrap_or(0),
+        at(90).unwrap_or(0),
+        values.last().copied().unwrap_or(0),
+    )
 }
 
 /// Runs `sim`.
 pub fn run(args: &Args, out: &mut impl Write) -> Result<(), CliError> {
     let path = args.scenario.display().to_string();
-    let text = std::fs::read_to_string(&args.scenario).map_err(|e| {
-        CliError::Scenario(path.clone(), scenario::ScenarioError::Syntax(e.to_string()))
-    })?;
-    let sc = scenario::parse(&text).map_err(|e| CliError::Scenario(path.clone(), e))?;
-    let runs = args.runs.unwrap_or(sc.schedules);
-    let sum =
-        scenario::run(&sc, args.seed, runs).map_err(|e| CliError::Scenario(path.clone(), e))?;
+    let (text, mut sc) = load(&args.scenario)?;
+    match args.scheduler {
+        Some(SchedulerArg::Random) => sc.scheduler = SchedulerKind::Random,
+        Some(SchedulerArg::Pct) => sc.scheduler = SchedulerKind::Pct(args.depth.clamp(1, 9)),
+        None => {}
+    }
+    let runs = args.runs.unwrap_or(sc.schedules).max(1);
+    let bar = super::progress(u64::from(runs), "schedules");
+    let started = std::time::Instant::now();
+    let sum = scenario::run_with(&sc, args.seed, runs, &|| bar.inc(1))
+        .map_err(|e| CliError::Scenario(path.clone(), e))?;
+    bar.finish_and_clear();
+    let secs = started.elapsed().as_secs_f64();
     let io = CliError::Io;
     writeln!(
         out,
-        "{}: {} under {} on {}, {runs} schedules from seed {} ({} steps)",
-        path, sc.name, sc.policy, sc.profile, args.seed, sum.steps
+        "{path}: {} — {} on {}, {runs} {} schedules from seed {}",
+        sc.name,
+        sc.policy,
+        sc.profile,
+        sc.scheduler.name(),
+        args.seed
     )
     .map_err(io)?;
-    for (v, n) in &sum.verdicts {
-        writeln!(out, "  {v:<12} {n}").map_err(io)?;
-    }
-    let m = sum.metrics;
     writeln!(
         out,
-        "  metrics: {} TDCALLs ({} succeeded, {} failed), {} exits with accept info, {} without, \
-         {} TD entries without progress, {} faults ({} local retries, {} spurious, {} fixed), \
-         {} write locks, {} SEAMCALLs in faults ({} BUSY), {} demotions, {} kicks",
-        m.tdcalls,
-        m.accept_success,
-        m.accept_failed,
-        m.exits_accept,
-        m.exits_other,
-        m.entries_without_progress,
-        m.fault.faults,
-        m.fault.local_retries,
-        m.fault.spurious,
-        m.fault.fixed,
-        m.fault.write_locks,
-        m.fault.seamcalls,
-        m.fault.seamcall_busy,
-        m.fault.demotions + m.host_demotions,
-        m.kicks
+        "  {} steps in {secs:.2} s ({:.0} steps/s)",
+        sum.steps,
+        sum.steps as f64 / secs.max(1e-9)
     )
     .map_err(io)?;
+    writeln!(out, "verdicts:").map_err(io)?;
+    for (v, n) in &sum.verdicts {
+        writeln!(out, "  {v:<20} {n}").map_err(io)?;
+    }
+    writeln!(
+        out,
+        "per run:                    min   median      p90      max"
+    )
+    .map_err(io)?;
+    let rows: [(&str, fn(&RunStats) -> u64); 9] = [
+        ("world steps", |r| r.steps),
+        ("ACCEPT TDCALLs", |r| u64::from(r.metrics.tdcalls)),
+        ("TD exits", |r| {
+            u64::from(r.metrics.exits_accept) + u64::from(r.metrics.exits_other)
+        }),
+        ("entries without progress", |r| {
+            u64::from(r.metrics.entries_without_progress)
+        }),
+        ("local retries", |r| {
+            u64::from(r.metrics.fault.local_retries)
+        }),
+        ("SEAMCALLs", |r| {
+            u64::from(r.metrics.fault.seamcalls) + u64::from(r.metrics.host_seamcalls)
+        }),
+        ("SEAMCALL BUSY", |r| {
+            u64::from(r.metrics.fault.seamcall_busy)
+        }),
+        ("write locks", |r| u64::from(r.metrics.fault.write_locks)),
+        ("demotions", |r| {
+            u64::from(r.metrics.fault.demotions) + u64::from(r.metrics.host_demotions)
+        }),
+    ];
+    for (name, f) in rows {
+        let (lo, med, p90, hi) = spread(sum.runs.iter().map(f).collect());
+        writeln!(out, "  {name:<24} {lo:>6} {med:>8} {p90:>8} {hi:>8}").map_err(io)?;
+    }
+    if let Some((seed, got)) = sum.first_unexpected.or(sum.first_not_ok) {
+        let start = sc
+            .world()
+            .map_err(|e| CliError::Scenario(path.clone(), e))?;
+        let t = trace::record(&sc, &text, seed, &start)
+            .map_err(|e| CliError::Scenario(path.clone(), e))?;
+        let file = args.trace.clone().unwrap_or_else(|| {
+            let stem = args
+                .scenario
+                .file_stem()
+                .map_or("scenario".into(), |s| s.to_string_lossy().into_owned());
+            PathBuf::from(format!("{stem}.trace.toml"))
+        });
+        std::fs::write(&file, t.to_toml()).map_err(io)?;
+        writeln!(
+            out,
+            "first run ending in {got}: seed {seed}, {} steps; trace saved to {} \
+             (hugesept replay {})",
+            t.choices.split_whitespace().count(),
+            file.display(),
+            file.display()
+        )
+        .map_err(io)?;
+    }
     match (sc.expect, sum.first_unexpected) {
         (Some(e), Some((seed, got))) => Err(CliError::Unexpected(format!(
             "{path}: expected {} in every schedule; seed {seed} ended in {got}",
             e.name()
         ))),
         (Some(e), None) => {
-            writeln!(out, "  as expected: {}", e.name()).map_err(io)?;
+            writeln!(out, "as expected: {}", e.name()).map_err(io)?;
             Ok(())
         }
         (None, _) => Ok(()),

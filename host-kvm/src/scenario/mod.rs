@@ -14,7 +14,8 @@ use hugesept_core::policy::PolicyId;
 use hugesept_core::sept::{ModuleProfile, Sept, SeptConfig};
 use hugesept_core::world::{
     Choice, HostAction, Limits, MAX_HOSTS, MAX_LAZY_UNITS, MAX_SCRIPT, MAX_STAGES, MAX_VCPUS,
-    Metrics, PctScheduler, PriorityScheduler, RandomScheduler, Scheduler, Stepped, Verdict, World,
+    Metrics, PctScheduler, PriorityScheduler, RandomScheduler, ScheduleError, Scheduler, Stepped,
+    Verdict, World,
 };
 use serde::Deserialize;
 
@@ -709,37 +710,77 @@ impl Scheduler for AnyScheduler {
     }
 }
 
+/// One schedule's numbers.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct RunStats {
+    /// World steps.
+    pub steps: u64,
+    /// Its counters.
+    pub metrics: Metrics,
+}
+
 /// What running a scenario under seeded schedules gave.
 #[derive(Debug, Clone, Default)]
 pub struct Summary {
-    /// Schedules per verdict.
+    /// Schedules per verdict ("invariant-violation" for a broken safety invariant).
     pub verdicts: BTreeMap<&'static str, u32>,
-    /// The first seed whose verdict differs from the expected one.
+    /// The first seed whose verdict differs from the expected one (or, with no expectation,
+    /// is not ok).
     pub first_unexpected: Option<(u64, &'static str)>,
+    /// The first seed whose verdict is not ok (expected or not).
+    pub first_not_ok: Option<(u64, &'static str)>,
     /// Counters summed over all schedules.
     pub metrics: Metrics,
     /// Steps taken in all.
     pub steps: u64,
+    /// Each schedule's numbers, in seed order.
+    pub runs: Vec<RunStats>,
+}
+
+/// Runs `scenario` under `schedules` seeds from `first_seed`, with its scheduler; `tick` is
+/// called after each schedule.
+pub fn run_with(
+    scenario: &Scenario,
+    first_seed: u64,
+    schedules: u32,
+    tick: &dyn Fn(),
+) -> Result<Summary, ScenarioError> {
+    let start = scenario.world()?;
+    let mut sum = Summary::default();
+    for seed in first_seed..first_seed.saturating_add(u64::from(schedules)) {
+        let mut m = Metrics::default();
+        let mut steps = 0;
+        let r = start.run_schedule(
+            &mut scenario.scheduler(seed),
+            scenario.limits(),
+            &mut m,
+            &mut steps,
+            |_, _| {},
+        );
+        let name = match r {
+            Ok(v) => v.name(),
+            Err(ScheduleError::Invariant { .. }) => crate::trace::VIOLATION,
+            Err(ScheduleError::Model(e)) => {
+                return Err(ScenarioError::Model(format!("seed {seed}: {e}")));
+            }
+        };
+        *sum.verdicts.entry(name).or_default() += 1;
+        let expected = scenario.expect.unwrap_or(Verdict::Ok).name();
+        if sum.first_unexpected.is_none() && name != expected {
+            sum.first_unexpected = Some((seed, name));
+        }
+        if sum.first_not_ok.is_none() && name != Verdict::Ok.name() {
+            sum.first_not_ok = Some((seed, name));
+        }
+        sum.metrics.add(&m);
+        sum.steps += steps;
+        sum.runs.push(RunStats { steps, metrics: m });
+        tick();
+    }
+    Ok(sum)
 }
 
 /// Runs `scenario` under `schedules` seeds from `first_seed`, with its scheduler.
 pub fn run(scenario: &Scenario, first_seed: u64, schedules: u32) -> Result<Summary, ScenarioError> {
-    let start = scenario.world()?;
-    let mut sum = Summary::default();
-    for seed in first_seed..first_seed + u64::from(schedules) {
-        let v = start
-            .run_schedule(
-                &mut scenario.scheduler(seed),
-                scenario.limits(),
-                &mut sum.metrics,
-                &mut sum.steps,
-                |_, _| {},
-            )
-            .map_err(|e| ScenarioError::Model(format!("seed {seed}: {e:?}")))?;
-        *sum.verdicts.entry(v.name()).or_default() += 1;
-        if sum.first_unexpected.is_none() && scenario.expect.is_some_and(|e| e != v) {
-            sum.first_unexpected = Some((seed, v.name()));
-        }
-    }
-    Ok(sum)
+    run_with(scenario, first_seed, schedules, &|| {})
 }

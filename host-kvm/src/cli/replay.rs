@@ -1,0 +1,434 @@
+//! `hugesept replay TRACE`: a trace step by step — the actor, what it did (the TDCALL and its
+//! decoded status, the exit, the fault path's phase and RET_PF value, the host operation's
+//! phase and SEAMCALL counts), the lock state, and the S-EPT and mirror of the 2M range the
+//! step touched.
+
+use std::fmt::Write as _;
+use std::io::Write;
+use std::path::PathBuf;
+
+use hugesept_core::abi::{Gpa, PageLevel};
+use hugesept_core::guest::{GuestEvent, GuestOp};
+use hugesept_core::kvm::{FaultEnd, RetPf};
+use hugesept_core::world::{Choice, HostActivity, Metrics, StepNote, VcpuState, Verdict};
+
+use crate::scenario::ScenarioWorld;
+use crate::trace::{Trace, TraceError};
+
+use super::CliError;
+
+/// Options of `replay`.
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// The trace file (written by `hugesept sim` or `hugesept explore`).
+    trace: PathBuf,
+    /// Print only the last N steps in full (the earlier ones are replayed silently).
+    #[arg(long)]
+    last: Option<usize>,
+    /// One line per step, without the S-EPT and mirror of the range.
+    #[arg(long)]
+    brief: bool,
+}
+
+fn vcpu_state(s: VcpuState) -> String {
+    match s {
+        VcpuState::InGuest { kicked: true, .. } => "in the guest, kicked".into(),
+        VcpuState::InGuest { .. } => "in the guest".into(),
+        VcpuState::InTdcall { op, .. } => {
+            format!("inside ACCEPT {} {} (entry locked)", op.gpa(), op.level())
+        }
+        VcpuState::InHost(p) => match p.exit() {
+            Some(e) => format!("exited to KVM: {e}"),
+            None => format!("in KVM's fault path for {}: {}", p.gfn(), p.phase_name()),
+        },
+        VcpuState::Finished(e) => format!("finished: {e:?}"),
+        VcpuState::Stopped(e) => format!("stopped: {e:?}"),
+    }
+}
+
+fn host_state(a: HostActivity) -> String {
+    match a {
+        HostActivity::Idle => "idle".into(),
+        HostActivity::Operation(op) => {
+            let (s, e) = op.range();
+            format!("{:?} [{s}, {e}): {}", op.kind(), op.phase_name())
+        }
+        HostActivity::Fault(p) => format!("fault path for {}: {}", p.gfn(), p.phase_name()),
+        HostActivity::Await(n) => format!("waiting for the vCPUs to finish {n} stage(s)"),
+    }
+}
+
+fn op_text(op: GuestOp) -> String {
+    match op {
+        GuestOp::Accept(a) => format!("TDG.MEM.PAGE.ACCEPT {} {}", a.gpa, a.level),
+        GuestOp::AcceptRaw(r) => format!("TDG.MEM.PAGE.ACCEPT RCX={r:#x}"),
+        GuestOp::Read(g) => format!("read {g}"),
+        GuestOp::Write {
+            gpa,
+            level,
+            content,
+        } => format!("write {content} over {gpa} {level}"),
+        GuestOp::Verify {
+            gpa,
+            level,
+            content,
+        } => format!("verify {content} over {gpa} {level}"),
+        GuestOp::ClaimUnit(u) => format!("claim unaccepted unit {u}"),
+        GuestOp::ReleaseUnit(u) => format!("release unit {u}"),
+    }
+}
+
+fn event_text(ev: GuestEvent) -> String {
+    match ev {
+        GuestEvent::Status(s) => format!("{s}"),
+        GuestEvent::Read(c) => format!("read {c}"),
+        GuestEvent::VirtualizationException => "#VE".into(),
+        GuestEvent::Wrote => "written".into(),
+        GuestEvent::Verified => "intact".into(),
+        GuestEvent::Mismatch { gpa, found } => format!("MISMATCH at {gpa}: found {found}"),
+        GuestEvent::UnitClaimed => "claimed (bit set)".into(),
+        GuestEvent::UnitAccepted => "already accepted (bit clear)".into(),
+        GuestEvent::UnitReleased => "bit cleared".into(),
+    }
+}
+
+fn note_text(n: &StepNote) -> String {
+    let mut s = String::new();
+    if let Some((op, ev)) = n.retired {
+        let _ = write!(s, "{} → {}", op_text(op), event_text(ev));
+    }
+    if let Some(e) = n.fault_end {
+        let t = match e {
+            FaultEnd::Resume(RetPf::Retry) => "RET_PF_RETRY, back into the guest".into(),
+            FaultEnd::Resume(RetPf::Fixed) => "RET_PF_FIXED, back into the guest".into(),
+            FaultEnd::Resume(RetPf::Spurious) => "RET_PF_SPURIOUS, back into the guest".into(),
+            other => format!("{other:?}"),
+        };
+        let _ = write!(s, "fault path ends: {t}");
+    }
+    if let Some(e) = n.host_end {
+        let _ = write!(s, "host operation ends: {e:?}");
+    }
+    s
+}
+
+/// The 2M range a step touched.
+fn touched(before: &ScenarioWorld, after: &ScenarioWorld, c: Choice, n: &StepNote) -> Option<Gpa> {
+    if let Some((op, _)) = n.retired {
+        return match op {
+            GuestOp::Accept(a) => Some(a.gpa),
+            GuestOp::Read(g) | GuestOp::ClaimUnit(g) | GuestOp::ReleaseUnit(g) => Some(g),
+            GuestOp::Write { gpa, .. } | GuestOp::Verify { gpa, .. } => Some(gpa),
+            GuestOp::AcceptRaw(_) => None,
+        };
+    }
+    let vcpu = |w: &ScenarioWorld, i: u8| w.vcpus().nth(usize::from(i)).map(|v| v.state());
+    let host = |w: &ScenarioWorld, i: u8| w.hosts().nth(usize::from(i)).map(|h| h.activity());
+    let of_vcpu = |s: Option<VcpuState>| match s {
+        Some(VcpuState::InTdcall { op, .. }) => Some(op.gpa()),
+        Some(VcpuState::InHost(p)) => p.gfn().gpa().ok(),
+        _ => None,
+    };
+    let of_host = |a: Option<HostActivity>| match a {
+        Some(HostActivity::Operation(op)) => op.range().0.gpa().ok(),
+        Some(HostActivity::Fault(p)) => p.gfn().gpa().ok(),
+        _ => None,
+    };
+    match c {
+        Choice::Vcpu(i) | Choice::Interrupt(i) => {
+            of_vcpu(vcpu(after, i)).or_else(|| of_vcpu(vcpu(before, i)))
+        }
+        Choice::Host(i) => of_host(host(after, i)).or_else(|| of_host(host(before, i))),
+    }
+}
+
+/// The S-EPT and the mirror of the 2M range at `gpa`.
+fn range_text(w: &ScenarioWorld, gpa: Gpa) -> String {
+    let base = gpa.align_down(PageLevel::Size2M);
+    let sept = w.sept();
+    let mut s = String::new();
+    let two_m = sept.entry_state(base, PageLevel::Size2M).ok().flatten();
+    let _ = write!(s, "    S-EPT  {base} 2M: ");
+    match two_m {
+        Some(st) if st.is_table() => {
+            let mut counts: Vec<(String, u32)> = Vec::new();
+            if let Ok(Some(t)) = sept.table_4k(base) {
+                for e in t {
+                    let name = e.state.to_string();
+                    match counts.iter_mut().find(|(n, _)| *n == name) {
+                        Some((_, k)) => *k += 1,
+                        None => counts.push((name, 1)),
+                    }
+                }
+            }
+            let _ = write!(
+                s,
+                "{st}; 4K: {}",
+                counts
+                    .iter()
+                    .map(|(n, k)| format!("{k} {n}"))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            );
+        }
+        Some(st) => {
+            let _ = write!(s, "{st}");
+        }
+        None => {
+            let _ = write!(s, "(no 2M entry: the 1G entry above is not a table)");
+        }
+    }
+    let _ = write!(
+        s,
+        "; content at {}: {}",
+        gpa.align_down(PageLevel::Size4K),
+        sept.content(gpa).unwrap_or_default()
+    );
+    let kvm = w.kvm();
+    let _ = write!(s, "\n    mirror {base} 2M: ");
+    match kvm.mirror(base.gfn(), PageLevel::Size2M) {
+        Some(sp) if sp.is_table() => {
+            let leaves = (0..512u64)
+                .filter(|p| {
+                    kvm.mirror(
+                        hugesept_core::abi::Gfn(base.gfn().raw() + p),
+                        PageLevel::Size4K,
+                    )
+                    .is_some_and(|e| e.is_leaf())
+                })
+                .count();
+            let _ = write!(s, "table, {leaves} 4K leaves");
+        }
+        Some(sp) if sp.is_leaf() => {
+            let _ = write!(
+                s,
+                "2M leaf{}",
+                if sp.is_frozen() { " (frozen)" } else { "" }
+            );
+        }
+        Some(sp) if sp.is_frozen() => {
+            let _ = write!(s, "frozen (SEAMCALL in flight)");
+        }
+        _ => {
+            let _ = write!(s, "not present");
+        }
+    }
+    if let Some(l) = kvm.lpage(base.gfn(), PageLevel::Size2M) {
+        let _ = write!(
+            s,
+            "; lpage_info 2M: count {}{}{}",
+            l.count(),
+            if l.mixed() { ", MIXED" } else { "" },
+            if l.guest_inhibit() {
+                ", GUEST_INHIBIT"
+            } else {
+                ""
+            }
+        );
+    }
+    s
+}
+
+fn actor_name(w: &ScenarioWorld, c: Choice) -> String {
+    match c {
+        Choice::Vcpu(i) | Choice::Interrupt(i) => {
+            let g = w
+                .vcpus()
+                .nth(usize::from(i))
+                .map(|v| format!(" ({}, stage {})", v.guest().kind(), v.stage()))
+                .unwrap_or_default();
+            let what = if matches!(c, Choice::Interrupt(_)) {
+                "interrupt on vCPU"
+            } else {
+                "vCPU"
+            };
+            format!("{what} {i}{g}")
+        }
+        Choice::Host(i) => format!("host {i}"),
+    }
+}
+
+fn delta(before: &Metrics, after: &Metrics) -> String {
+    let mut parts = Vec::new();
+    let d = |a: u32, b: u32| b.saturating_sub(a);
+    let seam = d(
+        before.fault.seamcalls + before.host_seamcalls,
+        after.fault.seamcalls + after.host_seamcalls,
+    );
+    if seam > 0 {
+        parts.push(format!("{seam} SEAMCALL(s)"));
+    }
+    if d(before.fault.seamcall_busy, after.fault.seamcall_busy) > 0 {
+        parts.push("TDX_OPERAND_BUSY".into());
+    }
+    if d(before.fault.write_locks, after.fault.write_locks) > 0 {
+        parts.push("mmu_lock taken for write".into());
+    }
+    let dem = d(
+        before.fault.demotions + before.host_demotions,
+        after.fault.demotions + after.host_demotions,
+    );
+    if dem > 0 {
+        parts.push(format!("{dem} demotion(s)"));
+    }
+    if d(before.kicks, after.kicks) > 0 {
+        parts.push("kick bounce".into());
+    }
+    if d(
+        before.exits_accept + before.exits_other,
+        after.exits_accept + after.exits_other,
+    ) > 0
+    {
+        parts.push("TD exit".into());
+    }
+    parts.join(", ")
+}
+
+/// Replays `t`, writing the steps to `out`; the verdict it reproduces.
+pub fn replay(
+    t: &Trace,
+    last: Option<usize>,
+    brief: bool,
+    out: &mut impl Write,
+) -> Result<Option<Verdict>, CliError> {
+    let io = CliError::Io;
+    let choices = t.choice_list().map_err(CliError::Trace)?;
+    let claimed = t.claimed_verdict().map_err(CliError::Trace)?;
+    let sc = t.scenario().map_err(CliError::Trace)?;
+    let mut w = sc
+        .world()
+        .map_err(|e| CliError::Trace(TraceError::Scenario(e)))?;
+    writeln!(
+        out,
+        "{} — {} on {}; {} steps ({}), written by hugesept {}, claims: {}",
+        sc.name,
+        sc.policy,
+        sc.profile,
+        choices.len(),
+        t.schedule,
+        t.hugesept,
+        t.verdict
+    )
+    .map_err(io)?;
+    let first_shown = last.map_or(0, |n| choices.len().saturating_sub(n));
+    let mut m = Metrics::default();
+    let mut violation = None;
+    for (k, &c) in choices.iter().enumerate() {
+        if w.ended().is_some() {
+            return Err(CliError::Trace(t.diverged(
+                k,
+                "the world has already ended but the trace goes on".into(),
+            )));
+        }
+        if !w.is_enabled(c) {
+            return Err(CliError::Trace(t.diverged(
+                k,
+                format!("choice {} is not enabled", crate::trace::choice_text(c)),
+            )));
+        }
+        let before = w.clone();
+        let mb = m;
+        let stepped = w
+            .step(c, &mut m)
+            .map_err(|e| CliError::Trace(t.diverged(k, format!("the model failed: {e}"))))?;
+        let check = w
+            .check()
+            .and_then(|()| ScenarioWorld::check_transition(&before, &w));
+        if k >= first_shown {
+            let what = note_text(&m.note);
+            let state = match c {
+                Choice::Vcpu(i) | Choice::Interrupt(i) => w
+                    .vcpus()
+                    .nth(usize::from(i))
+                    .map(|v| vcpu_state(v.state()))
+                    .unwrap_or_default(),
+                Choice::Host(i) => w
+                    .hosts()
+                    .nth(usize::from(i))
+                    .map(|h| host_state(h.activity()))
+                    .unwrap_or_default(),
+            };
+            let mut line = format!("#{k:<5} {:<28} ", actor_name(&before, c));
+            if stepped == hugesept_core::world::Stepped::Blocked {
+                line += "waits; ";
+            }
+            if !what.is_empty() {
+                line += &format!("{what}; ");
+            }
+            line += &format!("now {state}");
+            let d = delta(&mb, &m);
+            if !d.is_empty() {
+                line += &format!(" [{d}]");
+            }
+            writeln!(out, "{line}").map_err(io)?;
+            if !brief {
+                let lock = w.kvm().mmu_lock;
+                let (tree_shared, tree_excl) = w.sept().tree_lock();
+                if lock != before.kvm().mmu_lock
+                    || w.sept().tree_lock() != before.sept().tree_lock()
+                {
+                    writeln!(
+                        out,
+                        "    mmu_lock: {} reader(s){}{}; S-EPT tree lock: {tree_shared} shared{}",
+                        lock.readers(),
+                        if lock.write_held() {
+                            ", held for write"
+                        } else {
+                            ""
+                        },
+                        if lock.writers_waiting() > 0 {
+                            format!(", {} writer(s) waiting", lock.writers_waiting())
+                        } else {
+                            String::new()
+                        },
+                        if tree_excl { ", exclusive" } else { "" }
+                    )
+                    .map_err(io)?;
+                }
+                if let Some(g) = touched(&before, &w, c, &m.note)
+                    && w.sept().contains(g)
+                {
+                    writeln!(out, "{}", range_text(&w, g)).map_err(io)?;
+                }
+            }
+        }
+        if let Err(v) = check {
+            writeln!(out, "safety invariant broken after step {k}: {v:?}").map_err(io)?;
+            violation = Some(v);
+            break;
+        }
+    }
+    let reproduced = match (violation, w.ended()) {
+        (Some(_), _) => None,
+        (None, Some(v)) => Some(v),
+        (None, None) => Some(Verdict::Livelock),
+    };
+    if reproduced != claimed {
+        return Err(CliError::Trace(t.diverged(
+            choices.len(),
+            format!(
+                "it ends in {} where the trace claims {}",
+                reproduced.map_or(crate::trace::VIOLATION, |v| v.name()),
+                t.verdict
+            ),
+        )));
+    }
+    let ending = match reproduced {
+        Some(Verdict::Livelock) => {
+            "livelock: the world has not ended and the last steps made no progress".to_owned()
+        }
+        Some(v) => v.name().to_owned(),
+        None => "a safety invariant broke".to_owned(),
+    };
+    writeln!(out, "reproduced: {ending}").map_err(io)?;
+    Ok(reproduced)
+}
+
+/// Runs `replay`.
+pub fn run(args: &Args, out: &mut impl Write) -> Result<(), CliError> {
+    let text = std::fs::read_to_string(&args.trace)
+        .map_err(|e| CliError::Usage(format!("{}: {e}", args.trace.display())))?;
+    let t = Trace::parse(&text).map_err(CliError::Trace)?;
+    replay(&t, args.last, args.brief, out)?;
+    Ok(())
+}
