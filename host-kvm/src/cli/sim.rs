@@ -51,6 +51,9 @@ pub(crate) fn load(path: &PathBuf) -> Result<(String, scenario::Scenario), CliEr
     Ok((text, sc))
 }
 
+/// A metric row: its name and how to read it off a run.
+type Row = (&'static str, fn(&RunStats) -> u64);
+
 /// min, median, 90th percentile and max of `values`.
 fn spread(mut values: Vec<u64>) -> (u64, u64, u64, u64) {
     values.sort_unstable();
@@ -110,7 +113,7 @@ pub fn run(args: &Args, out: &mut impl Write) -> Result<(), CliError> {
         "per run:                    min   median      p90      max"
     )
     .map_err(io)?;
-    let rows: [(&str, fn(&RunStats) -> u64); 9] = [
+    let rows: [Row; 9] = [
         ("world steps", |r| r.steps),
         ("ACCEPT TDCALLs", |r| u64::from(r.metrics.tdcalls)),
         ("TD exits", |r| {
