@@ -2,6 +2,7 @@
 //! and the `hugesept` command line over the core's models.
 
 pub mod cli;
+pub mod explore;
 pub mod matrix;
 pub mod scenario;
 pub mod trace;

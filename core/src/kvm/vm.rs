@@ -131,11 +131,27 @@ impl KvmGig {
 }
 
 /// A 4K table of mirror SPTEs (and per-GFN attributes).
-#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct MirrorTable {
     /// The entries.
     pub entries: [Spte; ENTRIES_PER_TABLE as usize],
     pub(crate) in_use: bool,
+}
+
+impl core::hash::Hash for MirrorTable {
+    fn hash<H: core::hash::Hasher>(&self, h: &mut H) {
+        self.in_use.hash(h);
+        // A free table is always EMPTY (freeing resets it); an in-use one, 8 SPTEs per word.
+        if self.in_use {
+            for chunk in self.entries.chunks_exact(8) {
+                let mut w = 0u64;
+                for e in chunk {
+                    w = (w << 8) | u64::from(e.0);
+                }
+                h.write_u64(w);
+            }
+        }
+    }
 }
 
 impl MirrorTable {

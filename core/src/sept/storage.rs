@@ -77,7 +77,7 @@ impl HugeEntry {
 }
 
 /// A 4K-level S-EPT entry and the content of its page.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[derive(Clone, Copy, Debug)]
 pub struct Entry4K {
     /// The entry's state (FREE while the table only records content).
     pub state: SeptEntryState,
@@ -87,6 +87,30 @@ pub struct Entry4K {
     pub content: Content,
     /// The TD epoch RANGE.BLOCK recorded.
     pub bepoch: u32,
+}
+
+impl Entry4K {
+    /// All fields in one word (for hashing: one write per entry).
+    pub const fn packed(&self) -> u64 {
+        (self.state as u64)
+            | ((self.lock.0 as u64) << 8)
+            | ((self.content.raw() as u64) << 16)
+            | ((self.bepoch as u64) << 32)
+    }
+}
+
+impl PartialEq for Entry4K {
+    fn eq(&self, o: &Self) -> bool {
+        self.packed() == o.packed()
+    }
+}
+
+impl Eq for Entry4K {}
+
+impl core::hash::Hash for Entry4K {
+    fn hash<H: core::hash::Hasher>(&self, h: &mut H) {
+        h.write_u64(self.packed());
+    }
 }
 
 impl Entry4K {
@@ -137,8 +161,10 @@ impl Region {
     };
 }
 
-/// A 4K table: 512 entries and the pool's free-list link.
-#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+/// A 4K table: 512 entries and the pool's free-list link. A table in the free pool compares
+/// and hashes by its link alone: what it held before is never read again (taking it from the
+/// pool resets it), so states that differ only there are the same state.
+#[derive(Clone, Debug)]
 pub struct Table4K {
     /// The entries.
     pub entries: [Entry4K; ENTRIES_PER_TABLE as usize],
@@ -154,6 +180,33 @@ impl Table4K {
         link: TableRef::NONE,
         in_use: false,
     };
+}
+
+impl PartialEq for Table4K {
+    fn eq(&self, o: &Self) -> bool {
+        self.in_use == o.in_use
+            && self.link == o.link
+            && (!self.in_use || self.entries == o.entries)
+    }
+}
+
+impl Eq for Table4K {}
+
+impl core::hash::Hash for Table4K {
+    fn hash<H: core::hash::Hasher>(&self, h: &mut H) {
+        self.in_use.hash(h);
+        self.link.hash(h);
+        if self.in_use {
+            // Two entries per word.
+            for pair in self.entries.chunks_exact(2) {
+                let mut w = 0u64;
+                for e in pair {
+                    w = w.rotate_left(32) ^ e.packed();
+                }
+                h.write_u64(w);
+            }
+        }
+    }
 }
 
 impl Default for Table4K {

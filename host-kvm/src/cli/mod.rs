@@ -1,6 +1,7 @@
 //! Argument parsing and dispatch for the `hugesept` command line.
 
 mod accept_matrix;
+mod explore;
 mod matrix;
 mod replay;
 mod sim;
@@ -27,6 +28,9 @@ enum Command {
     Sim(sim::Args),
     /// Every design × every guest strategy on the standard worlds: verdicts and costs.
     Matrix(matrix::Args),
+    /// Explore every interleaving of a scenario exhaustively: violations, reachable verdicts,
+    /// liveness.
+    Explore(explore::Args),
     /// Replay a trace step by step.
     Replay(replay::Args),
 }
@@ -82,6 +86,7 @@ pub fn run(cli: Cli) -> Result<(), CliError> {
         Command::AcceptMatrix(args) => accept_matrix::run(&args, &mut std::io::stdout().lock()),
         Command::Sim(args) => sim::run(&args, &mut std::io::stdout().lock()),
         Command::Matrix(args) => matrix::run(&args, &mut std::io::stdout().lock()),
+        Command::Explore(args) => explore::run(&args, &mut std::io::stdout().lock()),
         Command::Replay(args) => replay::run(&args, &mut std::io::stdout().lock()),
     }
 }
@@ -96,6 +101,17 @@ pub(crate) fn progress(len: u64, unit: &str) -> indicatif::ProgressBar {
         "{{elapsed_precise}} [{{bar:40}}] {{pos}}/{{len}} {unit} ({{eta}} left)"
     )) {
         bar.set_style(style.progress_chars("=> "));
+    }
+    bar
+}
+
+/// A spinner with a count on stderr, for work of unknown length.
+pub(crate) fn progress_spinner(unit: &str) -> indicatif::ProgressBar {
+    let bar = indicatif::ProgressBar::with_draw_target(None, indicatif::ProgressDrawTarget::stderr());
+    if let Ok(style) = indicatif::ProgressStyle::with_template(&format!(
+        "{{elapsed_precise}} {{spinner}} {{pos}} {unit}, {{msg}}"
+    )) {
+        bar.set_style(style);
     }
     bar
 }

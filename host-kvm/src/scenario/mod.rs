@@ -588,7 +588,7 @@ pub fn parse(text: &str) -> Result<Scenario, ScenarioError> {
         profile,
         policy,
         config,
-        tables: f.tables.map_or(2 * f.regions as usize + 2, |t| t as usize),
+        tables: f.tables.map_or(f.regions as usize, |t| t as usize),
         runnable: f.runnable,
         schedules: if scheduler == SchedulerKind::Priority {
             1
