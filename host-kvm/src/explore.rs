@@ -10,9 +10,7 @@ use std::hash::{BuildHasherDefault, Hash, Hasher};
 
 use hugesept_core::kvm::KvmStorage;
 use hugesept_core::sept::SeptStorage;
-use hugesept_core::world::{
-    Choice, MAX_CHOICES, Metrics, Stepped, Verdict, Violation, World,
-};
+use hugesept_core::world::{Choice, MAX_CHOICES, Metrics, Stepped, Verdict, Violation, World};
 
 /// A fast 128-bit fingerprint: two independent multiply-rotate lanes over the words the
 /// derived `Hash` implementations write.
@@ -34,7 +32,9 @@ impl Default for Fingerprint {
 impl Fingerprint {
     #[inline]
     fn mix(&mut self, x: u64) {
-        self.a = (self.a ^ x).wrapping_mul(0x9E37_79B9_7F4A_7C15).rotate_left(29);
+        self.a = (self.a ^ x)
+            .wrapping_mul(0x9E37_79B9_7F4A_7C15)
+            .rotate_left(29);
         self.b = (self.b.rotate_left(23) ^ x).wrapping_mul(0xD6E8_FEB8_6659_FD93);
     }
 
@@ -215,6 +215,7 @@ where
                     ex.violation = Some((v, p));
                     break 'levels;
                 }
+                s.canonicalize();
                 let fp = Fingerprint::of(&s);
                 if let Some(&known) = ids.get(&fp) {
                     if known != id {

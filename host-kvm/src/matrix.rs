@@ -239,7 +239,7 @@ impl Default for MatrixSpec {
     fn default() -> Self {
         MatrixSpec {
             policies: PolicyId::ALL.to_vec(),
-            guests: GuestKind::ALL.to_vec(),
+            guests: GuestKind::STRATEGIES.to_vec(),
             worlds: StandardWorld::ALL.to_vec(),
             seeds: 8,
             boot: true,

@@ -52,6 +52,10 @@ pub enum GuestKind {
     /// Touches memory before accepting: with #VE enabled the #VE handler accepts the page at 4K;
     /// with #VE disabled the touch kills the VM.
     TouchFirst,
+    /// The bare TDCALL of the seed scenario: one ACCEPT of its whole range (4K or 2M), retried
+    /// while BUSY, then it stops whatever the status; it writes no markers. Not a real guest:
+    /// it isolates the race between two ACCEPTs from what a strategy does next.
+    SingleAccept,
     /// Arbitrary operands from a seeded sequence: valid 4K and 2M ACCEPTs inside and around its
     /// range, 1G, shared and misaligned GPAs, reserved bits, double accepts, writes. It never
     /// panics and writes no markers; what it may break is the host, or other guests' data.
@@ -59,8 +63,9 @@ pub enum GuestKind {
 }
 
 impl GuestKind {
-    /// Every strategy this module implements.
-    pub const ALL: [GuestKind; 9] = [
+    /// The real guests' strategies (shared/reference/guests.md): every kind but the seed
+    /// scenario's bare [`GuestKind::SingleAccept`].
+    pub const STRATEGIES: [GuestKind; 9] = [
         GuestKind::Linux,
         GuestKind::LinuxLazy,
         GuestKind::Ovmf,
@@ -69,6 +74,20 @@ impl GuestKind {
         GuestKind::Svsm,
         GuestKind::Accept4kOnly,
         GuestKind::TouchFirst,
+        GuestKind::Adversarial,
+    ];
+
+    /// Every kind this module implements.
+    pub const ALL: [GuestKind; 10] = [
+        GuestKind::Linux,
+        GuestKind::LinuxLazy,
+        GuestKind::Ovmf,
+        GuestKind::TdShim,
+        GuestKind::TdxGuest,
+        GuestKind::Svsm,
+        GuestKind::Accept4kOnly,
+        GuestKind::TouchFirst,
+        GuestKind::SingleAccept,
         GuestKind::Adversarial,
     ];
 
@@ -83,6 +102,7 @@ impl GuestKind {
             GuestKind::Svsm => "svsm",
             GuestKind::Accept4kOnly => "accept-4k-only",
             GuestKind::TouchFirst => "touch-first",
+            GuestKind::SingleAccept => "single-accept",
             GuestKind::Adversarial => "adversarial",
         }
     }
@@ -97,9 +117,10 @@ impl GuestKind {
         match self {
             GuestKind::Linux | GuestKind::LinuxLazy | GuestKind::TdxGuest => PageLevel::Size1G,
             GuestKind::Ovmf | GuestKind::TdShim | GuestKind::Svsm => PageLevel::Size2M,
-            GuestKind::Accept4kOnly | GuestKind::TouchFirst | GuestKind::Adversarial => {
-                PageLevel::Size4K
-            }
+            GuestKind::Accept4kOnly
+            | GuestKind::TouchFirst
+            | GuestKind::Adversarial
+            | GuestKind::SingleAccept => PageLevel::Size4K,
         }
     }
 }
@@ -300,6 +321,19 @@ impl Guest {
                 pos: start,
                 accepting: false,
             }
+        } else if kind == GuestKind::SingleAccept {
+            let level = if end.raw().saturating_sub(start.raw()) >= PAGE_2M
+                && start.is_aligned(PageLevel::Size2M)
+            {
+                PageLevel::Size2M
+            } else {
+                PageLevel::Size4K
+            };
+            Phase::Accept {
+                pos: start,
+                level,
+                retries: 0,
+            }
         } else if kind == GuestKind::LinuxLazy {
             Phase::Claim {
                 unit: start.align_down(PageLevel::Size2M),
@@ -316,6 +350,11 @@ impl Guest {
                 retries: 0,
             }
         };
+        let marker = if kind == GuestKind::SingleAccept {
+            Content::NONE
+        } else {
+            Content::data(tag)
+        };
         Guest {
             kind,
             start,
@@ -326,7 +365,7 @@ impl Guest {
                 count: 1,
                 chunk_shift: MAILBOX_CHUNK_SHIFT,
             },
-            marker: Content::data(tag),
+            marker,
             phase,
             pending: None,
         }
@@ -645,6 +684,20 @@ impl Guest {
             return;
         }
         match (self.phase, op, event) {
+            (Phase::Accept { pos, level, .. }, GuestOp::Accept(_), GuestEvent::Status(s))
+                if self.kind == GuestKind::SingleAccept =>
+            {
+                // BUSY: the same ACCEPT again (no count: it retries for as long as it takes).
+                self.phase = if s.code() == crate::abi::StatusCode::OperandBusy {
+                    Phase::Accept {
+                        pos,
+                        level,
+                        retries: 0,
+                    }
+                } else {
+                    Phase::Ended(GuestEnd::Done)
+                };
+            }
             (
                 Phase::Accept {
                     pos,

@@ -69,7 +69,10 @@ pub fn react(kind: GuestKind, level: PageLevel, status: TdxStatus, retries: u8) 
             _ => Reaction::Panic,
         },
         // The adversary reads no status (Guest handles it before asking).
-        GuestKind::Accept4kOnly | GuestKind::TouchFirst | GuestKind::Adversarial => match code {
+        GuestKind::Accept4kOnly
+        | GuestKind::TouchFirst
+        | GuestKind::Adversarial
+        | GuestKind::SingleAccept => match code {
             StatusCode::PageAlreadyAccepted => Reaction::Advance,
             StatusCode::OperandBusy => Reaction::Retry,
             _ => Reaction::Panic,

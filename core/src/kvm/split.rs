@@ -215,7 +215,10 @@ impl Split {
                 if s == TdxStatus::SUCCESS {
                     kvm.set_mirror_frozen(self.gpa, self.level, false)?;
                     Ok(SplitStep::Failed)
-                } else if s.code() == StatusCode::TlbTrackingNotDone {
+                } else if s.code() == StatusCode::TlbTrackingNotDone || busy(s) {
+                    // fault-path-demote's kicks exist so that UNBLOCK cannot fail
+                    // (kvm-fault-path.md): a guest ACCEPT holding the entry finishes and the
+                    // vCPU leaves; then UNBLOCK runs again.
                     kvm.kick_pending = true;
                     Ok(SplitStep::Blocked)
                 } else {

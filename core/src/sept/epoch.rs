@@ -92,6 +92,33 @@ impl TlbEpochs {
         Ok(TdxStatus::SUCCESS)
     }
 
+    /// The even shift that brings the epoch back to 2 or 3, when it has grown past 3: every
+    /// epoch number the module compares is the current one, the previous one, or older (and
+    /// all older ones behave alike), so shifting them all by an even amount (parity selects the
+    /// counter) keeps every answer. 0 when there is nothing to do.
+    pub const fn rebase_offset(&self) -> u32 {
+        if self.epoch < 4 {
+            0
+        } else {
+            self.epoch.saturating_sub(2) & !1
+        }
+    }
+
+    /// `e` after shifting by `offset`: epochs older than the previous one become 0.
+    pub const fn rebased(&self, e: u32, offset: u32) -> u32 {
+        let previous = self.epoch.wrapping_sub(1);
+        if e < previous || e < offset {
+            0
+        } else {
+            e.saturating_sub(offset)
+        }
+    }
+
+    /// Shifts the epoch by `offset` (from [`TlbEpochs::rebase_offset`]).
+    pub(crate) fn apply_rebase(&mut self, offset: u32) {
+        self.epoch = self.epoch.saturating_sub(offset);
+    }
+
     /// Whether an entry blocked at `bepoch` has had its TLB entries flushed everywhere.
     pub const fn is_tracked(&self, bepoch: u32) -> bool {
         let previous = self.epoch.wrapping_sub(1);
@@ -118,6 +145,33 @@ mod tests {
         assert!(t.is_tracked(blocked_at));
         assert_eq!(t.track().unwrap(), TdxStatus::SUCCESS);
         assert!(t.is_tracked(blocked_at));
+    }
+
+    #[test]
+    fn rebasing_keeps_every_answer() {
+        let mut t = TlbEpochs::new();
+        for _ in 0..6 {
+            let k = t.enter().unwrap();
+            t.exit(k).unwrap();
+            assert_eq!(t.track().unwrap(), TdxStatus::SUCCESS);
+        }
+        // One vCPU inside in the current epoch, one TRACK later it is the previous one.
+        let _inside = t.enter().unwrap();
+        assert_eq!(t.track().unwrap(), TdxStatus::SUCCESS);
+        let offset = t.rebase_offset();
+        assert!(offset > 0 && offset % 2 == 0);
+        let mut r = t;
+        r.apply_rebase(offset);
+        assert!(r.epoch() == 2 || r.epoch() == 3);
+        for b in 0..=t.epoch() {
+            assert_eq!(
+                t.is_tracked(b),
+                r.is_tracked(t.rebased(b, offset)),
+                "bepoch {b} of {}",
+                t.epoch()
+            );
+        }
+        assert_eq!(t.vcpus_in(t.epoch()), r.vcpus_in(r.epoch()));
     }
 
     #[test]

@@ -363,6 +363,34 @@ impl<S: SeptStorage> Sept<S> {
         (self.tree_shared, self.tree_exclusive)
     }
 
+    /// Renumbers the TLB epochs so that the current one is 2 or 3 (see
+    /// [`TlbEpochs::rebase_offset`]): the same behaviour under smaller numbers, so an explorer
+    /// sees states that differ only in how many TRACKs happened as one. Returns the offset, to
+    /// apply to the [`EpochTicket`]s vCPUs hold ([`TlbEpochs::rebased`]).
+    pub fn rebase_epochs(&mut self) -> u32 {
+        let offset = self.epochs.rebase_offset();
+        if offset == 0 {
+            return 0;
+        }
+        let epochs = self.epochs;
+        let fix = |b: &mut u32| *b = epochs.rebased(*b, offset);
+        for g in self.storage.gigs_mut() {
+            fix(&mut g.bepoch);
+        }
+        for r in self.storage.regions_mut() {
+            fix(&mut r.entry.bepoch);
+        }
+        for t in self.storage.tables_mut() {
+            if t.in_use {
+                for e in t.entries.iter_mut() {
+                    fix(&mut e.bepoch);
+                }
+            }
+        }
+        self.epochs.apply_rebase(offset);
+        offset
+    }
+
     /// The storage (read-only).
     pub fn storage(&self) -> &S {
         &self.storage

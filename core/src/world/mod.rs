@@ -228,6 +228,9 @@ pub struct VcpuActor {
     state: VcpuState,
     policy: VcpuPolicyState,
     interrupts_left: u8,
+    /// A host event (timer tick, signal) is pending while the vCPU is in KVM: the fault path's
+    /// local retry loop stops at it and the vCPU re-enters the guest.
+    event: bool,
 }
 
 impl VcpuActor {
@@ -275,8 +278,9 @@ impl VcpuActor {
 pub enum Choice {
     /// vCPU `i` takes its next step.
     Vcpu(u8),
-    /// An interrupt lands on vCPU `i` while it zeroes a 2M page: the ACCEPT returns without
-    /// retiring, progress kept.
+    /// An interrupt lands on vCPU `i`: while it zeroes a 2M page, the ACCEPT returns without
+    /// retiring, progress kept; while KVM handles its exit, a host event is pending and the
+    /// fault path's local retry loop stops at it.
     Interrupt(u8),
     /// Host actor `i` takes its next step.
     Host(u8),
@@ -516,6 +520,7 @@ impl<SS: SeptStorage, KS: KvmStorage> World<SS, KS> {
                 },
                 policy: VcpuPolicyState::default(),
                 interrupts_left: interrupts,
+                event: false,
             });
         }
         let mut hosts = [None; MAX_HOSTS];
@@ -551,6 +556,24 @@ impl<SS: SeptStorage, KS: KvmStorage> World<SS, KS> {
             unit = Gpa(unit.raw().saturating_add(crate::abi::PAGE_SIZE_2M));
         }
         Ok(())
+    }
+
+    /// Renumbers the TLB epochs (module and vCPU tickets) so that states that differ only in
+    /// how many TRACKs happened become equal ([`Sept::rebase_epochs`]); behaviour is unchanged.
+    pub fn canonicalize(&mut self) {
+        let before = *self.sept.epochs();
+        let offset = self.sept.rebase_epochs();
+        if offset == 0 {
+            return;
+        }
+        for v in self.vcpus.iter_mut().flatten() {
+            match &mut v.state {
+                VcpuState::InGuest { ticket, .. } | VcpuState::InTdcall { ticket, .. } => {
+                    ticket.0 = before.rebased(ticket.0, offset);
+                }
+                _ => {}
+            }
+        }
     }
 
     /// The lazy-accept bitmap.
@@ -616,10 +639,17 @@ impl<SS: SeptStorage, KS: KvmStorage> World<SS, KS> {
             };
             if v.live() {
                 push(Choice::Vcpu(i));
-                if let VcpuState::InTdcall { op, .. } = v.state
-                    && op.level() != PageLevel::Size4K
-                    && v.interrupts_left > 0
-                {
+                let interruptible = match v.state {
+                    // An interrupt during a 2M accept (bounded: it changes the accept's progress).
+                    VcpuState::InTdcall { op, .. } => {
+                        op.level() != PageLevel::Size4K && v.interrupts_left > 0
+                    }
+                    // A host event while KVM handles the exit (unbounded: host timers always
+                    // tick again; the fault path's local retry loop stops at it).
+                    VcpuState::InHost(_) => !v.event,
+                    _ => false,
+                };
+                if interruptible {
                     push(Choice::Interrupt(i));
                 }
             }
@@ -1106,19 +1136,25 @@ impl<SS: SeptStorage, KS: KvmStorage> World<SS, KS> {
             }
             VcpuState::InHost(mut path) => {
                 if interrupt.is_some() {
-                    return Ok(Stepped::Invalid);
+                    if v.event {
+                        return Ok(Stepped::Invalid);
+                    }
+                    v.event = true;
+                    return Ok(Stepped::Moved { progress: false });
                 }
                 let mut ctx = FaultCtx {
                     kvm: &mut self.kvm,
                     sept: &mut self.sept,
                     policy: &self.policy,
                     vcpu: &mut v.policy,
-                    event_pending: false,
+                    event_pending: v.event,
                     stats: &mut m.fault,
                 };
                 let r = path.step(&mut ctx)?;
                 if let FaultStep::Done(end) = r {
                     m.note.fault_end = Some(end);
+                    // Back in the guest, the event is delivered there.
+                    v.event = false;
                 }
                 match r {
                     FaultStep::Progress => {

@@ -53,12 +53,7 @@ pub fn run(args: &Args, out: &mut impl Write) -> Result<(), CliError> {
     .map_err(|e| CliError::Usage(format!("{path}: model error: {e}")))?;
     bar.finish_and_clear();
     let secs = t0.elapsed().as_secs_f64();
-    writeln!(
-        out,
-        "{path}: {} — {} on {}",
-        sc.name, sc.policy, sc.profile
-    )
-    .map_err(io)?;
+    writeln!(out, "{path}: {} — {} on {}", sc.name, sc.policy, sc.profile).map_err(io)?;
     writeln!(
         out,
         "  {} distinct states, {} transitions, depth {}, {secs:.3} s ({:.0} states/s)",
@@ -116,12 +111,7 @@ pub fn run(args: &Args, out: &mut impl Write) -> Result<(), CliError> {
         if w == "livelock" {
             extend_livelock(&start, &mut choices)?;
         }
-        let mut t = Trace::new(
-            &text,
-            "explore, shortest".into(),
-            &choices,
-            Verdict::Ok,
-        );
+        let mut t = Trace::new(&text, "explore, shortest".into(), &choices, Verdict::Ok);
         t.verdict = w.into();
         let file = args.trace.clone().unwrap_or_else(|| {
             let stem = args

@@ -71,7 +71,7 @@ fn policies(names: &[String]) -> Result<Vec<PolicyId>, CliError> {
 
 fn guests(names: &[String]) -> Result<Vec<GuestKind>, CliError> {
     if names.is_empty() {
-        return Ok(GuestKind::ALL.to_vec());
+        return Ok(GuestKind::STRATEGIES.to_vec());
     }
     names
         .iter()
@@ -208,8 +208,12 @@ pub fn markdown(m: &Matrix) -> String {
                 } else {
                     ""
                 };
+                let texts: Vec<String> = cells.iter().map(|c| c.verdict_text()).collect();
                 if bad.is_empty() {
                     s += &format!(" ok{mark} |");
+                } else if bad.len() == cells.len() && texts.iter().all(|t| *t == texts[0]) {
+                    // The same outcome in every world.
+                    s += &format!(" {}{mark} |", texts[0]);
                 } else {
                     s += &format!(" {}{mark} |", bad.join("; "));
                 }

@@ -107,7 +107,8 @@ pub(crate) fn progress(len: u64, unit: &str) -> indicatif::ProgressBar {
 
 /// A spinner with a count on stderr, for work of unknown length.
 pub(crate) fn progress_spinner(unit: &str) -> indicatif::ProgressBar {
-    let bar = indicatif::ProgressBar::with_draw_target(None, indicatif::ProgressDrawTarget::stderr());
+    let bar =
+        indicatif::ProgressBar::with_draw_target(None, indicatif::ProgressDrawTarget::stderr());
     if let Ok(style) = indicatif::ProgressStyle::with_template(&format!(
         "{{elapsed_precise}} {{spinner}} {{pos}} {unit}, {{msg}}"
     )) {
