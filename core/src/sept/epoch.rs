@@ -159,7 +159,7 @@ mod tests {
         let _inside = t.enter().unwrap();
         assert_eq!(t.track().unwrap(), TdxStatus::SUCCESS);
         let offset = t.rebase_offset();
-        assert!(offset > 0 && offset % 2 == 0);
+        assert!(offset > 0 && offset.is_multiple_of(2));
         let mut r = t;
         r.apply_rebase(offset);
         assert!(r.epoch() == 2 || r.epoch() == 3);
