@@ -2,7 +2,7 @@
 //! (idempotently, and quickly when everything is there), so a fresh machine needs only cargo.
 //!
 //! - `setup`: toolchains, targets, components, cargo-fuzz, Debian packages.
-//! - `demo`: setup, then the main job (the ACCEPT outcome matrix).
+//! - `demo`: setup, then the main job (the policy × guest matrix on the standard worlds).
 //! - `test`: setup, then everything CI checks: fmt, clippy, tests, docs, the bare-metal builds,
 //!   the fuzz targets and their corpus.
 //! - `guest`: build the TD payload.
@@ -230,7 +230,7 @@ fn demo() -> Result {
             "-p",
             "hugesept-host-kvm",
             "--",
-            "accept-matrix",
+            "matrix",
         ]);
         c
     })
