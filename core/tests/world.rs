@@ -334,10 +334,13 @@ fn the_invariant_checks_catch_what_they_are_for() {
     assert_eq!(w.mapping_histogram().0, 1 << 21);
     assert_eq!(w.check(), Ok(()));
     let mut bad = w.clone();
+    bad.clear_dirty();
     bad.kvm_mut()
         .set_folio(R1.gfn(), PageLevel::Size4K)
         .unwrap();
     assert_eq!(bad.check(), Err(Violation::LeafTooLarge(R1)));
+    // The per-step check sees it too, from the one region the change marked.
+    assert_eq!(bad.check_step(&w), Err(Violation::LeafTooLarge(R1)));
     // A 2M mirror leaf while the TD is not runnable is a violation (checked before anything else).
     let config = SeptConfig::new(Gpa(BASE), 2);
     let sept: Sept<ArrayStorage<1, 2, 3>> = Sept::new(config, ArrayStorage::new()).unwrap();

@@ -112,10 +112,32 @@ impl Hasher for Passthrough {
 type FpMap<V> = HashMap<u128, V, BuildHasherDefault<Passthrough>>;
 
 /// Limits of an exploration.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, Default)]
 pub struct Bounds {
     /// Distinct states at most; the exploration stops (partial) when it would exceed them.
     pub max_states: usize,
+    /// Recompute every fingerprint from scratch as well and fail on a difference (tests).
+    pub verify_fingerprints: bool,
+}
+
+/// The 128-bit hash of region `r` of `w`.
+fn region_hash<SS: SeptStorage, KS: KvmStorage>(w: &World<SS, KS>, r: usize) -> u128 {
+    let mut f = Fingerprint::default();
+    w.hash_region(r, &mut f);
+    f.value()
+}
+
+/// The XOR of every region's hash.
+fn regions_hash<SS: SeptStorage, KS: KvmStorage>(w: &World<SS, KS>) -> u128 {
+    (0..w.regions()).fold(0, |acc, r| acc ^ region_hash(w, r))
+}
+
+/// The fingerprint of `w` whose regions hash to `regions`.
+fn fingerprint<SS: SeptStorage, KS: KvmStorage>(w: &World<SS, KS>, regions: u128) -> u128 {
+    let mut f = Fingerprint::default();
+    w.hash_small(&mut f);
+    f.write_u128(regions);
+    f.value()
 }
 
 /// What an exploration found.
@@ -176,10 +198,11 @@ where
         parent: 0,
         choice: Choice::Vcpu(0),
     }];
-    ids.insert(Fingerprint::of(start), 0);
+    let start_regions = regions_hash(start);
+    ids.insert(fingerprint(start, start_regions), 0);
     let mut ended: Vec<bool> = vec![false];
     let mut edges: Vec<(u32, u32)> = Vec::new();
-    let mut frontier: Vec<(u32, World<SS, KS>)> = vec![(0, start.clone())];
+    let mut frontier: Vec<(u32, u128, World<SS, KS>)> = vec![(0, start_regions, start.clone())];
     let mut ex = Exploration {
         states: 1,
         transitions: 0,
@@ -199,54 +222,81 @@ where
     let mut m = Metrics::default();
     let mut next_frontier = Vec::new();
     'levels: while !frontier.is_empty() {
-        for (id, w) in frontier.drain(..) {
+        for (id, w_regions, w) in frontier.drain(..) {
             let mut choices = [Choice::Vcpu(0); MAX_CHOICES];
             let n = w.enabled(&mut choices);
+            // One scratch world per state: step it, and put back what the step changed.
+            let mut s = w.clone();
+            s.clear_dirty();
             for &c in choices.iter().take(n) {
-                let mut s = w.clone();
                 let stepped = s.step(c, &mut m)?;
                 ex.transitions += 1;
                 if matches!(stepped, Stepped::Invalid) {
+                    s.revert_to(&w);
+                    s.clear_dirty();
                     continue;
                 }
-                if let Err(v) = s.check().and_then(|()| World::check_transition(&w, &s)) {
+                if let Err(v) = s.check_step(&w) {
                     let mut p = path(&nodes, id);
                     p.push(c);
                     ex.violation = Some((v, p));
                     break 'levels;
                 }
-                s.canonicalize();
-                let fp = Fingerprint::of(&s);
-                if let Some(&known) = ids.get(&fp) {
+                let mut canonical = None;
+                if s.sept().epochs().rebase_offset() != 0 {
+                    let mut k = s.clone();
+                    k.canonicalize();
+                    canonical = Some(k);
+                }
+                // The regions' part of the fingerprint, updated by the regions the step
+                // changed (from scratch when it cannot tell, or after renumbering epochs).
+                let changed = s.changed_regions();
+                let s_regions = match &canonical {
+                    Some(k) => regions_hash(k),
+                    None if changed.is_all() => regions_hash(&s),
+                    None => changed.regions().iter().fold(w_regions, |acc, &r| {
+                        acc ^ region_hash(&w, r as usize) ^ region_hash(&s, r as usize)
+                    }),
+                };
+                let target = canonical.as_ref().unwrap_or(&s);
+                if bounds.verify_fingerprints && s_regions != regions_hash(target) {
+                    return Err(hugesept_core::kvm::KvmError::Inconsistent);
+                }
+                let fp = fingerprint(target, s_regions);
+                let known = ids.get(&fp).copied();
+                if let Some(known) = known {
                     if known != id {
                         edges.push((id, known));
                     }
-                    continue;
-                }
-                if nodes.len() >= bounds.max_states {
-                    ex.bounded = true;
-                    break 'levels;
-                }
-                let new = nodes.len() as u32;
-                nodes.push(Node {
-                    parent: id,
-                    choice: c,
-                });
-                ids.insert(fp, new);
-                edges.push((id, new));
-                match s.ended() {
-                    Some(v) => {
-                        ended.push(true);
-                        *ex.ends.entry(v.name()).or_insert(0) += 1;
-                        ex.end_traces
-                            .entry(v.name())
-                            .or_insert_with(|| path(&nodes, new));
+                } else {
+                    if nodes.len() >= bounds.max_states {
+                        ex.bounded = true;
+                        break 'levels;
                     }
-                    None => {
-                        ended.push(false);
-                        next_frontier.push((new, s));
+                    let new = nodes.len() as u32;
+                    nodes.push(Node {
+                        parent: id,
+                        choice: c,
+                    });
+                    ids.insert(fp, new);
+                    edges.push((id, new));
+                    let child = canonical.unwrap_or_else(|| s.clone());
+                    match child.ended() {
+                        Some(v) => {
+                            ended.push(true);
+                            *ex.ends.entry(v.name()).or_insert(0) += 1;
+                            ex.end_traces
+                                .entry(v.name())
+                                .or_insert_with(|| path(&nodes, new));
+                        }
+                        None => {
+                            ended.push(false);
+                            next_frontier.push((new, s_regions, child));
+                        }
                     }
                 }
+                s.revert_to(&w);
+                s.clear_dirty();
             }
         }
         if !next_frontier.is_empty() {

@@ -75,3 +75,54 @@ fn broken_files_get_clear_errors() {
     let sc = scenario::parse(&ed).unwrap();
     assert!(matches!(sc.world(), Err(ScenarioError::Model(_))));
 }
+
+#[test]
+fn the_per_step_checks_agree_with_the_full_checks() {
+    // World::check_step looks only at the regions a step changed; World::check and
+    // check_transition look at everything. Over every scenario's first schedules they must
+    // give the same answer at every step.
+    use hugesept_core::world::{Choice, MAX_CHOICES, Metrics, RandomScheduler, Scheduler};
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../scenarios");
+    let mut compared = 0u64;
+    for entry in std::fs::read_dir(&dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.extension().is_none_or(|e| e != "toml") {
+            continue;
+        }
+        let sc = scenario::parse(&std::fs::read_to_string(&path).unwrap()).unwrap();
+        let start = sc.world().unwrap();
+        for seed in 1..=2 {
+            let mut w = start.clone();
+            let mut sched = RandomScheduler::new(seed);
+            let mut m = Metrics::default();
+            for step in 0..4000u32 {
+                if w.ended().is_some() {
+                    break;
+                }
+                let mut choices = [Choice::Vcpu(0); MAX_CHOICES];
+                let n = w.enabled(&mut choices);
+                if n == 0 {
+                    break;
+                }
+                let c = choices[sched.pick(step, &choices[..n])];
+                let before = w.clone();
+                w.clear_dirty();
+                w.step(c, &mut m).unwrap();
+                let full = w
+                    .check()
+                    .and_then(|()| scenario::ScenarioWorld::check_transition(&before, &w));
+                assert_eq!(
+                    w.check_step(&before),
+                    full,
+                    "{} step {step}",
+                    path.display()
+                );
+                let mut synced = before.clone();
+                synced.sync_from(&w);
+                assert!(synced == w, "{} step {step}: sync_from", path.display());
+                compared += 1;
+            }
+        }
+    }
+    assert!(compared > 10_000, "{compared}");
+}

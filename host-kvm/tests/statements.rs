@@ -162,6 +162,7 @@ fn the_seed_scenario_explored_exhaustively_ends_well_under_every_design() {
             &sc.world().unwrap(),
             Bounds {
                 max_states: 200_000,
+                verify_fingerprints: true,
             },
             &mut |_, _| {},
         )
@@ -189,10 +190,14 @@ fn exploring_finds_what_sampling_misses() {
         // Breadth first: a bound well past the panic's depth is enough.
         Bounds {
             max_states: 100_000,
+            ..Bounds::default()
         },
         &mut |_, _| {},
     )
     .unwrap();
-    let path = ex.end_traces.get("guest-panic").expect("a reachable OVMF panic");
+    let path = ex
+        .end_traces
+        .get("guest-panic")
+        .expect("a reachable OVMF panic");
     assert!(path.len() < 40, "{}", path.len());
 }

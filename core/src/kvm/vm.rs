@@ -295,6 +295,8 @@ pub struct Kvm<S> {
     pub killed: bool,
     /// A request to kick every vCPU out of the guest is pending (KVM_REQ_OUTSIDE_GUEST_MODE).
     pub kick_pending: bool,
+    /// Regions changed since the last [`Kvm::clear_dirty`] (not state).
+    dirty: crate::sept::Dirty,
     storage: S,
 }
 
@@ -320,6 +322,7 @@ impl<S: KvmStorage> Kvm<S> {
             bugged: false,
             killed: false,
             kick_pending: false,
+            dirty: crate::sept::Dirty::ALL,
             storage,
         })
     }
@@ -427,6 +430,7 @@ impl<S: KvmStorage> Kvm<S> {
     }
 
     pub(crate) fn region_mut(&mut self, r: usize) -> Result<&mut KvmRegion, KvmError> {
+        self.dirty.mark(r);
         self.storage
             .regions_mut()
             .get_mut(r)
@@ -434,6 +438,7 @@ impl<S: KvmStorage> Kvm<S> {
     }
 
     pub(crate) fn gig_mut(&mut self, g: usize) -> Result<&mut KvmGig, KvmError> {
+        self.dirty.mark_gigs();
         self.storage
             .gigs_mut()
             .get_mut(g)
@@ -463,10 +468,12 @@ impl<S: KvmStorage> Kvm<S> {
         match level {
             PageLevel::Size2M => {
                 let r = self.region_index(gfn)?;
+                self.dirty.mark(r);
                 self.storage.regions_mut().get_mut(r).map(|r| &mut r.lpage)
             }
             PageLevel::Size1G => {
                 let g = self.gig_index(gfn)?;
+                self.dirty.mark_gigs();
                 self.storage.gigs_mut().get_mut(g).map(|g| &mut g.lpage)
             }
             PageLevel::Size4K => None,
@@ -517,6 +524,7 @@ impl<S: KvmStorage> Kvm<S> {
 
     /// The table of region `r`, created (with the region's uniform attribute) if missing.
     pub(crate) fn ensure_table(&mut self, r: usize) -> Result<usize, KvmError> {
+        self.dirty.mark(r);
         let region = *self.region(r)?;
         if let Some(t) = region.table.index() {
             return Ok(t);
@@ -594,6 +602,7 @@ impl<S: KvmStorage> Kvm<S> {
             }
             PageLevel::Size4K => {
                 let r = self.region_index(gfn).ok_or(KvmError::OutsideModel)?;
+                self.dirty.mark(r);
                 let t = self
                     .region(r)?
                     .table
@@ -725,6 +734,45 @@ impl<S: KvmStorage> Kvm<S> {
         &self,
         sept: &crate::sept::Sept<SS>,
     ) -> Result<(), MirrorMismatch> {
+        for r in 0..self.storage.regions().len() {
+            self.check_region_against_sept(sept, r, true)?;
+        }
+        Ok(())
+    }
+
+    /// [`Kvm::check_against_sept`] over the regions either model changed since their records
+    /// were last cleared (and the 1G entries when one changed); everything when either record
+    /// says everything.
+    pub fn check_changed_against_sept<SS: crate::sept::SeptStorage>(
+        &self,
+        sept: &crate::sept::Sept<SS>,
+    ) -> Result<(), MirrorMismatch> {
+        let d = self.dirty.union(&sept.dirty());
+        if d.is_all() {
+            return self.check_against_sept(sept);
+        }
+        if d.gigs() {
+            for r in 0..self.storage.regions().len() {
+                let gpa = Gpa(self.base.raw().saturating_add((r as u64) << 21));
+                if r == 0 || gpa.is_aligned(PageLevel::Size1G) {
+                    self.check_region_against_sept(sept, r, false)?;
+                }
+            }
+        }
+        for &r in d.regions() {
+            self.check_region_against_sept(sept, r as usize, true)?;
+        }
+        Ok(())
+    }
+
+    /// Region `r`'s 1G entry (when it starts the window or a 1 GiB range) and, with `below`,
+    /// its 2M entry and 4K table.
+    fn check_region_against_sept<SS: crate::sept::SeptStorage>(
+        &self,
+        sept: &crate::sept::Sept<SS>,
+        r: usize,
+        below: bool,
+    ) -> Result<(), MirrorMismatch> {
         let agree = |m: Option<Spte>, s: Option<crate::abi::SeptEntryState>| match (m, s) {
             (Some(m), _) if m.is_frozen() => true,
             (Some(m), Some(s)) => m.is_leaf() == s.is_leaf() && m.is_table() == s.is_table(),
@@ -732,55 +780,153 @@ impl<S: KvmStorage> Kvm<S> {
             (None, Some(s)) => s == crate::abi::SeptEntryState::Free,
             (None, None) => true,
         };
-        let regions = self.storage.regions().len();
-        for r in 0..regions {
-            let gpa = Gpa(self.base.raw().saturating_add((r as u64) << 21));
-            let gfn = gpa.gfn();
-            let mut levels = [(PageLevel::Size2M, gpa)]
-                .into_iter()
-                .collect::<LevelList>();
-            if r == 0 || gpa.is_aligned(PageLevel::Size1G) {
-                levels.push((PageLevel::Size1G, gpa.align_down(PageLevel::Size1G)));
+        let gpa = Gpa(self.base.raw().saturating_add((r as u64) << 21));
+        let gfn = gpa.gfn();
+        let mut levels = core::iter::empty().collect::<LevelList>();
+        if below {
+            levels.push((PageLevel::Size2M, gpa));
+        }
+        if r == 0 || gpa.is_aligned(PageLevel::Size1G) {
+            levels.push((PageLevel::Size1G, gpa.align_down(PageLevel::Size1G)));
+        }
+        for &(level, at) in levels.iter() {
+            let m = self.mirror(at.gfn(), level);
+            let s = sept.entry_state(at, level).ok().flatten();
+            if !agree(m, s) {
+                return Err(MirrorMismatch {
+                    gpa: at,
+                    level,
+                    mirror: m,
+                    sept: s,
+                });
             }
-            for &(level, at) in levels.iter() {
-                let m = self.mirror(at.gfn(), level);
-                let s = sept.entry_state(at, level).ok().flatten();
+        }
+        if below
+            && self
+                .mirror(gfn, PageLevel::Size2M)
+                .is_some_and(Spte::is_table)
+        {
+            // Both tables at once, entry by entry.
+            let mirror = self
+                .region_of(gfn)
+                .and_then(|r| r.table.index())
+                .and_then(|t| self.storage.tables().get(t));
+            let sept_table = sept.table_4k(gpa).ok().flatten();
+            for p in 0..512usize {
+                let m = mirror
+                    .and_then(|t| t.entries.get(p))
+                    .map(|e| e.kind().frozen(e.is_frozen()));
+                let s = sept_table.and_then(|t| t.get(p)).map(|e| e.state);
                 if !agree(m, s) {
                     return Err(MirrorMismatch {
-                        gpa: at,
-                        level,
+                        gpa: Gpa(gpa.raw().saturating_add((p as u64) << 12)),
+                        level: PageLevel::Size4K,
                         mirror: m,
                         sept: s,
                     });
                 }
             }
-            if self
-                .mirror(gfn, PageLevel::Size2M)
-                .is_some_and(Spte::is_table)
+        }
+        Ok(())
+    }
+
+    /// Hashes everything but the regions and their tables (see `Sept::hash_small`).
+    pub fn hash_small<H: core::hash::Hasher>(&self, h: &mut H) {
+        use core::hash::Hash;
+        self.base.hash(h);
+        self.memslots.hash(h);
+        self.mmu_lock.hash(h);
+        self.invalidation.hash(h);
+        self.bugged.hash(h);
+        self.killed.hash(h);
+        self.kick_pending.hash(h);
+        self.storage.gigs().hash(h);
+    }
+
+    /// Hashes region `r`'s record and its table.
+    pub fn hash_region<H: core::hash::Hasher>(&self, r: usize, h: &mut H) {
+        use core::hash::Hash;
+        if let Some(region) = self.storage.regions().get(r) {
+            region.hash(h);
+            if let Some(t) = region
+                .table
+                .index()
+                .and_then(|i| self.storage.tables().get(i))
             {
-                // Both tables at once, entry by entry.
-                let mirror = self
-                    .region_of(gfn)
-                    .and_then(|r| r.table.index())
-                    .and_then(|t| self.storage.tables().get(t));
-                let sept_table = sept.table_4k(gpa).ok().flatten();
-                for p in 0..512usize {
-                    let m = mirror
-                        .and_then(|t| t.entries.get(p))
-                        .map(|e| e.kind().frozen(e.is_frozen()));
-                    let s = sept_table.and_then(|t| t.get(p)).map(|e| e.state);
-                    if !agree(m, s) {
-                        return Err(MirrorMismatch {
-                            gpa: Gpa(gpa.raw().saturating_add((p as u64) << 12)),
-                            level: PageLevel::Size4K,
-                            mirror: m,
-                            sept: s,
-                        });
-                    }
+                t.hash(h);
+            }
+        }
+    }
+
+    /// The regions changed since the last [`Kvm::clear_dirty`].
+    pub fn dirty(&self) -> crate::sept::Dirty {
+        self.dirty
+    }
+
+    /// Starts a new record of changed regions.
+    pub fn clear_dirty(&mut self) {
+        self.dirty.clear();
+    }
+
+    /// Makes `self` equal to `other`, given that `self` equals what `other` was when its
+    /// changed-regions record was last cleared (see `Sept::sync_from`).
+    pub fn sync_from(&mut self, other: &Self)
+    where
+        S: Clone,
+    {
+        self.copy_changed(other, other.dirty);
+    }
+
+    /// Undoes the changes recorded since the record was last cleared, given that `original`
+    /// is the state from then: copies back what changed.
+    pub fn revert_to(&mut self, original: &Self)
+    where
+        S: Clone,
+    {
+        let d = self.dirty;
+        self.copy_changed(original, d);
+    }
+
+    fn copy_changed(&mut self, other: &Self, d: crate::sept::Dirty)
+    where
+        S: Clone,
+    {
+        if d.is_all()
+            || self.storage.regions().len() != other.storage.regions().len()
+            || self.storage.tables().len() != other.storage.tables().len()
+        {
+            self.clone_from(other);
+            return;
+        }
+        self.base = other.base;
+        self.memslots = other.memslots;
+        self.mmu_lock = other.mmu_lock;
+        self.invalidation = other.invalidation;
+        self.bugged = other.bugged;
+        self.killed = other.killed;
+        self.kick_pending = other.kick_pending;
+        self.dirty = other.dirty;
+        self.storage
+            .gigs_mut()
+            .copy_from_slice(other.storage.gigs());
+        for &r in d.regions() {
+            let r = r as usize;
+            let mine = self.storage.regions().get(r).map(|x| x.table);
+            let theirs = other.storage.regions().get(r).copied();
+            if let (Some(dst), Some(src)) = (self.storage.regions_mut().get_mut(r), theirs) {
+                *dst = src;
+            }
+            for t in [mine, theirs.map(|x| x.table)].into_iter().flatten() {
+                if let Some(i) = t.index()
+                    && let (Some(dst), Some(src)) = (
+                        self.storage.tables_mut().get_mut(i),
+                        other.storage.tables().get(i),
+                    )
+                {
+                    dst.clone_from(src);
                 }
             }
         }
-        Ok(())
     }
 }
 

@@ -16,6 +16,7 @@
 
 mod accept;
 mod content;
+mod dirty;
 mod epoch;
 mod host;
 pub mod outcomes;
@@ -26,6 +27,7 @@ use core::fmt;
 
 pub use accept::{AcceptOp, AcceptOutcome, AcceptStart, AccessOutcome, EptViolationExit};
 pub use content::Content;
+pub use dirty::Dirty;
 pub use epoch::{EpochTicket, TlbEpochs};
 pub use host::{HostCall, HostCallKind, HostOp, HostStart};
 pub use profile::{ModuleProfile, UnknownProfile};
@@ -258,6 +260,8 @@ pub struct Sept<S> {
     free_tables: TableRef,
     tables_in_use: u32,
     in_flight: [Option<Flight>; MAX_IN_FLIGHT],
+    /// Regions changed since the last [`Sept::clear_dirty`] (not state).
+    dirty: Dirty,
     storage: S,
 }
 
@@ -296,6 +300,7 @@ impl<S: SeptStorage> Sept<S> {
             free_tables,
             tables_in_use: 0,
             in_flight: [None; MAX_IN_FLIGHT],
+            dirty: Dirty::ALL,
             storage,
         })
     }
@@ -388,7 +393,138 @@ impl<S: SeptStorage> Sept<S> {
             }
         }
         self.epochs.apply_rebase(offset);
+        self.dirty.mark_all();
         offset
+    }
+
+    /// Hashes everything but the regions and their tables (for a fingerprint built region by
+    /// region: this, plus [`Sept::hash_region`] of every region, is the whole state).
+    pub fn hash_small<H: core::hash::Hasher>(&self, h: &mut H) {
+        use core::hash::Hash;
+        self.config.hash(h);
+        self.op_state.hash(h);
+        self.epochs.hash(h);
+        self.tree_shared.hash(h);
+        self.tree_exclusive.hash(h);
+        self.free_tables.hash(h);
+        self.tables_in_use.hash(h);
+        self.in_flight.hash(h);
+        self.storage.gigs().hash(h);
+        // Tables held by operations in flight belong to no region.
+        for f in self.in_flight.iter().flatten() {
+            if let Flight::Host { table, .. } = f
+                && let Some(t) = table.index().and_then(|i| self.storage.tables().get(i))
+            {
+                t.hash(h);
+            }
+        }
+    }
+
+    /// Hashes region `r`'s record and its table.
+    pub fn hash_region<H: core::hash::Hasher>(&self, r: usize, h: &mut H) {
+        use core::hash::Hash;
+        if let Some(region) = self.storage.regions().get(r) {
+            region.hash(h);
+            if let Some(t) = region
+                .table
+                .index()
+                .and_then(|i| self.storage.tables().get(i))
+            {
+                t.hash(h);
+            }
+        }
+    }
+
+    /// The regions changed since the last [`Sept::clear_dirty`].
+    pub fn dirty(&self) -> Dirty {
+        self.dirty
+    }
+
+    /// Starts a new record of changed regions.
+    pub fn clear_dirty(&mut self) {
+        self.dirty.clear();
+    }
+
+    /// Makes `self` equal to `other`, given that `self` equals what `other` was when its
+    /// changed-regions record was last cleared: copies the fields, the 1G entries, and the
+    /// changed regions with the tables either side references. Copies everything when the
+    /// record says everything.
+    pub fn sync_from(&mut self, other: &Self)
+    where
+        S: Clone,
+    {
+        self.copy_changed(other, other.dirty);
+    }
+
+    /// Undoes the changes recorded since the record was last cleared, given that `original`
+    /// is the state from then: copies back what changed.
+    pub fn revert_to(&mut self, original: &Self)
+    where
+        S: Clone,
+    {
+        let d = self.dirty;
+        self.copy_changed(original, d);
+    }
+
+    fn copy_changed(&mut self, other: &Self, d: crate::sept::Dirty)
+    where
+        S: Clone,
+    {
+        if d.is_all()
+            || self.storage.regions().len() != other.storage.regions().len()
+            || self.storage.tables().len() != other.storage.tables().len()
+        {
+            self.clone_from(other);
+            return;
+        }
+        self.config = other.config;
+        self.op_state = other.op_state;
+        self.epochs = other.epochs;
+        self.tree_shared = other.tree_shared;
+        self.tree_exclusive = other.tree_exclusive;
+        self.free_tables = other.free_tables;
+        self.tables_in_use = other.tables_in_use;
+        self.dirty = other.dirty;
+        self.storage
+            .gigs_mut()
+            .copy_from_slice(other.storage.gigs());
+        for &r in d.regions() {
+            let r = r as usize;
+            let mine = self.storage.regions().get(r).map(|x| x.table);
+            let theirs = other.storage.regions().get(r).copied();
+            if let (Some(dst), Some(src)) = (self.storage.regions_mut().get_mut(r), theirs) {
+                *dst = src;
+            }
+            for t in [mine, theirs.map(|x| x.table)].into_iter().flatten() {
+                if let Some(i) = t.index()
+                    && let (Some(dst), Some(src)) = (
+                        self.storage.tables_mut().get_mut(i),
+                        other.storage.tables().get(i),
+                    )
+                {
+                    dst.clone_from(src);
+                }
+            }
+        }
+        // Tables held by operations in flight (on either side) belong to no region yet.
+        let mut held = [TableRef::NONE; 2 * MAX_IN_FLIGHT];
+        for (slot, f) in held
+            .iter_mut()
+            .zip(self.in_flight.iter().chain(other.in_flight.iter()))
+        {
+            if let Some(Flight::Host { table, .. }) = f {
+                *slot = *table;
+            }
+        }
+        for i in held.iter().filter_map(|t| t.index()) {
+            if let (Some(dst), Some(src)) = (
+                self.storage.tables_mut().get_mut(i),
+                other.storage.tables().get(i),
+            ) {
+                dst.clone_from(src);
+            }
+        }
+        self.in_flight = other.in_flight;
     }
 
     /// The storage (read-only).
@@ -516,6 +652,10 @@ impl<S: SeptStorage> Sept<S> {
 
     pub(crate) fn store(&mut self, loc: Loc, v: View) -> Result<(), SeptError> {
         match loc {
+            Loc::Gig(_) => self.dirty.mark_gigs(),
+            Loc::Region(i) | Loc::Page { region: i, .. } => self.dirty.mark(i),
+        }
+        match loc {
             Loc::Gig(i) => {
                 let e = self
                     .storage
@@ -562,6 +702,7 @@ impl<S: SeptStorage> Sept<S> {
     }
 
     pub(crate) fn region_mut(&mut self, i: usize) -> Result<&mut Region, SeptError> {
+        self.dirty.mark(i);
         self.storage
             .regions_mut()
             .get_mut(i)
@@ -569,10 +710,17 @@ impl<S: SeptStorage> Sept<S> {
     }
 
     pub(crate) fn table_mut(&mut self, t: usize) -> Result<&mut Table4K, SeptError> {
-        self.storage
+        let table = self
+            .storage
             .tables_mut()
             .get_mut(t)
-            .ok_or(SeptError::StorageInconsistent)
+            .ok_or(SeptError::StorageInconsistent)?;
+        // An in-use table belongs to the region its link names.
+        match table.link.index() {
+            Some(owner) if table.in_use => self.dirty.mark(owner),
+            _ => {}
+        }
+        Ok(table)
     }
 
     pub(crate) fn table(&self, t: usize) -> Result<&Table4K, SeptError> {
@@ -771,6 +919,24 @@ impl<S: SeptStorage> Sept<S> {
         })
     }
 
+    /// [`Sept::first_lost_content`] over the regions `after` changed since its record was
+    /// last cleared (all of them when it says everything).
+    pub fn first_lost_content_changed(
+        &self,
+        after: &Sept<S>,
+        allowed: impl Fn(Gpa) -> bool,
+    ) -> Result<Option<Gpa>, SeptError> {
+        if after.dirty.is_all() {
+            return self.first_lost_content(after, allowed);
+        }
+        for &r in after.dirty.regions() {
+            if let Some(g) = self.lost_in_region(after, r as usize, &allowed)? {
+                return Ok(Some(g));
+            }
+        }
+        Ok(None)
+    }
+
     /// The first page (in GPA order) whose content `self` holds and `after` lost (reads as
     /// never written) where `allowed` does not permit it; regions whose record and table are
     /// unchanged are skipped. Both must be over the same window.
@@ -779,33 +945,45 @@ impl<S: SeptStorage> Sept<S> {
         after: &Sept<S>,
         allowed: impl Fn(Gpa) -> bool,
     ) -> Result<Option<Gpa>, SeptError> {
-        for (i, (was, is)) in self
-            .storage
-            .regions()
-            .iter()
-            .zip(after.storage.regions())
-            .enumerate()
-        {
-            let tw = self.entries_of(was)?;
-            let ti = after.entries_of(is)?;
-            if was.content == is.content && tw == ti {
-                continue;
+        for r in 0..self.storage.regions().len() {
+            if let Some(g) = self.lost_in_region(after, r, &allowed)? {
+                return Ok(Some(g));
             }
-            let base = self
-                .config
-                .base
-                .raw()
-                .saturating_add((i as u64) << PageLevel::Size2M.shift());
-            let content = |t: Option<&[Entry4K]>, r: &Region, p: usize| match t {
-                Some(t) => t.get(p).map_or(Content::NONE, |e| e.content),
-                None => r.content,
-            };
-            for p in 0..crate::abi::ENTRIES_PER_TABLE as usize {
-                if content(tw, was, p) != Content::NONE && content(ti, is, p) == Content::NONE {
-                    let gpa = Gpa(base.saturating_add((p as u64) << 12));
-                    if !allowed(gpa) {
-                        return Ok(Some(gpa));
-                    }
+        }
+        Ok(None)
+    }
+
+    fn lost_in_region(
+        &self,
+        after: &Sept<S>,
+        i: usize,
+        allowed: &impl Fn(Gpa) -> bool,
+    ) -> Result<Option<Gpa>, SeptError> {
+        let (Some(was), Some(is)) = (
+            self.storage.regions().get(i),
+            after.storage.regions().get(i),
+        ) else {
+            return Ok(None);
+        };
+        let tw = self.entries_of(was)?;
+        let ti = after.entries_of(is)?;
+        if was.content == is.content && tw == ti {
+            return Ok(None);
+        }
+        let base = self
+            .config
+            .base
+            .raw()
+            .saturating_add((i as u64) << PageLevel::Size2M.shift());
+        let content = |t: Option<&[Entry4K]>, r: &Region, p: usize| match t {
+            Some(t) => t.get(p).map_or(Content::NONE, |e| e.content),
+            None => r.content,
+        };
+        for p in 0..crate::abi::ENTRIES_PER_TABLE as usize {
+            if content(tw, was, p) != Content::NONE && content(ti, is, p) == Content::NONE {
+                let gpa = Gpa(base.saturating_add((p as u64) << 12));
+                if !allowed(gpa) {
+                    return Ok(Some(gpa));
                 }
             }
         }
@@ -816,6 +994,7 @@ impl<S: SeptStorage> Sept<S> {
 
     /// Takes a table from the pool for region `owner`.
     pub(crate) fn alloc_table(&mut self, owner: usize) -> Result<usize, SeptError> {
+        self.dirty.mark(owner);
         let idx = self
             .free_tables
             .index()
@@ -1017,49 +1196,92 @@ impl<S: SeptStorage> Sept<S> {
     /// refers to it (or by a SEAMCALL in flight) and is counted; content-only tables hold no
     /// entry state; with `idle`, no operation is in flight and no lock is held anywhere.
     pub fn check_consistency(&self, idle: bool) -> Result<(), SeptError> {
-        let bad = Err(SeptError::StorageInconsistent);
         let mut referenced: u32 = 0;
         for (g, gig) in self.storage.gigs().iter().enumerate() {
             if idle && gig.lock.is_locked() {
-                return bad;
+                return Err(SeptError::StorageInconsistent);
             }
             for r in self.regions_of_gig(g) {
-                let region = self.region(r)?;
-                if idle && region.entry.lock.is_locked() {
-                    return bad;
-                }
-                if !gig.state.is_table() && region.entry.state != SeptEntryState::Free {
-                    return bad;
-                }
-                if gig.state == SeptEntryState::Free
-                    && (region.content != Content::NONE || region.table.index().is_some())
-                {
-                    return bad;
-                }
-                match region.table.index() {
-                    None if region.entry.state.is_table() => return bad,
-                    None => {}
-                    Some(t) => {
-                        referenced = referenced.saturating_add(1);
-                        let table = self.table(t)?;
-                        if !table.in_use || table.link != TableRef::to(r) {
-                            return bad;
-                        }
-                        let content_only = !region.entry.state.is_table();
-                        for e in table.entries.iter() {
-                            if (content_only
-                                && (e.state != SeptEntryState::Free
-                                    || e.lock != EntryLock::default()))
-                                || (idle && e.lock.is_locked())
-                                || e.state.is_table()
-                            {
-                                return bad;
-                            }
-                        }
-                    }
+                if self.check_region(gig, r, idle)? {
+                    referenced = referenced.saturating_add(1);
                 }
             }
         }
+        self.check_pool(referenced, idle)
+    }
+
+    /// [`Sept::check_consistency`] (not idle) over the regions changed since the record was
+    /// last cleared, and the pool's counts; everything when the record says everything or a
+    /// 1G entry changed.
+    pub fn check_changed_consistency(&self) -> Result<(), SeptError> {
+        if self.dirty.is_all() || self.dirty.gigs() {
+            return self.check_consistency(false);
+        }
+        for &r in self.dirty.regions() {
+            let r = r as usize;
+            let gpa = Gpa(self
+                .config
+                .base
+                .raw()
+                .saturating_add((r as u64) << PageLevel::Size2M.shift()));
+            let g = self.gig_index(gpa).ok_or(SeptError::StorageInconsistent)?;
+            let gig = *self
+                .storage
+                .gigs()
+                .get(g)
+                .ok_or(SeptError::StorageInconsistent)?;
+            self.check_region(&gig, r, false)?;
+        }
+        let referenced = self
+            .storage
+            .regions()
+            .iter()
+            .filter(|r| r.table.index().is_some())
+            .count();
+        self.check_pool(u32::try_from(referenced).unwrap_or(u32::MAX), false)
+    }
+
+    /// Region `r` under 1G entry `gig`; whether it references a table.
+    fn check_region(&self, gig: &HugeEntry, r: usize, idle: bool) -> Result<bool, SeptError> {
+        let bad = Err(SeptError::StorageInconsistent);
+        let region = self.region(r)?;
+        if idle && region.entry.lock.is_locked() {
+            return bad;
+        }
+        if !gig.state.is_table() && region.entry.state != SeptEntryState::Free {
+            return bad;
+        }
+        if gig.state == SeptEntryState::Free
+            && (region.content != Content::NONE || region.table.index().is_some())
+        {
+            return bad;
+        }
+        match region.table.index() {
+            None if region.entry.state.is_table() => bad,
+            None => Ok(false),
+            Some(t) => {
+                let table = self.table(t)?;
+                if !table.in_use || table.link != TableRef::to(r) {
+                    return bad;
+                }
+                let content_only = !region.entry.state.is_table();
+                for e in table.entries.iter() {
+                    if (content_only
+                        && (e.state != SeptEntryState::Free || e.lock != EntryLock::default()))
+                        || (idle && e.lock.is_locked())
+                        || e.state.is_table()
+                    {
+                        return bad;
+                    }
+                }
+                Ok(true)
+            }
+        }
+    }
+
+    /// The pool's counts against `referenced` tables held by regions.
+    fn check_pool(&self, mut referenced: u32, idle: bool) -> Result<(), SeptError> {
+        let bad = Err(SeptError::StorageInconsistent);
         // Tables taken by SEAMCALLs in flight belong to no region yet.
         for f in self.in_flight.iter().flatten() {
             if let Flight::Host { table, .. } = f

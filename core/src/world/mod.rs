@@ -705,21 +705,7 @@ impl<SS: SeptStorage, KS: KvmStorage> World<SS, KS> {
                 return Err(Violation::LeafTooLarge(gpa));
             }
         }
-        for (i, v) in self.vcpus.iter().enumerate() {
-            let Some(v) = v else { continue };
-            // rfc-v1's window is set for the fault being handled; the next exit resets it
-            // before anything consults it. While a decoded fault is in flight, a window must
-            // cover its GFN.
-            if let VcpuState::InHost(path) = v.state
-                && path.decoded()
-                && v.policy.request_level.is_some()
-                && !v.policy.in_window(path.gfn())
-            {
-                return Err(Violation::StrayPolicyState(
-                    u8::try_from(i).unwrap_or(u8::MAX),
-                ));
-            }
-        }
+        self.check_vcpu_policy_state()?;
         if !self.runnable() {
             let config = self.sept.config();
             for r in 0..u64::from(config.regions) {
@@ -740,6 +726,189 @@ impl<SS: SeptStorage, KS: KvmStorage> World<SS, KS> {
             self.kvm
                 .check_against_sept(&self.sept)
                 .map_err(Violation::MirrorMismatch)?;
+        }
+        Ok(())
+    }
+
+    /// Starts a new record of what the next steps change (see [`World::check_step`]).
+    pub fn clear_dirty(&mut self) {
+        self.sept.clear_dirty();
+        self.kvm.clear_dirty();
+    }
+
+    /// [`World::check`] and [`World::check_transition`] from `before` to this state, looking
+    /// only at the regions changed since the record was cleared in `before`'s state (all of
+    /// them when a model could not place a change): the same answers for the cost of a step.
+    pub fn check_step(&self, before: &Self) -> Result<(), Violation> {
+        let d = self.kvm.dirty().union(&self.sept.dirty());
+        if d.is_all() {
+            return self
+                .check()
+                .and_then(|()| Self::check_transition(before, self));
+        }
+        let config = self.sept.config();
+        let runnable = self.runnable();
+        for &r in d.regions() {
+            let gpa = Gpa(config.base.raw().saturating_add(u64::from(r) << 21));
+            if let Some(region) = self.kvm.region_of(gpa.gfn())
+                && region.mirror.is_leaf()
+            {
+                if !runnable {
+                    return Err(Violation::HugeBeforeRunnable(gpa));
+                }
+                if region.folio == PageLevel::Size4K || region.attrs == crate::kvm::Attrs::Mixed {
+                    return Err(Violation::LeafTooLarge(gpa));
+                }
+            }
+            let was = before
+                .kvm
+                .lpage(gpa.gfn(), PageLevel::Size2M)
+                .is_some_and(|l| l.guest_inhibit());
+            let is = self
+                .kvm
+                .lpage(gpa.gfn(), PageLevel::Size2M)
+                .is_some_and(|l| l.guest_inhibit());
+            if was && !is {
+                return Err(Violation::InhibitCleared(gpa));
+            }
+        }
+        if d.gigs() {
+            for r in 0..u64::from(config.regions) {
+                let gpa = Gpa(config.base.raw().saturating_add(r << 21));
+                if r != 0 && !gpa.is_aligned(PageLevel::Size1G) {
+                    continue;
+                }
+                let was = before
+                    .kvm
+                    .lpage(gpa.gfn(), PageLevel::Size1G)
+                    .is_some_and(|l| l.guest_inhibit());
+                let is = self
+                    .kvm
+                    .lpage(gpa.gfn(), PageLevel::Size1G)
+                    .is_some_and(|l| l.guest_inhibit());
+                if was && !is {
+                    return Err(Violation::InhibitCleared(gpa.align_down(PageLevel::Size1G)));
+                }
+            }
+        }
+        self.check_vcpu_policy_state()?;
+        self.sept
+            .check_changed_consistency()
+            .map_err(|_| Violation::SeptInconsistent)?;
+        if self.sept.in_flight_count() == 0 {
+            self.kvm
+                .check_changed_against_sept(&self.sept)
+                .map_err(Violation::MirrorMismatch)?;
+        }
+        let ranges = Self::removal_ranges(before, self);
+        let lost = before
+            .sept
+            .first_lost_content_changed(&self.sept, |gpa| Self::allowed(&ranges, gpa))
+            .map_err(|e| Violation::Model(KvmError::Sept(e)))?;
+        match lost {
+            Some(gpa) => Err(Violation::RemovedOutsideRange(gpa)),
+            None => Ok(()),
+        }
+    }
+
+    /// Makes this world equal to `other`, given that it equals what `other` was when its
+    /// change record was last cleared: copies only what changed.
+    pub fn sync_from(&mut self, other: &Self)
+    where
+        SS: Clone,
+        KS: Clone,
+    {
+        self.sept.sync_from(&other.sept);
+        self.kvm.sync_from(&other.kvm);
+        self.policy = other.policy;
+        self.vcpus = other.vcpus;
+        self.hosts = other.hosts;
+        self.reentered = other.reentered;
+        self.lazy = other.lazy;
+    }
+
+    /// Hashes everything but the regions' records and tables: with [`World::hash_region`] of
+    /// every region, the whole state — so an explorer can update a fingerprint by the regions
+    /// a step changed ([`World::changed_regions`]).
+    pub fn hash_small<H: core::hash::Hasher>(&self, h: &mut H) {
+        use core::hash::Hash;
+        self.sept.hash_small(h);
+        self.kvm.hash_small(h);
+        self.policy.hash(h);
+        self.vcpus.hash(h);
+        self.hosts.hash(h);
+        self.reentered.hash(h);
+        self.lazy.hash(h);
+    }
+
+    /// Hashes region `r` in both models.
+    pub fn hash_region<H: core::hash::Hasher>(&self, r: usize, h: &mut H) {
+        use core::hash::Hash;
+        r.hash(h);
+        self.sept.hash_region(r, h);
+        self.kvm.hash_region(r, h);
+    }
+
+    /// The regions either model changed since the record was cleared.
+    pub fn changed_regions(&self) -> crate::sept::Dirty {
+        self.kvm.dirty().union(&self.sept.dirty())
+    }
+
+    /// Regions in the window.
+    pub fn regions(&self) -> usize {
+        self.sept.config().regions as usize
+    }
+
+    /// Undoes what changed since the change record was cleared, given that `original` is the
+    /// state from then (an explorer stepping one scratch world through every choice).
+    pub fn revert_to(&mut self, original: &Self)
+    where
+        SS: Clone,
+        KS: Clone,
+    {
+        self.sept.revert_to(&original.sept);
+        self.kvm.revert_to(&original.kvm);
+        self.policy = original.policy;
+        self.vcpus = original.vcpus;
+        self.hosts = original.hosts;
+        self.reentered = original.reentered;
+        self.lazy = original.lazy;
+    }
+
+    fn removal_ranges(before: &Self, after: &Self) -> [Option<(Gfn, Gfn)>; MAX_HOSTS * 2] {
+        let mut ranges = [None; MAX_HOSTS * 2];
+        for (slot, h) in ranges
+            .iter_mut()
+            .zip(before.hosts.iter().chain(after.hosts.iter()))
+        {
+            *slot = h.as_ref().and_then(HostActor::removing);
+        }
+        ranges
+    }
+
+    fn allowed(ranges: &[Option<(Gfn, Gfn)>], gpa: Gpa) -> bool {
+        let g = gpa.gfn();
+        ranges
+            .iter()
+            .flatten()
+            .any(|&(s, e)| g.raw() >= s.raw() && g.raw() < e.raw())
+    }
+
+    fn check_vcpu_policy_state(&self) -> Result<(), Violation> {
+        for (i, v) in self.vcpus.iter().enumerate() {
+            let Some(v) = v else { continue };
+            // rfc-v1's window is set for the fault being handled; the next exit resets it
+            // before anything consults it. While a decoded fault is in flight, a window must
+            // cover its GFN.
+            if let VcpuState::InHost(path) = v.state
+                && path.decoded()
+                && v.policy.request_level.is_some()
+                && !v.policy.in_window(path.gfn())
+            {
+                return Err(Violation::StrayPolicyState(
+                    u8::try_from(i).unwrap_or(u8::MAX),
+                ));
+            }
         }
         Ok(())
     }
@@ -766,22 +935,10 @@ impl<SS: SeptStorage, KS: KvmStorage> World<SS, KS> {
                 }
             }
         }
-        let mut ranges = [None; MAX_HOSTS * 2];
-        for (slot, h) in ranges
-            .iter_mut()
-            .zip(before.hosts.iter().chain(after.hosts.iter()))
-        {
-            *slot = h.as_ref().and_then(HostActor::removing);
-        }
+        let ranges = Self::removal_ranges(before, after);
         let lost = before
             .sept
-            .first_lost_content(&after.sept, |gpa| {
-                let g = gpa.gfn();
-                ranges
-                    .iter()
-                    .flatten()
-                    .any(|&(s, e)| g.raw() >= s.raw() && g.raw() < e.raw())
-            })
+            .first_lost_content(&after.sept, |gpa| Self::allowed(&ranges, gpa))
             .map_err(|e| Violation::Model(KvmError::Sept(e)))?;
         if let Some(gpa) = lost {
             return Err(Violation::RemovedOutsideRange(gpa));
@@ -849,6 +1006,7 @@ impl<SS: SeptStorage, KS: KvmStorage> World<SS, KS> {
         let w = self;
         let mut before = w.clone();
         let mut idle = 0u32;
+        w.clear_dirty();
         for step in 0..limits.bound {
             if let Some(v) = w.ended() {
                 return Ok(v);
@@ -860,18 +1018,19 @@ impl<SS: SeptStorage, KS: KvmStorage> World<SS, KS> {
             };
             let pick = scheduler.pick(step, enabled);
             let choice = enabled.get(pick).copied().unwrap_or(Choice::Vcpu(0));
-            before.clone_from(w);
             let stepped = w.step(choice, metrics).map_err(ScheduleError::Model)?;
             scheduler.feedback(choice, stepped);
             on_step(choice, stepped);
             *steps = steps.saturating_add(1);
-            w.check()
-                .and_then(|()| Self::check_transition(&before, w))
+            w.check_step(&before)
                 .map_err(|violation| ScheduleError::Invariant {
                     step,
                     choice,
                     violation,
                 })?;
+            // `before` follows by copying what changed; then a fresh record.
+            before.sync_from(w);
+            w.clear_dirty();
             idle = match stepped {
                 Stepped::Moved { progress: true } => 0,
                 _ => idle.saturating_add(1),

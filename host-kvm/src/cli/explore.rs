@@ -44,6 +44,7 @@ pub fn run(args: &Args, out: &mut impl Write) -> Result<(), CliError> {
         &start,
         Bounds {
             max_states: args.max_states.max(1),
+            ..Bounds::default()
         },
         &mut |states, depth| {
             bar.set_position(states as u64);
