@@ -12,17 +12,24 @@ use hugesept_core::abi::{
     Gfn, Gpa, Gpaw, KvmPgLevel, PageLevel, SeamcallLeaf, SeptEntryState, StatusClass, StatusCode,
     StatusDetail, TdcallLeaf, TdcallRax, TdxSeptLevel, TdxStatus,
 };
+use hugesept_core::guest::{Guest, GuestKind};
+use hugesept_core::kvm::{HostOpKind, Kvm, KvmArrayStorage, Memslot};
+use hugesept_core::policy::PolicyId;
 use hugesept_core::sept::{AcceptOutcome, ArrayStorage, ModuleProfile, Sept, SeptConfig};
+use hugesept_core::world::{
+    Choice, HostAction, Limits, MAX_CHOICES, Metrics, RandomScheduler, Verdict, World, supports,
+};
 
 /// A target's check over one input.
 pub type Check = fn(&[u8]);
 
 /// Every target, by the name of its corpus directory and `fuzz_targets/` file.
-pub const TARGETS: [(&str, Check); 4] = [
+pub const TARGETS: [(&str, Check); 5] = [
     ("abi_status", abi_status),
     ("abi_accept_operand", abi_accept_operand),
     ("abi_exit", abi_exit),
     ("abi_encodings", abi_encodings),
+    ("world_schedule", world_schedule),
 ];
 
 /// The first bytes of a formatted value, without allocating (keeps the targets fast).
@@ -245,6 +252,162 @@ pub fn abi_encodings(data: &[u8]) {
         assert_eq!(ModuleProfile::parse(&p.to_string()), Ok(p));
     }
 }
+
+/// A world built from the input and driven by it: the design, up to three vCPUs with guest
+/// strategies over disjoint ranges, a host script confined to a range no guest uses, then the
+/// input's bytes as the schedule and a fair random schedule to the end. Every step must keep
+/// the safety invariants; the run must keep the design's declaration (`world::supports`): a
+/// supported guest ends ok, and nothing bugs the host or loses a guest's data.
+pub fn world_schedule(data: &[u8]) {
+    let mut bytes = data.iter().copied();
+    let mut next = || bytes.next().unwrap_or(0);
+    let policy = PolicyId::ALL[usize::from(next()) % PolicyId::ALL.len()];
+    let mut config = SeptConfig::new(Gpa(WORLD_BASE), 3);
+    if policy == PolicyId::ExplicitDemotion {
+        config.profile = ModuleProfile::parse("explicit-demotion").expect("a known profile");
+    }
+    // Guests use 2 MiB units 0 and 1 (the lazy-accept bitmap's units); the host's 64 KiB is
+    // the end of unit 1 — inside a page a guest may accept at 2M — unless the guests accept
+    // lazily: Linux accepts whole units, and never one it made shared, so then it is unit 2.
+    let vcpus = 1 + usize::from(next()) % 3;
+    let lazy = next() % 4 == 0;
+    let guests_end = WORLD_BASE + 0x40_0000 - 0x1_0000;
+    let host_start = if lazy {
+        WORLD_BASE + 0x40_0000
+    } else {
+        guests_end
+    };
+    let mut cuts = [WORLD_BASE, 0, 0, guests_end];
+    for k in 1..vcpus {
+        let at = WORLD_BASE + (u64::from(next()) << 14);
+        cuts[k] = at.clamp(
+            cuts[k - 1] + 0x1000,
+            guests_end - 0x1000 * (vcpus - k) as u64,
+        );
+    }
+    cuts[vcpus] = guests_end;
+    let mut guests = [None; 3];
+    let mut ve = false;
+    for (k, slot) in guests.iter_mut().enumerate().take(vcpus) {
+        let kind = if lazy {
+            GuestKind::LinuxLazy
+        } else {
+            // linux-lazy only with the bitmap (and then every guest is lazy).
+            match GuestKind::ALL[usize::from(next()) % GuestKind::ALL.len()] {
+                GuestKind::LinuxLazy => GuestKind::Linux,
+                k => k,
+            }
+        };
+        ve |= kind == GuestKind::TouchFirst;
+        *slot = Some(Guest::new(
+            kind,
+            Gpa(cuts[k]),
+            Gpa(cuts[k + 1]),
+            k as u16 + 1,
+        ));
+    }
+    config.pending_ve_disable = !ve;
+    let guests: Vec<Guest> = guests.iter().flatten().copied().collect();
+    let mut script = Vec::new();
+    for _ in 0..usize::from(next()) % 4 {
+        let page = host_start + (u64::from(next() % 16) << 12);
+        let (start, end) = (Gpa(page).gfn(), Gpa(page + 0x1000).gfn());
+        script.push(match next() % 5 {
+            0 => HostAction::Operation {
+                kind: HostOpKind::ConvertToShared,
+                start,
+                end,
+            },
+            1 => HostAction::Operation {
+                kind: HostOpKind::ConvertToPrivate,
+                start,
+                end,
+            },
+            2 => HostAction::Operation {
+                kind: HostOpKind::PunchHole,
+                start,
+                end,
+            },
+            3 => HostAction::Operation {
+                kind: HostOpKind::SplitBoundaries,
+                start,
+                end,
+            },
+            _ => HostAction::Prefetch(start),
+        });
+    }
+    let mut sept: Sept<ArrayStorage<1, 3, 3>> =
+        Sept::new(config, ArrayStorage::new()).expect("the storage fits the window");
+    sept.finalize();
+    let mut kvm: Kvm<KvmArrayStorage<1, 3, 3>> =
+        Kvm::new(&config, KvmArrayStorage::new()).expect("the storage fits the window");
+    kvm.add_memslot(Memslot {
+        base: Gpa(WORLD_BASE).gfn(),
+        pages: 3 * 512,
+        guest_memfd: true,
+    })
+    .expect("one memslot");
+    let scripts: [&[HostAction]; 1] = [&script];
+    let mut w = World::new(sept, kvm, policy, &guests, &scripts, 1).expect("a world that fits");
+    if lazy {
+        w.set_unaccepted(Gpa(WORLD_BASE), Gpa(WORLD_BASE + 0x40_0000))
+            .expect("two units");
+    }
+    let mut m = Metrics::default();
+    let mut steps = 0u64;
+    // The input's schedule first...
+    let mut before = w.clone();
+    w.clear_dirty();
+    for b in bytes {
+        if w.ended().is_some() {
+            break;
+        }
+        let mut choices = [Choice::Vcpu(0); MAX_CHOICES];
+        let n = w.enabled(&mut choices);
+        if n == 0 {
+            break;
+        }
+        let c = choices[usize::from(b) % n];
+        w.step(c, &mut m)
+            .expect("the models accept every enabled choice");
+        if let Err(v) = w.check_step(&before) {
+            panic!("{policy}: invariant {v:?} after {c:?}");
+        }
+        before.sync_from(&w);
+        w.clear_dirty();
+    }
+    // ...then a fair schedule to the end.
+    let verdict = w
+        .run_schedule(
+            &mut RandomScheduler::new(7),
+            Limits::steps(200_000),
+            &mut m,
+            &mut steps,
+            |_, _| {},
+        )
+        .unwrap_or_else(|e| panic!("{policy}: {e:?}"));
+    assert!(
+        !matches!(verdict, Verdict::VmBugged | Verdict::DataLoss),
+        "{policy} with {:?}: {}",
+        guests.iter().map(|g| g.kind()).collect::<Vec<_>>(),
+        verdict.name()
+    );
+    let claimed = guests.iter().all(|g| {
+        supports(policy, g.kind()).is_ok()
+            && !matches!(g.kind(), GuestKind::Adversarial | GuestKind::SingleAccept)
+    });
+    if claimed {
+        assert_eq!(
+            verdict,
+            Verdict::Ok,
+            "{policy} claims {:?}",
+            guests.iter().map(|g| g.kind()).collect::<Vec<_>>()
+        );
+    }
+}
+
+/// The window of [`world_schedule`]'s worlds.
+const WORLD_BASE: u64 = 0x4000_0000;
 
 #[cfg(test)]
 mod tests {

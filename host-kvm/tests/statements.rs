@@ -87,7 +87,7 @@ fn a_4k_conversion_inside_an_accepted_2m_page_loses_nothing_else_under_every_sup
             checked += 1;
         }
     }
-    assert!(checked >= 55, "{checked}");
+    assert!(checked >= 50, "{checked}");
 }
 
 #[test]

@@ -22,12 +22,14 @@ pub const fn supports(policy: PolicyId, guest: GuestKind) -> Result<(), Unsuppor
         (PolicyId::RfcV1, GuestKind::TouchFirst) => Err(Unsupported {
             reason: "a touch maps 2M and the 4K ACCEPT after it is refused forever (livelock, acknowledged for RFC v1)",
         }),
-        // kvm-fault-path.md, explicit-demotion: a 4K ACCEPT inside a pending huge leaf gets
-        // SIZE_MISMATCH, and the guest must retry at 2M or ask for demotion; these guests
-        // accept only 4K and treat it as fatal.
-        (PolicyId::ExplicitDemotion, GuestKind::TouchFirst | GuestKind::Accept4kOnly) => {
+        // kvm-fault-path.md, explicit-demotion: a TD opts in with TDX_ATTR_SEPT_EXPLICIT_DEMOTION
+        // and must then answer SIZE_MISMATCH on a 4K ACCEPT inside a huge leaf by retrying at
+        // 2M or asking for demotion. No modelled guest does: each treats a 4K SIZE_MISMATCH as
+        // fatal, so any 2M mapping over memory it accepts at 4K (a prefetch, a touch, another
+        // vCPU) panics it. The design claims only that an adversarial TD cannot hurt the host.
+        (PolicyId::ExplicitDemotion, g) if !matches!(g, GuestKind::Adversarial) => {
             Err(Unsupported {
-                reason: "a 4K ACCEPT inside a huge leaf returns SIZE_MISMATCH; a 4K-only guest cannot retry at 2M or request demotion",
+                reason: "the guest must opt in and answer a 4K SIZE_MISMATCH by retrying at 2M or requesting demotion; no modelled guest does",
             })
         }
         _ => Ok(()),
@@ -47,5 +49,7 @@ mod tests {
         assert!(supports(PolicyId::RfcV1, GuestKind::TouchFirst).is_err());
         assert!(supports(PolicyId::RfcV1, GuestKind::Linux).is_ok());
         assert!(supports(PolicyId::ExplicitDemotion, GuestKind::Accept4kOnly).is_err());
+        assert!(supports(PolicyId::ExplicitDemotion, GuestKind::Linux).is_err());
+        assert!(supports(PolicyId::ExplicitDemotion, GuestKind::Adversarial).is_ok());
     }
 }
