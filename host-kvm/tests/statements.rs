@@ -201,3 +201,41 @@ fn exploring_finds_what_sampling_misses() {
         .expect("a reachable OVMF panic");
     assert!(path.len() < 40, "{}", path.len());
 }
+
+#[test]
+fn a_4k_conversion_inside_an_accepted_2m_page_loses_nothing_in_any_interleaving() {
+    // scenarios/conversion-4k-in-2m.toml, exhaustively, under every design that claims OVMF:
+    // every reachable end is ok, and the removal invariant held on every transition.
+    use hugesept_host_kvm::explore::{Bounds, explore};
+    let text = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../scenarios/conversion-4k-in-2m.toml"
+    ))
+    .unwrap();
+    let mut explored = 0;
+    for p in PolicyId::ALL {
+        if supports(p, GuestKind::Ovmf).is_err() {
+            continue;
+        }
+        let t = text.replace("policy = \"guest-inhibit\"", &format!("policy = \"{p}\""));
+        let sc = hugesept_host_kvm::scenario::parse(&t).unwrap();
+        let ex = explore(
+            &sc.world().unwrap(),
+            Bounds {
+                max_states: 500_000,
+                ..Bounds::default()
+            },
+            &mut |_, _| {},
+        )
+        .unwrap();
+        assert!(
+            !ex.bounded && ex.violation.is_none(),
+            "{p}: {:?}",
+            ex.violation
+        );
+        assert_eq!(ex.ends.keys().copied().collect::<Vec<_>>(), ["ok"], "{p}");
+        assert_eq!(ex.livelock_states, 0, "{p}");
+        explored += 1;
+    }
+    assert_eq!(explored, 6);
+}
