@@ -96,55 +96,38 @@ pub fn boot_scenario_text(policy: PolicyId) -> String {
         "name = \"Linux-boot-like world, {policy}\"\npolicy = \"{policy}\"\n{}regions = 8\n\
          runnable = false\nunaccepted = {{ start = \"0x40800000\", end = \"0x41000000\" }}\n{}",
         module_line(policy),
-        BOOT_BODY
+        boot_body()
     )
 }
 
-const BOOT_BODY: &str = r#"
-[[vcpu]]
-[[vcpu.stage]]
-guest = "ovmf"
-start = "0x40000000"
-end = "0x40800000"
-stride = { index = 0, count = 3, chunk = "0x200000" }
-[[vcpu.stage]]
-guest = "linux-lazy"
-start = "0x40800000"
-end = "0x40c80000"
-
-[[vcpu]]
-[[vcpu.stage]]
-guest = "ovmf"
-start = "0x40000000"
-end = "0x40800000"
-stride = { index = 1, count = 3, chunk = "0x200000" }
-[[vcpu.stage]]
-guest = "linux-lazy"
-start = "0x40c80000"
-end = "0x41000000"
-
-[[vcpu]]
-[[vcpu.stage]]
-guest = "ovmf"
-start = "0x40000000"
-end = "0x40800000"
-stride = { index = 2, count = 3, chunk = "0x200000" }
-[[vcpu.stage]]
-guest = "linux-lazy"
-start = "0x40202000"
-end = "0x40400000"
-
-[[host]]
-actions = [
-  { op = "init-mem-region", start = "0x40000000", end = "0x40010000" },
-  { op = "finalize" },
-  { op = "await-stage", stage = 1 },
-  { op = "convert-to-shared", start = "0x40201000", end = "0x40202000" },
-  { op = "convert-to-private", start = "0x40201000", end = "0x40202000" },
-  { op = "convert-to-shared", start = "0x40201000", end = "0x40202000" },
-  { op = "convert-to-private", start = "0x40201000", end = "0x40202000" },
-]
-"#;
+/// The Linux-boot-like world's vCPUs and host script: stage 0 OVMF on three vCPUs (2 MiB
+/// mailbox chunks over the low 8 MiB), stage 1 linux-lazy (vCPUs 0 and 1 above 8 MiB, sharing
+/// the unit at 12 MiB; vCPU 2 next to the churned page), the host adding the image, finalizing,
+/// and converting one 4K page private/shared twice during stage 1.
+fn boot_body() -> String {
+    let lazy = [
+        ("0x40800000", "0x40c80000"),
+        ("0x40c80000", "0x41000000"),
+        ("0x40202000", "0x40400000"),
+    ];
+    let mut s = String::new();
+    for (i, (start, end)) in lazy.iter().enumerate() {
+        s += &format!(
+            "\n[[vcpu]]\n[[vcpu.stage]]\nguest = \"ovmf\"\nstart = \"0x40000000\"\n\
+             end = \"0x40800000\"\nstride = {{ index = {i}, count = 3, chunk = \"0x200000\" }}\n\
+             [[vcpu.stage]]\nguest = \"linux-lazy\"\nstart = \"{start}\"\nend = \"{end}\"\n"
+        );
+    }
+    let churn = "start = \"0x40201000\", end = \"0x40202000\" }";
+    s += &format!(
+        "\n[[host]]\nactions = [\n  \
+         {{ op = \"init-mem-region\", start = \"0x40000000\", end = \"0x40010000\" }},\n  \
+         {{ op = \"finalize\" }},\n  {{ op = \"await-stage\", stage = 1 }},\n  \
+         {{ op = \"convert-to-shared\", {churn},\n  {{ op = \"convert-to-private\", {churn},\n  \
+         {{ op = \"convert-to-shared\", {churn},\n  {{ op = \"convert-to-private\", {churn},\n]\n"
+    );
+    s
+}
 
 /// Mean cost of one run in a cell.
 #[derive(Debug, Clone, Copy, Default, Serialize)]

@@ -7,7 +7,7 @@
 //! mirror is split or its attributes are mixed; per 1 GiB range the 1G SPTE and lpage_info.
 
 use crate::abi::{ENTRIES_PER_TABLE, Gfn, Gpa, PageLevel};
-use crate::sept::{SeptConfig, SeptError, Storage, TableRef};
+use crate::sept::{SeptConfig, SeptError, Storage, TableRef, copy_tables};
 
 use super::{LpageInfo, MmuLock};
 
@@ -911,20 +911,19 @@ impl<S: KvmStorage> Kvm<S> {
             .copy_from_slice(other.storage.gigs());
         for &r in d.regions() {
             let r = r as usize;
-            let mine = self.storage.regions().get(r).map(|x| x.table);
-            let theirs = other.storage.regions().get(r).copied();
-            if let (Some(dst), Some(src)) = (self.storage.regions_mut().get_mut(r), theirs) {
-                *dst = src;
-            }
-            for t in [mine, theirs.map(|x| x.table)].into_iter().flatten() {
-                if let Some(i) = t.index()
-                    && let (Some(dst), Some(src)) = (
-                        self.storage.tables_mut().get_mut(i),
-                        other.storage.tables().get(i),
-                    )
-                {
-                    dst.clone_from(src);
-                }
+            let (Some(mine), Some(theirs)) = (
+                self.storage.regions().get(r).copied(),
+                other.storage.regions().get(r).copied(),
+            ) else {
+                continue;
+            };
+            copy_tables(
+                self.storage.tables_mut(),
+                other.storage.tables(),
+                &[mine.table, theirs.table],
+            );
+            if let Some(dst) = self.storage.regions_mut().get_mut(r) {
+                *dst = theirs;
             }
         }
     }

@@ -103,6 +103,16 @@ impl Dirty {
     }
 }
 
+/// Copies the pool tables `refs` name from `src` to `dst` (two pools indexed alike): the
+/// tables a changed region held before or holds after a step.
+pub(crate) fn copy_tables<T: Clone>(dst: &mut [T], src: &[T], refs: &[super::TableRef]) {
+    for i in refs.iter().filter_map(|t| t.index()) {
+        if let (Some(d), Some(s)) = (dst.get_mut(i), src.get(i)) {
+            d.clone_from(s);
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -28,6 +28,7 @@ use core::fmt;
 pub use accept::{AcceptOp, AcceptOutcome, AcceptStart, AccessOutcome, EptViolationExit};
 pub use content::Content;
 pub use dirty::Dirty;
+pub(crate) use dirty::copy_tables;
 pub use epoch::{EpochTicket, TlbEpochs};
 pub use host::{HostCall, HostCallKind, HostOp, HostStart};
 pub use profile::{ModuleProfile, UnknownProfile};
@@ -490,20 +491,19 @@ impl<S: SeptStorage> Sept<S> {
             .copy_from_slice(other.storage.gigs());
         for &r in d.regions() {
             let r = r as usize;
-            let mine = self.storage.regions().get(r).map(|x| x.table);
-            let theirs = other.storage.regions().get(r).copied();
-            if let (Some(dst), Some(src)) = (self.storage.regions_mut().get_mut(r), theirs) {
-                *dst = src;
-            }
-            for t in [mine, theirs.map(|x| x.table)].into_iter().flatten() {
-                if let Some(i) = t.index()
-                    && let (Some(dst), Some(src)) = (
-                        self.storage.tables_mut().get_mut(i),
-                        other.storage.tables().get(i),
-                    )
-                {
-                    dst.clone_from(src);
-                }
+            let (Some(mine), Some(theirs)) = (
+                self.storage.regions().get(r).copied(),
+                other.storage.regions().get(r).copied(),
+            ) else {
+                continue;
+            };
+            copy_tables(
+                self.storage.tables_mut(),
+                other.storage.tables(),
+                &[mine.table, theirs.table],
+            );
+            if let Some(dst) = self.storage.regions_mut().get_mut(r) {
+                *dst = theirs;
             }
         }
         // Tables held by operations in flight (on either side) belong to no region yet.
@@ -516,14 +516,7 @@ impl<S: SeptStorage> Sept<S> {
                 *slot = *table;
             }
         }
-        for i in held.iter().filter_map(|t| t.index()) {
-            if let (Some(dst), Some(src)) = (
-                self.storage.tables_mut().get_mut(i),
-                other.storage.tables().get(i),
-            ) {
-                dst.clone_from(src);
-            }
-        }
+        copy_tables(self.storage.tables_mut(), other.storage.tables(), &held);
         self.in_flight = other.in_flight;
     }
 

@@ -760,17 +760,7 @@ impl<SS: SeptStorage, KS: KvmStorage> World<SS, KS> {
                     return Err(Violation::LeafTooLarge(gpa));
                 }
             }
-            let was = before
-                .kvm
-                .lpage(gpa.gfn(), PageLevel::Size2M)
-                .is_some_and(|l| l.guest_inhibit());
-            let is = self
-                .kvm
-                .lpage(gpa.gfn(), PageLevel::Size2M)
-                .is_some_and(|l| l.guest_inhibit());
-            if was && !is {
-                return Err(Violation::InhibitCleared(gpa));
-            }
+            Self::inhibit_kept(before, self, gpa, PageLevel::Size2M)?;
         }
         if d.gigs() {
             for r in 0..u64::from(config.regions) {
@@ -778,17 +768,7 @@ impl<SS: SeptStorage, KS: KvmStorage> World<SS, KS> {
                 if r != 0 && !gpa.is_aligned(PageLevel::Size1G) {
                     continue;
                 }
-                let was = before
-                    .kvm
-                    .lpage(gpa.gfn(), PageLevel::Size1G)
-                    .is_some_and(|l| l.guest_inhibit());
-                let is = self
-                    .kvm
-                    .lpage(gpa.gfn(), PageLevel::Size1G)
-                    .is_some_and(|l| l.guest_inhibit());
-                if was && !is {
-                    return Err(Violation::InhibitCleared(gpa.align_down(PageLevel::Size1G)));
-                }
+                Self::inhibit_kept(before, self, gpa, PageLevel::Size1G)?;
             }
         }
         self.check_vcpu_policy_state()?;
@@ -875,6 +855,24 @@ impl<SS: SeptStorage, KS: KvmStorage> World<SS, KS> {
         self.lazy = original.lazy;
     }
 
+    /// GUEST_INHIBIT at `level` over `gpa`, set before, is still set after.
+    fn inhibit_kept(
+        before: &Self,
+        after: &Self,
+        gpa: Gpa,
+        level: PageLevel,
+    ) -> Result<(), Violation> {
+        let set = |w: &Self| {
+            w.kvm
+                .lpage(gpa.gfn(), level)
+                .is_some_and(|l| l.guest_inhibit())
+        };
+        if set(before) && !set(after) {
+            return Err(Violation::InhibitCleared(gpa.align_down(level)));
+        }
+        Ok(())
+    }
+
     fn removal_ranges(before: &Self, after: &Self) -> [Option<(Gfn, Gfn)>; MAX_HOSTS * 2] {
         let mut ranges = [None; MAX_HOSTS * 2];
         for (slot, h) in ranges
@@ -922,17 +920,7 @@ impl<SS: SeptStorage, KS: KvmStorage> World<SS, KS> {
         for r in 0..u64::from(config.regions) {
             let gpa = Gpa(config.base.raw().saturating_add(r << 21));
             for level in [PageLevel::Size2M, PageLevel::Size1G] {
-                let was = before
-                    .kvm
-                    .lpage(gpa.gfn(), level)
-                    .is_some_and(|l| l.guest_inhibit());
-                let is = after
-                    .kvm
-                    .lpage(gpa.gfn(), level)
-                    .is_some_and(|l| l.guest_inhibit());
-                if was && !is {
-                    return Err(Violation::InhibitCleared(gpa.align_down(level)));
-                }
+                Self::inhibit_kept(before, after, gpa, level)?;
             }
         }
         let ranges = Self::removal_ranges(before, after);
