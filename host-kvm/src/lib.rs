@@ -1,5 +1,6 @@
-//! hugesept-host-kvm: the host side of hugesept — scenario files and the worlds they describe,
-//! and the `hugesept` command line over the core's models.
+//! hugesept-host-kvm: the host side of hugesept — scenario files and the worlds they describe
+//! (`scenario`), the exhaustive explorer (`explore`), trace files (`trace`), the policy × guest
+//! matrix (`matrix`), and the `hugesept` command line over them (`cli`).
 
 pub mod cli;
 pub mod explore;

@@ -1,6 +1,7 @@
-//! Scenario files: a world described in TOML (module profile, policy, window, vCPUs with their
-//! guest programs, host scripts, an expected verdict), parsed with line and field errors, and
-//! run under seeded schedules. The format is documented in scenarios/README.md.
+//! Scenario files: a world described in TOML (module profile, policy, window, memslots with
+//! folio orders, build time or runnable, vCPUs with their guest programs in stages, host
+//! scripts, the scheduler, an expected verdict), parsed with line and field errors, and run
+//! under seeded schedules. The format is documented in scenarios/README.md.
 
 mod storage;
 
