@@ -70,6 +70,55 @@ fn broken_files_get_clear_errors() {
         )),
         "host[0].actions[0].op"
     );
+    // The newer fields: stages, strides, memslots, build time, the bitmap, schedulers.
+    let staged = "policy = \"rfc-v1\"\nregions = 2\n[[vcpu]]\n[[vcpu.stage]]\nguest = \"ovmf\"\n\
+                  start = \"0x40000000\"\nend = \"0x40200000\"\n";
+    assert!(scenario::parse(staged).is_ok());
+    assert_eq!(
+        field(&format!(
+            "{staged}[[vcpu.stage]]\nguest = \"dos\"\nstart = \"0x40000000\"\nend = \"0x40001000\"\n"
+        )),
+        "vcpu[0].stage[1].guest"
+    );
+    assert_eq!(
+        field(&base.replace("guest = \"linux\"\n", "")),
+        "vcpu[0].guest"
+    );
+    assert_eq!(
+        field(&base.replace("end = \"0x40400000\"", "end = \"0x40400000\"\n[[vcpu.stage]]\nguest = \"linux\"\nstart = \"0x40000000\"\nend = \"0x40001000\"")),
+        "vcpu[0]"
+    );
+    assert_eq!(
+        field(&format!("{base}stride = {{ index = 3, count = 3 }}\n")),
+        "vcpu[0].stride.index"
+    );
+    assert_eq!(
+        field(&format!(
+            "{base}stride = {{ index = 0, count = 2, chunk = \"0x3000\" }}\n"
+        )),
+        "vcpu[0].stride.chunk"
+    );
+    assert_eq!(field(&format!("runnable = false\n{base}")), "runnable");
+    assert_eq!(
+        field(&format!(
+            "unaccepted = {{ start = \"0x40001000\", end = \"0x40200000\" }}\n{base}"
+        )),
+        "unaccepted"
+    );
+    assert_eq!(field(&format!("scheduler = \"fifo\"\n{base}")), "scheduler");
+    assert_eq!(field(&format!("order = [9]\n{base}")), "order");
+    assert_eq!(
+        field(&format!(
+            "{base}[[memslot]]\nstart = \"0x40000000\"\nend = \"0x40200000\"\nfolio_order = 30\n"
+        )),
+        "memslot[0].folio_order"
+    );
+    assert_eq!(
+        field(&format!(
+            "{base}[[host]]\nactions = [{{ op = \"await-stage\" }}]\n"
+        )),
+        "host[0].actions[0].stage"
+    );
     // A policy the module cannot run is the model's refusal.
     let ed = base.replace("rfc-v1", "explicit-demotion");
     let sc = scenario::parse(&ed).unwrap();
