@@ -380,7 +380,10 @@ pub fn world_schedule(data: &[u8]) {
     let verdict = w
         .run_schedule(
             &mut RandomScheduler::new(7),
-            Limits::steps(200_000),
+            Limits {
+                bound: 200_000,
+                patience: 5_000,
+            },
             &mut m,
             &mut steps,
             |_, _| {},
