@@ -13,7 +13,11 @@ use hugesept_core::sept::{ModuleProfile, UnknownProfile};
 
 /// hugesept: at which level should KVM map a TDX guest's private memory, and what breaks.
 #[derive(Debug, Parser)]
-#[command(name = "hugesept", version, about)]
+#[command(
+    name = "hugesept",
+    version,
+    about = "At which level should KVM map a TDX guest's private memory, and what breaks: the TDX module, KVM and real guests' accept strategies as executable models"
+)]
 pub struct Cli {
     #[command(subcommand)]
     command: Command,
