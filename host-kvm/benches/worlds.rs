@@ -69,34 +69,24 @@ fn explore_seed(c: &mut Criterion) {
 /// One seeded schedule of a world: throughput in world steps (invariants checked after each).
 fn sim_throughput(c: &mut Criterion, group: &str, id: &str, sc: &Scenario) {
     let w = sc.world().unwrap();
-    let mut steps = 0u64;
-    let mut m = Metrics::default();
-    w.run_schedule(
-        &mut RandomScheduler::new(1),
-        sc.limits(),
-        &mut m,
-        &mut steps,
-        |_, _| {},
-    )
-    .unwrap();
+    // Seed 1's schedule, start to end: its verdict and its steps.
+    let run = || {
+        let mut steps = 0u64;
+        let mut m = Metrics::default();
+        let v = w
+            .run_schedule(
+                &mut RandomScheduler::new(1),
+                sc.limits(),
+                &mut m,
+                &mut steps,
+                |_, _| {},
+            )
+            .unwrap();
+        (v, steps)
+    };
     let mut g = c.benchmark_group(group);
-    g.throughput(Throughput::Elements(steps));
-    g.bench_function(id, |b| {
-        b.iter(|| {
-            let mut steps = 0u64;
-            let mut m = Metrics::default();
-            let v = w
-                .run_schedule(
-                    &mut RandomScheduler::new(1),
-                    sc.limits(),
-                    &mut m,
-                    &mut steps,
-                    |_, _| {},
-                )
-                .unwrap();
-            black_box((v, steps))
-        })
-    });
+    g.throughput(Throughput::Elements(run().1));
+    g.bench_function(id, |b| b.iter(|| black_box(run())));
     g.finish();
 }
 

@@ -7,7 +7,7 @@
 //! mirror is split or its attributes are mixed; per 1 GiB range the 1G SPTE and lpage_info.
 
 use crate::abi::{ENTRIES_PER_TABLE, Gfn, Gpa, PageLevel};
-use crate::sept::{SeptConfig, SeptError, Storage, TableRef, copy_tables};
+use crate::sept::{SeptConfig, SeptError, Storage, TableRef, copy_changed_regions};
 
 use super::{LpageInfo, MmuLock};
 
@@ -176,6 +176,8 @@ pub trait KvmStorage {
     fn tables(&self) -> &[MirrorTable];
     /// Mutable table pool.
     fn tables_mut(&mut self) -> &mut [MirrorTable];
+    /// The regions and the pool, mutable together.
+    fn regions_and_tables_mut(&mut self) -> (&mut [KvmRegion], &mut [MirrorTable]);
 }
 
 impl<G, R, T> KvmStorage for Storage<G, R, T>
@@ -201,6 +203,10 @@ where
     }
     fn tables_mut(&mut self) -> &mut [MirrorTable] {
         self.parts_mut().2.as_mut()
+    }
+    fn regions_and_tables_mut(&mut self) -> (&mut [KvmRegion], &mut [MirrorTable]) {
+        let (_, r, t) = self.parts_mut();
+        (r.as_mut(), t.as_mut())
     }
 }
 
@@ -891,10 +897,12 @@ impl<S: KvmStorage> Kvm<S> {
     where
         S: Clone,
     {
-        if d.is_all()
-            || self.storage.regions().len() != other.storage.regions().len()
-            || self.storage.tables().len() != other.storage.tables().len()
-        {
+        if !copy_changed_regions(
+            self.storage.regions_and_tables_mut(),
+            (other.storage.regions(), other.storage.tables()),
+            &d,
+            |r| r.table,
+        ) {
             self.clone_from(other);
             return;
         }
@@ -909,23 +917,6 @@ impl<S: KvmStorage> Kvm<S> {
         self.storage
             .gigs_mut()
             .copy_from_slice(other.storage.gigs());
-        for &r in d.regions() {
-            let r = r as usize;
-            let (Some(mine), Some(theirs)) = (
-                self.storage.regions().get(r).copied(),
-                other.storage.regions().get(r).copied(),
-            ) else {
-                continue;
-            };
-            copy_tables(
-                self.storage.tables_mut(),
-                other.storage.tables(),
-                &[mine.table, theirs.table],
-            );
-            if let Some(dst) = self.storage.regions_mut().get_mut(r) {
-                *dst = theirs;
-            }
-        }
     }
 }
 

@@ -103,14 +103,38 @@ impl Dirty {
     }
 }
 
-/// Copies the pool tables `refs` name from `src` to `dst` (two pools indexed alike): the
-/// tables a changed region held before or holds after a step.
+/// Copies the pool tables `refs` name from `src` to `dst` (two pools indexed alike).
 pub(crate) fn copy_tables<T: Clone>(dst: &mut [T], src: &[T], refs: &[super::TableRef]) {
     for i in refs.iter().filter_map(|t| t.index()) {
         if let (Some(d), Some(s)) = (dst.get_mut(i), src.get(i)) {
             d.clone_from(s);
         }
     }
+}
+
+/// Copies the region records `d` names from `src` to `dst`, with the pool tables the record
+/// references on either side (the table a region held before a step or holds after it). Both
+/// stores must have the same sizes; when they do not, or `d` says everything, nothing is
+/// copied and the answer is false: the caller copies the whole model then.
+pub(crate) fn copy_changed_regions<R: Copy, T: Clone>(
+    (dst_regions, dst_tables): (&mut [R], &mut [T]),
+    (src_regions, src_tables): (&[R], &[T]),
+    d: &Dirty,
+    table_of: impl Fn(&R) -> super::TableRef,
+) -> bool {
+    if d.is_all() || dst_regions.len() != src_regions.len() || dst_tables.len() != src_tables.len()
+    {
+        return false;
+    }
+    for &r in d.regions() {
+        let (Some(dst), Some(src)) = (dst_regions.get_mut(r as usize), src_regions.get(r as usize))
+        else {
+            continue;
+        };
+        copy_tables(dst_tables, src_tables, &[table_of(dst), table_of(src)]);
+        *dst = *src;
+    }
+    true
 }
 
 #[cfg(test)]

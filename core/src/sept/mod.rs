@@ -28,7 +28,7 @@ use core::fmt;
 pub use accept::{AcceptOp, AcceptOutcome, AcceptStart, AccessOutcome, EptViolationExit};
 pub use content::Content;
 pub use dirty::Dirty;
-pub(crate) use dirty::copy_tables;
+pub(crate) use dirty::{copy_changed_regions, copy_tables};
 pub use epoch::{EpochTicket, TlbEpochs};
 pub use host::{HostCall, HostCallKind, HostOp, HostStart};
 pub use profile::{ModuleProfile, UnknownProfile};
@@ -471,10 +471,12 @@ impl<S: SeptStorage> Sept<S> {
     where
         S: Clone,
     {
-        if d.is_all()
-            || self.storage.regions().len() != other.storage.regions().len()
-            || self.storage.tables().len() != other.storage.tables().len()
-        {
+        if !copy_changed_regions(
+            self.storage.regions_and_tables_mut(),
+            (other.storage.regions(), other.storage.tables()),
+            &d,
+            |r| r.table,
+        ) {
             self.clone_from(other);
             return;
         }
@@ -489,23 +491,6 @@ impl<S: SeptStorage> Sept<S> {
         self.storage
             .gigs_mut()
             .copy_from_slice(other.storage.gigs());
-        for &r in d.regions() {
-            let r = r as usize;
-            let (Some(mine), Some(theirs)) = (
-                self.storage.regions().get(r).copied(),
-                other.storage.regions().get(r).copied(),
-            ) else {
-                continue;
-            };
-            copy_tables(
-                self.storage.tables_mut(),
-                other.storage.tables(),
-                &[mine.table, theirs.table],
-            );
-            if let Some(dst) = self.storage.regions_mut().get_mut(r) {
-                *dst = theirs;
-            }
-        }
         // Tables held by operations in flight (on either side) belong to no region yet.
         let mut held = [TableRef::NONE; 2 * MAX_IN_FLIGHT];
         for (slot, f) in held

@@ -229,6 +229,8 @@ pub trait SeptStorage {
     fn tables(&self) -> &[Table4K];
     /// Mutable pool.
     fn tables_mut(&mut self) -> &mut [Table4K];
+    /// The regions and the pool, mutable together.
+    fn regions_and_tables_mut(&mut self) -> (&mut [Region], &mut [Table4K]);
 }
 
 /// The model's storage in any containers of its three kinds of record: arrays sized at compile
@@ -288,6 +290,9 @@ where
     }
     fn tables_mut(&mut self) -> &mut [Table4K] {
         self.tables.as_mut()
+    }
+    fn regions_and_tables_mut(&mut self) -> (&mut [Region], &mut [Table4K]) {
+        (self.regions.as_mut(), self.tables.as_mut())
     }
 }
 

@@ -800,6 +800,11 @@ impl<SS: SeptStorage, KS: KvmStorage> World<SS, KS> {
     {
         self.sept.sync_from(&other.sept);
         self.kvm.sync_from(&other.kvm);
+        self.copy_actors(other);
+    }
+
+    /// Copies everything outside the two models: the actors and the shared guest state.
+    fn copy_actors(&mut self, other: &Self) {
         self.policy = other.policy;
         self.vcpus = other.vcpus;
         self.hosts = other.hosts;
@@ -848,11 +853,7 @@ impl<SS: SeptStorage, KS: KvmStorage> World<SS, KS> {
     {
         self.sept.revert_to(&original.sept);
         self.kvm.revert_to(&original.kvm);
-        self.policy = original.policy;
-        self.vcpus = original.vcpus;
-        self.hosts = original.hosts;
-        self.reentered = original.reentered;
-        self.lazy = original.lazy;
+        self.copy_actors(original);
     }
 
     /// GUEST_INHIBIT at `level` over `gpa`, set before, is still set after.
