@@ -874,3 +874,48 @@ impl Guest {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_strided_program_takes_every_nth_chunk() {
+        // Three vCPUs over 8 MiB in 2 MiB chunks: vCPU 1 takes chunk 1 only, vCPU 0 chunks 0
+        // and 3 (OVMF's and td-shim's mailbox split).
+        let base = 0x4000_0000u64;
+        let accepts = |index| {
+            let mut g = Guest::new(GuestKind::Ovmf, Gpa(base), Gpa(base + (8 << 20)), 1)
+                .without_markers()
+                .strided(index, 3, 21);
+            let mut got = [0u64; 4];
+            let mut n = 0;
+            while let GuestStep::Op(GuestOp::Accept(a)) = g.next_op() {
+                if let Some(slot) = got.get_mut(n) {
+                    *slot = a.gpa.raw() - base;
+                }
+                n += 1;
+                g.complete(GuestEvent::Status(TdxStatus::SUCCESS));
+            }
+            assert_eq!(g.ended(), Some(GuestEnd::Done));
+            (n, got)
+        };
+        assert_eq!(accepts(1), (1, [2 << 20, 0, 0, 0]));
+        assert_eq!(accepts(0), (2, [0, 6 << 20, 0, 0]));
+        // A bad stride leaves the program whole.
+        let g = Guest::new(GuestKind::Ovmf, Gpa(base), Gpa(base + (4 << 20)), 1).strided(3, 3, 21);
+        assert_eq!(
+            g,
+            Guest::new(GuestKind::Ovmf, Gpa(base), Gpa(base + (4 << 20)), 1)
+        );
+    }
+
+    #[test]
+    fn verify_only_reads_back_without_accepting() {
+        let base = Gpa(0x4020_0000);
+        let mut g = Guest::new(GuestKind::Linux, base, Gpa(base.raw() + 0x2000), 5).verify_only();
+        assert!(
+            matches!(g.next_op(), GuestStep::Op(GuestOp::Verify { content, .. }) if content == Content::data(5))
+        );
+    }
+}

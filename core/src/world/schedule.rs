@@ -245,3 +245,53 @@ impl Scheduler for PriorityScheduler {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const CHOICES: [Choice; 4] = [
+        Choice::Vcpu(0),
+        Choice::Vcpu(1),
+        Choice::Interrupt(1),
+        Choice::Host(0),
+    ];
+
+    #[test]
+    fn pct_runs_the_highest_priority_actor_until_it_blocks() {
+        for seed in 0..32 {
+            let mut p = PctScheduler::new(seed, 1, 100);
+            // Depth 1: no change points, so one actor keeps running...
+            let first = CHOICES[p.pick(0, &CHOICES)];
+            let actor_of = |c: Choice| actor(c);
+            for step in 1..20 {
+                let c = CHOICES[p.pick(step, &CHOICES)];
+                assert_eq!(actor_of(c), actor_of(first), "seed {seed}");
+            }
+            // ...until its step is blocked: then another actor runs.
+            p.feedback(first, Stepped::Blocked);
+            let next = CHOICES[p.pick(20, &CHOICES)];
+            assert_ne!(actor_of(next), actor_of(first), "seed {seed}");
+        }
+        // The same seed gives the same schedule.
+        let picks = |seed| {
+            let mut p = PctScheduler::new(seed, 3, 50);
+            let mut out = [0usize; 50];
+            for (s, o) in (0..).zip(out.iter_mut()) {
+                *o = p.pick(s, &CHOICES);
+            }
+            out
+        };
+        assert_eq!(picks(7), picks(7));
+    }
+
+    #[test]
+    fn priority_follows_its_order_and_passes_over_a_blocked_actor() {
+        let mut p = PriorityScheduler::new(&[1, 0]);
+        assert_eq!(CHOICES[p.pick(0, &CHOICES)], Choice::Vcpu(1));
+        p.feedback(Choice::Vcpu(1), Stepped::Blocked);
+        assert_eq!(CHOICES[p.pick(1, &CHOICES)], Choice::Vcpu(0));
+        p.feedback(Choice::Vcpu(0), Stepped::Moved { progress: true });
+        assert_eq!(CHOICES[p.pick(2, &CHOICES)], Choice::Vcpu(1));
+    }
+}
