@@ -10,7 +10,9 @@ use std::hash::{BuildHasherDefault, Hash, Hasher};
 
 use hugesept_core::kvm::KvmStorage;
 use hugesept_core::sept::SeptStorage;
-use hugesept_core::world::{Choice, MAX_CHOICES, Metrics, Stepped, Verdict, Violation, World};
+use hugesept_core::world::{
+    ACTORS, Choice, MAX_CHOICES, Metrics, Stepped, Verdict, Violation, World,
+};
 
 /// A fast 128-bit fingerprint: two independent multiply-rotate lanes over the words the
 /// derived `Hash` implementations write.
@@ -118,6 +120,9 @@ pub struct Bounds {
     pub max_states: usize,
     /// Recompute every fingerprint from scratch as well and fail on a difference (tests).
     pub verify_fingerprints: bool,
+    /// Memory the depth-first path's copies of the world may take (0: 256 MiB); states found
+    /// deeper wait aside and are searched from once the path is done.
+    pub path_bytes: usize,
 }
 
 /// The 128-bit hash of region `r` of `w`.
@@ -132,10 +137,32 @@ fn regions_hash<SS: SeptStorage, KS: KvmStorage>(w: &World<SS, KS>) -> u128 {
     (0..w.regions()).fold(0, |acc, r| acc ^ region_hash(w, r))
 }
 
-/// The fingerprint of `w` whose regions hash to `regions`.
-fn fingerprint<SS: SeptStorage, KS: KvmStorage>(w: &World<SS, KS>, regions: u128) -> u128 {
+/// The hashes of a world's actors, one per actor slot ([`World::hash_actor`]).
+type ActorHashes = [u128; ACTORS];
+
+/// The 128-bit hash of actor `k` of `w`.
+fn actor_hash<SS: SeptStorage, KS: KvmStorage>(w: &World<SS, KS>, k: usize) -> u128 {
     let mut f = Fingerprint::default();
-    w.hash_small(&mut f);
+    w.hash_actor(k, &mut f);
+    f.value()
+}
+
+/// Every actor's hash.
+fn actor_hashes<SS: SeptStorage, KS: KvmStorage>(w: &World<SS, KS>) -> ActorHashes {
+    std::array::from_fn(|k| actor_hash(w, k))
+}
+
+/// The fingerprint of `w` whose actors and regions hash to `actors` and `regions`.
+fn fingerprint<SS: SeptStorage, KS: KvmStorage>(
+    w: &World<SS, KS>,
+    actors: &ActorHashes,
+    regions: u128,
+) -> u128 {
+    let mut f = Fingerprint::default();
+    w.hash_shared(&mut f);
+    for a in actors {
+        f.write_u128(*a);
+    }
     f.write_u128(regions);
     f.value()
 }
@@ -147,7 +174,7 @@ pub struct Exploration {
     pub states: usize,
     /// Transitions taken (including back into known states).
     pub transitions: u64,
-    /// The deepest BFS level reached.
+    /// The most steps any explored state needs from the start (its breadth-first level).
     pub depth: usize,
     /// Whether `max_states` cut it short.
     pub bounded: bool,
@@ -182,9 +209,12 @@ fn path(nodes: &[Node], mut id: u32) -> Vec<Choice> {
     p
 }
 
-/// Explores every interleaving from `start`; `progress` is told the number of states seen
-/// after each BFS level.
-pub fn explore<SS, KS>(
+/// Explores every interleaving from `start` breadth first, keeping every state of the next
+/// level: slower than [`explore`] (states are copied into the frontier and read back cold), but
+/// its first violation is one of the fewest steps. [`explore`] calls it for that trace when its
+/// depth-first search finds a violation. `progress` is told the number of states seen after
+/// each level.
+pub fn explore_breadth_first<SS, KS>(
     start: &World<SS, KS>,
     bounds: Bounds,
     progress: &mut dyn FnMut(usize, usize),
@@ -199,7 +229,7 @@ where
         choice: Choice::Vcpu(0),
     }];
     let start_regions = regions_hash(start);
-    ids.insert(fingerprint(start, start_regions), 0);
+    ids.insert(fingerprint(start, &actor_hashes(start), start_regions), 0);
     let mut ended: Vec<bool> = vec![false];
     let mut edges: Vec<(u32, u32)> = Vec::new();
     let mut frontier: Vec<(u32, u128, World<SS, KS>)> = vec![(0, start_regions, start.clone())];
@@ -221,7 +251,10 @@ where
     }
     let mut m = Metrics::default();
     let mut next_frontier = Vec::new();
+    let mut level = 0;
     'levels: while !frontier.is_empty() {
+        // The level of the states this pass finds.
+        level += 1;
         for (id, w_regions, w) in frontier.drain(..) {
             let mut choices = [Choice::Vcpu(0); MAX_CHOICES];
             let n = w.enabled(&mut choices);
@@ -262,7 +295,7 @@ where
                 if bounds.verify_fingerprints && s_regions != regions_hash(target) {
                     return Err(hugesept_core::kvm::KvmError::Inconsistent);
                 }
-                let fp = fingerprint(target, s_regions);
+                let fp = fingerprint(target, &actor_hashes(target), s_regions);
                 let known = ids.get(&fp).copied();
                 if let Some(known) = known {
                     if known != id {
@@ -280,6 +313,7 @@ where
                     });
                     ids.insert(fp, new);
                     edges.push((id, new));
+                    ex.depth = level;
                     let child = canonical.unwrap_or_else(|| s.clone());
                     match child.ended() {
                         Some(v) => {
@@ -298,9 +332,6 @@ where
                 s.revert_to(&w);
                 s.clear_dirty();
             }
-        }
-        if !next_frontier.is_empty() {
-            ex.depth += 1;
         }
         std::mem::swap(&mut frontier, &mut next_frontier);
         progress(nodes.len(), ex.depth);
@@ -340,6 +371,459 @@ where
         }
     }
     Ok(ex)
+}
+
+/// Bytes of memory one copy of `w` holds (its fields and its storage), to size the
+/// depth-first path.
+fn world_bytes<SS: SeptStorage, KS: KvmStorage>(w: &World<SS, KS>) -> usize {
+    use std::mem::size_of_val;
+    let sept = w.sept().storage();
+    let kvm = w.kvm().storage();
+    size_of_val(w)
+        + size_of_val(sept.gigs())
+        + size_of_val(sept.regions())
+        + size_of_val(sept.tables())
+        + size_of_val(kvm.gigs())
+        + size_of_val(kvm.regions())
+        + size_of_val(kvm.tables())
+}
+
+/// Memory the depth-first path's worlds take unless [`Bounds::path_bytes`] says otherwise.
+const PATH_BYTES: usize = 256 << 20;
+
+/// One state on the depth-first path: its choices and the next one to take, the hashes of
+/// its regions (together and, as asked, one by one) and of its actors.
+struct Frame {
+    id: u32,
+    regions: u128,
+    actors: ActorHashes,
+    /// Region hashes computed for it so far.
+    memo: [(u32, u128); MEMO],
+    memo_len: u8,
+    choices: [Choice; MAX_CHOICES],
+    n: u8,
+    next: u8,
+}
+
+/// Region hashes a frame remembers.
+const MEMO: usize = 4;
+
+impl Frame {
+    fn of<SS: SeptStorage, KS: KvmStorage>(
+        id: u32,
+        regions: u128,
+        actors: ActorHashes,
+        w: &World<SS, KS>,
+    ) -> Frame {
+        let mut choices = [Choice::Vcpu(0); MAX_CHOICES];
+        let n = w.enabled(&mut choices);
+        Frame {
+            id,
+            regions,
+            actors,
+            memo: [(0, 0); MEMO],
+            memo_len: 0,
+            choices,
+            n: u8::try_from(n).unwrap_or(u8::MAX),
+            next: 0,
+        }
+    }
+
+    /// The hash of region `r` of this frame's state `w`.
+    fn region_hash<SS: SeptStorage, KS: KvmStorage>(&mut self, w: &World<SS, KS>, r: u32) -> u128 {
+        let len = usize::from(self.memo_len);
+        if let Some(&(_, h)) = self.memo[..len].iter().find(|(m, _)| *m == r) {
+            return h;
+        }
+        let h = region_hash(w, r as usize);
+        if len < MEMO {
+            self.memo[len] = (r, h);
+            self.memo_len += 1;
+        }
+        h
+    }
+}
+
+/// The explored graph: transitions between distinct states, and which states are ends.
+#[derive(Default)]
+struct Graph {
+    /// (from, to, choice) for every transition into another state.
+    edges: Vec<(u32, u32, Choice)>,
+    /// The verdict of each state, `None` while it runs.
+    verdicts: Vec<Option<&'static str>>,
+}
+
+/// Shortest paths from the start over the explored graph.
+struct Shortest {
+    /// Steps from the start, `u32::MAX` when unreachable.
+    dist: Vec<u32>,
+    /// The state and choice each state is first reached from.
+    via: Vec<(u32, Choice)>,
+}
+
+impl Graph {
+    fn shortest(&self) -> Shortest {
+        let n = self.verdicts.len();
+        let mut start = vec![0u32; n + 1];
+        for &(from, _, _) in &self.edges {
+            start[from as usize + 1] += 1;
+        }
+        for i in 0..n {
+            start[i + 1] += start[i];
+        }
+        let mut fill = start.clone();
+        let mut out = vec![(0u32, Choice::Vcpu(0)); self.edges.len()];
+        for &(from, to, c) in &self.edges {
+            out[fill[from as usize] as usize] = (to, c);
+            fill[from as usize] += 1;
+        }
+        let mut dist = vec![u32::MAX; n];
+        let mut via = vec![(0u32, Choice::Vcpu(0)); n];
+        let mut queue = std::collections::VecDeque::new();
+        if n > 0 {
+            dist[0] = 0;
+            queue.push_back(0u32);
+        }
+        while let Some(f) = queue.pop_front() {
+            let d = dist[f as usize] + 1;
+            for &(t, c) in &out[start[f as usize] as usize..start[f as usize + 1] as usize] {
+                if dist[t as usize] == u32::MAX {
+                    dist[t as usize] = d;
+                    via[t as usize] = (f, c);
+                    queue.push_back(t);
+                }
+            }
+        }
+        Shortest { dist, via }
+    }
+
+    /// States from which no end state is reachable (backward reachability from the ends).
+    fn cannot_end(&self) -> Vec<bool> {
+        let n = self.verdicts.len();
+        let mut rev_start = vec![0u32; n + 1];
+        for &(_, to, _) in &self.edges {
+            rev_start[to as usize + 1] += 1;
+        }
+        for i in 0..n {
+            rev_start[i + 1] += rev_start[i];
+        }
+        let mut fill = rev_start.clone();
+        let mut rev = vec![0u32; self.edges.len()];
+        for &(from, to, _) in &self.edges {
+            rev[fill[to as usize] as usize] = from;
+            fill[to as usize] += 1;
+        }
+        let mut can_end: Vec<bool> = self.verdicts.iter().map(Option::is_some).collect();
+        let mut stack: Vec<u32> = (0..n as u32).filter(|&i| can_end[i as usize]).collect();
+        while let Some(t) = stack.pop() {
+            for &f in &rev[rev_start[t as usize] as usize..rev_start[t as usize + 1] as usize] {
+                if !can_end[f as usize] {
+                    can_end[f as usize] = true;
+                    stack.push(f);
+                }
+            }
+        }
+        can_end.into_iter().map(|c| !c).collect()
+    }
+}
+
+impl Shortest {
+    fn path(&self, mut id: u32) -> Vec<Choice> {
+        let mut p = Vec::new();
+        while id != 0 && self.dist.get(id as usize).is_some_and(|&d| d != u32::MAX) {
+            let (from, c) = self.via[id as usize];
+            p.push(c);
+            id = from;
+        }
+        p.reverse();
+        p
+    }
+}
+
+/// Explores every interleaving from `start`, depth first: one scratch world is stepped
+/// through each choice and put back, and the worlds on the current path are kept one per
+/// depth and updated by what each step changed, so nothing is copied whole and what is
+/// touched stays in cache. Shortest traces (per end verdict, into a livelock) and the depth
+/// (the greatest number of steps a state needs) come from a breadth-first pass over the
+/// explored graph afterwards; a violation is traced again breadth first for one of the fewest
+/// steps. `progress` is told the states seen and the current path's length now and then.
+pub fn explore<SS, KS>(
+    start: &World<SS, KS>,
+    bounds: Bounds,
+    progress: &mut dyn FnMut(usize, usize),
+) -> Result<Exploration, hugesept_core::kvm::KvmError>
+where
+    SS: SeptStorage + Clone + Hash,
+    KS: KvmStorage + Clone + Hash,
+{
+    use hugesept_core::kvm::KvmError;
+    let mut ids: FpMap<u32> = FpMap::default();
+    let mut graph = Graph::default();
+    let start_regions = regions_hash(start);
+    let start_actors = actor_hashes(start);
+    ids.insert(fingerprint(start, &start_actors, start_regions), 0);
+    graph.verdicts.push(start.ended().map(Verdict::name));
+    let mut transitions = 0u64;
+    let mut bounded = false;
+    // The first violation: the state it was reached from, the choice, what broke.
+    let mut violation: Option<(u32, Choice, Violation)> = None;
+    let path_bytes = if bounds.path_bytes == 0 {
+        PATH_BYTES
+    } else {
+        bounds.path_bytes
+    };
+    let max_depth = (path_bytes / world_bytes(start).max(1)).max(2);
+
+    // path[d] is the state at depth d of the current path (a state whose last choice is
+    // taken gives its place to the state that choice reaches). Each copy past the first
+    // differs from the one before it only where its change record says, so a revert to that
+    // one, or to a state stepped from it, copies just that; the search keeps this true.
+    let mut path: Vec<World<SS, KS>> = vec![start.clone()];
+    // States whose successors wait because the path was as deep as memory allows.
+    let mut aside: Vec<(u32, u128, ActorHashes, World<SS, KS>)> = Vec::new();
+    // The scratch world: path[d], stepped through each choice and put back.
+    let mut s = start.clone();
+    s.clear_dirty();
+    let mut frames: Vec<Frame> = Vec::new();
+    if graph.verdicts[0].is_none() {
+        frames.push(Frame::of(0, start_regions, start_actors, start));
+    }
+    let mut m = Metrics::default();
+    let mut reported = 0usize;
+    loop {
+        let d = frames.len().saturating_sub(1);
+        let Some(f) = frames.last_mut() else {
+            // The path is done: go on from a state set aside.
+            let Some((id, regions, actors, w)) = aside.pop() else {
+                break;
+            };
+            path.truncate(1);
+            path[0] = w;
+            s.clone_from(&path[0]);
+            s.clear_dirty();
+            frames.push(Frame::of(id, regions, actors, &path[0]));
+            continue;
+        };
+        if f.next >= f.n {
+            frames.pop();
+            if d > 0 {
+                // `s` equals path[d]; it and path[d] go back to path[d - 1] by what path[d]'s
+                // record says, and the copy past path[d] now differs from it by that too.
+                let (before, here) = path.split_at_mut(d);
+                let (Some(parent), [here, past @ ..]) = (before.last(), here) else {
+                    return Err(KvmError::Inconsistent);
+                };
+                let changes = here.changes();
+                s.absorb_changes(changes);
+                s.revert_to(parent);
+                s.clear_dirty();
+                if let Some(past) = past.first_mut() {
+                    past.absorb_changes(changes);
+                }
+                here.revert_to(parent);
+                here.clear_dirty();
+            }
+            continue;
+        }
+        let c = f.choices[usize::from(f.next)];
+        f.next += 1;
+        let last = f.next >= f.n;
+        let Some(w) = path.get(d) else {
+            return Err(KvmError::Inconsistent);
+        };
+        let stepped = s.step(c, &mut m)?;
+        transitions += 1;
+        if matches!(stepped, Stepped::Invalid) {
+            s.revert_to(w);
+            s.clear_dirty();
+            continue;
+        }
+        if let Err(v) = s.check_step(w) {
+            violation = Some((f.id, c, v));
+            break;
+        }
+        // The fingerprint, updated by the regions and actors the step changed (from scratch
+        // when it cannot tell, or after renumbering epochs).
+        let renumber = s.sept().epochs().rebase_offset() != 0;
+        if renumber {
+            s.canonicalize();
+        }
+        let changed = s.changed_regions();
+        let s_regions = if renumber || changed.is_all() {
+            regions_hash(&s)
+        } else {
+            let mut acc = f.regions;
+            for &r in changed.regions() {
+                acc ^= f.region_hash(w, r) ^ region_hash(&s, r as usize);
+            }
+            acc
+        };
+        let s_actors = if renumber {
+            actor_hashes(&s)
+        } else {
+            let mut a = f.actors;
+            for (k, h) in a.iter_mut().enumerate() {
+                if !s.same_actor(w, k) {
+                    *h = actor_hash(&s, k);
+                }
+            }
+            a
+        };
+        if bounds.verify_fingerprints
+            && (s_regions != regions_hash(&s) || s_actors != actor_hashes(&s))
+        {
+            return Err(KvmError::Inconsistent);
+        }
+        let fp = fingerprint(&s, &s_actors, s_regions);
+        let id = f.id;
+        if let Some(&known) = ids.get(&fp) {
+            if known != id {
+                graph.edges.push((id, known, c));
+            }
+            s.revert_to(w);
+            s.clear_dirty();
+            continue;
+        }
+        if graph.verdicts.len() >= bounds.max_states {
+            bounded = true;
+            break;
+        }
+        let new = graph.verdicts.len() as u32;
+        ids.insert(fp, new);
+        graph.edges.push((id, new, c));
+        let verdict = s.ended().map(Verdict::name);
+        graph.verdicts.push(verdict);
+        if graph.verdicts.len() >= reported + (1 << 16) {
+            reported = graph.verdicts.len();
+            progress(reported, path.len());
+        }
+        if verdict.is_some() {
+            s.revert_to(w);
+            s.clear_dirty();
+            continue;
+        }
+        let next = Frame::of(new, s_regions, s_actors, &s);
+        if last {
+            // path[d] has no choice left: the new state takes its place. Relative to
+            // path[d - 1] it differs where path[d] did and where the step changed; the copy
+            // past it, where it did and where the step changed.
+            let step = s.changes();
+            let (here, past) = path.split_at_mut(d + 1);
+            let Some(here) = here.last_mut() else {
+                return Err(KvmError::Inconsistent);
+            };
+            let before = here.changes();
+            if let Some(past) = past.first_mut() {
+                past.absorb_changes(step);
+            }
+            here.sync_from(&s);
+            here.absorb_changes(before);
+            s.clear_dirty();
+            if let Some(f) = frames.last_mut() {
+                *f = next;
+            }
+            continue;
+        }
+        if d + 1 >= max_depth {
+            aside.push((new, s_regions, s_actors, s.clone()));
+            s.revert_to(w);
+            s.clear_dirty();
+            continue;
+        }
+        // Descend: path[d + 1] becomes the new state, by what differs from it.
+        match path.get_mut(d + 1..) {
+            Some([next, past @ ..]) => {
+                next.absorb_changes(s.changes());
+                if let Some(past) = past.first_mut() {
+                    past.absorb_changes(next.changes());
+                }
+                next.revert_to(&s);
+            }
+            _ => path.push(s.clone()),
+        }
+        s.clear_dirty();
+        frames.push(next);
+    }
+    let states = graph.verdicts.len();
+    progress(states, path.len());
+    let shortest = graph.shortest();
+    let violation = match violation {
+        None => None,
+        Some((from, c, v)) => {
+            // One of the fewest steps, breadth first; the depth-first path when the bound
+            // stops that search first.
+            let bfs = explore_breadth_first(start, bounds, progress)?;
+            if bfs.violation.is_some() {
+                return Ok(bfs);
+            }
+            let mut p = shortest.path(from);
+            p.push(c);
+            Some((v, p))
+        }
+    };
+    Ok(summarise(
+        &graph,
+        &shortest,
+        states,
+        transitions,
+        bounded,
+        violation,
+    ))
+}
+
+/// What the explored graph says: ends, shortest traces, depth, and (when complete and safe)
+/// liveness.
+fn summarise(
+    graph: &Graph,
+    shortest: &Shortest,
+    states: usize,
+    transitions: u64,
+    bounded: bool,
+    violation: Option<(Violation, Vec<Choice>)>,
+) -> Exploration {
+    let reached = |&d: &u32| d != u32::MAX;
+    let mut ex = Exploration {
+        states,
+        transitions,
+        depth: shortest
+            .dist
+            .iter()
+            .filter(|d| reached(d))
+            .max()
+            .copied()
+            .unwrap_or(0) as usize,
+        bounded,
+        ends: BTreeMap::new(),
+        end_traces: BTreeMap::new(),
+        livelock_states: 0,
+        livelock_trace: None,
+        violation: None,
+    };
+    let closest = |ids: &mut dyn Iterator<Item = u32>| {
+        ids.filter(|&i| reached(&shortest.dist[i as usize]))
+            .min_by_key(|&i| shortest.dist[i as usize])
+    };
+    let mut best: BTreeMap<&'static str, u32> = BTreeMap::new();
+    for (i, v) in graph.verdicts.iter().enumerate() {
+        let Some(v) = *v else { continue };
+        *ex.ends.entry(v).or_insert(0) += 1;
+        let i = i as u32;
+        let e = best.entry(v).or_insert(i);
+        if shortest.dist[i as usize] < shortest.dist[*e as usize] {
+            *e = i;
+        }
+    }
+    for (v, i) in best {
+        ex.end_traces.insert(v, shortest.path(i));
+    }
+    if violation.is_none() && !bounded {
+        let stuck = graph.cannot_end();
+        ex.livelock_states = stuck.iter().filter(|s| **s).count();
+        ex.livelock_trace = closest(&mut (0..states as u32).filter(|&i| stuck[i as usize]))
+            .map(|i| shortest.path(i));
+    }
+    ex.violation = violation;
+    ex
 }
 
 /// The verdict name of the worst outcome an exploration found, for traces and exit codes.

@@ -163,6 +163,7 @@ fn the_seed_scenario_explored_exhaustively_ends_well_under_every_design() {
             Bounds {
                 max_states: 200_000,
                 verify_fingerprints: true,
+                ..Bounds::default()
             },
             &mut |_, _| {},
         )

@@ -143,13 +143,17 @@ impl core::hash::Hash for MirrorTable {
         self.in_use.hash(h);
         // A free table is always EMPTY (freeing resets it); an in-use one, 8 SPTEs per word.
         if self.in_use {
-            for chunk in self.entries.chunks_exact(8) {
-                let mut w = 0u64;
-                for e in chunk {
-                    w = (w << 8) | u64::from(e.0);
+            let mut lanes = crate::sept::TableLanes::new();
+            for thirty_two in self.entries.chunks_exact(32) {
+                let mut w = [0u64; 4];
+                for (w, eight) in w.iter_mut().zip(thirty_two.chunks_exact(8)) {
+                    for e in eight {
+                        *w = (*w << 8) | u64::from(e.0);
+                    }
                 }
-                h.write_u64(w);
+                lanes.mix(w);
             }
+            lanes.finish(h);
         }
     }
 }
@@ -872,6 +876,11 @@ impl<S: KvmStorage> Kvm<S> {
     /// Starts a new record of changed regions.
     pub fn clear_dirty(&mut self) {
         self.dirty.clear();
+    }
+
+    /// Replaces the record of changed regions (an explorer moving a record between copies).
+    pub(crate) fn set_dirty(&mut self, d: crate::sept::Dirty) {
+        self.dirty = d;
     }
 
     /// Makes `self` equal to `other`, given that `self` equals what `other` was when its

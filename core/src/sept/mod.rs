@@ -32,6 +32,7 @@ pub(crate) use dirty::{copy_changed_regions, copy_tables};
 pub use epoch::{EpochTicket, TlbEpochs};
 pub use host::{HostCall, HostCallKind, HostOp, HostStart};
 pub use profile::{ModuleProfile, UnknownProfile};
+pub(crate) use storage::TableLanes;
 pub use storage::{
     ArrayStorage, Entry4K, EntryLock, HugeEntry, Region, SeptStorage, SliceStorage, Storage,
     Table4K, TableRef,
@@ -444,6 +445,11 @@ impl<S: SeptStorage> Sept<S> {
     /// Starts a new record of changed regions.
     pub fn clear_dirty(&mut self) {
         self.dirty.clear();
+    }
+
+    /// Replaces the record of changed regions (an explorer moving a record between copies).
+    pub(crate) fn set_dirty(&mut self, d: crate::sept::Dirty) {
+        self.dirty = d;
     }
 
     /// Makes `self` equal to `other`, given that `self` equals what `other` was when its

@@ -35,6 +35,8 @@ pub const MAX_HOSTS: usize = 2;
 pub const MAX_SCRIPT: usize = 8;
 /// Choices enabled at once at most: each vCPU's step and interrupt, each host actor's step.
 pub const MAX_CHOICES: usize = MAX_VCPUS * 2 + MAX_HOSTS;
+/// Actors at most: vCPUs, then host actors (see [`World::hash_actor`]).
+pub const ACTORS: usize = MAX_VCPUS + MAX_HOSTS;
 /// Stages (guest programs run one after another, e.g. firmware then kernel) per vCPU at most.
 pub const MAX_STAGES: usize = 3;
 /// 2 MiB units the lazy-accept bitmap tracks (from the window's base).
@@ -216,6 +218,14 @@ pub enum VcpuState {
     Finished(GuestEnd),
     /// The VM ended under it.
     Stopped(FaultEnd),
+}
+
+/// A world's change record: the regions each model changed since it was cleared
+/// ([`World::changes`]).
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Changes {
+    sept: crate::sept::Dirty,
+    kvm: crate::sept::Dirty,
 }
 
 /// One vCPU.
@@ -736,6 +746,23 @@ impl<SS: SeptStorage, KS: KvmStorage> World<SS, KS> {
         self.kvm.clear_dirty();
     }
 
+    /// What its change record names (both models).
+    pub fn changes(&self) -> Changes {
+        Changes {
+            sept: self.sept.dirty(),
+            kvm: self.kvm.dirty(),
+        }
+    }
+
+    /// Adds `changes` to its change record. An explorer keeping one copy of each state on a
+    /// path uses it to widen what a later [`World::revert_to`] or [`World::sync_from`]
+    /// copies: a copy that differs from another only where its record says can be brought
+    /// back by a revert to it.
+    pub fn absorb_changes(&mut self, changes: Changes) {
+        self.sept.set_dirty(self.sept.dirty().union(&changes.sept));
+        self.kvm.set_dirty(self.kvm.dirty().union(&changes.kvm));
+    }
+
     /// [`World::check`] and [`World::check_transition`] from `before` to this state, looking
     /// only at the regions changed since the record was cleared in `before`'s state (all of
     /// them when a model could not place a change): the same answers for the cost of a step.
@@ -814,16 +841,42 @@ impl<SS: SeptStorage, KS: KvmStorage> World<SS, KS> {
 
     /// Hashes everything but the regions' records and tables: with [`World::hash_region`] of
     /// every region, the whole state — so an explorer can update a fingerprint by the regions
-    /// a step changed ([`World::changed_regions`]).
+    /// a step changed ([`World::changed_regions`]). It is [`World::hash_shared`] followed by
+    /// [`World::hash_actor`] of every actor.
     pub fn hash_small<H: core::hash::Hasher>(&self, h: &mut H) {
+        self.hash_shared(h);
+        for k in 0..ACTORS {
+            self.hash_actor(k, h);
+        }
+    }
+
+    /// Hashes what is neither a region nor an actor: both models' fields and 1G records, the
+    /// design, and the guests' shared state.
+    pub fn hash_shared<H: core::hash::Hasher>(&self, h: &mut H) {
         use core::hash::Hash;
         self.sept.hash_small(h);
         self.kvm.hash_small(h);
         self.policy.hash(h);
-        self.vcpus.hash(h);
-        self.hosts.hash(h);
         self.reentered.hash(h);
         self.lazy.hash(h);
+    }
+
+    /// Hashes actor `k`: vCPU `k`, or host actor `k - MAX_VCPUS` (nothing past them).
+    pub fn hash_actor<H: core::hash::Hasher>(&self, k: usize, h: &mut H) {
+        use core::hash::Hash;
+        match k.checked_sub(MAX_VCPUS) {
+            None => self.vcpus.get(k).hash(h),
+            Some(j) => self.hosts.get(j).hash(h),
+        }
+    }
+
+    /// Whether actor `k` (as in [`World::hash_actor`]) is the same in both worlds: an explorer
+    /// keeps a state's actor hashes and rehashes only the actors a step changed.
+    pub fn same_actor(&self, other: &Self, k: usize) -> bool {
+        match k.checked_sub(MAX_VCPUS) {
+            None => self.vcpus.get(k) == other.vcpus.get(k),
+            Some(j) => self.hosts.get(j) == other.hosts.get(j),
+        }
     }
 
     /// Hashes region `r` in both models.
