@@ -669,8 +669,10 @@ where
             }
             a
         };
+        // Tests: the incremental parts against hashes from scratch, and the full checks
+        // (which include the tables' digests against their entries).
         if bounds.verify_fingerprints
-            && (s_regions != regions_hash(&s) || s_actors != actor_hashes(&s))
+            && (s_regions != regions_hash(&s) || s_actors != actor_hashes(&s) || s.check().is_err())
         {
             return Err(KvmError::Inconsistent);
         }

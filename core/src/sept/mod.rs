@@ -392,6 +392,7 @@ impl<S: SeptStorage> Sept<S> {
                 for e in t.entries.iter_mut() {
                     fix(&mut e.bepoch);
                 }
+                t.refresh_digest();
             }
         }
         self.epochs.apply_rebase(offset);
@@ -664,15 +665,17 @@ impl<S: SeptStorage> Sept<S> {
                 e.accept_counter = v.counter;
             }
             Loc::Page { table, index, .. } => {
-                let e = self
-                    .storage
+                self.storage
                     .tables_mut()
                     .get_mut(table)
-                    .and_then(|t| t.entries.get_mut(index))
+                    .and_then(|t| {
+                        t.update_entry(index, |e| {
+                            e.state = v.state;
+                            e.lock = v.lock;
+                            e.bepoch = v.bepoch;
+                        })
+                    })
                     .ok_or(SeptError::StorageInconsistent)?;
-                e.state = v.state;
-                e.lock = v.lock;
-                e.bepoch = v.bepoch;
             }
         }
         Ok(())
@@ -693,18 +696,35 @@ impl<S: SeptStorage> Sept<S> {
             .ok_or(SeptError::StorageInconsistent)
     }
 
-    pub(crate) fn table_mut(&mut self, t: usize) -> Result<&mut Table4K, SeptError> {
+    /// Table `t` for writing whole (the caller keeps its digest current).
+    fn table_raw_mut(&mut self, t: usize) -> Result<&mut Table4K, SeptError> {
         let table = self
             .storage
             .tables_mut()
             .get_mut(t)
             .ok_or(SeptError::StorageInconsistent)?;
-        // An in-use table belongs to the region its link names.
         match table.link.index() {
             Some(owner) if table.in_use => self.dirty.mark(owner),
             _ => {}
         }
         Ok(table)
+    }
+
+    /// Table `t` for writing (its digest is brought up to date when the writing is done).
+    pub(crate) fn table_mut(&mut self, t: usize) -> Result<storage::TableMut<'_>, SeptError> {
+        Ok(storage::TableMut(self.table_raw_mut(t)?))
+    }
+
+    /// Changes entry `i` of table `t` by `f`, keeping the table's digest current.
+    pub(crate) fn update_entry(
+        &mut self,
+        t: usize,
+        i: usize,
+        f: impl FnOnce(&mut Entry4K),
+    ) -> Result<(), SeptError> {
+        self.table_raw_mut(t)?
+            .update_entry(i, f)
+            .ok_or(SeptError::StorageInconsistent)
     }
 
     pub(crate) fn table(&self, t: usize) -> Result<&Table4K, SeptError> {
@@ -983,7 +1003,8 @@ impl<S: SeptStorage> Sept<S> {
             .free_tables
             .index()
             .ok_or(SeptError::TablePoolExhausted)?;
-        let t = self.table_mut(idx)?;
+        // Reset whole to EMPTY, whose digest is current.
+        let t = self.table_raw_mut(idx)?;
         let next = t.link;
         *t = Table4K::EMPTY;
         t.in_use = true;
@@ -995,7 +1016,7 @@ impl<S: SeptStorage> Sept<S> {
 
     pub(crate) fn free_table(&mut self, idx: usize) -> Result<(), SeptError> {
         let head = self.free_tables;
-        let t = self.table_mut(idx)?;
+        let t = self.table_raw_mut(idx)?;
         if !t.in_use {
             return Err(SeptError::StorageInconsistent);
         }
@@ -1047,13 +1068,7 @@ impl<S: SeptStorage> Sept<S> {
                 t
             }
         };
-        let e = self
-            .table_mut(t)?
-            .entries
-            .get_mut(page_index(gpa))
-            .ok_or(SeptError::StorageInconsistent)?;
-        e.content = c;
-        Ok(())
+        self.update_entry(t, page_index(gpa), |e| e.content = c)
     }
 
     /// Turns a content-only table whose pages all hold one value back into a uniform region.
@@ -1163,12 +1178,7 @@ impl<S: SeptStorage> Sept<S> {
                 let loc = stop.loc.ok_or(SeptError::OutsideModel)?;
                 self.store(loc, view)?;
                 if let Loc::Page { table, index, .. } = loc {
-                    let e = self
-                        .table_mut(table)?
-                        .entries
-                        .get_mut(index)
-                        .ok_or(SeptError::StorageInconsistent)?;
-                    e.content = content;
+                    self.update_entry(table, index, |e| e.content = content)?;
                 }
                 Ok(())
             }
@@ -1180,6 +1190,15 @@ impl<S: SeptStorage> Sept<S> {
     /// refers to it (or by a SEAMCALL in flight) and is counted; content-only tables hold no
     /// entry state; with `idle`, no operation is in flight and no lock is held anywhere.
     pub fn check_consistency(&self, idle: bool) -> Result<(), SeptError> {
+        // Every table in use hashes by a digest its writes keep current.
+        if self
+            .storage
+            .tables()
+            .iter()
+            .any(|t| t.in_use && !t.digest_is_current())
+        {
+            return Err(SeptError::StorageInconsistent);
+        }
         let mut referenced: u32 = 0;
         for (g, gig) in self.storage.gigs().iter().enumerate() {
             if idle && gig.lock.is_locked() {

@@ -164,6 +164,11 @@ impl Region {
 /// A 4K table: 512 entries and the pool's free-list link. A table in the free pool compares
 /// and hashes by its link alone: what it held before is never read again (taking it from the
 /// pool resets it), so states that differ only there are the same state.
+///
+/// A table in use hashes by its digest, the XOR over its entries of [`entry_digest`], which
+/// every write through the model keeps current (one entry's change updates it in a few
+/// operations), so hashing a table costs the same however many entries it has. Code that
+/// writes entries outside the model calls [`Table4K::refresh_digest`].
 #[derive(Clone, Debug)]
 pub struct Table4K {
     /// The entries.
@@ -171,6 +176,7 @@ pub struct Table4K {
     /// Free: the next free table. In use: the region that owns it.
     pub(crate) link: TableRef,
     pub(crate) in_use: bool,
+    digest: [u64; 2],
 }
 
 impl Table4K {
@@ -179,7 +185,90 @@ impl Table4K {
         entries: [Entry4K::FREE; ENTRIES_PER_TABLE as usize],
         link: TableRef::NONE,
         in_use: false,
+        digest: [0; 2],
     };
+
+    /// The XOR over the entries of their digests, from scratch.
+    pub fn computed_digest(&self) -> [u64; 2] {
+        let mut d = [0u64; 2];
+        for (i, e) in self.entries.iter().enumerate() {
+            let [a, b] = entry_digest(i, e.packed());
+            d[0] ^= a;
+            d[1] ^= b;
+        }
+        d
+    }
+
+    /// Recomputes the digest after writes to the entries.
+    pub fn refresh_digest(&mut self) {
+        self.digest = self.computed_digest();
+    }
+
+    /// Whether the digest matches the entries (a consistency check).
+    pub fn digest_is_current(&self) -> bool {
+        self.digest == self.computed_digest()
+    }
+
+    /// Changes entry `i` by `f`, keeping the digest current. `None` when there is no entry `i`.
+    pub(crate) fn update_entry<R>(
+        &mut self,
+        i: usize,
+        f: impl FnOnce(&mut Entry4K) -> R,
+    ) -> Option<R> {
+        let e = self.entries.get_mut(i)?;
+        let before = e.packed();
+        let r = f(e);
+        let after = e.packed();
+        if before != after {
+            let [a0, b0] = entry_digest(i, before);
+            let [a1, b1] = entry_digest(i, after);
+            self.digest[0] ^= a0 ^ a1;
+            self.digest[1] ^= b0 ^ b1;
+        }
+        Some(r)
+    }
+}
+
+/// Entry `i`'s share of its table's digest when it packs to `packed`: two independent 64-bit
+/// keys, zero for a FREE entry (so the EMPTY table's digest is zero), a bijection of the entry
+/// for each position otherwise (multiplication by an odd constant, then MurmurHash3's
+/// finaliser).
+pub fn entry_digest(i: usize, packed: u64) -> [u64; 2] {
+    const fn fmix(mut h: u64) -> u64 {
+        h ^= h >> 33;
+        h = h.wrapping_mul(0xFF51_AFD7_ED55_8CCD);
+        h ^= h >> 33;
+        h = h.wrapping_mul(0xC4CE_B9FE_1A85_EC53);
+        h ^ (h >> 33)
+    }
+    let x = packed ^ Entry4K::FREE.packed();
+    let odd = (i as u64).wrapping_mul(2).wrapping_add(1);
+    [
+        fmix(x.wrapping_mul(odd.wrapping_mul(0x9E37_79B9_7F4A_7C15))),
+        fmix(x.wrapping_mul(odd.wrapping_mul(0xD6E8_FEB8_6659_FD93))),
+    ]
+}
+
+/// A table handed out for writing: its digest is recomputed when the writing is done.
+pub(crate) struct TableMut<'a>(pub(crate) &'a mut Table4K);
+
+impl core::ops::Deref for TableMut<'_> {
+    type Target = Table4K;
+    fn deref(&self) -> &Table4K {
+        self.0
+    }
+}
+
+impl core::ops::DerefMut for TableMut<'_> {
+    fn deref_mut(&mut self) -> &mut Table4K {
+        self.0
+    }
+}
+
+impl Drop for TableMut<'_> {
+    fn drop(&mut self) {
+        self.0.refresh_digest();
+    }
 }
 
 impl PartialEq for Table4K {
@@ -197,18 +286,8 @@ impl core::hash::Hash for Table4K {
         self.in_use.hash(h);
         self.link.hash(h);
         if self.in_use {
-            // Two entries per word, four words per step.
-            let mut lanes = TableLanes::new();
-            for eight in self.entries.chunks_exact(8) {
-                let mut w = [0u64; 4];
-                for (w, pair) in w.iter_mut().zip(eight.chunks_exact(2)) {
-                    for e in pair {
-                        *w = w.rotate_left(32) ^ e.packed();
-                    }
-                }
-                lanes.mix(w);
-            }
-            lanes.finish(h);
+            h.write_u64(self.digest[0]);
+            h.write_u64(self.digest[1]);
         }
     }
 }
@@ -367,5 +446,40 @@ impl<'a> Storage<&'a mut [HugeEntry], &'a mut [Region], &'a mut [Table4K]> {
         tables: &'a mut [Table4K],
     ) -> Self {
         Storage::from_parts(gigs, regions, tables)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_tables_digest_follows_its_entries() {
+        let mut t = Table4K::EMPTY;
+        assert_eq!(t.computed_digest(), [0, 0]);
+        t.in_use = true;
+        let before = t.digest;
+        t.update_entry(7, |e| e.state = SeptEntryState::Pending);
+        assert_ne!(t.digest, before);
+        assert!(t.digest_is_current());
+        // The same change at another position is another digest.
+        let mut u = Table4K::EMPTY;
+        u.update_entry(8, |e| e.state = SeptEntryState::Pending);
+        assert_ne!(u.digest, t.digest);
+        // Undoing the change gives the digest back.
+        t.update_entry(7, |e| e.state = SeptEntryState::Free);
+        assert_eq!(t.digest, before);
+        assert_eq!(t.update_entry(512, |_| ()), None);
+        // A write behind the model's back is seen, and a refresh mends it.
+        t.entries[3].bepoch = 9;
+        assert!(!t.digest_is_current());
+        t.refresh_digest();
+        assert!(t.digest_is_current());
+        // A guard refreshes when the writing is done.
+        {
+            let mut g = TableMut(&mut t);
+            g.entries[4].bepoch = 2;
+        }
+        assert!(t.digest_is_current());
     }
 }
