@@ -11,7 +11,7 @@ use std::hash::{BuildHasherDefault, Hash, Hasher};
 use hugesept_core::kvm::KvmStorage;
 use hugesept_core::sept::SeptStorage;
 use hugesept_core::world::{
-    ACTORS, Choice, MAX_CHOICES, Metrics, Stepped, Verdict, Violation, World,
+    Choice, MAX_CHOICES, Metrics, PARTS, Stepped, Verdict, Violation, World,
 };
 
 /// A fast 128-bit fingerprint: two independent multiply-rotate lanes over the words the
@@ -137,31 +137,26 @@ fn regions_hash<SS: SeptStorage, KS: KvmStorage>(w: &World<SS, KS>) -> u128 {
     (0..w.regions()).fold(0, |acc, r| acc ^ region_hash(w, r))
 }
 
-/// The hashes of a world's actors, one per actor slot ([`World::hash_actor`]).
-type ActorHashes = [u128; ACTORS];
+/// The hashes of a world's parts outside the regions ([`World::hash_part`]).
+type PartHashes = [u128; PARTS];
 
-/// The 128-bit hash of actor `k` of `w`.
-fn actor_hash<SS: SeptStorage, KS: KvmStorage>(w: &World<SS, KS>, k: usize) -> u128 {
+/// The 128-bit hash of part `k` of `w`.
+fn part_hash<SS: SeptStorage, KS: KvmStorage>(w: &World<SS, KS>, k: usize) -> u128 {
     let mut f = Fingerprint::default();
-    w.hash_actor(k, &mut f);
+    w.hash_part(k, &mut f);
     f.value()
 }
 
-/// Every actor's hash.
-fn actor_hashes<SS: SeptStorage, KS: KvmStorage>(w: &World<SS, KS>) -> ActorHashes {
-    std::array::from_fn(|k| actor_hash(w, k))
+/// Every part's hash.
+fn part_hashes<SS: SeptStorage, KS: KvmStorage>(w: &World<SS, KS>) -> PartHashes {
+    std::array::from_fn(|k| part_hash(w, k))
 }
 
-/// The fingerprint of `w` whose actors and regions hash to `actors` and `regions`.
-fn fingerprint<SS: SeptStorage, KS: KvmStorage>(
-    w: &World<SS, KS>,
-    actors: &ActorHashes,
-    regions: u128,
-) -> u128 {
+/// The fingerprint of a world whose parts and regions hash to `parts` and `regions`.
+fn fingerprint(parts: &PartHashes, regions: u128) -> u128 {
     let mut f = Fingerprint::default();
-    w.hash_shared(&mut f);
-    for a in actors {
-        f.write_u128(*a);
+    for p in parts {
+        f.write_u128(*p);
     }
     f.write_u128(regions);
     f.value()
@@ -229,7 +224,7 @@ where
         choice: Choice::Vcpu(0),
     }];
     let start_regions = regions_hash(start);
-    ids.insert(fingerprint(start, &actor_hashes(start), start_regions), 0);
+    ids.insert(fingerprint(&part_hashes(start), start_regions), 0);
     let mut ended: Vec<bool> = vec![false];
     let mut edges: Vec<(u32, u32)> = Vec::new();
     let mut frontier: Vec<(u32, u128, World<SS, KS>)> = vec![(0, start_regions, start.clone())];
@@ -295,7 +290,7 @@ where
                 if bounds.verify_fingerprints && s_regions != regions_hash(target) {
                     return Err(hugesept_core::kvm::KvmError::Inconsistent);
                 }
-                let fp = fingerprint(target, &actor_hashes(target), s_regions);
+                let fp = fingerprint(&part_hashes(target), s_regions);
                 let known = ids.get(&fp).copied();
                 if let Some(known) = known {
                     if known != id {
@@ -392,11 +387,11 @@ fn world_bytes<SS: SeptStorage, KS: KvmStorage>(w: &World<SS, KS>) -> usize {
 const PATH_BYTES: usize = 256 << 20;
 
 /// One state on the depth-first path: its choices and the next one to take, the hashes of
-/// its regions (together and, as asked, one by one) and of its actors.
+/// its regions (together and, as asked, one by one) and of its other parts.
 struct Frame {
     id: u32,
     regions: u128,
-    actors: ActorHashes,
+    parts: PartHashes,
     /// Region hashes computed for it so far.
     memo: [(u32, u128); MEMO],
     memo_len: u8,
@@ -412,7 +407,7 @@ impl Frame {
     fn of<SS: SeptStorage, KS: KvmStorage>(
         id: u32,
         regions: u128,
-        actors: ActorHashes,
+        parts: PartHashes,
         w: &World<SS, KS>,
     ) -> Frame {
         let mut choices = [Choice::Vcpu(0); MAX_CHOICES];
@@ -420,7 +415,7 @@ impl Frame {
         Frame {
             id,
             regions,
-            actors,
+            parts,
             memo: [(0, 0); MEMO],
             memo_len: 0,
             choices,
@@ -560,8 +555,8 @@ where
     let mut ids: FpMap<u32> = FpMap::default();
     let mut graph = Graph::default();
     let start_regions = regions_hash(start);
-    let start_actors = actor_hashes(start);
-    ids.insert(fingerprint(start, &start_actors, start_regions), 0);
+    let start_parts = part_hashes(start);
+    ids.insert(fingerprint(&start_parts, start_regions), 0);
     graph.verdicts.push(start.ended().map(Verdict::name));
     let mut transitions = 0u64;
     let mut bounded = false;
@@ -580,13 +575,13 @@ where
     // one, or to a state stepped from it, copies just that; the search keeps this true.
     let mut path: Vec<World<SS, KS>> = vec![start.clone()];
     // States whose successors wait because the path was as deep as memory allows.
-    let mut aside: Vec<(u32, u128, ActorHashes, World<SS, KS>)> = Vec::new();
+    let mut aside: Vec<(u32, u128, PartHashes, World<SS, KS>)> = Vec::new();
     // The scratch world: path[d], stepped through each choice and put back.
     let mut s = start.clone();
     s.clear_dirty();
     let mut frames: Vec<Frame> = Vec::new();
     if graph.verdicts[0].is_none() {
-        frames.push(Frame::of(0, start_regions, start_actors, start));
+        frames.push(Frame::of(0, start_regions, start_parts, start));
     }
     let mut m = Metrics::default();
     let mut reported = 0usize;
@@ -594,14 +589,14 @@ where
         let d = frames.len().saturating_sub(1);
         let Some(f) = frames.last_mut() else {
             // The path is done: go on from a state set aside.
-            let Some((id, regions, actors, w)) = aside.pop() else {
+            let Some((id, regions, parts, w)) = aside.pop() else {
                 break;
             };
             path.truncate(1);
             path[0] = w;
             s.clone_from(&path[0]);
             s.clear_dirty();
-            frames.push(Frame::of(id, regions, actors, &path[0]));
+            frames.push(Frame::of(id, regions, parts, &path[0]));
             continue;
         };
         if f.next >= f.n {
@@ -638,11 +633,12 @@ where
             s.clear_dirty();
             continue;
         }
-        if let Err(v) = s.check_step(w) {
+        // The transition's invariants here; the state's once it proves new.
+        if let Err(v) = s.check_step_transition(w) {
             violation = Some((f.id, c, v));
             break;
         }
-        // The fingerprint, updated by the regions and actors the step changed (from scratch
+        // The fingerprint, updated by the regions and parts the step changed (from scratch
         // when it cannot tell, or after renumbering epochs).
         let renumber = s.sept().epochs().rebase_offset() != 0;
         if renumber {
@@ -658,25 +654,25 @@ where
             }
             acc
         };
-        let s_actors = if renumber {
-            actor_hashes(&s)
+        let s_parts = if renumber {
+            part_hashes(&s)
         } else {
-            let mut a = f.actors;
-            for (k, h) in a.iter_mut().enumerate() {
-                if !s.same_actor(w, k) {
-                    *h = actor_hash(&s, k);
+            let mut p = f.parts;
+            for (k, h) in p.iter_mut().enumerate() {
+                if !s.same_part(w, k) {
+                    *h = part_hash(&s, k);
                 }
             }
-            a
+            p
         };
         // Tests: the incremental parts against hashes from scratch, and the full checks
         // (which include the tables' digests against their entries).
         if bounds.verify_fingerprints
-            && (s_regions != regions_hash(&s) || s_actors != actor_hashes(&s) || s.check().is_err())
+            && (s_regions != regions_hash(&s) || s_parts != part_hashes(&s) || s.check().is_err())
         {
             return Err(KvmError::Inconsistent);
         }
-        let fp = fingerprint(&s, &s_actors, s_regions);
+        let fp = fingerprint(&s_parts, s_regions);
         let id = f.id;
         if let Some(&known) = ids.get(&fp) {
             if known != id {
@@ -685,6 +681,10 @@ where
             s.revert_to(w);
             s.clear_dirty();
             continue;
+        }
+        if let Err(v) = s.check_step_state() {
+            violation = Some((id, c, v));
+            break;
         }
         if graph.verdicts.len() >= bounds.max_states {
             bounded = true;
@@ -704,7 +704,7 @@ where
             s.clear_dirty();
             continue;
         }
-        let next = Frame::of(new, s_regions, s_actors, &s);
+        let next = Frame::of(new, s_regions, s_parts, &s);
         if last {
             // path[d] has no choice left: the new state takes its place. Relative to
             // path[d - 1] it differs where path[d] did and where the step changed; the copy
@@ -727,7 +727,7 @@ where
             continue;
         }
         if d + 1 >= max_depth {
-            aside.push((new, s_regions, s_actors, s.clone()));
+            aside.push((new, s_regions, s_parts, s.clone()));
             s.revert_to(w);
             s.clear_dirty();
             continue;

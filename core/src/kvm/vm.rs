@@ -853,6 +853,18 @@ impl<S: KvmStorage> Kvm<S> {
         self.storage.gigs().hash(h);
     }
 
+    /// Whether everything [`Kvm::hash_small`] hashes is equal in both.
+    pub fn small_eq(&self, o: &Self) -> bool {
+        self.base == o.base
+            && self.memslots == o.memslots
+            && self.mmu_lock == o.mmu_lock
+            && self.invalidation == o.invalidation
+            && self.bugged == o.bugged
+            && self.killed == o.killed
+            && self.kick_pending == o.kick_pending
+            && self.storage.gigs() == o.storage.gigs()
+    }
+
     /// Hashes region `r`'s record and its table.
     pub fn hash_region<H: core::hash::Hasher>(&self, r: usize, h: &mut H) {
         use core::hash::Hash;

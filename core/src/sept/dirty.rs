@@ -91,10 +91,20 @@ impl Dirty {
 
     /// Both sets together.
     pub fn union(&self, o: &Dirty) -> Dirty {
-        let mut u = *self;
         if o.all {
             return Dirty::ALL;
         }
+        if o.len == 0 {
+            let mut u = *self;
+            u.gigs |= o.gigs;
+            return u;
+        }
+        if self.len == 0 && !self.all {
+            let mut u = *o;
+            u.gigs |= self.gigs;
+            return u;
+        }
+        let mut u = *self;
         u.gigs |= o.gigs;
         for &r in o.regions() {
             u.mark(r as usize);

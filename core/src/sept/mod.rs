@@ -423,6 +423,25 @@ impl<S: SeptStorage> Sept<S> {
         }
     }
 
+    /// Whether everything [`Sept::hash_small`] hashes is equal in both.
+    pub fn small_eq(&self, o: &Self) -> bool {
+        self.config == o.config
+            && self.op_state == o.op_state
+            && self.epochs == o.epochs
+            && self.tree_shared == o.tree_shared
+            && self.tree_exclusive == o.tree_exclusive
+            && self.free_tables == o.free_tables
+            && self.tables_in_use == o.tables_in_use
+            && self.in_flight == o.in_flight
+            && self.storage.gigs() == o.storage.gigs()
+            && self.in_flight.iter().flatten().all(|f| match f {
+                Flight::Host { table, .. } => table
+                    .index()
+                    .is_none_or(|i| self.storage.tables().get(i) == o.storage.tables().get(i)),
+                _ => true,
+            })
+    }
+
     /// Hashes region `r`'s record and its table.
     pub fn hash_region<H: core::hash::Hasher>(&self, r: usize, h: &mut H) {
         use core::hash::Hash;

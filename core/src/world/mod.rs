@@ -35,8 +35,8 @@ pub const MAX_HOSTS: usize = 2;
 pub const MAX_SCRIPT: usize = 8;
 /// Choices enabled at once at most: each vCPU's step and interrupt, each host actor's step.
 pub const MAX_CHOICES: usize = MAX_VCPUS * 2 + MAX_HOSTS;
-/// Actors at most: vCPUs, then host actors (see [`World::hash_actor`]).
-pub const ACTORS: usize = MAX_VCPUS + MAX_HOSTS;
+/// Parts of a world outside its regions, for hashing part by part ([`World::hash_part`]).
+pub const PARTS: usize = 3 + MAX_VCPUS + MAX_HOSTS;
 /// Stages (guest programs run one after another, e.g. firmware then kernel) per vCPU at most.
 pub const MAX_STAGES: usize = 3;
 /// 2 MiB units the lazy-accept bitmap tracks (from the window's base).
@@ -767,11 +767,17 @@ impl<SS: SeptStorage, KS: KvmStorage> World<SS, KS> {
     /// only at the regions changed since the record was cleared in `before`'s state (all of
     /// them when a model could not place a change): the same answers for the cost of a step.
     pub fn check_step(&self, before: &Self) -> Result<(), Violation> {
+        self.check_step_state()?;
+        self.check_step_transition(before)
+    }
+
+    /// The state half of [`World::check_step`]: [`World::check`] over the regions changed
+    /// since the record was cleared (everything when it says everything). A function of the
+    /// state: an explorer that reaches a state it has checked already can skip it.
+    pub fn check_step_state(&self) -> Result<(), Violation> {
         let d = self.kvm.dirty().union(&self.sept.dirty());
         if d.is_all() {
-            return self
-                .check()
-                .and_then(|()| Self::check_transition(before, self));
+            return self.check();
         }
         let config = self.sept.config();
         let runnable = self.runnable();
@@ -787,6 +793,29 @@ impl<SS: SeptStorage, KS: KvmStorage> World<SS, KS> {
                     return Err(Violation::LeafTooLarge(gpa));
                 }
             }
+        }
+        self.check_vcpu_policy_state()?;
+        self.sept
+            .check_changed_consistency()
+            .map_err(|_| Violation::SeptInconsistent)?;
+        if self.sept.in_flight_count() == 0 {
+            self.kvm
+                .check_changed_against_sept(&self.sept)
+                .map_err(Violation::MirrorMismatch)?;
+        }
+        Ok(())
+    }
+
+    /// The transition half of [`World::check_step`]: [`World::check_transition`] from
+    /// `before`, over the regions changed since the record was cleared in `before`'s state.
+    pub fn check_step_transition(&self, before: &Self) -> Result<(), Violation> {
+        let d = self.kvm.dirty().union(&self.sept.dirty());
+        if d.is_all() {
+            return Self::check_transition(before, self);
+        }
+        let config = self.sept.config();
+        for &r in d.regions() {
+            let gpa = Gpa(config.base.raw().saturating_add(u64::from(r) << 21));
             Self::inhibit_kept(before, self, gpa, PageLevel::Size2M)?;
         }
         if d.gigs() {
@@ -797,15 +826,6 @@ impl<SS: SeptStorage, KS: KvmStorage> World<SS, KS> {
                 }
                 Self::inhibit_kept(before, self, gpa, PageLevel::Size1G)?;
             }
-        }
-        self.check_vcpu_policy_state()?;
-        self.sept
-            .check_changed_consistency()
-            .map_err(|_| Violation::SeptInconsistent)?;
-        if self.sept.in_flight_count() == 0 {
-            self.kvm
-                .check_changed_against_sept(&self.sept)
-                .map_err(Violation::MirrorMismatch)?;
         }
         let ranges = Self::removal_ranges(before, self);
         let lost = before
@@ -841,41 +861,49 @@ impl<SS: SeptStorage, KS: KvmStorage> World<SS, KS> {
 
     /// Hashes everything but the regions' records and tables: with [`World::hash_region`] of
     /// every region, the whole state — so an explorer can update a fingerprint by the regions
-    /// a step changed ([`World::changed_regions`]). It is [`World::hash_shared`] followed by
-    /// [`World::hash_actor`] of every actor.
+    /// a step changed ([`World::changed_regions`]). It is [`World::hash_part`] of every part
+    /// in order.
     pub fn hash_small<H: core::hash::Hasher>(&self, h: &mut H) {
-        self.hash_shared(h);
-        for k in 0..ACTORS {
-            self.hash_actor(k, h);
+        for k in 0..PARTS {
+            self.hash_part(k, h);
         }
     }
 
-    /// Hashes what is neither a region nor an actor: both models' fields and 1G records, the
-    /// design, and the guests' shared state.
-    pub fn hash_shared<H: core::hash::Hasher>(&self, h: &mut H) {
+    /// Hashes part `k` of what lies outside the regions: 0 the S-EPT model's fields and 1G
+    /// records, 1 KVM's, 2 the design and the guests' shared state, then each actor slot
+    /// (vCPUs, then host actors); nothing past them.
+    pub fn hash_part<H: core::hash::Hasher>(&self, k: usize, h: &mut H) {
         use core::hash::Hash;
-        self.sept.hash_small(h);
-        self.kvm.hash_small(h);
-        self.policy.hash(h);
-        self.reentered.hash(h);
-        self.lazy.hash(h);
-    }
-
-    /// Hashes actor `k`: vCPU `k`, or host actor `k - MAX_VCPUS` (nothing past them).
-    pub fn hash_actor<H: core::hash::Hasher>(&self, k: usize, h: &mut H) {
-        use core::hash::Hash;
-        match k.checked_sub(MAX_VCPUS) {
-            None => self.vcpus.get(k).hash(h),
-            Some(j) => self.hosts.get(j).hash(h),
+        match k {
+            0 => self.sept.hash_small(h),
+            1 => self.kvm.hash_small(h),
+            2 => {
+                self.policy.hash(h);
+                self.reentered.hash(h);
+                self.lazy.hash(h);
+            }
+            _ => match k.saturating_sub(3).checked_sub(MAX_VCPUS) {
+                None => self.vcpus.get(k.saturating_sub(3)).hash(h),
+                Some(j) => self.hosts.get(j).hash(h),
+            },
         }
     }
 
-    /// Whether actor `k` (as in [`World::hash_actor`]) is the same in both worlds: an explorer
-    /// keeps a state's actor hashes and rehashes only the actors a step changed.
-    pub fn same_actor(&self, other: &Self, k: usize) -> bool {
-        match k.checked_sub(MAX_VCPUS) {
-            None => self.vcpus.get(k) == other.vcpus.get(k),
-            Some(j) => self.hosts.get(j) == other.hosts.get(j),
+    /// Whether part `k` (as in [`World::hash_part`]) is the same in both worlds: an explorer
+    /// keeps a state's part hashes and rehashes only the parts a step changed.
+    pub fn same_part(&self, other: &Self, k: usize) -> bool {
+        match k {
+            0 => self.sept.small_eq(&other.sept),
+            1 => self.kvm.small_eq(&other.kvm),
+            2 => {
+                self.policy == other.policy
+                    && self.reentered == other.reentered
+                    && self.lazy == other.lazy
+            }
+            _ => match k.saturating_sub(3).checked_sub(MAX_VCPUS) {
+                None => self.vcpus.get(k.saturating_sub(3)) == other.vcpus.get(k.saturating_sub(3)),
+                Some(j) => self.hosts.get(j) == other.hosts.get(j),
+            },
         }
     }
 
