@@ -130,30 +130,23 @@ impl KvmGig {
     };
 }
 
-/// A 4K table of mirror SPTEs (and per-GFN attributes).
+/// A 4K table of mirror SPTEs (and per-GFN attributes). It hashes by a digest its writes keep
+/// current, as the S-EPT's tables do (`sept::Table4K`).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct MirrorTable {
     /// The entries.
     pub entries: [Spte; ENTRIES_PER_TABLE as usize],
     pub(crate) in_use: bool,
+    digest: [u64; 2],
 }
 
 impl core::hash::Hash for MirrorTable {
     fn hash<H: core::hash::Hasher>(&self, h: &mut H) {
         self.in_use.hash(h);
-        // A free table is always EMPTY (freeing resets it); an in-use one, 8 SPTEs per word.
+        // A free table is always EMPTY (freeing resets it).
         if self.in_use {
-            let mut lanes = crate::sept::TableLanes::new();
-            for thirty_two in self.entries.chunks_exact(32) {
-                let mut w = [0u64; 4];
-                for (w, eight) in w.iter_mut().zip(thirty_two.chunks_exact(8)) {
-                    for e in eight {
-                        *w = (*w << 8) | u64::from(e.0);
-                    }
-                }
-                lanes.mix(w);
-            }
-            lanes.finish(h);
+            h.write_u64(self.digest[0]);
+            h.write_u64(self.digest[1]);
         }
     }
 }
@@ -163,7 +156,50 @@ impl MirrorTable {
     pub const EMPTY: MirrorTable = MirrorTable {
         entries: [Spte::NOT_PRESENT; ENTRIES_PER_TABLE as usize],
         in_use: false,
+        digest: [0; 2],
     };
+
+    /// The XOR over the entries of their keys, from scratch.
+    pub fn computed_digest(&self) -> [u64; 2] {
+        let mut d = [0u64; 2];
+        for (i, e) in self.entries.iter().enumerate() {
+            let [a, b] = crate::sept::digest_key(i, u64::from(e.0 ^ Spte::NOT_PRESENT.0));
+            d[0] ^= a;
+            d[1] ^= b;
+        }
+        d
+    }
+
+    /// Whether the digest matches the entries (a consistency check).
+    pub fn digest_is_current(&self) -> bool {
+        self.digest == self.computed_digest()
+    }
+
+    /// Recomputes the digest after writes to the entries.
+    pub fn refresh_digest(&mut self) {
+        self.digest = self.computed_digest();
+    }
+
+    /// Sets entry `i` to `f` of it, keeping the digest current. `None` when there is no entry
+    /// `i`.
+    pub(crate) fn update_entry(&mut self, i: usize, f: impl FnOnce(Spte) -> Spte) -> Option<()> {
+        let e = self.entries.get_mut(i)?;
+        let before = *e;
+        *e = f(before);
+        if *e != before {
+            let [a0, b0] = crate::sept::digest_key(i, u64::from(before.0 ^ Spte::NOT_PRESENT.0));
+            let [a1, b1] = crate::sept::digest_key(i, u64::from(e.0 ^ Spte::NOT_PRESENT.0));
+            self.digest[0] ^= a0 ^ a1;
+            self.digest[1] ^= b0 ^ b1;
+        }
+        Some(())
+    }
+}
+
+impl crate::sept::Digested for MirrorTable {
+    fn refresh(&mut self) {
+        self.refresh_digest();
+    }
 }
 
 /// Where KVM's per-range records live. Slices keep their lengths.
@@ -499,7 +535,17 @@ impl<S: KvmStorage> Kvm<S> {
 
     // ----- mirror tables -----
 
-    pub(crate) fn table_mut(&mut self, t: usize) -> Result<&mut MirrorTable, KvmError> {
+    /// Mirror table `t` for writing (its digest is brought up to date when the writing is
+    /// done).
+    pub(crate) fn table_mut(
+        &mut self,
+        t: usize,
+    ) -> Result<crate::sept::TableMut<'_, MirrorTable>, KvmError> {
+        Ok(crate::sept::TableMut(self.table_raw_mut(t)?))
+    }
+
+    /// Mirror table `t` for writing whole (the caller keeps its digest current).
+    fn table_raw_mut(&mut self, t: usize) -> Result<&mut MirrorTable, KvmError> {
         self.storage
             .tables_mut()
             .get_mut(t)
@@ -521,14 +567,15 @@ impl<S: KvmStorage> Kvm<S> {
             .iter()
             .position(|t| !t.in_use)
             .ok_or(KvmError::TablePoolExhausted)?;
-        let table = self.table_mut(t)?;
+        // Reset whole to EMPTY, whose digest is current.
+        let table = self.table_raw_mut(t)?;
         *table = MirrorTable::EMPTY;
         table.in_use = true;
         Ok(t)
     }
 
     fn free_table(&mut self, t: usize) -> Result<(), KvmError> {
-        *self.table_mut(t)? = MirrorTable::EMPTY;
+        *self.table_raw_mut(t)? = MirrorTable::EMPTY;
         Ok(())
     }
 
@@ -618,12 +665,9 @@ impl<S: KvmStorage> Kvm<S> {
                     .table
                     .index()
                     .ok_or(KvmError::Inconsistent)?;
-                let e = self
-                    .table_mut(t)?
-                    .entries
-                    .get_mut(page_index(gfn))
+                self.table_raw_mut(t)?
+                    .update_entry(page_index(gfn), |e| e.with_kind(spte))
                     .ok_or(KvmError::Inconsistent)?;
-                *e = e.with_kind(spte);
             }
         }
         Ok(())
@@ -674,14 +718,16 @@ impl<S: KvmStorage> Kvm<S> {
                 }
             } else if self.region(r)?.attrs != want {
                 let t = self.ensure_table(r)?;
-                let table = self.table_mut(t)?;
-                let lo = (gfn.raw() & 511) as usize;
-                let hi = lo.saturating_add(stop.raw().wrapping_sub(gfn.raw()) as usize);
-                for e in table.entries.iter_mut().take(hi).skip(lo) {
-                    *e = e.with_shared(!private);
-                }
-                let first = table.entries.first().map(|e| e.shared()).unwrap_or(false);
-                let uniform = table.entries.iter().all(|e| e.shared() == first);
+                let (first, uniform) = {
+                    let mut table = self.table_mut(t)?;
+                    let lo = (gfn.raw() & 511) as usize;
+                    let hi = lo.saturating_add(stop.raw().wrapping_sub(gfn.raw()) as usize);
+                    for e in table.entries.iter_mut().take(hi).skip(lo) {
+                        *e = e.with_shared(!private);
+                    }
+                    let first = table.entries.first().map(|e| e.shared()).unwrap_or(false);
+                    (first, table.entries.iter().all(|e| e.shared() == first))
+                };
                 self.region_mut(r)?.attrs = if !uniform {
                     Attrs::Mixed
                 } else if first {
@@ -737,6 +783,14 @@ pub struct MirrorMismatch {
 }
 
 impl<S: KvmStorage> Kvm<S> {
+    /// Whether every mirror table in use has a current digest (a consistency check).
+    pub fn digests_current(&self) -> bool {
+        self.storage
+            .tables()
+            .iter()
+            .all(|t| !t.in_use || t.digest_is_current())
+    }
+
     /// design.md's first invariant: the mirror and the S-EPT agree on the presence and level of
     /// every leaf and table, except entries an operation has frozen. Call it when no SEAMCALL is
     /// in flight.

@@ -32,11 +32,11 @@ pub(crate) use dirty::{copy_changed_regions, copy_tables};
 pub use epoch::{EpochTicket, TlbEpochs};
 pub use host::{HostCall, HostCallKind, HostOp, HostStart};
 pub use profile::{ModuleProfile, UnknownProfile};
-pub(crate) use storage::TableLanes;
 pub use storage::{
     ArrayStorage, Entry4K, EntryLock, HugeEntry, Region, SeptStorage, SliceStorage, Storage,
     Table4K, TableRef,
 };
+pub(crate) use storage::{Digested, TableMut, digest_key};
 
 use crate::abi::{
     ENTRIES_PER_TABLE, Gpa, Gpaw, PAGE_SIZE_1G, PAGE_SIZE_2M, PageLevel, SeptEntryState,
@@ -423,7 +423,8 @@ impl<S: SeptStorage> Sept<S> {
         }
     }
 
-    /// Whether everything [`Sept::hash_small`] hashes is equal in both.
+    /// Whether everything [`Sept::hash_small`] hashes is equal in both (a table held by an
+    /// operation in flight by what its hash sees: [`Table4K::same_hash`]).
     pub fn small_eq(&self, o: &Self) -> bool {
         self.config == o.config
             && self.op_state == o.op_state
@@ -435,9 +436,12 @@ impl<S: SeptStorage> Sept<S> {
             && self.in_flight == o.in_flight
             && self.storage.gigs() == o.storage.gigs()
             && self.in_flight.iter().flatten().all(|f| match f {
-                Flight::Host { table, .. } => table
-                    .index()
-                    .is_none_or(|i| self.storage.tables().get(i) == o.storage.tables().get(i)),
+                Flight::Host { table, .. } => table.index().is_none_or(|i| {
+                    match (self.storage.tables().get(i), o.storage.tables().get(i)) {
+                        (Some(a), Some(b)) => a.same_hash(b),
+                        (a, b) => a.is_none() && b.is_none(),
+                    }
+                }),
                 _ => true,
             })
     }
@@ -730,7 +734,10 @@ impl<S: SeptStorage> Sept<S> {
     }
 
     /// Table `t` for writing (its digest is brought up to date when the writing is done).
-    pub(crate) fn table_mut(&mut self, t: usize) -> Result<storage::TableMut<'_>, SeptError> {
+    pub(crate) fn table_mut(
+        &mut self,
+        t: usize,
+    ) -> Result<storage::TableMut<'_, Table4K>, SeptError> {
         Ok(storage::TableMut(self.table_raw_mut(t)?))
     }
 
@@ -990,27 +997,41 @@ impl<S: SeptStorage> Sept<S> {
         };
         let tw = self.entries_of(was)?;
         let ti = after.entries_of(is)?;
-        if was.content == is.content && tw == ti {
-            return Ok(None);
-        }
         let base = self
             .config
             .base
             .raw()
             .saturating_add((i as u64) << PageLevel::Size2M.shift());
-        let content = |t: Option<&[Entry4K]>, r: &Region, p: usize| match t {
-            Some(t) => t.get(p).map_or(Content::NONE, |e| e.content),
-            None => r.content,
+        let pages = crate::abi::ENTRIES_PER_TABLE as usize;
+        // Page p held content before and reads as never written after.
+        let lost_at = |p: usize| -> Option<Gpa> {
+            let gpa = Gpa(base.saturating_add((p as u64) << 12));
+            (!allowed(gpa)).then_some(gpa)
         };
-        for p in 0..crate::abi::ENTRIES_PER_TABLE as usize {
-            if content(tw, was, p) != Content::NONE && content(ti, is, p) == Content::NONE {
-                let gpa = Gpa(base.saturating_add((p as u64) << 12));
-                if !allowed(gpa) {
-                    return Ok(Some(gpa));
-                }
+        let none = Content::NONE;
+        let first = match (tw, ti) {
+            (Some(a), Some(b)) => a
+                .iter()
+                .zip(b)
+                .enumerate()
+                .filter(|(_, (x, y))| x.content != none && y.content == none)
+                .find_map(|(p, _)| lost_at(p)),
+            (Some(a), None) if is.content == none => a
+                .iter()
+                .enumerate()
+                .filter(|(_, x)| x.content != none)
+                .find_map(|(p, _)| lost_at(p)),
+            (None, Some(b)) if was.content != none => b
+                .iter()
+                .enumerate()
+                .filter(|(_, y)| y.content == none)
+                .find_map(|(p, _)| lost_at(p)),
+            (None, None) if was.content != none && is.content == none => {
+                (0..pages).find_map(lost_at)
             }
-        }
-        Ok(None)
+            _ => None,
+        };
+        Ok(first)
     }
 
     // ----- content and table pool -----

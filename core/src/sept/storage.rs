@@ -204,6 +204,12 @@ impl Table4K {
         self.digest = self.computed_digest();
     }
 
+    /// Whether the two hash alike: the same use and link, and in use, the same digest. Cheaper
+    /// than comparing the entries, and what hashing sees.
+    pub fn same_hash(&self, o: &Self) -> bool {
+        self.in_use == o.in_use && self.link == o.link && (!self.in_use || self.digest == o.digest)
+    }
+
     /// Whether the digest matches the entries (a consistency check).
     pub fn digest_is_current(&self) -> bool {
         self.digest == self.computed_digest()
@@ -229,11 +235,18 @@ impl Table4K {
     }
 }
 
-/// Entry `i`'s share of its table's digest when it packs to `packed`: two independent 64-bit
-/// keys, zero for a FREE entry (so the EMPTY table's digest is zero), a bijection of the entry
-/// for each position otherwise (multiplication by an odd constant, then MurmurHash3's
-/// finaliser).
+/// Entry `i`'s share of its table's digest when it packs to `packed`: [`digest_key`] of how
+/// it differs from a FREE entry (so the EMPTY table's digest is zero).
 pub fn entry_digest(i: usize, packed: u64) -> [u64; 2] {
+    digest_key(i, packed ^ Entry4K::FREE.packed())
+}
+
+/// The share of a table's digest of position `i` holding `x` (an entry's difference from the
+/// table's empty value): two independent 64-bit keys, zero for `x == 0`, and for each
+/// position a bijection of `x` (multiplication by an odd constant, then MurmurHash3's
+/// finaliser). A table's digest is the XOR of its positions' keys, so one entry's change
+/// updates it by two XORs (Zobrist hashing).
+pub fn digest_key(i: usize, x: u64) -> [u64; 2] {
     const fn fmix(mut h: u64) -> u64 {
         h ^= h >> 33;
         h = h.wrapping_mul(0xFF51_AFD7_ED55_8CCD);
@@ -241,7 +254,6 @@ pub fn entry_digest(i: usize, packed: u64) -> [u64; 2] {
         h = h.wrapping_mul(0xC4CE_B9FE_1A85_EC53);
         h ^ (h >> 33)
     }
-    let x = packed ^ Entry4K::FREE.packed();
     let odd = (i as u64).wrapping_mul(2).wrapping_add(1);
     [
         fmix(x.wrapping_mul(odd.wrapping_mul(0x9E37_79B9_7F4A_7C15))),
@@ -249,25 +261,37 @@ pub fn entry_digest(i: usize, packed: u64) -> [u64; 2] {
     ]
 }
 
+/// A table whose hash is a digest its writers keep current.
+pub(crate) trait Digested {
+    /// Recomputes the digest after writes to the entries.
+    fn refresh(&mut self);
+}
+
+impl Digested for Table4K {
+    fn refresh(&mut self) {
+        self.refresh_digest();
+    }
+}
+
 /// A table handed out for writing: its digest is recomputed when the writing is done.
-pub(crate) struct TableMut<'a>(pub(crate) &'a mut Table4K);
+pub(crate) struct TableMut<'a, T: Digested>(pub(crate) &'a mut T);
 
-impl core::ops::Deref for TableMut<'_> {
-    type Target = Table4K;
-    fn deref(&self) -> &Table4K {
+impl<T: Digested> core::ops::Deref for TableMut<'_, T> {
+    type Target = T;
+    fn deref(&self) -> &T {
         self.0
     }
 }
 
-impl core::ops::DerefMut for TableMut<'_> {
-    fn deref_mut(&mut self) -> &mut Table4K {
+impl<T: Digested> core::ops::DerefMut for TableMut<'_, T> {
+    fn deref_mut(&mut self) -> &mut T {
         self.0
     }
 }
 
-impl Drop for TableMut<'_> {
+impl<T: Digested> Drop for TableMut<'_, T> {
     fn drop(&mut self) {
-        self.0.refresh_digest();
+        self.0.refresh();
     }
 }
 
@@ -288,36 +312,6 @@ impl core::hash::Hash for Table4K {
         if self.in_use {
             h.write_u64(self.digest[0]);
             h.write_u64(self.digest[1]);
-        }
-    }
-}
-
-/// Four independent multiply-rotate lanes over a table's words, so that hashing a table takes
-/// a quarter of the dependent steps a single stream would; the hasher is given the four lane
-/// values.
-pub(crate) struct TableLanes([u64; 4]);
-
-impl TableLanes {
-    pub(crate) const fn new() -> Self {
-        TableLanes([
-            0x243F_6A88_85A3_08D3,
-            0x1319_8A2E_0370_7344,
-            0xA409_3822_299F_31D0,
-            0x082E_FA98_EC4E_6C89,
-        ])
-    }
-
-    /// Word `i` of `words` goes to lane `i`.
-    #[inline]
-    pub(crate) fn mix(&mut self, words: [u64; 4]) {
-        for (l, w) in self.0.iter_mut().zip(words) {
-            *l = (*l ^ w).wrapping_mul(0x9E37_79B9_7F4A_7C15).rotate_left(29);
-        }
-    }
-
-    pub(crate) fn finish<H: core::hash::Hasher>(self, h: &mut H) {
-        for l in self.0 {
-            h.write_u64(l);
         }
     }
 }

@@ -732,6 +732,9 @@ impl<SS: SeptStorage, KS: KvmStorage> World<SS, KS> {
         self.sept
             .check_consistency(false)
             .map_err(|_| Violation::SeptInconsistent)?;
+        if !self.kvm.digests_current() {
+            return Err(Violation::Model(KvmError::Inconsistent));
+        }
         if self.sept.in_flight_count() == 0 {
             self.kvm
                 .check_against_sept(&self.sept)
