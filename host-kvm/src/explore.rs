@@ -654,13 +654,17 @@ where
             }
             acc
         };
+        // Which parts differ from the state stepped from (bit k for part k).
+        let mut changed_parts = u32::MAX;
         let s_parts = if renumber {
             part_hashes(&s)
         } else {
+            changed_parts = 0;
             let mut p = f.parts;
             for (k, h) in p.iter_mut().enumerate() {
                 if !s.same_part(w, k) {
                     *h = part_hash(&s, k);
+                    changed_parts |= 1 << k;
                 }
             }
             p
@@ -678,7 +682,7 @@ where
             if known != id {
                 graph.edges.push((id, known, c));
             }
-            s.revert_to(w);
+            s.revert_parts_to(w, changed_parts);
             s.clear_dirty();
             continue;
         }
@@ -700,7 +704,7 @@ where
             progress(reported, path.len());
         }
         if verdict.is_some() {
-            s.revert_to(w);
+            s.revert_parts_to(w, changed_parts);
             s.clear_dirty();
             continue;
         }
@@ -728,7 +732,7 @@ where
         }
         if d + 1 >= max_depth {
             aside.push((new, s_regions, s_parts, s.clone()));
-            s.revert_to(w);
+            s.revert_parts_to(w, changed_parts);
             s.clear_dirty();
             continue;
         }

@@ -587,9 +587,11 @@ impl<S: KvmStorage> Kvm<S> {
             return Ok(t);
         }
         let t = self.alloc_table()?;
-        let shared = region.attrs == Attrs::Shared;
-        for e in self.table_mut(t)?.entries.iter_mut() {
-            *e = Spte::NOT_PRESENT.with_shared(shared);
+        // A new table is EMPTY: all private and not present.
+        if region.attrs == Attrs::Shared {
+            for e in self.table_mut(t)?.entries.iter_mut() {
+                *e = Spte::NOT_PRESENT.with_shared(true);
+            }
         }
         self.region_mut(r)?.table = TableRef::to(t);
         Ok(t)
@@ -955,7 +957,7 @@ impl<S: KvmStorage> Kvm<S> {
     where
         S: Clone,
     {
-        self.copy_changed(other, other.dirty);
+        self.copy_changed(other, other.dirty, true);
     }
 
     /// Undoes the changes recorded since the record was last cleared, given that `original`
@@ -965,10 +967,21 @@ impl<S: KvmStorage> Kvm<S> {
         S: Clone,
     {
         let d = self.dirty;
-        self.copy_changed(original, d);
+        self.copy_changed(original, d, true);
     }
 
-    fn copy_changed(&mut self, other: &Self, d: crate::sept::Dirty)
+    /// [`Kvm::revert_to`] for a caller that knows the fields outside the regions are equal to
+    /// `original`'s ([`Kvm::small_eq`]): only the changed regions are copied back.
+    pub fn revert_regions_to(&mut self, original: &Self)
+    where
+        S: Clone,
+    {
+        let d = self.dirty;
+        self.copy_changed(original, d, false);
+    }
+
+    /// Copies what `d` names from `other`, and with `small` the fields outside the regions.
+    fn copy_changed(&mut self, other: &Self, d: crate::sept::Dirty, small: bool)
     where
         S: Clone,
     {
@@ -981,17 +994,19 @@ impl<S: KvmStorage> Kvm<S> {
             self.clone_from(other);
             return;
         }
-        self.base = other.base;
-        self.memslots = other.memslots;
-        self.mmu_lock = other.mmu_lock;
-        self.invalidation = other.invalidation;
-        self.bugged = other.bugged;
-        self.killed = other.killed;
-        self.kick_pending = other.kick_pending;
         self.dirty = other.dirty;
-        self.storage
-            .gigs_mut()
-            .copy_from_slice(other.storage.gigs());
+        if small {
+            self.base = other.base;
+            self.memslots = other.memslots;
+            self.mmu_lock = other.mmu_lock;
+            self.invalidation = other.invalidation;
+            self.bugged = other.bugged;
+            self.killed = other.killed;
+            self.kick_pending = other.kick_pending;
+            self.storage
+                .gigs_mut()
+                .copy_from_slice(other.storage.gigs());
+        }
     }
 }
 

@@ -484,7 +484,7 @@ impl<S: SeptStorage> Sept<S> {
     where
         S: Clone,
     {
-        self.copy_changed(other, other.dirty);
+        self.copy_changed(other, other.dirty, true);
     }
 
     /// Undoes the changes recorded since the record was last cleared, given that `original`
@@ -494,10 +494,22 @@ impl<S: SeptStorage> Sept<S> {
         S: Clone,
     {
         let d = self.dirty;
-        self.copy_changed(original, d);
+        self.copy_changed(original, d, true);
     }
 
-    fn copy_changed(&mut self, other: &Self, d: crate::sept::Dirty)
+    /// [`Sept::revert_to`] for a caller that knows the fields outside the regions are equal
+    /// to `original`'s ([`Sept::small_eq`]): only the changed regions (and tables held by
+    /// operations in flight) are copied back.
+    pub fn revert_regions_to(&mut self, original: &Self)
+    where
+        S: Clone,
+    {
+        let d = self.dirty;
+        self.copy_changed(original, d, false);
+    }
+
+    /// Copies what `d` names from `other`, and with `small` the fields outside the regions.
+    fn copy_changed(&mut self, other: &Self, d: crate::sept::Dirty, small: bool)
     where
         S: Clone,
     {
@@ -510,17 +522,19 @@ impl<S: SeptStorage> Sept<S> {
             self.clone_from(other);
             return;
         }
-        self.config = other.config;
-        self.op_state = other.op_state;
-        self.epochs = other.epochs;
-        self.tree_shared = other.tree_shared;
-        self.tree_exclusive = other.tree_exclusive;
-        self.free_tables = other.free_tables;
-        self.tables_in_use = other.tables_in_use;
         self.dirty = other.dirty;
-        self.storage
-            .gigs_mut()
-            .copy_from_slice(other.storage.gigs());
+        if small {
+            self.config = other.config;
+            self.op_state = other.op_state;
+            self.epochs = other.epochs;
+            self.tree_shared = other.tree_shared;
+            self.tree_exclusive = other.tree_exclusive;
+            self.free_tables = other.free_tables;
+            self.tables_in_use = other.tables_in_use;
+            self.storage
+                .gigs_mut()
+                .copy_from_slice(other.storage.gigs());
+        }
         // Tables held by operations in flight (on either side) belong to no region yet.
         let mut held = [TableRef::NONE; 2 * MAX_IN_FLIGHT];
         for (slot, f) in held
@@ -532,7 +546,9 @@ impl<S: SeptStorage> Sept<S> {
             }
         }
         copy_tables(self.storage.tables_mut(), other.storage.tables(), &held);
-        self.in_flight = other.in_flight;
+        if small {
+            self.in_flight = other.in_flight;
+        }
     }
 
     /// The storage (read-only).
