@@ -949,7 +949,12 @@ impl<SS: SeptStorage, KS: KvmStorage> World<SS, KS> {
         SS: Clone,
         KS: Clone,
     {
-        let part = |k: usize| parts & (1 << k) != 0;
+        let part = |k: usize| {
+            u32::try_from(k)
+                .ok()
+                .and_then(|k| 1u32.checked_shl(k))
+                .is_some_and(|bit| parts & bit != 0)
+        };
         // A table held by an operation in flight compares by its digest in `same_part`: the
         // S-EPT's fields are copied whenever an operation is in flight.
         if part(0) || self.sept.in_flight_count() != 0 {
@@ -968,12 +973,12 @@ impl<SS: SeptStorage, KS: KvmStorage> World<SS, KS> {
             self.lazy = original.lazy;
         }
         for (k, (v, o)) in self.vcpus.iter_mut().zip(&original.vcpus).enumerate() {
-            if part(3 + k) {
+            if part(k.saturating_add(3)) {
                 *v = *o;
             }
         }
         for (k, (h, o)) in self.hosts.iter_mut().zip(&original.hosts).enumerate() {
-            if part(3 + MAX_VCPUS + k) {
+            if part(k.saturating_add(3 + MAX_VCPUS)) {
                 *h = *o;
             }
         }
