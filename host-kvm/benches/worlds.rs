@@ -66,6 +66,43 @@ fn explore_seed(c: &mut Criterion) {
     g.finish();
 }
 
+/// The explorer over every scenario in scenarios/ it explores completely in a million states
+/// (but the smallest, under 500 states, where setting up costs more than exploring).
+fn explore_scenarios(c: &mut Criterion) {
+    let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/../scenarios");
+    let mut files: Vec<_> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "toml"))
+        .collect();
+    files.sort();
+    let mut g = c.benchmark_group("explore-scenarios");
+    for path in files {
+        let sc = scenario::parse(&std::fs::read_to_string(&path).unwrap()).unwrap();
+        let w = sc.world().unwrap();
+        let bounds = Bounds {
+            max_states: 1_000_000,
+            ..Bounds::default()
+        };
+        let ex = explore(&w, bounds, &mut |_, _| {}).unwrap();
+        if ex.bounded || ex.states < 500 {
+            continue;
+        }
+        let name = path.file_stem().unwrap().to_string_lossy().into_owned();
+        g.throughput(Throughput::Elements(ex.states as u64));
+        g.bench_function(format!("{name}-{}-states", ex.states), |b| {
+            b.iter(|| {
+                black_box(
+                    explore(black_box(&w), bounds, &mut |_, _| {})
+                        .unwrap()
+                        .states,
+                )
+            })
+        });
+    }
+    g.finish();
+}
+
 /// One seeded schedule of a world: throughput in world steps (invariants checked after each).
 fn sim_throughput(c: &mut Criterion, group: &str, id: &str, sc: &Scenario) {
     let w = sc.world().unwrap();
@@ -164,6 +201,6 @@ fn growth(c: &mut Criterion) {
 criterion_group! {
     name = benches;
     config = Criterion::default().warm_up_time(Duration::from_secs(1)).measurement_time(Duration::from_secs(3)).sample_size(10);
-    targets = explore_seed, sim_boot, growth
+    targets = explore_seed, explore_scenarios, sim_boot, growth
 }
 criterion_main!(benches);

@@ -196,6 +196,21 @@ impl MirrorTable {
     }
 }
 
+impl crate::sept::PageCopy for MirrorTable {
+    fn copy_pages(&mut self, src: &Self, pages: &[u16]) {
+        for &p in pages {
+            if let (Some(d), Some(s)) = (
+                self.entries.get_mut(usize::from(p)),
+                src.entries.get(usize::from(p)),
+            ) {
+                *d = *s;
+            }
+        }
+        // Every other entry is equal: the source's digest is this table's.
+        self.digest = src.digest;
+    }
+}
+
 impl crate::sept::Digested for MirrorTable {
     fn refresh(&mut self) {
         self.refresh_digest();
@@ -801,7 +816,7 @@ impl<S: KvmStorage> Kvm<S> {
         sept: &crate::sept::Sept<SS>,
     ) -> Result<(), MirrorMismatch> {
         for r in 0..self.storage.regions().len() {
-            self.check_region_against_sept(sept, r, true)?;
+            self.check_region_against_sept(sept, r, true, None)?;
         }
         Ok(())
     }
@@ -821,23 +836,25 @@ impl<S: KvmStorage> Kvm<S> {
             for r in 0..self.storage.regions().len() {
                 let gpa = Gpa(self.base.raw().saturating_add((r as u64) << 21));
                 if r == 0 || gpa.is_aligned(PageLevel::Size1G) {
-                    self.check_region_against_sept(sept, r, false)?;
+                    self.check_region_against_sept(sept, r, false, None)?;
                 }
             }
         }
         for &r in d.regions() {
-            self.check_region_against_sept(sept, r as usize, true)?;
+            self.check_region_against_sept(sept, r as usize, true, d.pages_of(r as usize))?;
         }
         Ok(())
     }
 
     /// Region `r`'s 1G entry (when it starts the window or a 1 GiB range) and, with `below`,
-    /// its 2M entry and 4K table.
+    /// its 2M entry and 4K table (with `pages`, only those entries of it: the others did not
+    /// change).
     fn check_region_against_sept<SS: crate::sept::SeptStorage>(
         &self,
         sept: &crate::sept::Sept<SS>,
         r: usize,
         below: bool,
+        pages: Option<&[u16]>,
     ) -> Result<(), MirrorMismatch> {
         let agree = |m: Option<Spte>, s: Option<crate::abi::SeptEntryState>| match (m, s) {
             (Some(m), _) if m.is_frozen() => true,
@@ -878,7 +895,14 @@ impl<S: KvmStorage> Kvm<S> {
                 .and_then(|r| r.table.index())
                 .and_then(|t| self.storage.tables().get(t));
             let sept_table = sept.table_4k(gpa).ok().flatten();
-            for p in 0..512usize {
+            let all = 0..512u16;
+            let pages = pages.unwrap_or(&[]);
+            let pages: &mut dyn Iterator<Item = u16> = if pages.is_empty() {
+                &mut all.into_iter()
+            } else {
+                &mut pages.iter().copied()
+            };
+            for p in pages.map(usize::from) {
                 let m = mirror
                     .and_then(|t| t.entries.get(p))
                     .map(|e| e.kind().frozen(e.is_frozen()));

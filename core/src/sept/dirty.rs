@@ -1,16 +1,27 @@
 //! Which regions a step changed, so that checks and copies after it can look at those alone.
 //!
-//! A model marks a region when it hands out a mutable record of it; a change it cannot place
-//! marks everything. The set is bookkeeping, not state: every `Dirty` compares equal and hashes
-//! to nothing, so two states that differ only in it are the same state.
+//! A model marks a region when it hands out a mutable record of it, and only a page of a
+//! region when it writes one 4K entry of the region's table (then the region's record, its
+//! table reference and the table's other entries are unchanged, and checks and copies look at
+//! those pages alone); a change it cannot place marks everything. The set is bookkeeping, not
+//! state: every `Dirty` compares equal and hashes to nothing, so two states that differ only in
+//! it are the same state.
 
 /// Regions tracked one by one before the set gives up and says "all".
 const TRACKED: usize = 8;
+/// Pages tracked one by one in a region before the whole region counts as changed.
+const PAGES: usize = 4;
+/// A region's page count when anything in it may have changed.
+const WHOLE: u8 = u8::MAX;
 
 /// The regions changed since the last [`Dirty::clear`].
 #[derive(Clone, Copy, Debug, Default)]
 pub struct Dirty {
     regions: [u32; TRACKED],
+    /// Per tracked region: the pages of its table that changed (the first `counts` of them),
+    /// or anything when its count is `WHOLE`.
+    pages: [[u16; PAGES]; TRACKED],
+    counts: [u8; TRACKED],
     len: u8,
     all: bool,
     gigs: bool,
@@ -32,30 +43,69 @@ impl Dirty {
     /// Everything changed (a fresh model, or a change not placed).
     pub const ALL: Dirty = Dirty {
         regions: [0; TRACKED],
+        pages: [[0; PAGES]; TRACKED],
+        counts: [0; TRACKED],
         len: 0,
         all: true,
         gigs: true,
     };
 
-    /// Region `r` changed.
-    pub fn mark(&mut self, r: usize) {
+    /// The slot tracking region `r`, taken if new (`None` once everything counts as changed).
+    fn slot(&mut self, r: usize) -> Option<usize> {
         if self.all {
-            return;
+            return None;
         }
         let Ok(r) = u32::try_from(r) else {
             self.all = true;
-            return;
+            return None;
         };
         let len = usize::from(self.len);
-        if self.regions.get(..len).is_some_and(|s| s.contains(&r)) {
+        if let Some(k) = self.regions.get(..len).and_then(|s| s.iter().position(|&x| x == r)) {
+            return Some(k);
+        }
+        match (self.regions.get_mut(len), self.counts.get_mut(len)) {
+            (Some(slot), Some(count)) => {
+                *slot = r;
+                *count = 0;
+                self.len = self.len.saturating_add(1);
+                Some(len)
+            }
+            _ => {
+                self.all = true;
+                None
+            }
+        }
+    }
+
+    /// Region `r` changed: its record, its table, anything in it.
+    pub fn mark(&mut self, r: usize) {
+        if let Some(c) = self.slot(r).and_then(|k| self.counts.get_mut(k)) {
+            *c = WHOLE;
+        }
+    }
+
+    /// Only 4K entry `page` of region `r`'s table changed.
+    pub fn mark_page(&mut self, r: usize, page: usize) {
+        let Some(k) = self.slot(r) else {
+            return;
+        };
+        let (Some(c), Some(list), Ok(page)) = (
+            self.counts.get_mut(k),
+            self.pages.get_mut(k),
+            u16::try_from(page),
+        ) else {
+            self.all = true;
+            return;
+        };
+        if *c == WHOLE || list.get(..usize::from(*c)).is_some_and(|l| l.contains(&page)) {
             return;
         }
-        match self.regions.get_mut(len) {
+        match list.get_mut(usize::from(*c)) {
             Some(slot) => {
-                *slot = r;
-                self.len = self.len.saturating_add(1);
+                *slot = page;
+                *c = c.saturating_add(1);
             }
-            None => self.all = true,
+            None => *c = WHOLE,
         }
     }
 
@@ -89,6 +139,23 @@ impl Dirty {
         self.regions.get(..usize::from(self.len)).unwrap_or(&[])
     }
 
+    /// When only some 4K entries of region `r`'s table changed, those pages; `None` when
+    /// anything in it may have changed (or it is not in the set).
+    pub fn pages_of(&self, r: usize) -> Option<&[u16]> {
+        if self.all {
+            return None;
+        }
+        let k = self
+            .regions()
+            .iter()
+            .position(|&x| u32::try_from(r).is_ok_and(|r| r == x))?;
+        let c = *self.counts.get(k)?;
+        if c == WHOLE {
+            return None;
+        }
+        self.pages.get(k)?.get(..usize::from(c))
+    }
+
     /// Both sets together.
     pub fn union(&self, o: &Dirty) -> Dirty {
         if o.all {
@@ -106,11 +173,33 @@ impl Dirty {
         }
         let mut u = *self;
         u.gigs |= o.gigs;
-        for &r in o.regions() {
-            u.mark(r as usize);
+        for (k, &r) in o.regions().iter().enumerate() {
+            match o.pages_at(k) {
+                Some(pages) => {
+                    for &p in pages {
+                        u.mark_page(r as usize, usize::from(p));
+                    }
+                }
+                None => u.mark(r as usize),
+            }
         }
         u
     }
+
+    /// The pages of the `k`-th tracked region, `None` for the whole region.
+    fn pages_at(&self, k: usize) -> Option<&[u16]> {
+        let c = *self.counts.get(k)?;
+        if c == WHOLE {
+            return None;
+        }
+        self.pages.get(k)?.get(..usize::from(c))
+    }
+}
+
+/// A table that can take some of its entries from another (keeping what its hash sees right).
+pub(crate) trait PageCopy {
+    /// Copies entries `pages` of `src` (a table that differs from this one in those alone).
+    fn copy_pages(&mut self, src: &Self, pages: &[u16]);
 }
 
 /// Copies the pool tables `refs` name from `src` to `dst` (two pools indexed alike).
@@ -126,7 +215,7 @@ pub(crate) fn copy_tables<T: Clone>(dst: &mut [T], src: &[T], refs: &[super::Tab
 /// references on either side (the table a region held before a step or holds after it). Both
 /// stores must have the same sizes; when they do not, or `d` says everything, nothing is
 /// copied and the answer is false: the caller copies the whole model then.
-pub(crate) fn copy_changed_regions<R: Copy, T: Clone>(
+pub(crate) fn copy_changed_regions<R: Copy, T: Clone + PageCopy>(
     (dst_regions, dst_tables): (&mut [R], &mut [T]),
     (src_regions, src_tables): (&[R], &[T]),
     d: &Dirty,
@@ -136,12 +225,21 @@ pub(crate) fn copy_changed_regions<R: Copy, T: Clone>(
     {
         return false;
     }
-    for &r in d.regions() {
+    for (k, &r) in d.regions().iter().enumerate() {
         let (Some(dst), Some(src)) = (dst_regions.get_mut(r as usize), src_regions.get(r as usize))
         else {
             continue;
         };
-        copy_tables(dst_tables, src_tables, &[table_of(dst), table_of(src)]);
+        let (td, ts) = (table_of(dst), table_of(src));
+        match (d.pages_at(k), td.index()) {
+            // Only some entries of the table both sides reference.
+            (Some(pages), Some(t)) if td == ts => {
+                if let (Some(dt), Some(st)) = (dst_tables.get_mut(t), src_tables.get(t)) {
+                    dt.copy_pages(st, pages);
+                }
+            }
+            _ => copy_tables(dst_tables, src_tables, &[td, ts]),
+        }
         *dst = *src;
     }
     true
@@ -166,5 +264,38 @@ mod tests {
         d.clear();
         assert!(d.regions().is_empty() && !d.is_all());
         assert_eq!(Dirty::ALL, d);
+    }
+
+    #[test]
+    fn pages_up_to_the_limit_then_the_whole_region() {
+        let mut d = Dirty::default();
+        d.mark_page(2, 7);
+        d.mark_page(2, 7);
+        d.mark_page(2, 9);
+        assert_eq!(d.regions(), &[2]);
+        assert_eq!(d.pages_of(2), Some(&[7, 9][..]));
+        assert_eq!(d.pages_of(3), None);
+        for p in 10..12 {
+            d.mark_page(2, p);
+        }
+        assert_eq!(d.pages_of(2), Some(&[7, 9, 10, 11][..]));
+        d.mark_page(2, 12);
+        assert_eq!(d.pages_of(2), None);
+        // A region marked whole stays whole.
+        let mut e = Dirty::default();
+        e.mark(4);
+        e.mark_page(4, 1);
+        assert_eq!(e.pages_of(4), None);
+        // Union keeps pages apart from whole regions.
+        let mut f = Dirty::default();
+        f.mark_page(4, 2);
+        f.mark_page(5, 3);
+        let mut g = Dirty::default();
+        g.mark_page(5, 6);
+        let u = f.union(&g);
+        assert_eq!(u.regions(), &[4, 5]);
+        assert_eq!(u.pages_of(4), Some(&[2][..]));
+        assert_eq!(u.pages_of(5), Some(&[3, 6][..]));
+        assert_eq!(u.union(&e).pages_of(4), None);
     }
 }

@@ -36,6 +36,7 @@ pub use storage::{
     ArrayStorage, Entry4K, EntryLock, HugeEntry, Region, SeptStorage, SliceStorage, Storage,
     Table4K, TableRef,
 };
+pub(crate) use dirty::PageCopy;
 pub(crate) use storage::{Digested, TableMut, digest_key};
 
 use crate::abi::{
@@ -677,7 +678,8 @@ impl<S: SeptStorage> Sept<S> {
     pub(crate) fn store(&mut self, loc: Loc, v: View) -> Result<(), SeptError> {
         match loc {
             Loc::Gig(_) => self.dirty.mark_gigs(),
-            Loc::Region(i) | Loc::Page { region: i, .. } => self.dirty.mark(i),
+            Loc::Region(i) => self.dirty.mark(i),
+            Loc::Page { region, index, .. } => self.dirty.mark_page(region, index),
         }
         match loc {
             Loc::Gig(i) => {
@@ -764,7 +766,17 @@ impl<S: SeptStorage> Sept<S> {
         i: usize,
         f: impl FnOnce(&mut Entry4K),
     ) -> Result<(), SeptError> {
-        self.table_raw_mut(t)?
+        let table = self
+            .storage
+            .tables_mut()
+            .get_mut(t)
+            .ok_or(SeptError::StorageInconsistent)?;
+        // One entry of an in-use table: one page of the region its link names.
+        match table.link.index() {
+            Some(owner) if table.in_use => self.dirty.mark_page(owner, i),
+            _ => {}
+        }
+        table
             .update_entry(i, f)
             .ok_or(SeptError::StorageInconsistent)
     }
@@ -976,7 +988,8 @@ impl<S: SeptStorage> Sept<S> {
             return self.first_lost_content(after, allowed);
         }
         for &r in after.dirty.regions() {
-            if let Some(g) = self.lost_in_region(after, r as usize, &allowed)? {
+            let pages = after.dirty.pages_of(r as usize);
+            if let Some(g) = self.lost_in_region(after, r as usize, &allowed, pages)? {
                 return Ok(Some(g));
             }
         }
@@ -992,18 +1005,21 @@ impl<S: SeptStorage> Sept<S> {
         allowed: impl Fn(Gpa) -> bool,
     ) -> Result<Option<Gpa>, SeptError> {
         for r in 0..self.storage.regions().len() {
-            if let Some(g) = self.lost_in_region(after, r, &allowed)? {
+            if let Some(g) = self.lost_in_region(after, r, &allowed, None)? {
                 return Ok(Some(g));
             }
         }
         Ok(None)
     }
 
+    /// With `pages`, only those entries of the region's table changed (the record and table
+    /// reference did not): the others are not looked at.
     fn lost_in_region(
         &self,
         after: &Sept<S>,
         i: usize,
         allowed: &impl Fn(Gpa) -> bool,
+        pages: Option<&[u16]>,
     ) -> Result<Option<Gpa>, SeptError> {
         let (Some(was), Some(is)) = (
             self.storage.regions().get(i),
@@ -1018,7 +1034,7 @@ impl<S: SeptStorage> Sept<S> {
             .base
             .raw()
             .saturating_add((i as u64) << PageLevel::Size2M.shift());
-        let pages = crate::abi::ENTRIES_PER_TABLE as usize;
+        let count = crate::abi::ENTRIES_PER_TABLE as usize;
         // Page p held content before and reads as never written after.
         let lost_at = |p: usize| -> Option<Gpa> {
             let gpa = Gpa(base.saturating_add((p as u64) << 12));
@@ -1026,6 +1042,15 @@ impl<S: SeptStorage> Sept<S> {
         };
         let none = Content::NONE;
         let first = match (tw, ti) {
+            (Some(a), Some(b)) if pages.is_some() => pages
+                .unwrap_or(&[])
+                .iter()
+                .map(|&p| usize::from(p))
+                .filter(|&p| {
+                    a.get(p).is_some_and(|x| x.content != none)
+                        && b.get(p).is_some_and(|y| y.content == none)
+                })
+                .find_map(lost_at),
             (Some(a), Some(b)) => a
                 .iter()
                 .zip(b)
@@ -1043,7 +1068,7 @@ impl<S: SeptStorage> Sept<S> {
                 .filter(|(_, y)| y.content == none)
                 .find_map(|(p, _)| lost_at(p)),
             (None, None) if was.content != none && is.content == none => {
-                (0..pages).find_map(lost_at)
+                (0..count).find_map(lost_at)
             }
             _ => None,
         };
@@ -1261,7 +1286,7 @@ impl<S: SeptStorage> Sept<S> {
                 return Err(SeptError::StorageInconsistent);
             }
             for r in self.regions_of_gig(g) {
-                if self.check_region(gig, r, idle)? {
+                if self.check_region(gig, r, idle, None)? {
                     referenced = referenced.saturating_add(1);
                 }
             }
@@ -1289,7 +1314,7 @@ impl<S: SeptStorage> Sept<S> {
                 .gigs()
                 .get(g)
                 .ok_or(SeptError::StorageInconsistent)?;
-            self.check_region(&gig, r, false)?;
+            self.check_region(&gig, r, false, self.dirty.pages_of(r))?;
         }
         let referenced = self
             .storage
@@ -1301,7 +1326,15 @@ impl<S: SeptStorage> Sept<S> {
     }
 
     /// Region `r` under 1G entry `gig`; whether it references a table.
-    fn check_region(&self, gig: &HugeEntry, r: usize, idle: bool) -> Result<bool, SeptError> {
+    /// With `pages`, only those entries of the table changed since it was last checked: the
+    /// others are not looked at.
+    fn check_region(
+        &self,
+        gig: &HugeEntry,
+        r: usize,
+        idle: bool,
+        pages: Option<&[u16]>,
+    ) -> Result<bool, SeptError> {
         let bad = Err(SeptError::StorageInconsistent);
         let region = self.region(r)?;
         if idle && region.entry.lock.is_locked() {
@@ -1324,14 +1357,20 @@ impl<S: SeptStorage> Sept<S> {
                     return bad;
                 }
                 let content_only = !region.entry.state.is_table();
-                for e in table.entries.iter() {
-                    if (content_only
+                let wrong = |e: &Entry4K| {
+                    (content_only
                         && (e.state != SeptEntryState::Free || e.lock != EntryLock::default()))
                         || (idle && e.lock.is_locked())
                         || e.state.is_table()
-                    {
-                        return bad;
-                    }
+                };
+                let any_wrong = match pages {
+                    Some(pages) => pages
+                        .iter()
+                        .any(|&p| table.entries.get(usize::from(p)).is_none_or(wrong)),
+                    None => table.entries.iter().any(wrong),
+                };
+                if any_wrong {
+                    return bad;
                 }
                 Ok(true)
             }
