@@ -828,7 +828,15 @@ impl<S: KvmStorage> Kvm<S> {
         &self,
         sept: &crate::sept::Sept<SS>,
     ) -> Result<(), MirrorMismatch> {
-        let d = self.dirty.union(&sept.dirty());
+        self.check_changed_against_sept_in(sept, &self.dirty.union(&sept.dirty()))
+    }
+
+    /// [`Kvm::check_changed_against_sept`] given both models' changes together.
+    pub(crate) fn check_changed_against_sept_in<SS: crate::sept::SeptStorage>(
+        &self,
+        sept: &crate::sept::Sept<SS>,
+        d: &crate::sept::Dirty,
+    ) -> Result<(), MirrorMismatch> {
         if d.is_all() {
             return self.check_against_sept(sept);
         }

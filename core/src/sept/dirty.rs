@@ -60,7 +60,11 @@ impl Dirty {
             return None;
         };
         let len = usize::from(self.len);
-        if let Some(k) = self.regions.get(..len).and_then(|s| s.iter().position(|&x| x == r)) {
+        if let Some(k) = self
+            .regions
+            .get(..len)
+            .and_then(|s| s.iter().position(|&x| x == r))
+        {
             return Some(k);
         }
         match (self.regions.get_mut(len), self.counts.get_mut(len)) {
@@ -97,7 +101,11 @@ impl Dirty {
             self.all = true;
             return;
         };
-        if *c == WHOLE || list.get(..usize::from(*c)).is_some_and(|l| l.contains(&page)) {
+        if *c == WHOLE
+            || list
+                .get(..usize::from(*c))
+                .is_some_and(|l| l.contains(&page))
+        {
             return;
         }
         match list.get_mut(usize::from(*c)) {

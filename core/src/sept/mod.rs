@@ -28,6 +28,7 @@ use core::fmt;
 pub use accept::{AcceptOp, AcceptOutcome, AcceptStart, AccessOutcome, EptViolationExit};
 pub use content::Content;
 pub use dirty::Dirty;
+pub(crate) use dirty::PageCopy;
 pub(crate) use dirty::{copy_changed_regions, copy_tables};
 pub use epoch::{EpochTicket, TlbEpochs};
 pub use host::{HostCall, HostCallKind, HostOp, HostStart};
@@ -36,7 +37,6 @@ pub use storage::{
     ArrayStorage, Entry4K, EntryLock, HugeEntry, Region, SeptStorage, SliceStorage, Storage,
     Table4K, TableRef,
 };
-pub(crate) use dirty::PageCopy;
 pub(crate) use storage::{Digested, TableMut, digest_key};
 
 use crate::abi::{
@@ -537,16 +537,18 @@ impl<S: SeptStorage> Sept<S> {
                 .copy_from_slice(other.storage.gigs());
         }
         // Tables held by operations in flight (on either side) belong to no region yet.
-        let mut held = [TableRef::NONE; 2 * MAX_IN_FLIGHT];
-        for (slot, f) in held
-            .iter_mut()
-            .zip(self.in_flight.iter().chain(other.in_flight.iter()))
+        for f in self
+            .in_flight
+            .iter()
+            .chain(other.in_flight.iter())
+            .flatten()
         {
-            if let Some(Flight::Host { table, .. }) = f {
-                *slot = *table;
+            if let Flight::Host { table, .. } = f
+                && table.index().is_some()
+            {
+                copy_tables(self.storage.tables_mut(), other.storage.tables(), &[*table]);
             }
         }
-        copy_tables(self.storage.tables_mut(), other.storage.tables(), &held);
         if small {
             self.in_flight = other.in_flight;
         }
