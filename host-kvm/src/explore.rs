@@ -140,9 +140,10 @@ fn regions_hash<SS: SeptStorage, KS: KvmStorage>(w: &World<SS, KS>) -> u128 {
 /// The hashes of a world's parts outside the regions ([`World::hash_part`]).
 type PartHashes = [u128; PARTS];
 
-/// The 128-bit hash of part `k` of `w`.
+/// The 128-bit hash of part `k` of `w` (keyed by `k`, so parts can be combined by XOR).
 fn part_hash<SS: SeptStorage, KS: KvmStorage>(w: &World<SS, KS>, k: usize) -> u128 {
     let mut f = Fingerprint::default();
+    f.write_usize(k);
     w.hash_part(k, &mut f);
     f.value()
 }
@@ -152,12 +153,11 @@ fn part_hashes<SS: SeptStorage, KS: KvmStorage>(w: &World<SS, KS>) -> PartHashes
     std::array::from_fn(|k| part_hash(w, k))
 }
 
-/// The fingerprint of a world whose parts and regions hash to `parts` and `regions`.
+/// The fingerprint of a world whose parts and regions hash to `parts` and `regions`: both
+/// are XORs of keyed hashes.
 fn fingerprint(parts: &PartHashes, regions: u128) -> u128 {
     let mut f = Fingerprint::default();
-    for p in parts {
-        f.write_u128(*p);
-    }
+    f.write_u128(parts.iter().fold(0, |acc, p| acc ^ p));
     f.write_u128(regions);
     f.value()
 }
