@@ -1,9 +1,12 @@
-//! The exhaustive explorer: every interleaving of a world's choices, breadth first, each state
-//! remembered by a 128-bit fingerprint of its full value (hash compaction, as explicit-state
-//! model checkers do), the safety invariants checked on every transition. The first violation
-//! stops it with a shortest trace; at the end, liveness is decided on the explored graph: a
-//! state from which no end state can be reached is a livelock (under fair scheduling every
-//! run ends exactly when an end is reachable from every reachable state).
+//! The exhaustive explorer: every interleaving of a world's choices, each state remembered by
+//! a 128-bit fingerprint of its full value (hash compaction, as explicit-state model checkers
+//! do), the safety invariants checked on every transition. [`explore`] searches depth first
+//! over one scratch world and one copy per level of the current path, each updated by what a
+//! step changed; shortest traces come from a breadth-first pass over the explored graph, and
+//! [`explore_breadth_first`] traces a violation in the fewest steps. At the end, liveness is
+//! decided on the explored graph: a state from which no end state can be reached is a livelock
+//! (under fair scheduling every run ends exactly when an end is reachable from every reachable
+//! state).
 
 use std::collections::{BTreeMap, HashMap};
 use std::hash::{BuildHasherDefault, Hash, Hasher};

@@ -165,8 +165,8 @@ impl Region {
 /// and hashes by its link alone: what it held before is never read again (taking it from the
 /// pool resets it), so states that differ only there are the same state.
 ///
-/// A table in use hashes by its digest, the XOR over its entries of [`entry_digest`], which
-/// every write through the model keeps current (one entry's change updates it in a few
+/// A table in use hashes by its digest ([`Table4K::computed_digest`]: a key per entry, XORed),
+/// which every write through the model keeps current (one entry's change updates it in a few
 /// operations), so hashing a table costs the same however many entries it has. Code that
 /// writes entries outside the model calls [`Table4K::refresh_digest`].
 #[derive(Clone, Debug)]
