@@ -373,7 +373,12 @@ pub fn world_schedule(data: &[u8]) {
         if let Err(v) = w.check_step(&before) {
             panic!("{policy}: invariant {v:?} after {c:?}");
         }
+        // The shadow: the full checks agree with the per-step ones (and find the tables'
+        // digests current), and a copy brought up to date by what the step changed equals
+        // the world.
+        assert_eq!(w.check(), Ok(()), "{policy}: full checks after {c:?}");
         before.sync_from(&w);
+        assert!(before == w, "{policy}: a copy synced by the change record differs after {c:?}");
         w.clear_dirty();
     }
     // ...then a fair schedule to the end.
