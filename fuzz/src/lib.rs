@@ -378,7 +378,10 @@ pub fn world_schedule(data: &[u8]) {
         // the world.
         assert_eq!(w.check(), Ok(()), "{policy}: full checks after {c:?}");
         before.sync_from(&w);
-        assert!(before == w, "{policy}: a copy synced by the change record differs after {c:?}");
+        assert!(
+            before == w,
+            "{policy}: a copy synced by the change record differs after {c:?}"
+        );
         w.clear_dirty();
     }
     // ...then a fair schedule to the end.
