@@ -903,12 +903,11 @@ impl<S: KvmStorage> Kvm<S> {
                 .and_then(|r| r.table.index())
                 .and_then(|t| self.storage.tables().get(t));
             let sept_table = sept.table_4k(gpa).ok().flatten();
-            let all = 0..512u16;
-            let pages = pages.unwrap_or(&[]);
-            let pages: &mut dyn Iterator<Item = u16> = if pages.is_empty() {
-                &mut all.into_iter()
-            } else {
-                &mut pages.iter().copied()
+            let mut all = 0..512u16;
+            let mut some = pages.unwrap_or(&[]).iter().copied();
+            let pages: &mut dyn Iterator<Item = u16> = match pages {
+                None => &mut all,
+                Some(_) => &mut some,
             };
             for p in pages.map(usize::from) {
                 let m = mirror

@@ -1,9 +1,10 @@
 //! Which regions a step changed, so that checks and copies after it can look at those alone.
 //!
-//! A model marks a region when it hands out a mutable record of it, and only a page of a
-//! region when it writes one 4K entry of the region's table (then the region's record, its
-//! table reference and the table's other entries are unchanged, and checks and copies look at
-//! those pages alone); a change it cannot place marks everything. The set is bookkeeping, not
+//! A model marks a region when it hands out a mutable record of it; only the record when it
+//! writes the region's 2M entry, and only a page when it writes one 4K entry of the region's
+//! table (then the table reference and the table's other entries are unchanged, and checks and
+//! copies look at the record and those pages alone); a change it cannot place marks
+//! everything. The set is bookkeeping, not
 //! state: every `Dirty` compares equal and hashes to nothing, so two states that differ only in
 //! it are the same state.
 
@@ -88,7 +89,13 @@ impl Dirty {
         }
     }
 
-    /// Only 4K entry `page` of region `r`'s table changed.
+    /// Only region `r`'s record changed (its entry's state, lock or epoch; not the table it
+    /// references, nor that table's entries).
+    pub fn mark_record(&mut self, r: usize) {
+        let _ = self.slot(r);
+    }
+
+    /// Only 4K entry `page` of region `r`'s table changed (and perhaps the region's record).
     pub fn mark_page(&mut self, r: usize, page: usize) {
         let Some(k) = self.slot(r) else {
             return;
@@ -147,8 +154,9 @@ impl Dirty {
         self.regions.get(..usize::from(self.len)).unwrap_or(&[])
     }
 
-    /// When only some 4K entries of region `r`'s table changed, those pages; `None` when
-    /// anything in it may have changed (or it is not in the set).
+    /// When region `r`'s table reference did not change and only some of its table's entries
+    /// did, those pages (none when only the record changed); `None` when anything in it may
+    /// have changed (or it is not in the set).
     pub fn pages_of(&self, r: usize) -> Option<&[u16]> {
         if self.all {
             return None;
@@ -184,6 +192,7 @@ impl Dirty {
         for (k, &r) in o.regions().iter().enumerate() {
             match o.pages_at(k) {
                 Some(pages) => {
+                    u.mark_record(r as usize);
                     for &p in pages {
                         u.mark_page(r as usize, usize::from(p));
                     }
@@ -294,6 +303,16 @@ mod tests {
         e.mark(4);
         e.mark_page(4, 1);
         assert_eq!(e.pages_of(4), None);
+        // A record alone: no pages.
+        let mut r = Dirty::default();
+        r.mark_record(6);
+        assert_eq!(r.pages_of(6), Some(&[][..]));
+        r.mark_page(6, 1);
+        assert_eq!(r.pages_of(6), Some(&[1][..]));
+        let mut only = Dirty::default();
+        only.mark_record(7);
+        assert_eq!(Dirty::default().union(&only).regions(), &[7]);
+        assert_eq!(e.union(&only).pages_of(7), Some(&[][..]));
         // Union keeps pages apart from whole regions.
         let mut f = Dirty::default();
         f.mark_page(4, 2);

@@ -537,16 +537,16 @@ impl<S: SeptStorage> Sept<S> {
                 .copy_from_slice(other.storage.gigs());
         }
         // Tables held by operations in flight (on either side) belong to no region yet.
-        for f in self
-            .in_flight
-            .iter()
-            .chain(other.in_flight.iter())
-            .flatten()
-        {
-            if let Flight::Host { table, .. } = f
+        for i in 0..2 * MAX_IN_FLIGHT {
+            let f = match i.checked_sub(MAX_IN_FLIGHT) {
+                None => self.in_flight.get(i),
+                Some(j) => other.in_flight.get(j),
+            };
+            if let Some(Some(Flight::Host { table, .. })) = f
                 && table.index().is_some()
             {
-                copy_tables(self.storage.tables_mut(), other.storage.tables(), &[*table]);
+                let table = *table;
+                copy_tables(self.storage.tables_mut(), other.storage.tables(), &[table]);
             }
         }
         if small {
@@ -680,7 +680,7 @@ impl<S: SeptStorage> Sept<S> {
     pub(crate) fn store(&mut self, loc: Loc, v: View) -> Result<(), SeptError> {
         match loc {
             Loc::Gig(_) => self.dirty.mark_gigs(),
-            Loc::Region(i) => self.dirty.mark(i),
+            Loc::Region(i) => self.dirty.mark_record(i),
             Loc::Page { region, index, .. } => self.dirty.mark_page(region, index),
         }
         match loc {
