@@ -662,13 +662,18 @@ where
         let s_parts = if renumber {
             part_hashes(&s)
         } else {
+            // Parts the step cannot have changed keep their hashes; the models' fields and
+            // the shared state are compared first; an actor the step ran or kicked is rehashed.
             changed_parts = 0;
+            let touched = s.touched_parts();
             let mut p = f.parts;
             for (k, h) in p.iter_mut().enumerate() {
-                if !s.same_part(w, k) {
-                    *h = part_hash(&s, k);
-                    changed_parts |= 1 << k;
+                let bit = 1 << k;
+                if touched & bit == 0 || (k < 3 && s.same_part(w, k)) {
+                    continue;
                 }
+                *h = part_hash(&s, k);
+                changed_parts |= bit;
             }
             p
         };

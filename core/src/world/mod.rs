@@ -226,6 +226,7 @@ pub enum VcpuState {
 pub struct Changes {
     sept: crate::sept::Dirty,
     kvm: crate::sept::Dirty,
+    touched: Touched,
 }
 
 /// One vCPU.
@@ -454,6 +455,43 @@ pub struct World<SS, KS> {
     /// Whether the last entry of each vCPU followed an exit (for the zero-step count).
     reentered: [bool; MAX_VCPUS],
     lazy: UnitBitmap,
+    /// The actors steps ran or kicked since the change record was cleared (not state).
+    touched: Touched,
+}
+
+/// Actor slots a world's steps touched, as parts ([`World::hash_part`]) bits. Bookkeeping, not
+/// state: it compares equal and hashes to nothing, as the models' change records do.
+#[derive(Clone, Copy, Debug, Default)]
+struct Touched(u32);
+
+impl PartialEq for Touched {
+    fn eq(&self, _: &Self) -> bool {
+        true
+    }
+}
+
+impl Eq for Touched {}
+
+impl core::hash::Hash for Touched {
+    fn hash<H: core::hash::Hasher>(&self, _: &mut H) {}
+}
+
+impl Touched {
+    /// Everything.
+    const ALL: Touched = Touched(u32::MAX);
+
+    fn vcpu(&mut self, i: usize) {
+        self.part(i.saturating_add(3));
+    }
+
+    fn host(&mut self, i: usize) {
+        self.part(i.saturating_add(3 + MAX_VCPUS));
+    }
+
+    fn part(&mut self, k: usize) {
+        let bit = u32::try_from(k).ok().and_then(|k| 1u32.checked_shl(k));
+        self.0 |= bit.unwrap_or(u32::MAX);
+    }
 }
 
 impl<SS: SeptStorage, KS: KvmStorage> World<SS, KS> {
@@ -545,6 +583,7 @@ impl<SS: SeptStorage, KS: KvmStorage> World<SS, KS> {
             hosts,
             reentered: [false; MAX_VCPUS],
             lazy: UnitBitmap::default(),
+            touched: Touched::ALL,
         })
     }
 
@@ -584,6 +623,7 @@ impl<SS: SeptStorage, KS: KvmStorage> World<SS, KS> {
                 _ => {}
             }
         }
+        self.touched = Touched::ALL;
     }
 
     /// The lazy-accept bitmap.
@@ -747,6 +787,15 @@ impl<SS: SeptStorage, KS: KvmStorage> World<SS, KS> {
     pub fn clear_dirty(&mut self) {
         self.sept.clear_dirty();
         self.kvm.clear_dirty();
+        self.touched = Touched::default();
+    }
+
+    /// The parts ([`World::hash_part`]) that may differ from the state the change record was
+    /// cleared in, as bits: the models' fields and the shared guest state always, and each
+    /// actor a step ran or kicked (every part after [`World::canonicalize`] renumbered, or
+    /// when nothing was cleared yet). An explorer rehashes only these.
+    pub fn touched_parts(&self) -> u32 {
+        self.touched.0 | 0b111
     }
 
     /// What its change record names (both models).
@@ -754,6 +803,7 @@ impl<SS: SeptStorage, KS: KvmStorage> World<SS, KS> {
         Changes {
             sept: self.sept.dirty(),
             kvm: self.kvm.dirty(),
+            touched: self.touched,
         }
     }
 
@@ -764,6 +814,7 @@ impl<SS: SeptStorage, KS: KvmStorage> World<SS, KS> {
     pub fn absorb_changes(&mut self, changes: Changes) {
         self.sept.set_dirty(self.sept.dirty().union(&changes.sept));
         self.kvm.set_dirty(self.kvm.dirty().union(&changes.kvm));
+        self.touched.0 |= changes.touched.0;
     }
 
     /// [`World::check`] and [`World::check_transition`] from `before` to this state, looking
@@ -860,6 +911,7 @@ impl<SS: SeptStorage, KS: KvmStorage> World<SS, KS> {
         self.hosts = other.hosts;
         self.reentered = other.reentered;
         self.lazy = other.lazy;
+        self.touched = other.touched;
     }
 
     /// Hashes everything but the regions' records and tables: with [`World::hash_region`] of
@@ -1172,14 +1224,21 @@ impl<SS: SeptStorage, KS: KvmStorage> World<SS, KS> {
         // A pending kick reaches every vCPU in the guest.
         if self.kvm.kick_pending {
             self.kvm.kick_pending = false;
-            for v in self.vcpus.iter_mut().flatten() {
-                match &mut v.state {
-                    VcpuState::InGuest { kicked, .. } | VcpuState::InTdcall { kicked, .. } => {
-                        *kicked = true
+            for (i, v) in self.vcpus.iter_mut().enumerate() {
+                if let Some(v) = v {
+                    match &mut v.state {
+                        VcpuState::InGuest { kicked, .. } | VcpuState::InTdcall { kicked, .. } => {
+                            *kicked = true;
+                            self.touched.vcpu(i);
+                        }
+                        _ => {}
                     }
-                    _ => {}
                 }
             }
+        }
+        match choice {
+            Choice::Vcpu(i) | Choice::Interrupt(i) => self.touched.vcpu(usize::from(i)),
+            Choice::Host(i) => self.touched.host(usize::from(i)),
         }
         match choice {
             Choice::Vcpu(i) => self.step_vcpu(usize::from(i), None, m),
