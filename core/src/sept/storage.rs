@@ -242,23 +242,20 @@ pub fn entry_digest(i: usize, packed: u64) -> [u64; 2] {
 }
 
 /// The share of a table's digest of position `i` holding `x` (an entry's difference from the
-/// table's empty value): two independent 64-bit keys, zero for `x == 0`, and for each
-/// position a bijection of `x` (multiplication by an odd constant, then MurmurHash3's
-/// finaliser). A table's digest is the XOR of its positions' keys, so one entry's change
-/// updates it by two XORs (Zobrist hashing).
+/// table's empty value): two 64-bit keys, zero for `x == 0`, and for each position a bijection
+/// of `x` (multiplication by a position's odd constant, then xorshift-multiply-xorshift; the
+/// second key mixes the first back with the product). A table's digest is the XOR of its
+/// positions' keys, so one entry's change updates it by two XORs (Zobrist hashing).
 pub fn digest_key(i: usize, x: u64) -> [u64; 2] {
-    const fn fmix(mut h: u64) -> u64 {
-        h ^= h >> 33;
-        h = h.wrapping_mul(0xFF51_AFD7_ED55_8CCD);
-        h ^= h >> 33;
-        h = h.wrapping_mul(0xC4CE_B9FE_1A85_EC53);
-        h ^ (h >> 33)
-    }
-    let odd = (i as u64).wrapping_mul(2).wrapping_add(1);
-    [
-        fmix(x.wrapping_mul(odd.wrapping_mul(0x9E37_79B9_7F4A_7C15))),
-        fmix(x.wrapping_mul(odd.wrapping_mul(0xD6E8_FEB8_6659_FD93))),
-    ]
+    let odd = (i as u64)
+        .wrapping_mul(2)
+        .wrapping_add(1)
+        .wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    let m = x.wrapping_mul(odd);
+    let mut a = (m ^ (m >> 31)).wrapping_mul(0xD6E8_FEB8_6659_FD93);
+    a ^= a >> 29;
+    let b = (a.rotate_left(23) ^ m).wrapping_mul(0xFF51_AFD7_ED55_8CCD);
+    [a, b ^ (b >> 32)]
 }
 
 impl super::dirty::PageCopy for Table4K {
