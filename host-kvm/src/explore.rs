@@ -189,24 +189,6 @@ pub struct Exploration {
     pub livelock_trace: Option<Vec<Choice>>,
 }
 
-struct Node {
-    parent: u32,
-    choice: Choice,
-}
-
-fn path(nodes: &[Node], mut id: u32) -> Vec<Choice> {
-    let mut p = Vec::new();
-    while id != 0 {
-        let Some(n) = nodes.get(id as usize) else {
-            break;
-        };
-        p.push(n.choice);
-        id = n.parent;
-    }
-    p.reverse();
-    p
-}
-
 /// Explores every interleaving from `start` breadth first, keeping every state of the next
 /// level: slower than [`explore`] (states are copied into the frontier and read back cold), but
 /// its first violation is one of the fewest steps. [`explore`] calls it for that trace when its
@@ -222,36 +204,21 @@ where
     KS: KvmStorage + Clone + Hash,
 {
     let mut ids: FpMap<u32> = FpMap::default();
-    let mut nodes = vec![Node {
-        parent: 0,
-        choice: Choice::Vcpu(0),
-    }];
+    let mut graph = Graph::default();
     let start_regions = regions_hash(start);
     ids.insert(fingerprint(&part_hashes(start), start_regions), 0);
-    let mut ended: Vec<bool> = vec![false];
-    let mut edges: Vec<(u32, u32)> = Vec::new();
-    let mut frontier: Vec<(u32, u128, World<SS, KS>)> = vec![(0, start_regions, start.clone())];
-    let mut ex = Exploration {
-        states: 1,
-        transitions: 0,
-        depth: 0,
-        bounded: false,
-        ends: BTreeMap::new(),
-        end_traces: BTreeMap::new(),
-        violation: None,
-        livelock_states: 0,
-        livelock_trace: None,
-    };
-    if let Some(v) = start.ended() {
-        ex.ends.insert(v.name(), 1);
-        ex.end_traces.insert(v.name(), Vec::new());
-        return Ok(ex);
+    graph.verdicts.push(start.ended().map(Verdict::name));
+    let mut transitions = 0u64;
+    let mut bounded = false;
+    let mut violation: Option<(u32, Choice, Violation)> = None;
+    let mut frontier: Vec<(u32, u128, World<SS, KS>)> = Vec::new();
+    if graph.verdicts[0].is_none() {
+        frontier.push((0, start_regions, start.clone()));
     }
     let mut m = Metrics::default();
     let mut next_frontier = Vec::new();
     let mut level = 0;
     'levels: while !frontier.is_empty() {
-        // The level of the states this pass finds.
         level += 1;
         for (id, w_regions, w) in frontier.drain(..) {
             let mut choices = [Choice::Vcpu(0); MAX_CHOICES];
@@ -261,16 +228,14 @@ where
             s.clear_dirty();
             for &c in choices.iter().take(n) {
                 let stepped = s.step(c, &mut m)?;
-                ex.transitions += 1;
+                transitions += 1;
                 if matches!(stepped, Stepped::Invalid) {
                     s.revert_to(&w);
                     s.clear_dirty();
                     continue;
                 }
                 if let Err(v) = s.check_step(&w) {
-                    let mut p = path(&nodes, id);
-                    p.push(c);
-                    ex.violation = Some((v, p));
+                    violation = Some((id, c, v));
                     break 'levels;
                 }
                 let mut canonical = None;
@@ -294,37 +259,23 @@ where
                     return Err(hugesept_core::kvm::KvmError::Inconsistent);
                 }
                 let fp = fingerprint(&part_hashes(target), s_regions);
-                let known = ids.get(&fp).copied();
-                if let Some(known) = known {
+                if let Some(&known) = ids.get(&fp) {
                     if known != id {
-                        edges.push((id, known));
+                        graph.edges.push((id, known, c));
                     }
                 } else {
-                    if nodes.len() >= bounds.max_states {
-                        ex.bounded = true;
+                    if graph.verdicts.len() >= bounds.max_states {
+                        bounded = true;
                         break 'levels;
                     }
-                    let new = nodes.len() as u32;
-                    nodes.push(Node {
-                        parent: id,
-                        choice: c,
-                    });
+                    let new = graph.verdicts.len() as u32;
                     ids.insert(fp, new);
-                    edges.push((id, new));
-                    ex.depth = level;
+                    graph.edges.push((id, new, c));
                     let child = canonical.unwrap_or_else(|| s.clone());
-                    match child.ended() {
-                        Some(v) => {
-                            ended.push(true);
-                            *ex.ends.entry(v.name()).or_insert(0) += 1;
-                            ex.end_traces
-                                .entry(v.name())
-                                .or_insert_with(|| path(&nodes, new));
-                        }
-                        None => {
-                            ended.push(false);
-                            next_frontier.push((new, s_regions, child));
-                        }
+                    let verdict = child.ended().map(Verdict::name);
+                    graph.verdicts.push(verdict);
+                    if verdict.is_none() {
+                        next_frontier.push((new, s_regions, child));
                     }
                 }
                 s.revert_to(&w);
@@ -332,43 +283,22 @@ where
             }
         }
         std::mem::swap(&mut frontier, &mut next_frontier);
-        progress(nodes.len(), ex.depth);
+        progress(graph.verdicts.len(), level);
     }
-    ex.states = nodes.len();
-    if ex.violation.is_none() && !ex.bounded {
-        // Backward reachability from the end states.
-        let mut rev_start = vec![0u32; nodes.len() + 1];
-        for &(_, to) in &edges {
-            rev_start[to as usize + 1] += 1;
-        }
-        for i in 0..nodes.len() {
-            rev_start[i + 1] += rev_start[i];
-        }
-        let mut fill = rev_start.clone();
-        let mut rev = vec![0u32; edges.len()];
-        for &(from, to) in &edges {
-            rev[fill[to as usize] as usize] = from;
-            fill[to as usize] += 1;
-        }
-        let mut can_end = ended.clone();
-        let mut stack: Vec<u32> = (0..nodes.len() as u32)
-            .filter(|&i| ended[i as usize])
-            .collect();
-        while let Some(t) = stack.pop() {
-            for &f in &rev[rev_start[t as usize] as usize..rev_start[t as usize + 1] as usize] {
-                if !can_end[f as usize] {
-                    can_end[f as usize] = true;
-                    stack.push(f);
-                }
-            }
-        }
-        ex.livelock_states = can_end.iter().filter(|c| !**c).count();
-        // Node ids grow with BFS depth: the first such id has a shortest path.
-        if let Some(first) = can_end.iter().position(|c| !c) {
-            ex.livelock_trace = Some(path(&nodes, first as u32));
-        }
-    }
-    Ok(ex)
+    let shortest = graph.shortest();
+    let violation = violation.map(|(from, c, v)| {
+        let mut p = shortest.path(from);
+        p.push(c);
+        (v, p)
+    });
+    Ok(summarise(
+        &graph,
+        &shortest,
+        graph.verdicts.len(),
+        transitions,
+        bounded,
+        violation,
+    ))
 }
 
 /// Bytes of memory one copy of `w` holds (its fields and its storage), to size the

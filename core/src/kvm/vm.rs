@@ -198,14 +198,7 @@ impl MirrorTable {
 
 impl crate::sept::PageCopy for MirrorTable {
     fn copy_pages(&mut self, src: &Self, pages: &[u16]) {
-        for &p in pages {
-            if let (Some(d), Some(s)) = (
-                self.entries.get_mut(usize::from(p)),
-                src.entries.get(usize::from(p)),
-            ) {
-                *d = *s;
-            }
-        }
+        crate::sept::copy_entries(&mut self.entries, &src.entries, pages);
         // Every other entry is equal: the source's digest is this table's.
         self.digest = src.digest;
     }

@@ -213,6 +213,15 @@ impl Dirty {
     }
 }
 
+/// Copies entries `pages` of `src` into `dst` (two tables' entries, indexed alike).
+pub(crate) fn copy_entries<E: Copy>(dst: &mut [E], src: &[E], pages: &[u16]) {
+    for &p in pages {
+        if let (Some(d), Some(s)) = (dst.get_mut(usize::from(p)), src.get(usize::from(p))) {
+            *d = *s;
+        }
+    }
+}
+
 /// A table that can take some of its entries from another (keeping what its hash sees right).
 pub(crate) trait PageCopy {
     /// Copies entries `pages` of `src` (a table that differs from this one in those alone).

@@ -28,7 +28,7 @@ use core::fmt;
 pub use accept::{AcceptOp, AcceptOutcome, AcceptStart, AccessOutcome, EptViolationExit};
 pub use content::Content;
 pub use dirty::Dirty;
-pub(crate) use dirty::PageCopy;
+pub(crate) use dirty::{PageCopy, copy_entries};
 pub(crate) use dirty::{copy_changed_regions, copy_tables};
 pub use epoch::{EpochTicket, TlbEpochs};
 pub use host::{HostCall, HostCallKind, HostOp, HostStart};
@@ -739,18 +739,31 @@ impl<S: SeptStorage> Sept<S> {
             .ok_or(SeptError::StorageInconsistent)
     }
 
-    /// Table `t` for writing whole (the caller keeps its digest current).
-    fn table_raw_mut(&mut self, t: usize) -> Result<&mut Table4K, SeptError> {
+    /// Table `t` for writing, with the change recorded against the region that owns it (an
+    /// in-use table belongs to the region its link names): all of it, or with `page` that
+    /// entry alone.
+    fn table_in_record(
+        &mut self,
+        t: usize,
+        page: Option<usize>,
+    ) -> Result<&mut Table4K, SeptError> {
         let table = self
             .storage
             .tables_mut()
             .get_mut(t)
             .ok_or(SeptError::StorageInconsistent)?;
-        match table.link.index() {
-            Some(owner) if table.in_use => self.dirty.mark(owner),
-            _ => {}
+        if let Some(owner) = table.link.index().filter(|_| table.in_use) {
+            match page {
+                Some(p) => self.dirty.mark_page(owner, p),
+                None => self.dirty.mark(owner),
+            }
         }
         Ok(table)
+    }
+
+    /// Table `t` for writing whole (the caller keeps its digest current).
+    fn table_raw_mut(&mut self, t: usize) -> Result<&mut Table4K, SeptError> {
+        self.table_in_record(t, None)
     }
 
     /// Table `t` for writing (its digest is brought up to date when the writing is done).
@@ -768,17 +781,7 @@ impl<S: SeptStorage> Sept<S> {
         i: usize,
         f: impl FnOnce(&mut Entry4K),
     ) -> Result<(), SeptError> {
-        let table = self
-            .storage
-            .tables_mut()
-            .get_mut(t)
-            .ok_or(SeptError::StorageInconsistent)?;
-        // One entry of an in-use table: one page of the region its link names.
-        match table.link.index() {
-            Some(owner) if table.in_use => self.dirty.mark_page(owner, i),
-            _ => {}
-        }
-        table
+        self.table_in_record(t, Some(i))?
             .update_entry(i, f)
             .ok_or(SeptError::StorageInconsistent)
     }

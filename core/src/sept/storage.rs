@@ -260,14 +260,7 @@ pub fn digest_key(i: usize, x: u64) -> [u64; 2] {
 
 impl super::dirty::PageCopy for Table4K {
     fn copy_pages(&mut self, src: &Self, pages: &[u16]) {
-        for &p in pages {
-            if let (Some(d), Some(s)) = (
-                self.entries.get_mut(usize::from(p)),
-                src.entries.get(usize::from(p)),
-            ) {
-                *d = *s;
-            }
-        }
+        super::dirty::copy_entries(&mut self.entries, &src.entries, pages);
         // Every other entry is equal: the source's digest is this table's.
         self.digest = src.digest;
     }
