@@ -491,6 +491,16 @@ impl<S: KvmStorage> Kvm<S> {
             .ok_or(KvmError::Inconsistent)
     }
 
+    /// Region `r`'s record for a change to its own fields (mirror SPTE, lpage_info): not its
+    /// table reference nor its table's entries, which [`Kvm::region_mut`] is for.
+    fn region_record_mut(&mut self, r: usize) -> Result<&mut KvmRegion, KvmError> {
+        self.dirty.mark_record(r);
+        self.storage
+            .regions_mut()
+            .get_mut(r)
+            .ok_or(KvmError::Inconsistent)
+    }
+
     pub(crate) fn gig_mut(&mut self, g: usize) -> Result<&mut KvmGig, KvmError> {
         self.dirty.mark_gigs();
         self.storage
@@ -522,8 +532,7 @@ impl<S: KvmStorage> Kvm<S> {
         match level {
             PageLevel::Size2M => {
                 let r = self.region_index(gfn)?;
-                self.dirty.mark(r);
-                self.storage.regions_mut().get_mut(r).map(|r| &mut r.lpage)
+                self.region_record_mut(r).ok().map(|r| &mut r.lpage)
             }
             PageLevel::Size1G => {
                 let g = self.gig_index(gfn)?;
@@ -654,12 +663,13 @@ impl<S: KvmStorage> Kvm<S> {
             }
             PageLevel::Size2M => {
                 let r = self.region_index(gfn).ok_or(KvmError::OutsideModel)?;
-                self.region_mut(r)?.mirror = spte;
+                self.region_record_mut(r)?.mirror = spte;
                 if spte.is_table() {
                     self.ensure_table(r)?;
                 } else if !spte.is_frozen() {
                     // A leaf or nothing: the 4K SPTEs below are gone.
                     if let Some(t) = self.region(r)?.table.index() {
+                        self.dirty.mark(r);
                         for e in self.table_mut(t)?.entries.iter_mut() {
                             *e = e.with_kind(Spte::NOT_PRESENT);
                         }
@@ -669,7 +679,8 @@ impl<S: KvmStorage> Kvm<S> {
             }
             PageLevel::Size4K => {
                 let r = self.region_index(gfn).ok_or(KvmError::OutsideModel)?;
-                self.dirty.mark(r);
+                // One 4K SPTE of the region's table: that page alone changed.
+                self.dirty.mark_page(r, page_index(gfn));
                 let t = self
                     .region(r)?
                     .table
