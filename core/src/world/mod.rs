@@ -35,6 +35,9 @@ pub const MAX_HOSTS: usize = 2;
 pub const MAX_SCRIPT: usize = 8;
 /// Choices enabled at once at most: each vCPU's step and interrupt, each host actor's step.
 pub const MAX_CHOICES: usize = MAX_VCPUS * 2 + MAX_HOSTS;
+// Every actor can hold an operation in flight at once.
+const _: () = assert!(crate::sept::MAX_IN_FLIGHT >= MAX_VCPUS + MAX_HOSTS);
+
 /// Parts of a world outside its regions, for hashing part by part ([`World::hash_part`]).
 pub const PARTS: usize = 3 + MAX_VCPUS + MAX_HOSTS;
 /// Stages (guest programs run one after another, e.g. firmware then kernel) per vCPU at most.
