@@ -236,9 +236,9 @@ pub struct Changes {
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct VcpuActor {
     guest: Guest,
-    /// The stages still to run after `guest`, in order.
-    later: [Option<Guest>; MAX_STAGES - 1],
     stage: u8,
+    /// How many stages its program has (the world keeps the programs of the later ones).
+    stages: u8,
     state: VcpuState,
     policy: VcpuPolicyState,
     interrupts_left: u8,
@@ -259,8 +259,7 @@ impl VcpuActor {
     }
 
     fn stage_count(&self) -> u8 {
-        let later = self.later.iter().flatten().count();
-        u8::try_from(later).unwrap_or(0).saturating_add(1)
+        self.stages
     }
 
     /// How many of its stages are done (a guest that ended badly counts as done with all).
@@ -458,6 +457,9 @@ pub struct World<SS, KS> {
     /// Whether the last entry of each vCPU followed an exit (for the zero-step count).
     reentered: [bool; MAX_VCPUS],
     lazy: UnitBitmap,
+    /// Each vCPU's program after its first stage, fixed when the world is built (the actor
+    /// counts its stages and knows which one it runs).
+    stages: [[Option<Guest>; MAX_STAGES - 1]; MAX_VCPUS],
     /// The actors steps ran or kicked since the change record was cleared (not state).
     touched: Touched,
 }
@@ -552,19 +554,19 @@ impl<SS: SeptStorage, KS: KvmStorage> World<SS, KS> {
             return Err(KvmError::WorldTooLarge);
         }
         let mut vcpus = [None; MAX_VCPUS];
-        for (slot, program) in vcpus.iter_mut().zip(programs) {
+        let mut stages = [[None; MAX_STAGES - 1]; MAX_VCPUS];
+        for ((slot, program), later_stages) in vcpus.iter_mut().zip(programs).zip(&mut stages) {
             let Some((first, rest)) = program.split_first() else {
                 return Err(KvmError::WorldTooLarge);
             };
-            let mut later = [None; MAX_STAGES - 1];
-            for (l, g) in later.iter_mut().zip(rest) {
+            for (l, g) in later_stages.iter_mut().zip(rest) {
                 *l = Some(*g);
             }
             let ticket = sept.vcpu_enter()?;
             *slot = Some(VcpuActor {
                 guest: *first,
-                later,
                 stage: 0,
+                stages: u8::try_from(program.len()).unwrap_or(u8::MAX),
                 state: VcpuState::InGuest {
                     ticket,
                     kicked: false,
@@ -586,6 +588,7 @@ impl<SS: SeptStorage, KS: KvmStorage> World<SS, KS> {
             hosts,
             reentered: [false; MAX_VCPUS],
             lazy: UnitBitmap::default(),
+            stages,
             touched: Touched::ALL,
         })
     }
@@ -929,7 +932,8 @@ impl<SS: SeptStorage, KS: KvmStorage> World<SS, KS> {
 
     /// Hashes part `k` of what lies outside the regions: 0 the S-EPT model's fields and 1G
     /// records, 1 KVM's, 2 the design and the guests' shared state, then each actor slot
-    /// (vCPUs, then host actors); nothing past them.
+    /// (vCPUs, then host actors); nothing past them. The vCPUs' later stage programs, fixed
+    /// when the world is built, are in no part: the states of one world share them.
     pub fn hash_part<H: core::hash::Hasher>(&self, k: usize, h: &mut H) {
         use core::hash::Hash;
         match k {
@@ -1558,18 +1562,22 @@ impl<SS: SeptStorage, KS: KvmStorage> World<SS, KS> {
         m: &mut Metrics,
     ) -> Result<Stepped, KvmError> {
         let op = match v.guest.next_op() {
-            GuestStep::End(GuestEnd::Done) if v.later.iter().any(Option::is_some) => {
+            GuestStep::End(GuestEnd::Done) if v.stage.saturating_add(1) < v.stages => {
                 // The next stage starts once every vCPU is through this one.
                 if !self.stages_reached(v.stage.saturating_add(1)) {
                     return Ok(Stepped::Blocked);
                 }
-                let next = v.later.first_mut().and_then(Option::take);
-                // The rest move forward; the emptied slot goes last.
-                v.later.rotate_left(1);
-                if let Some(g) = next {
-                    v.guest = g;
-                    v.stage = v.stage.saturating_add(1);
-                }
+                let next = self
+                    .stages
+                    .get(i)
+                    .and_then(|s| s.get(usize::from(v.stage)))
+                    .copied()
+                    .flatten();
+                let Some(g) = next else {
+                    return Err(KvmError::Inconsistent);
+                };
+                v.guest = g;
+                v.stage = v.stage.saturating_add(1);
                 return Ok(Stepped::Moved { progress: true });
             }
             GuestStep::End(e) => {
