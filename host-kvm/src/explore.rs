@@ -592,14 +592,15 @@ where
         let s_parts = if renumber {
             part_hashes(&s)
         } else {
-            // Parts the step cannot have changed keep their hashes; the models' fields and
-            // the shared state are compared first; an actor the step ran or kicked is rehashed.
+            // Parts the step cannot have changed keep their hashes; KVM's fields and the
+            // shared state (not tracked) are compared first; the S-EPT's fields when its
+            // record says they changed, and an actor the step ran or kicked, are rehashed.
             changed_parts = 0;
             let touched = s.touched_parts();
             let mut p = f.parts;
             for (k, h) in p.iter_mut().enumerate() {
                 let bit = 1 << k;
-                if touched & bit == 0 || (k < 3 && s.same_part(w, k)) {
+                if touched & bit == 0 || ((k == 1 || k == 2) && s.same_part(w, k)) {
                     continue;
                 }
                 *h = part_hash(&s, k);

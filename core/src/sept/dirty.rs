@@ -26,6 +26,8 @@ pub struct Dirty {
     len: u8,
     all: bool,
     gigs: bool,
+    /// The model's own fields (outside its regions and 1G records) changed.
+    fields: bool,
 }
 
 impl PartialEq for Dirty {
@@ -49,6 +51,7 @@ impl Dirty {
         len: 0,
         all: true,
         gigs: true,
+        fields: true,
     };
 
     /// The slot tracking region `r`, taken if new (`None` once everything counts as changed).
@@ -129,6 +132,17 @@ impl Dirty {
         self.gigs = true;
     }
 
+    /// The model's own fields changed (for the S-EPT: its op state, TLB epochs, tree lock,
+    /// table pool counters and operations in flight).
+    pub fn mark_fields(&mut self) {
+        self.fields = true;
+    }
+
+    /// Whether the model's own fields or a 1G record may have changed.
+    pub fn fields(&self) -> bool {
+        self.fields || self.gigs || self.all
+    }
+
     /// Everything changed.
     pub fn mark_all(&mut self) {
         *self = Dirty::ALL;
@@ -180,15 +194,18 @@ impl Dirty {
         if o.len == 0 {
             let mut u = *self;
             u.gigs |= o.gigs;
+            u.fields |= o.fields;
             return u;
         }
         if self.len == 0 && !self.all {
             let mut u = *o;
             u.gigs |= self.gigs;
+            u.fields |= self.fields;
             return u;
         }
         let mut u = *self;
         u.gigs |= o.gigs;
+        u.fields |= o.fields;
         for (k, &r) in o.regions().iter().enumerate() {
             match o.pages_at(k) {
                 Some(pages) => {

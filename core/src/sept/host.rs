@@ -330,6 +330,7 @@ impl<S: SeptStorage> Sept<S> {
             }
         }
         // Take the locks.
+        self.dirty.mark_fields();
         if exclusive {
             self.tree_exclusive = true;
         } else {
@@ -383,6 +384,7 @@ impl<S: SeptStorage> Sept<S> {
                 }
             }
         };
+        self.dirty.mark_fields();
         if op.call.tree_exclusive() {
             self.tree_exclusive = false;
         } else {

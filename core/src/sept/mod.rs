@@ -331,6 +331,7 @@ impl<S: SeptStorage> Sept<S> {
     pub fn finalize(&mut self) -> crate::abi::TdxStatus {
         match self.op_state {
             OpState::BuildTime => {
+                self.dirty.mark_fields();
                 self.op_state = OpState::Runnable;
                 crate::abi::TdxStatus::SUCCESS
             }
@@ -347,16 +348,19 @@ impl<S: SeptStorage> Sept<S> {
 
     /// TDH.VP.ENTER: a vCPU enters the guest in the current epoch.
     pub fn vcpu_enter(&mut self) -> Result<EpochTicket, SeptError> {
+        self.dirty.mark_fields();
         self.epochs.enter()
     }
 
     /// A TD exit: the vCPU leaves the epoch it entered in.
     pub fn vcpu_exit(&mut self, ticket: EpochTicket) -> Result<(), SeptError> {
+        self.dirty.mark_fields();
         self.epochs.exit(ticket)
     }
 
     /// TDH.MEM.TRACK (tdh_mem_track.c): advance the epoch, or TDX_PREVIOUS_TLB_EPOCH_BUSY.
     pub fn track(&mut self) -> Result<crate::abi::TdxStatus, SeptError> {
+        self.dirty.mark_fields();
         self.epochs.track()
     }
 
@@ -464,6 +468,16 @@ impl<S: SeptStorage> Sept<S> {
                 t.hash(h);
             }
         }
+    }
+
+    /// Whether anything [`Sept::hash_small`] hashes may have changed since the last
+    /// [`Sept::clear_dirty`] (its fields, a 1G entry, or a table an operation in flight holds).
+    pub fn small_changed(&self) -> bool {
+        self.dirty.fields()
+            || self
+                .in_flight
+                .iter()
+                .any(|f| matches!(f, Some(Flight::Host { table, .. }) if table.index().is_some()))
     }
 
     /// The regions changed since the last [`Sept::clear_dirty`].
@@ -581,6 +595,7 @@ impl<S: SeptStorage> Sept<S> {
     }
 
     pub(crate) fn set_flight(&mut self, slot: usize, f: Option<Flight>) -> Result<(), SeptError> {
+        self.dirty.mark_fields();
         *self
             .in_flight
             .get_mut(slot)
@@ -1099,6 +1114,7 @@ impl<S: SeptStorage> Sept<S> {
         *t = Table4K::EMPTY;
         t.in_use = true;
         t.link = TableRef::to(owner);
+        self.dirty.mark_fields();
         self.free_tables = next;
         self.tables_in_use = self.tables_in_use.saturating_add(1);
         Ok(idx)
@@ -1112,6 +1128,7 @@ impl<S: SeptStorage> Sept<S> {
         }
         *t = Table4K::EMPTY;
         t.link = head;
+        self.dirty.mark_fields();
         self.free_tables = TableRef::to(idx);
         self.tables_in_use = self.tables_in_use.saturating_sub(1);
         Ok(())
@@ -1409,6 +1426,7 @@ impl<S: SeptStorage> Sept<S> {
 
     /// Sets the op state directly (for set-up; [`Sept::finalize`] is the module's way).
     pub fn arrange_op_state(&mut self, op_state: OpState) {
+        self.dirty.mark_fields();
         self.op_state = op_state;
     }
 }

@@ -797,11 +797,12 @@ impl<SS: SeptStorage, KS: KvmStorage> World<SS, KS> {
     }
 
     /// The parts ([`World::hash_part`]) that may differ from the state the change record was
-    /// cleared in, as bits: the models' fields and the shared guest state always, and each
-    /// actor a step ran or kicked (every part after [`World::canonicalize`] renumbered, or
-    /// when nothing was cleared yet). An explorer rehashes only these.
+    /// cleared in, as bits: the S-EPT model's fields when its record says so, KVM's fields and
+    /// the shared guest state always (they are not tracked), and each actor a step ran or
+    /// kicked (every part after [`World::canonicalize`] renumbered, or when nothing was
+    /// cleared yet). An explorer rehashes only these.
     pub fn touched_parts(&self) -> u32 {
-        self.touched.0 | 0b111
+        self.touched.0 | 0b110 | u32::from(self.sept.small_changed())
     }
 
     /// What its change record names (both models).
