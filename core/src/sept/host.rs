@@ -520,19 +520,18 @@ impl<S: SeptStorage> Sept<S> {
                 let reserved = reserved.index().ok_or(SeptError::StorageInconsistent)?;
                 // Per-page content, if the region has it, already sits in a table: keep that
                 // one as the page table and give back the one taken at the start.
-                let t = match region.table.index() {
+                let (t, content) = match region.table.index() {
                     Some(t) => {
                         self.free_table(reserved)?;
-                        t
+                        (t, None)
                     }
-                    None => {
-                        for e in self.table_mut(reserved)?.entries.iter_mut() {
-                            e.content = region.content;
-                        }
-                        reserved
-                    }
+                    None => (reserved, Some(region.content)),
                 };
+                // One pass (and one digest) over the 512 children.
                 for e in self.table_mut(t)?.entries.iter_mut() {
+                    if let Some(c) = content {
+                        e.content = c;
+                    }
                     e.state = child;
                     e.lock = super::EntryLock::default();
                     e.bepoch = 0;
