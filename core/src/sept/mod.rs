@@ -555,16 +555,13 @@ impl<S: SeptStorage> Sept<S> {
                 .copy_from_slice(other.storage.gigs());
         }
         // Tables held by operations in flight (on either side) belong to no region yet.
-        for i in 0..2 * MAX_IN_FLIGHT {
-            let f = match i.checked_sub(MAX_IN_FLIGHT) {
-                None => self.in_flight.get(i),
-                Some(j) => other.in_flight.get(j),
-            };
-            if let Some(Some(Flight::Host { table, .. })) = f
-                && table.index().is_some()
-            {
-                let table = *table;
-                copy_tables(self.storage.tables_mut(), other.storage.tables(), &[table]);
+        for side in [&self.in_flight, &other.in_flight] {
+            for f in side {
+                if let Some(Flight::Host { table, .. }) = f
+                    && table.index().is_some()
+                {
+                    copy_tables(self.storage.tables_mut(), other.storage.tables(), &[*table]);
+                }
             }
         }
         if small {
