@@ -1105,10 +1105,10 @@ impl<S: SeptStorage> Sept<S> {
             .free_tables
             .index()
             .ok_or(SeptError::TablePoolExhausted)?;
-        // Reset whole to EMPTY, whose digest is current.
+        // A free table is EMPTY already (freeing resets it; the full checks hold the pool to
+        // it), digest included.
         let t = self.table_raw_mut(idx)?;
         let next = t.link;
-        *t = Table4K::EMPTY;
         t.in_use = true;
         t.link = TableRef::to(owner);
         self.dirty.mark_fields();
@@ -1294,12 +1294,13 @@ impl<S: SeptStorage> Sept<S> {
     /// refers to it (or by a SEAMCALL in flight) and is counted; content-only tables hold no
     /// entry state; with `idle`, no operation is in flight and no lock is held anywhere.
     pub fn check_consistency(&self, idle: bool) -> Result<(), SeptError> {
-        // Every table in use hashes by a digest its writes keep current.
+        // Every table in use hashes by a digest its writes keep current; every free one is
+        // EMPTY but for its link (taking it from the pool relies on that).
         if self
             .storage
             .tables()
             .iter()
-            .any(|t| t.in_use && !t.digest_is_current())
+            .any(|t| !t.digest_is_current() || (!t.in_use && t.entries != Table4K::EMPTY.entries))
         {
             return Err(SeptError::StorageInconsistent);
         }
