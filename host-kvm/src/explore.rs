@@ -567,7 +567,8 @@ where
             continue;
         }
         // The transition's invariants here; the state's once it proves new.
-        if let Err(v) = s.check_step_transition(w) {
+        let mut changed = s.changed_regions();
+        if let Err(v) = s.check_step_transition_in(w, &changed) {
             violation = Some((f.id, c, v));
             break;
         }
@@ -576,8 +577,8 @@ where
         let renumber = s.sept().epochs().rebase_offset() != 0;
         if renumber {
             s.canonicalize();
+            changed = s.changed_regions();
         }
-        let changed = s.changed_regions();
         let s_regions = if renumber || changed.is_all() {
             regions_hash(&s)
         } else {
@@ -625,7 +626,7 @@ where
             s.clear_dirty();
             continue;
         }
-        if let Err(v) = s.check_step_state() {
+        if let Err(v) = s.check_step_state_in(&changed) {
             violation = Some((id, c, v));
             break;
         }

@@ -420,7 +420,14 @@ impl<S: SeptStorage> Sept<S> {
         self.tree_exclusive.hash(h);
         self.free_tables.hash(h);
         self.tables_in_use.hash(h);
-        self.in_flight.hash(h);
+        // The slots in use, each with its index (most are empty).
+        self.in_flight_count().hash(h);
+        for (i, f) in self.in_flight.iter().enumerate() {
+            if let Some(f) = f {
+                i.hash(h);
+                f.hash(h);
+            }
+        }
         self.storage.gigs().hash(h);
         // Tables held by operations in flight belong to no region.
         for f in self.in_flight.iter().flatten() {

@@ -836,7 +836,12 @@ impl<SS: SeptStorage, KS: KvmStorage> World<SS, KS> {
     /// since the record was cleared (everything when it says everything). A function of the
     /// state: an explorer that reaches a state it has checked already can skip it.
     pub fn check_step_state(&self) -> Result<(), Violation> {
-        let d = self.kvm.dirty().union(&self.sept.dirty());
+        self.check_step_state_in(&self.changed_regions())
+    }
+
+    /// [`World::check_step_state`] given the step's [`World::changed_regions`] (an explorer
+    /// that has them already).
+    pub fn check_step_state_in(&self, d: &crate::sept::Dirty) -> Result<(), Violation> {
         if d.is_all() {
             return self.check();
         }
@@ -870,7 +875,15 @@ impl<SS: SeptStorage, KS: KvmStorage> World<SS, KS> {
     /// The transition half of [`World::check_step`]: [`World::check_transition`] from
     /// `before`, over the regions changed since the record was cleared in `before`'s state.
     pub fn check_step_transition(&self, before: &Self) -> Result<(), Violation> {
-        let d = self.kvm.dirty().union(&self.sept.dirty());
+        self.check_step_transition_in(before, &self.changed_regions())
+    }
+
+    /// [`World::check_step_transition`] given the step's [`World::changed_regions`].
+    pub fn check_step_transition_in(
+        &self,
+        before: &Self,
+        d: &crate::sept::Dirty,
+    ) -> Result<(), Violation> {
         if d.is_all() {
             return Self::check_transition(before, self);
         }
