@@ -866,7 +866,7 @@ impl<SS: SeptStorage, KS: KvmStorage> World<SS, KS> {
             .map_err(|_| Violation::SeptInconsistent)?;
         if self.sept.in_flight_count() == 0 {
             self.kvm
-                .check_changed_against_sept_in(&self.sept, &d)
+                .check_changed_against_sept_in(&self.sept, d)
                 .map_err(Violation::MirrorMismatch)?;
         }
         Ok(())
