@@ -494,8 +494,19 @@ impl Touched {
     }
 
     fn part(&mut self, k: usize) {
-        let bit = u32::try_from(k).ok().and_then(|k| 1u32.checked_shl(k));
-        self.0 |= bit.unwrap_or(u32::MAX);
+        self.0 |= Self::bit(k);
+    }
+
+    fn has(self, k: usize) -> bool {
+        self.0 & Self::bit(k) != 0
+    }
+
+    /// Part `k`'s bit (every bit past the last).
+    fn bit(k: usize) -> u32 {
+        u32::try_from(k)
+            .ok()
+            .and_then(|k| 1u32.checked_shl(k))
+            .unwrap_or(u32::MAX)
     }
 }
 
@@ -921,16 +932,31 @@ impl<SS: SeptStorage, KS: KvmStorage> World<SS, KS> {
     {
         self.sept.sync_from(&other.sept);
         self.kvm.sync_from(&other.kvm);
-        self.copy_actors(other);
+        self.copy_actors(other, other.touched);
     }
 
-    /// Copies everything outside the two models: the actors and the shared guest state.
-    fn copy_actors(&mut self, other: &Self) {
+    /// Copies everything outside the two models: the shared guest state, and the actors
+    /// `touched` names (the others are equal, as the change record says); takes `other`'s
+    /// record of touched actors, as the models take its change records.
+    fn copy_actors(&mut self, other: &Self, touched: Touched) {
         self.policy = other.policy;
-        self.vcpus = other.vcpus;
-        self.hosts = other.hosts;
         self.reentered = other.reentered;
         self.lazy = other.lazy;
+        if touched.0 == Touched::ALL.0 {
+            self.vcpus = other.vcpus;
+            self.hosts = other.hosts;
+        } else {
+            for (k, (v, o)) in self.vcpus.iter_mut().zip(&other.vcpus).enumerate() {
+                if touched.has(k.saturating_add(3)) {
+                    *v = *o;
+                }
+            }
+            for (k, (h, o)) in self.hosts.iter_mut().zip(&other.hosts).enumerate() {
+                if touched.has(k.saturating_add(3 + MAX_VCPUS)) {
+                    *h = *o;
+                }
+            }
+        }
         self.touched = other.touched;
     }
 
@@ -1010,7 +1036,8 @@ impl<SS: SeptStorage, KS: KvmStorage> World<SS, KS> {
     {
         self.sept.revert_to(&original.sept);
         self.kvm.revert_to(&original.kvm);
-        self.copy_actors(original);
+        let touched = self.touched;
+        self.copy_actors(original, touched);
     }
 
     /// [`World::revert_to`] for a caller that knows which parts ([`World::hash_part`]) differ
