@@ -1303,12 +1303,13 @@ impl<S: SeptStorage> Sept<S> {
     pub fn check_consistency(&self, idle: bool) -> Result<(), SeptError> {
         // Every table in use hashes by a digest its writes keep current; every free one is
         // EMPTY but for its link (taking it from the pool relies on that).
-        if self
-            .storage
-            .tables()
-            .iter()
-            .any(|t| !t.digest_is_current() || (!t.in_use && t.entries != Table4K::EMPTY.entries))
-        {
+        if self.storage.tables().iter().any(|t| {
+            if t.in_use {
+                !t.digest_is_current()
+            } else {
+                !t.is_clean()
+            }
+        }) {
             return Err(SeptError::StorageInconsistent);
         }
         let mut referenced: u32 = 0;

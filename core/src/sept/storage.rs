@@ -210,6 +210,13 @@ impl Table4K {
         self.in_use == o.in_use && self.link == o.link && (!self.in_use || self.digest == o.digest)
     }
 
+    /// Whether every entry is FREE and the digest zero, as a table in the free pool must be
+    /// (a consistency check, cheaper than recomputing the digest).
+    pub fn is_clean(&self) -> bool {
+        let free = Entry4K::FREE.packed();
+        self.digest == [0; 2] && self.entries.iter().all(|e| e.packed() == free)
+    }
+
     /// Whether the digest matches the entries (a consistency check).
     pub fn digest_is_current(&self) -> bool {
         self.digest == self.computed_digest()
