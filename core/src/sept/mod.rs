@@ -534,11 +534,13 @@ impl<S: SeptStorage> Sept<S> {
         self.copy_changed(original, d, false);
     }
 
-    /// Copies what `d` names from `other`, and with `small` the fields outside the regions.
+    /// Copies what `d` names from `other`, and with `small` the fields outside the regions
+    /// (when `d` says they changed).
     fn copy_changed(&mut self, other: &Self, d: crate::sept::Dirty, small: bool)
     where
         S: Clone,
     {
+        let small = small && d.fields();
         if !copy_changed_regions(
             self.storage.regions_and_tables_mut(),
             (other.storage.regions(), other.storage.tables()),
