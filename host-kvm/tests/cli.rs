@@ -170,6 +170,22 @@ fn explore_checks_the_seed_scenario_and_reports_bounds() {
     assert!(!ok);
     assert!(out.contains("stopped at --max-states 10"), "{out}");
     assert!(err.contains("cannot confirm"), "{err}");
+    // An outcome other than the expected one is reported as found, bound or not: the seed
+    // under rfc-v1 expects ok under its seeded schedules, and the explorer reaches OVMF's
+    // panic after its fourth TDX_OPERAND_BUSY well within the bound.
+    let (ok, _, err) = hugesept(&[
+        "explore",
+        &scenario("seed-rfc-v1.toml"),
+        "--max-states",
+        "300000",
+        "--trace",
+        temp("explore-seed-rfc-v1.trace.toml").to_str().unwrap(),
+    ]);
+    assert!(!ok);
+    assert!(
+        err.contains("expected only ok; reachable: guest-panic, ok (and maybe more"),
+        "{err}"
+    );
     let trace = temp("explore-livelock.trace.toml");
     let (ok, out, err) = hugesept(&[
         "explore",
