@@ -588,15 +588,12 @@ where
             }
             acc
         };
-        // Which parts differ from the state stepped from (bit k for part k).
-        let mut changed_parts = u32::MAX;
         let s_parts = if renumber {
             part_hashes(&s)
         } else {
             // Parts the step cannot have changed keep their hashes; KVM's fields and the
             // shared state (not tracked) are compared first; the S-EPT's fields when its
             // record says they changed, and an actor the step ran or kicked, are rehashed.
-            changed_parts = 0;
             let touched = s.touched_parts();
             let mut p = f.parts;
             for (k, h) in p.iter_mut().enumerate() {
@@ -605,7 +602,6 @@ where
                     continue;
                 }
                 *h = part_hash(&s, k);
-                changed_parts |= bit;
             }
             p
         };
@@ -622,7 +618,7 @@ where
             if known != id {
                 graph.edges.push((id, known, c));
             }
-            s.revert_parts_to(w, changed_parts);
+            s.revert_to(w);
             s.clear_dirty();
             continue;
         }
@@ -644,7 +640,7 @@ where
             progress(reported, path.len());
         }
         if verdict.is_some() {
-            s.revert_parts_to(w, changed_parts);
+            s.revert_to(w);
             s.clear_dirty();
             continue;
         }
@@ -672,7 +668,7 @@ where
         }
         if d + 1 >= max_depth {
             aside.push((new, s_regions, s_parts, s.clone()));
-            s.revert_parts_to(w, changed_parts);
+            s.revert_to(w);
             s.clear_dirty();
             continue;
         }

@@ -992,7 +992,7 @@ impl<S: KvmStorage> Kvm<S> {
     where
         S: Clone,
     {
-        self.copy_changed(other, other.dirty, true);
+        self.copy_changed(other, other.dirty);
     }
 
     /// Undoes the changes recorded since the record was last cleared, given that `original`
@@ -1002,21 +1002,11 @@ impl<S: KvmStorage> Kvm<S> {
         S: Clone,
     {
         let d = self.dirty;
-        self.copy_changed(original, d, true);
+        self.copy_changed(original, d);
     }
 
-    /// [`Kvm::revert_to`] for a caller that knows the fields outside the regions are equal to
-    /// `original`'s ([`Kvm::small_eq`]): only the changed regions are copied back.
-    pub fn revert_regions_to(&mut self, original: &Self)
-    where
-        S: Clone,
-    {
-        let d = self.dirty;
-        self.copy_changed(original, d, false);
-    }
-
-    /// Copies what `d` names from `other`, and with `small` the fields outside the regions.
-    fn copy_changed(&mut self, other: &Self, d: crate::sept::Dirty, small: bool)
+    /// Copies what `d` names from `other`, and the fields outside the regions.
+    fn copy_changed(&mut self, other: &Self, d: crate::sept::Dirty)
     where
         S: Clone,
     {
@@ -1030,18 +1020,16 @@ impl<S: KvmStorage> Kvm<S> {
             return;
         }
         self.dirty = other.dirty;
-        if small {
-            self.base = other.base;
-            self.memslots = other.memslots;
-            self.mmu_lock = other.mmu_lock;
-            self.invalidation = other.invalidation;
-            self.bugged = other.bugged;
-            self.killed = other.killed;
-            self.kick_pending = other.kick_pending;
-            self.storage
-                .gigs_mut()
-                .copy_from_slice(other.storage.gigs());
-        }
+        self.base = other.base;
+        self.memslots = other.memslots;
+        self.mmu_lock = other.mmu_lock;
+        self.invalidation = other.invalidation;
+        self.bugged = other.bugged;
+        self.killed = other.killed;
+        self.kick_pending = other.kick_pending;
+        self.storage
+            .gigs_mut()
+            .copy_from_slice(other.storage.gigs());
     }
 }
 

@@ -510,7 +510,7 @@ impl<S: SeptStorage> Sept<S> {
     where
         S: Clone,
     {
-        self.copy_changed(other, other.dirty, true);
+        self.copy_changed(other, other.dirty);
     }
 
     /// Undoes the changes recorded since the record was last cleared, given that `original`
@@ -520,27 +520,17 @@ impl<S: SeptStorage> Sept<S> {
         S: Clone,
     {
         let d = self.dirty;
-        self.copy_changed(original, d, true);
+        self.copy_changed(original, d);
     }
 
-    /// [`Sept::revert_to`] for a caller that knows the fields outside the regions are equal
-    /// to `original`'s ([`Sept::small_eq`]): only the changed regions (and tables held by
-    /// operations in flight) are copied back.
-    pub fn revert_regions_to(&mut self, original: &Self)
+    /// Copies what `d` names from `other`: the changed regions with their tables, the tables
+    /// operations in flight hold, and the fields outside the regions when `d` says they
+    /// changed.
+    fn copy_changed(&mut self, other: &Self, d: crate::sept::Dirty)
     where
         S: Clone,
     {
-        let d = self.dirty;
-        self.copy_changed(original, d, false);
-    }
-
-    /// Copies what `d` names from `other`, and with `small` the fields outside the regions
-    /// (when `d` says they changed).
-    fn copy_changed(&mut self, other: &Self, d: crate::sept::Dirty, small: bool)
-    where
-        S: Clone,
-    {
-        let small = small && d.fields();
+        let fields = d.fields();
         if !copy_changed_regions(
             self.storage.regions_and_tables_mut(),
             (other.storage.regions(), other.storage.tables()),
@@ -551,7 +541,7 @@ impl<S: SeptStorage> Sept<S> {
             return;
         }
         self.dirty = other.dirty;
-        if small {
+        if fields {
             self.config = other.config;
             self.op_state = other.op_state;
             self.epochs = other.epochs;
@@ -573,7 +563,7 @@ impl<S: SeptStorage> Sept<S> {
                 }
             }
         }
-        if small {
+        if fields {
             self.in_flight = other.in_flight;
         }
     }

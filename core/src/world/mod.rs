@@ -1040,50 +1040,6 @@ impl<SS: SeptStorage, KS: KvmStorage> World<SS, KS> {
         self.copy_actors(original, touched);
     }
 
-    /// [`World::revert_to`] for a caller that knows which parts ([`World::hash_part`]) differ
-    /// from `original`: bit `k` of `parts` set for each part `k` that does (see
-    /// [`World::same_part`]). Parts equal to `original`'s are not copied; the changed regions
-    /// always are.
-    pub fn revert_parts_to(&mut self, original: &Self, parts: u32)
-    where
-        SS: Clone,
-        KS: Clone,
-    {
-        let part = |k: usize| {
-            u32::try_from(k)
-                .ok()
-                .and_then(|k| 1u32.checked_shl(k))
-                .is_some_and(|bit| parts & bit != 0)
-        };
-        // A table held by an operation in flight compares by its digest in `same_part`: the
-        // S-EPT's fields are copied whenever an operation is in flight.
-        if part(0) || self.sept.in_flight_count() != 0 {
-            self.sept.revert_to(&original.sept);
-        } else {
-            self.sept.revert_regions_to(&original.sept);
-        }
-        if part(1) {
-            self.kvm.revert_to(&original.kvm);
-        } else {
-            self.kvm.revert_regions_to(&original.kvm);
-        }
-        if part(2) {
-            self.policy = original.policy;
-            self.reentered = original.reentered;
-            self.lazy = original.lazy;
-        }
-        for (k, (v, o)) in self.vcpus.iter_mut().zip(&original.vcpus).enumerate() {
-            if part(k.saturating_add(3)) {
-                *v = *o;
-            }
-        }
-        for (k, (h, o)) in self.hosts.iter_mut().zip(&original.hosts).enumerate() {
-            if part(k.saturating_add(3 + MAX_VCPUS)) {
-                *h = *o;
-            }
-        }
-    }
-
     /// GUEST_INHIBIT at `level` over `gpa`, set before, is still set after.
     fn inhibit_kept(
         before: &Self,
