@@ -17,6 +17,11 @@ use super::{LpageInfo, MmuLock};
 pub struct Spte(u8);
 
 impl Spte {
+    /// How it differs from a not-present SPTE, as a mirror table's digest key takes it.
+    fn digest_value(&self) -> u64 {
+        u64::from(self.0 ^ Spte::NOT_PRESENT.0)
+    }
+
     const KIND: u8 = 0b11;
     const LEAF: u8 = 1;
     const TABLE: u8 = 2;
@@ -161,13 +166,7 @@ impl MirrorTable {
 
     /// The XOR over the entries of their keys, from scratch.
     pub fn computed_digest(&self) -> [u64; 2] {
-        let mut d = [0u64; 2];
-        for (i, e) in self.entries.iter().enumerate() {
-            let [a, b] = crate::sept::digest_key(i, u64::from(e.0 ^ Spte::NOT_PRESENT.0));
-            d[0] ^= a;
-            d[1] ^= b;
-        }
-        d
+        crate::sept::digest_of(&self.entries, Spte::digest_value)
     }
 
     /// Whether the digest matches the entries (a consistency check).
@@ -184,14 +183,9 @@ impl MirrorTable {
     /// `i`.
     pub(crate) fn update_entry(&mut self, i: usize, f: impl FnOnce(Spte) -> Spte) -> Option<()> {
         let e = self.entries.get_mut(i)?;
-        let before = *e;
-        *e = f(before);
-        if *e != before {
-            let [a0, b0] = crate::sept::digest_key(i, u64::from(before.0 ^ Spte::NOT_PRESENT.0));
-            let [a1, b1] = crate::sept::digest_key(i, u64::from(e.0 ^ Spte::NOT_PRESENT.0));
-            self.digest[0] ^= a0 ^ a1;
-            self.digest[1] ^= b0 ^ b1;
-        }
+        let before = e.digest_value();
+        *e = f(*e);
+        crate::sept::digest_update(&mut self.digest, i, before, e.digest_value());
         Some(())
     }
 }

@@ -37,7 +37,7 @@ pub use storage::{
     ArrayStorage, Entry4K, EntryLock, HugeEntry, Region, SeptStorage, SliceStorage, Storage,
     Table4K, TableRef,
 };
-pub(crate) use storage::{Digested, TableMut, digest_key};
+pub(crate) use storage::{Digested, TableMut, digest_of, digest_update};
 
 use crate::abi::{
     ENTRIES_PER_TABLE, Gpa, Gpaw, PAGE_SIZE_1G, PAGE_SIZE_2M, PageLevel, SeptEntryState,

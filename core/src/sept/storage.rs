@@ -188,15 +188,9 @@ impl Table4K {
         digest: [0; 2],
     };
 
-    /// The XOR over the entries of their digests, from scratch.
+    /// The XOR over the entries of their keys, from scratch.
     pub fn computed_digest(&self) -> [u64; 2] {
-        let mut d = [0u64; 2];
-        for (i, e) in self.entries.iter().enumerate() {
-            let [a, b] = entry_digest(i, e.packed());
-            d[0] ^= a;
-            d[1] ^= b;
-        }
-        d
+        digest_of(&self.entries, Entry4K::digest_value)
     }
 
     /// Recomputes the digest after writes to the entries.
@@ -229,23 +223,41 @@ impl Table4K {
         f: impl FnOnce(&mut Entry4K) -> R,
     ) -> Option<R> {
         let e = self.entries.get_mut(i)?;
-        let before = e.packed();
+        let before = e.digest_value();
         let r = f(e);
-        let after = e.packed();
-        if before != after {
-            let [a0, b0] = entry_digest(i, before);
-            let [a1, b1] = entry_digest(i, after);
-            self.digest[0] ^= a0 ^ a1;
-            self.digest[1] ^= b0 ^ b1;
-        }
+        digest_update(&mut self.digest, i, before, e.digest_value());
         Some(r)
     }
 }
 
-/// Entry `i`'s share of its table's digest when it packs to `packed`: [`digest_key`] of how
-/// it differs from a FREE entry (so the EMPTY table's digest is zero).
-pub fn entry_digest(i: usize, packed: u64) -> [u64; 2] {
-    digest_key(i, packed ^ Entry4K::FREE.packed())
+impl Entry4K {
+    /// How it differs from a FREE entry, as its digest key takes it (zero when FREE, so the
+    /// EMPTY table's digest is zero).
+    fn digest_value(&self) -> u64 {
+        self.packed() ^ Entry4K::FREE.packed()
+    }
+}
+
+/// A table's digest from scratch: the XOR over its positions of [`digest_key`] of what `x`
+/// says each entry holds.
+pub(crate) fn digest_of<E>(entries: &[E], x: impl Fn(&E) -> u64) -> [u64; 2] {
+    let mut d = [0u64; 2];
+    for (i, e) in entries.iter().enumerate() {
+        let [a, b] = digest_key(i, x(e));
+        d[0] ^= a;
+        d[1] ^= b;
+    }
+    d
+}
+
+/// Updates `digest` for position `i` going from holding `before` to holding `after`.
+pub(crate) fn digest_update(digest: &mut [u64; 2], i: usize, before: u64, after: u64) {
+    if before != after {
+        let [a0, b0] = digest_key(i, before);
+        let [a1, b1] = digest_key(i, after);
+        digest[0] ^= a0 ^ a1;
+        digest[1] ^= b0 ^ b1;
+    }
 }
 
 /// The share of a table's digest of position `i` holding `x` (an entry's difference from the
@@ -253,7 +265,7 @@ pub fn entry_digest(i: usize, packed: u64) -> [u64; 2] {
 /// of `x` (multiplication by a position's odd constant, then xorshift-multiply-xorshift; the
 /// second key mixes the first back with the product). A table's digest is the XOR of its
 /// positions' keys, so one entry's change updates it by two XORs (Zobrist hashing).
-pub fn digest_key(i: usize, x: u64) -> [u64; 2] {
+fn digest_key(i: usize, x: u64) -> [u64; 2] {
     let odd = (i as u64)
         .wrapping_mul(2)
         .wrapping_add(1)
