@@ -4,9 +4,9 @@
 //! writes the region's 2M entry, and only a page when it writes one 4K entry of the region's
 //! table (then the table reference and the table's other entries are unchanged, and checks and
 //! copies look at the record and those pages alone); a change it cannot place marks
-//! everything. The set is bookkeeping, not
-//! state: every `Dirty` compares equal and hashes to nothing, so two states that differ only in
-//! it are the same state.
+//! everything. The S-EPT also marks when its own fields change. The set is bookkeeping, not
+//! state: every `Dirty` compares equal and hashes to nothing, so two states that differ only
+//! in it are the same state.
 
 /// Regions tracked one by one before the set gives up and says "all".
 const TRACKED: usize = 8;
@@ -179,11 +179,7 @@ impl Dirty {
             .regions()
             .iter()
             .position(|&x| u32::try_from(r).is_ok_and(|r| r == x))?;
-        let c = *self.counts.get(k)?;
-        if c == WHOLE {
-            return None;
-        }
-        self.pages.get(k)?.get(..usize::from(c))
+        self.pages_at(k)
     }
 
     /// Both sets together.
