@@ -1089,3 +1089,28 @@ impl core::fmt::Display for KvmError {
         f.write_str(self.describe())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn mirror_digests_follow_writes_and_the_check_sees_one_behind() {
+        let window = SeptConfig::new(Gpa(0x4000_0000), 2);
+        let mut kvm: Kvm<KvmArrayStorage<1, 2, 2>> =
+            Kvm::new(&window, KvmArrayStorage::new()).unwrap();
+        let gfn = Gpa(0x4000_1000).gfn();
+        kvm.set_mirror(gfn, PageLevel::Size2M, Spte::TABLE_SPTE)
+            .unwrap();
+        kvm.clear_dirty();
+        kvm.set_mirror(gfn, PageLevel::Size4K, Spte::LEAF_SPTE)
+            .unwrap();
+        assert!(kvm.digests_current());
+        // Only that page is in the change record.
+        assert_eq!(kvm.dirty().pages_of(0), Some(&[1][..]));
+        // A write that bypasses the model leaves the digest behind.
+        let t = kvm.region(0).unwrap().table.index().unwrap();
+        kvm.storage.tables_mut()[t].entries[2] = Spte::LEAF_SPTE;
+        assert!(!kvm.digests_current());
+    }
+}

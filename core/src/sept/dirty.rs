@@ -335,6 +335,13 @@ mod tests {
         only.mark_record(7);
         assert_eq!(Dirty::default().union(&only).regions(), &[7]);
         assert_eq!(e.union(&only).pages_of(7), Some(&[][..]));
+        // The fields flag survives a union either way round.
+        let mut fields = Dirty::default();
+        assert!(!fields.fields());
+        fields.mark_fields();
+        assert!(Dirty::default().union(&fields).fields());
+        assert!(fields.union(&Dirty::default()).fields());
+        assert!(Dirty::ALL.fields());
         // Union keeps pages apart from whole regions.
         let mut f = Dirty::default();
         f.mark_page(4, 2);

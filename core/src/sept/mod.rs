@@ -1433,3 +1433,43 @@ impl<S: SeptStorage> Sept<S> {
 pub(crate) const fn page_index(gpa: Gpa) -> usize {
     ((gpa.raw() >> PageLevel::Size4K.shift()) & 0x1FF) as usize
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn two_regions() -> Sept<ArrayStorage<1, 2, 2>> {
+        Sept::new(SeptConfig::new(Gpa(0x4000_0000), 2), ArrayStorage::new()).unwrap()
+    }
+
+    #[test]
+    fn the_full_check_holds_free_tables_clean() {
+        let mut s = two_regions();
+        assert_eq!(s.check_consistency(false), Ok(()));
+        // Taking a table from the pool relies on a free table holding nothing.
+        s.storage.tables_mut()[1].entries[5].state = SeptEntryState::Pending;
+        assert_eq!(
+            s.check_consistency(false),
+            Err(SeptError::StorageInconsistent)
+        );
+    }
+
+    #[test]
+    fn the_change_record_says_when_the_modules_own_fields_change() {
+        let mut s = two_regions();
+        s.clear_dirty();
+        assert!(!s.small_changed());
+        let ticket = s.vcpu_enter().unwrap();
+        assert!(s.small_changed());
+        // A copy synced by the record takes the fields (the epoch's vCPU count).
+        let mut copy = two_regions();
+        copy.sync_from(&s);
+        assert_eq!(copy, s);
+        s.clear_dirty();
+        s.vcpu_exit(ticket).unwrap();
+        assert!(s.small_changed());
+        s.clear_dirty();
+        s.track().unwrap();
+        assert!(s.small_changed());
+    }
+}
