@@ -203,16 +203,16 @@ where
     SS: SeptStorage + Clone + Hash,
     KS: KvmStorage + Clone + Hash,
 {
-    let mut ids: FpMap<u32> = FpMap::default();
-    let mut graph = Graph::default();
     let start_regions = regions_hash(start);
-    ids.insert(fingerprint(&part_hashes(start), start_regions), 0);
-    graph.verdicts.push(start.ended().map(Verdict::name));
+    let mut graph = Graph::new(
+        fingerprint(&part_hashes(start), start_regions),
+        start.ended().map(Verdict::name),
+    );
     let mut transitions = 0u64;
     let mut bounded = false;
-    let mut violation: Option<(u32, Choice, Violation)> = None;
+    let mut violation: Option<Broken> = None;
     let mut frontier: Vec<(u32, u128, World<SS, KS>)> = Vec::new();
-    if graph.verdicts[0].is_none() {
+    if start.ended().is_none() {
         frontier.push((0, start_regions, start.clone()));
     }
     let mut m = Metrics::default();
@@ -259,22 +259,14 @@ where
                     return Err(hugesept_core::kvm::KvmError::Inconsistent);
                 }
                 let fp = fingerprint(&part_hashes(target), s_regions);
-                if let Some(&known) = ids.get(&fp) {
-                    if known != id {
-                        graph.edges.push((id, known, c));
-                    }
-                } else {
-                    if graph.verdicts.len() >= bounds.max_states {
+                if !graph.known(id, c, fp) {
+                    let verdict = target.ended().map(Verdict::name);
+                    let Some(new) = graph.add(id, c, fp, verdict, bounds.max_states) else {
                         bounded = true;
                         break 'levels;
-                    }
-                    let new = graph.verdicts.len() as u32;
-                    ids.insert(fp, new);
-                    graph.edges.push((id, new, c));
-                    let child = canonical.unwrap_or_else(|| s.clone());
-                    let verdict = child.ended().map(Verdict::name);
-                    graph.verdicts.push(verdict);
+                    };
                     if verdict.is_none() {
+                        let child = canonical.unwrap_or_else(|| s.clone());
                         next_frontier.push((new, s_regions, child));
                     }
                 }
@@ -283,22 +275,9 @@ where
             }
         }
         std::mem::swap(&mut frontier, &mut next_frontier);
-        progress(graph.verdicts.len(), level);
+        progress(graph.states(), level);
     }
-    let shortest = graph.shortest();
-    let violation = violation.map(|(from, c, v)| {
-        let mut p = shortest.path(from);
-        p.push(c);
-        (v, p)
-    });
-    Ok(summarise(
-        &graph,
-        &shortest,
-        graph.verdicts.len(),
-        transitions,
-        bounded,
-        violation,
-    ))
+    Ok(graph.exploration(transitions, bounded, violation))
 }
 
 /// Bytes of memory one copy of `w` holds (its fields and its storage), to size the
@@ -372,13 +351,78 @@ impl Frame {
     }
 }
 
-/// The explored graph: transitions between distinct states, and which states are ends.
-#[derive(Default)]
+/// The explored graph: the states by fingerprint, transitions between distinct states, and
+/// which states are ends. Both searches build it the same way.
 struct Graph {
+    /// Each state's id by fingerprint.
+    ids: FpMap<u32>,
     /// (from, to, choice) for every transition into another state.
     edges: Vec<(u32, u32, Choice)>,
     /// The verdict of each state, `None` while it runs.
     verdicts: Vec<Option<&'static str>>,
+}
+
+/// A broken invariant: the state it was reached from, the choice, what broke.
+type Broken = (u32, Choice, Violation);
+
+impl Graph {
+    /// The graph of the start state alone (id 0).
+    fn new(fp: u128, verdict: Option<&'static str>) -> Self {
+        let mut ids = FpMap::default();
+        ids.insert(fp, 0);
+        Graph {
+            ids,
+            edges: Vec::new(),
+            verdicts: vec![verdict],
+        }
+    }
+
+    fn states(&self) -> usize {
+        self.verdicts.len()
+    }
+
+    /// Whether the state `fp` is known; if so, records the transition into it.
+    fn known(&mut self, from: u32, c: Choice, fp: u128) -> bool {
+        let Some(&known) = self.ids.get(&fp) else {
+            return false;
+        };
+        if known != from {
+            self.edges.push((from, known, c));
+        }
+        true
+    }
+
+    /// Adds the new state `fp` reached from `from` by `c`, and its id; `None` (nothing added)
+    /// once the graph holds `max_states`.
+    fn add(
+        &mut self,
+        from: u32,
+        c: Choice,
+        fp: u128,
+        verdict: Option<&'static str>,
+        max_states: usize,
+    ) -> Option<u32> {
+        if self.states() >= max_states {
+            return None;
+        }
+        let new = self.states() as u32;
+        self.ids.insert(fp, new);
+        self.edges.push((from, new, c));
+        self.verdicts.push(verdict);
+        Some(new)
+    }
+
+    /// What the exploration found, with `broken` traced along a shortest path into the state
+    /// it was reached from.
+    fn exploration(&self, transitions: u64, bounded: bool, broken: Option<Broken>) -> Exploration {
+        let shortest = self.shortest();
+        let violation = broken.map(|(from, c, v)| {
+            let mut p = shortest.path(from);
+            p.push(c);
+            (v, p)
+        });
+        summarise(self, &shortest, transitions, bounded, violation)
+    }
 }
 
 /// Shortest paths from the start over the explored graph.
@@ -485,16 +529,15 @@ where
     KS: KvmStorage + Clone + Hash,
 {
     use hugesept_core::kvm::KvmError;
-    let mut ids: FpMap<u32> = FpMap::default();
-    let mut graph = Graph::default();
     let start_regions = regions_hash(start);
     let start_parts = part_hashes(start);
-    ids.insert(fingerprint(&start_parts, start_regions), 0);
-    graph.verdicts.push(start.ended().map(Verdict::name));
+    let mut graph = Graph::new(
+        fingerprint(&start_parts, start_regions),
+        start.ended().map(Verdict::name),
+    );
     let mut transitions = 0u64;
     let mut bounded = false;
-    // The first violation: the state it was reached from, the choice, what broke.
-    let mut violation: Option<(u32, Choice, Violation)> = None;
+    let mut violation: Option<Broken> = None;
     let path_bytes = if bounds.path_bytes == 0 {
         PATH_BYTES
     } else {
@@ -513,7 +556,7 @@ where
     let mut s = start.clone();
     s.clear_dirty();
     let mut frames: Vec<Frame> = Vec::new();
-    if graph.verdicts[0].is_none() {
+    if start.ended().is_none() {
         frames.push(Frame::of(0, start_regions, start_parts, start));
     }
     let mut m = Metrics::default();
@@ -614,10 +657,7 @@ where
         }
         let fp = fingerprint(&s_parts, s_regions);
         let id = f.id;
-        if let Some(&known) = ids.get(&fp) {
-            if known != id {
-                graph.edges.push((id, known, c));
-            }
+        if graph.known(id, c, fp) {
             s.revert_to(w);
             s.clear_dirty();
             continue;
@@ -626,17 +666,13 @@ where
             violation = Some((id, c, v));
             break;
         }
-        if graph.verdicts.len() >= bounds.max_states {
+        let verdict = s.ended().map(Verdict::name);
+        let Some(new) = graph.add(id, c, fp, verdict, bounds.max_states) else {
             bounded = true;
             break;
-        }
-        let new = graph.verdicts.len() as u32;
-        ids.insert(fp, new);
-        graph.edges.push((id, new, c));
-        let verdict = s.ended().map(Verdict::name);
-        graph.verdicts.push(verdict);
-        if graph.verdicts.len() >= reported + (1 << 16) {
-            reported = graph.verdicts.len();
+        };
+        if graph.states() >= reported + (1 << 16) {
+            reported = graph.states();
             progress(reported, path.len());
         }
         if verdict.is_some() {
@@ -686,31 +722,16 @@ where
         s.clear_dirty();
         frames.push(next);
     }
-    let states = graph.verdicts.len();
-    progress(states, path.len());
-    let shortest = graph.shortest();
-    let violation = match violation {
-        None => None,
-        Some((from, c, v)) => {
-            // One of the fewest steps, breadth first; the depth-first path when the bound
-            // stops that search first.
-            let bfs = explore_breadth_first(start, bounds, progress)?;
-            if bfs.violation.is_some() {
-                return Ok(bfs);
-            }
-            let mut p = shortest.path(from);
-            p.push(c);
-            Some((v, p))
+    progress(graph.states(), path.len());
+    if violation.is_some() {
+        // One of the fewest steps, breadth first; the depth-first path when the bound stops
+        // that search first.
+        let bfs = explore_breadth_first(start, bounds, progress)?;
+        if bfs.violation.is_some() {
+            return Ok(bfs);
         }
-    };
-    Ok(summarise(
-        &graph,
-        &shortest,
-        states,
-        transitions,
-        bounded,
-        violation,
-    ))
+    }
+    Ok(graph.exploration(transitions, bounded, violation))
 }
 
 /// What the explored graph says: ends, shortest traces, depth, and (when complete and safe)
@@ -718,12 +739,12 @@ where
 fn summarise(
     graph: &Graph,
     shortest: &Shortest,
-    states: usize,
     transitions: u64,
     bounded: bool,
     violation: Option<(Violation, Vec<Choice>)>,
 ) -> Exploration {
     let reached = |&d: &u32| d != u32::MAX;
+    let states = graph.states();
     let mut ex = Exploration {
         states,
         transitions,
