@@ -8,8 +8,11 @@
 //! (under fair scheduling every run ends exactly when an end is reachable from every reachable
 //! state).
 
-use std::collections::{BTreeMap, HashMap};
-use std::hash::{BuildHasherDefault, Hash, Hasher};
+mod fingerprint;
+mod graph;
+
+use std::collections::BTreeMap;
+use std::hash::{Hash, Hasher};
 
 use hugesept_core::kvm::KvmStorage;
 use hugesept_core::sept::SeptStorage;
@@ -17,104 +20,8 @@ use hugesept_core::world::{
     Choice, MAX_CHOICES, Metrics, PARTS, Stepped, Verdict, Violation, World,
 };
 
-/// A fast 128-bit fingerprint: two independent multiply-rotate lanes over the words the
-/// derived `Hash` implementations write.
-#[derive(Clone, Copy)]
-pub struct Fingerprint {
-    a: u64,
-    b: u64,
-}
-
-impl Default for Fingerprint {
-    fn default() -> Self {
-        Fingerprint {
-            a: 0x243F_6A88_85A3_08D3,
-            b: 0x1319_8A2E_0370_7344,
-        }
-    }
-}
-
-impl Fingerprint {
-    #[inline]
-    fn mix(&mut self, x: u64) {
-        self.a = (self.a ^ x)
-            .wrapping_mul(0x9E37_79B9_7F4A_7C15)
-            .rotate_left(29);
-        self.b = (self.b.rotate_left(23) ^ x).wrapping_mul(0xD6E8_FEB8_6659_FD93);
-    }
-
-    /// The 128-bit value.
-    pub fn value(&self) -> u128 {
-        let a = self.a ^ (self.b >> 31);
-        let b = self.b ^ (self.a >> 29);
-        (u128::from(a.wrapping_mul(0xFF51_AFD7_ED55_8CCD)) << 64)
-            | u128::from(b.wrapping_mul(0xC4CE_B9FE_1A85_EC53))
-    }
-
-    /// The fingerprint of `v`.
-    pub fn of<T: Hash + ?Sized>(v: &T) -> u128 {
-        let mut f = Fingerprint::default();
-        v.hash(&mut f);
-        f.value()
-    }
-}
-
-impl Hasher for Fingerprint {
-    fn finish(&self) -> u64 {
-        self.value() as u64
-    }
-
-    fn write(&mut self, bytes: &[u8]) {
-        let mut chunks = bytes.chunks_exact(8);
-        for c in &mut chunks {
-            let mut w = [0u8; 8];
-            w.copy_from_slice(c);
-            self.mix(u64::from_le_bytes(w));
-        }
-        let rest = chunks.remainder();
-        if !rest.is_empty() {
-            let mut w = [0u8; 8];
-            w[..rest.len()].copy_from_slice(rest);
-            self.mix(u64::from_le_bytes(w) ^ ((rest.len() as u64) << 56));
-        }
-    }
-
-    fn write_u8(&mut self, i: u8) {
-        self.mix(u64::from(i));
-    }
-    fn write_u16(&mut self, i: u16) {
-        self.mix(u64::from(i));
-    }
-    fn write_u32(&mut self, i: u32) {
-        self.mix(u64::from(i));
-    }
-    fn write_u64(&mut self, i: u64) {
-        self.mix(i);
-    }
-    fn write_usize(&mut self, i: usize) {
-        self.mix(i as u64);
-    }
-}
-
-/// A hasher for maps keyed by fingerprints (already uniform).
-#[derive(Default)]
-struct Passthrough(u64);
-
-impl Hasher for Passthrough {
-    fn finish(&self) -> u64 {
-        self.0
-    }
-    fn write(&mut self, bytes: &[u8]) {
-        for b in bytes {
-            self.0 = self.0.rotate_left(8) ^ u64::from(*b);
-        }
-    }
-    fn write_u128(&mut self, i: u128) {
-        self.0 = i as u64;
-    }
-}
-
-type FpMap<V> = HashMap<u128, V, BuildHasherDefault<Passthrough>>;
+pub use fingerprint::Fingerprint;
+use graph::{Broken, Graph};
 
 /// Limits of an exploration.
 #[derive(Debug, Clone, Copy, Default)]
@@ -200,13 +107,13 @@ pub fn explore_breadth_first<SS, KS>(
     progress: &mut dyn FnMut(usize, usize),
 ) -> Result<Exploration, hugesept_core::kvm::KvmError>
 where
-    SS: SeptStorage + Clone + Hash,
-    KS: KvmStorage + Clone + Hash,
+    SS: SeptStorage + Clone + Hash + PartialEq,
+    KS: KvmStorage + Clone + Hash + PartialEq,
 {
     let start_regions = regions_hash(start);
     let mut graph = Graph::new(
         fingerprint(&part_hashes(start), start_regions),
-        start.ended().map(Verdict::name),
+        start.ended(),
     );
     let mut transitions = 0u64;
     let mut bounded = false;
@@ -259,9 +166,9 @@ where
                     return Err(hugesept_core::kvm::KvmError::Inconsistent);
                 }
                 let fp = fingerprint(&part_hashes(target), s_regions);
-                if !graph.known(id, c, fp) {
-                    let verdict = target.ended().map(Verdict::name);
-                    let Some(new) = graph.add(id, c, fp, verdict, bounds.max_states) else {
+                if let Some(unknown) = graph.reach(id, c, fp) {
+                    let verdict = target.ended();
+                    let Some(new) = graph.add(unknown, id, c, verdict, bounds.max_states) else {
                         bounded = true;
                         break 'levels;
                     };
@@ -351,167 +258,6 @@ impl Frame {
     }
 }
 
-/// The explored graph: the states by fingerprint, transitions between distinct states, and
-/// which states are ends. Both searches build it the same way.
-struct Graph {
-    /// Each state's id by fingerprint.
-    ids: FpMap<u32>,
-    /// (from, to, choice) for every transition into another state.
-    edges: Vec<(u32, u32, Choice)>,
-    /// The verdict of each state, `None` while it runs.
-    verdicts: Vec<Option<&'static str>>,
-}
-
-/// A broken invariant: the state it was reached from, the choice, what broke.
-type Broken = (u32, Choice, Violation);
-
-impl Graph {
-    /// The graph of the start state alone (id 0).
-    fn new(fp: u128, verdict: Option<&'static str>) -> Self {
-        let mut ids = FpMap::default();
-        ids.insert(fp, 0);
-        Graph {
-            ids,
-            edges: Vec::new(),
-            verdicts: vec![verdict],
-        }
-    }
-
-    fn states(&self) -> usize {
-        self.verdicts.len()
-    }
-
-    /// Whether the state `fp` is known; if so, records the transition into it.
-    fn known(&mut self, from: u32, c: Choice, fp: u128) -> bool {
-        let Some(&known) = self.ids.get(&fp) else {
-            return false;
-        };
-        if known != from {
-            self.edges.push((from, known, c));
-        }
-        true
-    }
-
-    /// Adds the new state `fp` reached from `from` by `c`, and its id; `None` (nothing added)
-    /// once the graph holds `max_states`.
-    fn add(
-        &mut self,
-        from: u32,
-        c: Choice,
-        fp: u128,
-        verdict: Option<&'static str>,
-        max_states: usize,
-    ) -> Option<u32> {
-        if self.states() >= max_states {
-            return None;
-        }
-        let new = self.states() as u32;
-        self.ids.insert(fp, new);
-        self.edges.push((from, new, c));
-        self.verdicts.push(verdict);
-        Some(new)
-    }
-
-    /// What the exploration found, with `broken` traced along a shortest path into the state
-    /// it was reached from.
-    fn exploration(&self, transitions: u64, bounded: bool, broken: Option<Broken>) -> Exploration {
-        let shortest = self.shortest();
-        let violation = broken.map(|(from, c, v)| {
-            let mut p = shortest.path(from);
-            p.push(c);
-            (v, p)
-        });
-        summarise(self, &shortest, transitions, bounded, violation)
-    }
-}
-
-/// Shortest paths from the start over the explored graph.
-struct Shortest {
-    /// Steps from the start, `u32::MAX` when unreachable.
-    dist: Vec<u32>,
-    /// The state and choice each state is first reached from.
-    via: Vec<(u32, Choice)>,
-}
-
-impl Graph {
-    fn shortest(&self) -> Shortest {
-        let n = self.verdicts.len();
-        let mut start = vec![0u32; n + 1];
-        for &(from, _, _) in &self.edges {
-            start[from as usize + 1] += 1;
-        }
-        for i in 0..n {
-            start[i + 1] += start[i];
-        }
-        let mut fill = start.clone();
-        let mut out = vec![(0u32, Choice::Vcpu(0)); self.edges.len()];
-        for &(from, to, c) in &self.edges {
-            out[fill[from as usize] as usize] = (to, c);
-            fill[from as usize] += 1;
-        }
-        let mut dist = vec![u32::MAX; n];
-        let mut via = vec![(0u32, Choice::Vcpu(0)); n];
-        let mut queue = std::collections::VecDeque::new();
-        if n > 0 {
-            dist[0] = 0;
-            queue.push_back(0u32);
-        }
-        while let Some(f) = queue.pop_front() {
-            let d = dist[f as usize] + 1;
-            for &(t, c) in &out[start[f as usize] as usize..start[f as usize + 1] as usize] {
-                if dist[t as usize] == u32::MAX {
-                    dist[t as usize] = d;
-                    via[t as usize] = (f, c);
-                    queue.push_back(t);
-                }
-            }
-        }
-        Shortest { dist, via }
-    }
-
-    /// States from which no end state is reachable (backward reachability from the ends).
-    fn cannot_end(&self) -> Vec<bool> {
-        let n = self.verdicts.len();
-        let mut rev_start = vec![0u32; n + 1];
-        for &(_, to, _) in &self.edges {
-            rev_start[to as usize + 1] += 1;
-        }
-        for i in 0..n {
-            rev_start[i + 1] += rev_start[i];
-        }
-        let mut fill = rev_start.clone();
-        let mut rev = vec![0u32; self.edges.len()];
-        for &(from, to, _) in &self.edges {
-            rev[fill[to as usize] as usize] = from;
-            fill[to as usize] += 1;
-        }
-        let mut can_end: Vec<bool> = self.verdicts.iter().map(Option::is_some).collect();
-        let mut stack: Vec<u32> = (0..n as u32).filter(|&i| can_end[i as usize]).collect();
-        while let Some(t) = stack.pop() {
-            for &f in &rev[rev_start[t as usize] as usize..rev_start[t as usize + 1] as usize] {
-                if !can_end[f as usize] {
-                    can_end[f as usize] = true;
-                    stack.push(f);
-                }
-            }
-        }
-        can_end.into_iter().map(|c| !c).collect()
-    }
-}
-
-impl Shortest {
-    fn path(&self, mut id: u32) -> Vec<Choice> {
-        let mut p = Vec::new();
-        while id != 0 && self.dist.get(id as usize).is_some_and(|&d| d != u32::MAX) {
-            let (from, c) = self.via[id as usize];
-            p.push(c);
-            id = from;
-        }
-        p.reverse();
-        p
-    }
-}
-
 /// Explores every interleaving from `start`, depth first: one scratch world is stepped
 /// through each choice and put back, and the worlds on the current path are kept one per
 /// depth and updated by what each step changed, so nothing is copied whole and what is
@@ -525,16 +271,13 @@ pub fn explore<SS, KS>(
     progress: &mut dyn FnMut(usize, usize),
 ) -> Result<Exploration, hugesept_core::kvm::KvmError>
 where
-    SS: SeptStorage + Clone + Hash,
-    KS: KvmStorage + Clone + Hash,
+    SS: SeptStorage + Clone + Hash + PartialEq,
+    KS: KvmStorage + Clone + Hash + PartialEq,
 {
     use hugesept_core::kvm::KvmError;
     let start_regions = regions_hash(start);
     let start_parts = part_hashes(start);
-    let mut graph = Graph::new(
-        fingerprint(&start_parts, start_regions),
-        start.ended().map(Verdict::name),
-    );
+    let mut graph = Graph::new(fingerprint(&start_parts, start_regions), start.ended());
     let mut transitions = 0u64;
     let mut bounded = false;
     let mut violation: Option<Broken> = None;
@@ -602,6 +345,11 @@ where
         let Some(w) = path.get(d) else {
             return Err(KvmError::Inconsistent);
         };
+        // Tests: every revert, sync and copy of what changed left the scratch world equal to
+        // the state it is stepped from.
+        if bounds.verify_fingerprints && s != *w {
+            return Err(KvmError::Inconsistent);
+        }
         let stepped = s.step(c, &mut m)?;
         transitions += 1;
         if matches!(stepped, Stepped::Invalid) {
@@ -609,19 +357,21 @@ where
             s.clear_dirty();
             continue;
         }
-        // The transition's invariants here; the state's once it proves new.
+        // The transition's invariants (before the fingerprint's slot is looked up, which
+        // gives its load time to arrive; before renumbering epochs, when that happens); the
+        // state's once it proves new.
         let mut changed = s.changed_regions();
-        if let Err(v) = s.check_step_transition_in(w, &changed) {
-            violation = Some((f.id, c, v));
-            break;
-        }
-        // The fingerprint, updated by the regions and parts the step changed (from scratch
-        // when it cannot tell, or after renumbering epochs).
         let renumber = s.sept().epochs().rebase_offset() != 0;
         if renumber {
+            if let Err(v) = s.check_step_transition_in(w, &changed) {
+                violation = Some((f.id, c, v));
+                break;
+            }
             s.canonicalize();
             changed = s.changed_regions();
         }
+        // The fingerprint, updated by the regions and parts the step changed (from scratch
+        // when it cannot tell, or after renumbering epochs).
         let s_regions = if renumber || changed.is_all() {
             regions_hash(&s)
         } else {
@@ -656,18 +406,23 @@ where
             return Err(KvmError::Inconsistent);
         }
         let fp = fingerprint(&s_parts, s_regions);
+        graph.prefetch(fp);
+        if !renumber && let Err(v) = s.check_step_transition_in(w, &changed) {
+            violation = Some((f.id, c, v));
+            break;
+        }
         let id = f.id;
-        if graph.known(id, c, fp) {
+        let Some(unknown) = graph.reach(id, c, fp) else {
             s.revert_to(w);
             s.clear_dirty();
             continue;
-        }
+        };
         if let Err(v) = s.check_step_state_in(&changed) {
             violation = Some((id, c, v));
             break;
         }
-        let verdict = s.ended().map(Verdict::name);
-        let Some(new) = graph.add(id, c, fp, verdict, bounds.max_states) else {
+        let verdict = s.ended();
+        let Some(new) = graph.add(unknown, id, c, verdict, bounds.max_states) else {
             bounded = true;
             break;
         };
@@ -732,61 +487,6 @@ where
         }
     }
     Ok(graph.exploration(transitions, bounded, violation))
-}
-
-/// What the explored graph says: ends, shortest traces, depth, and (when complete and safe)
-/// liveness.
-fn summarise(
-    graph: &Graph,
-    shortest: &Shortest,
-    transitions: u64,
-    bounded: bool,
-    violation: Option<(Violation, Vec<Choice>)>,
-) -> Exploration {
-    let reached = |&d: &u32| d != u32::MAX;
-    let states = graph.states();
-    let mut ex = Exploration {
-        states,
-        transitions,
-        depth: shortest
-            .dist
-            .iter()
-            .filter(|d| reached(d))
-            .max()
-            .copied()
-            .unwrap_or(0) as usize,
-        bounded,
-        ends: BTreeMap::new(),
-        end_traces: BTreeMap::new(),
-        livelock_states: 0,
-        livelock_trace: None,
-        violation: None,
-    };
-    let closest = |ids: &mut dyn Iterator<Item = u32>| {
-        ids.filter(|&i| reached(&shortest.dist[i as usize]))
-            .min_by_key(|&i| shortest.dist[i as usize])
-    };
-    let mut best: BTreeMap<&'static str, u32> = BTreeMap::new();
-    for (i, v) in graph.verdicts.iter().enumerate() {
-        let Some(v) = *v else { continue };
-        *ex.ends.entry(v).or_insert(0) += 1;
-        let i = i as u32;
-        let e = best.entry(v).or_insert(i);
-        if shortest.dist[i as usize] < shortest.dist[*e as usize] {
-            *e = i;
-        }
-    }
-    for (v, i) in best {
-        ex.end_traces.insert(v, shortest.path(i));
-    }
-    if violation.is_none() && !bounded {
-        let stuck = graph.cannot_end();
-        ex.livelock_states = stuck.iter().filter(|s| **s).count();
-        ex.livelock_trace = closest(&mut (0..states as u32).filter(|&i| stuck[i as usize]))
-            .map(|i| shortest.path(i));
-    }
-    ex.violation = violation;
-    ex
 }
 
 /// The verdict name of the worst outcome an exploration found, for traces and exit codes.

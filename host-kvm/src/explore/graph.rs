@@ -1,0 +1,248 @@
+//! The explored graph: states by fingerprint, the transitions between them, which are ends;
+//! and what it says once explored (shortest traces, depth, liveness).
+
+use std::collections::BTreeMap;
+
+use hugesept_core::world::{Choice, Verdict, Violation};
+
+use super::Exploration;
+use super::fingerprint::{Lookup, StateTable};
+
+/// The explored graph: the states by fingerprint, transitions between distinct states, and
+/// which states are ends. Both searches build it the same way.
+pub(super) struct Graph {
+    /// Each state's id by fingerprint.
+    ids: StateTable,
+    /// (from, to, choice) for every transition into another state.
+    edges: Vec<(u32, u32, Choice)>,
+    /// The verdict of each state, `None` while it runs.
+    verdicts: Vec<Option<Verdict>>,
+}
+
+/// A broken invariant: the state it was reached from, the choice, what broke.
+pub(super) type Broken = (u32, Choice, Violation);
+
+/// A state not in the graph, and where it goes once added ([`Graph::reach`], [`Graph::add`]).
+pub(super) struct Unknown {
+    fp: u128,
+    slot: usize,
+}
+
+impl Graph {
+    /// The graph of the start state alone (id 0).
+    pub(super) fn new(fp: u128, verdict: Option<Verdict>) -> Self {
+        let mut ids = StateTable::new();
+        if let Lookup::Vacant(slot) = ids.find(fp) {
+            ids.insert_at(slot, fp, 0);
+        }
+        Graph {
+            ids,
+            edges: Vec::new(),
+            verdicts: vec![verdict],
+        }
+    }
+
+    pub(super) fn states(&self) -> usize {
+        self.verdicts.len()
+    }
+
+    /// Starts loading where [`Graph::reach`] will look for `fp`.
+    pub(super) fn prefetch(&self, fp: u128) {
+        self.ids.prefetch(fp);
+    }
+
+    /// A step from `from` by `c` reached the state `fp`: when it is known, records the
+    /// transition into it and answers `None`; otherwise, what [`Graph::add`] takes to add it.
+    pub(super) fn reach(&mut self, from: u32, c: Choice, fp: u128) -> Option<Unknown> {
+        match self.ids.find(fp) {
+            Lookup::Known(known) => {
+                if known != from {
+                    self.edges.push((from, known, c));
+                }
+                None
+            }
+            Lookup::Vacant(slot) => Some(Unknown { fp, slot }),
+        }
+    }
+
+    /// Adds the state `new` ([`Graph::reach`] just said so; nothing added since) reached from
+    /// `from` by `c`, and its id; `None` (nothing added) once the graph holds `max_states`.
+    pub(super) fn add(
+        &mut self,
+        new: Unknown,
+        from: u32,
+        c: Choice,
+        verdict: Option<Verdict>,
+        max_states: usize,
+    ) -> Option<u32> {
+        if self.states() >= max_states {
+            return None;
+        }
+        let id = self.states() as u32;
+        self.ids.insert_at(new.slot, new.fp, id);
+        self.edges.push((from, id, c));
+        self.verdicts.push(verdict);
+        Some(id)
+    }
+
+    /// What the exploration found, with `broken` traced along a shortest path into the state
+    /// it was reached from.
+    pub(super) fn exploration(
+        &self,
+        transitions: u64,
+        bounded: bool,
+        broken: Option<Broken>,
+    ) -> Exploration {
+        let shortest = self.shortest();
+        let violation = broken.map(|(from, c, v)| {
+            let mut p = shortest.path(from);
+            p.push(c);
+            (v, p)
+        });
+        summarise(self, &shortest, transitions, bounded, violation)
+    }
+}
+
+/// Shortest paths from the start over the explored graph.
+struct Shortest {
+    /// Steps from the start, `u32::MAX` when unreachable.
+    dist: Vec<u32>,
+    /// The state and choice each state is first reached from.
+    via: Vec<(u32, Choice)>,
+}
+
+impl Graph {
+    fn shortest(&self) -> Shortest {
+        let n = self.verdicts.len();
+        let mut start = vec![0u32; n + 1];
+        for &(from, _, _) in &self.edges {
+            start[from as usize + 1] += 1;
+        }
+        for i in 0..n {
+            start[i + 1] += start[i];
+        }
+        let mut fill = start.clone();
+        let mut out = vec![(0u32, Choice::Vcpu(0)); self.edges.len()];
+        for &(from, to, c) in &self.edges {
+            out[fill[from as usize] as usize] = (to, c);
+            fill[from as usize] += 1;
+        }
+        let mut dist = vec![u32::MAX; n];
+        let mut via = vec![(0u32, Choice::Vcpu(0)); n];
+        let mut queue = std::collections::VecDeque::new();
+        if n > 0 {
+            dist[0] = 0;
+            queue.push_back(0u32);
+        }
+        while let Some(f) = queue.pop_front() {
+            let d = dist[f as usize] + 1;
+            for &(t, c) in &out[start[f as usize] as usize..start[f as usize + 1] as usize] {
+                if dist[t as usize] == u32::MAX {
+                    dist[t as usize] = d;
+                    via[t as usize] = (f, c);
+                    queue.push_back(t);
+                }
+            }
+        }
+        Shortest { dist, via }
+    }
+
+    /// States from which no end state is reachable (backward reachability from the ends).
+    fn cannot_end(&self) -> Vec<bool> {
+        let n = self.verdicts.len();
+        let mut rev_start = vec![0u32; n + 1];
+        for &(_, to, _) in &self.edges {
+            rev_start[to as usize + 1] += 1;
+        }
+        for i in 0..n {
+            rev_start[i + 1] += rev_start[i];
+        }
+        let mut fill = rev_start.clone();
+        let mut rev = vec![0u32; self.edges.len()];
+        for &(from, to, _) in &self.edges {
+            rev[fill[to as usize] as usize] = from;
+            fill[to as usize] += 1;
+        }
+        let mut can_end: Vec<bool> = self.verdicts.iter().map(Option::is_some).collect();
+        let mut stack: Vec<u32> = (0..n as u32).filter(|&i| can_end[i as usize]).collect();
+        while let Some(t) = stack.pop() {
+            for &f in &rev[rev_start[t as usize] as usize..rev_start[t as usize + 1] as usize] {
+                if !can_end[f as usize] {
+                    can_end[f as usize] = true;
+                    stack.push(f);
+                }
+            }
+        }
+        can_end.into_iter().map(|c| !c).collect()
+    }
+}
+
+impl Shortest {
+    fn path(&self, mut id: u32) -> Vec<Choice> {
+        let mut p = Vec::new();
+        while id != 0 && self.dist.get(id as usize).is_some_and(|&d| d != u32::MAX) {
+            let (from, c) = self.via[id as usize];
+            p.push(c);
+            id = from;
+        }
+        p.reverse();
+        p
+    }
+}
+
+/// What the explored graph says: ends, shortest traces, depth, and (when complete and safe)
+/// liveness.
+fn summarise(
+    graph: &Graph,
+    shortest: &Shortest,
+    transitions: u64,
+    bounded: bool,
+    violation: Option<(Violation, Vec<Choice>)>,
+) -> Exploration {
+    let reached = |&d: &u32| d != u32::MAX;
+    let states = graph.states();
+    let mut ex = Exploration {
+        states,
+        transitions,
+        depth: shortest
+            .dist
+            .iter()
+            .filter(|d| reached(d))
+            .max()
+            .copied()
+            .unwrap_or(0) as usize,
+        bounded,
+        ends: BTreeMap::new(),
+        end_traces: BTreeMap::new(),
+        livelock_states: 0,
+        livelock_trace: None,
+        violation: None,
+    };
+    let closest = |ids: &mut dyn Iterator<Item = u32>| {
+        ids.filter(|&i| reached(&shortest.dist[i as usize]))
+            .min_by_key(|&i| shortest.dist[i as usize])
+    };
+    let mut best: BTreeMap<&'static str, u32> = BTreeMap::new();
+    for (i, v) in graph.verdicts.iter().enumerate() {
+        let Some(v) = v.map(Verdict::name) else {
+            continue;
+        };
+        *ex.ends.entry(v).or_insert(0) += 1;
+        let i = i as u32;
+        let e = best.entry(v).or_insert(i);
+        if shortest.dist[i as usize] < shortest.dist[*e as usize] {
+            *e = i;
+        }
+    }
+    for (v, i) in best {
+        ex.end_traces.insert(v, shortest.path(i));
+    }
+    if violation.is_none() && !bounded {
+        let stuck = graph.cannot_end();
+        ex.livelock_states = stuck.iter().filter(|s| **s).count();
+        ex.livelock_trace = closest(&mut (0..states as u32).filter(|&i| stuck[i as usize]))
+            .map(|i| shortest.path(i));
+    }
+    ex.violation = violation;
+    ex
+}
