@@ -409,6 +409,7 @@ impl<S: KvmStorage> Kvm<S> {
             .find(|m| m.is_none())
             .ok_or(KvmError::BadMemslot)?;
         *free = Some(slot);
+        self.dirty.mark_fields();
         for level in [PageLevel::Size2M, PageLevel::Size1G] {
             let mask = u64::from(level.pages_4k()).wrapping_sub(1);
             if slot.base.raw() & mask != 0 {
@@ -1014,8 +1015,12 @@ impl<S: KvmStorage> Kvm<S> {
             return;
         }
         self.dirty = other.dirty;
-        self.base = other.base;
-        self.memslots = other.memslots;
+        // The window and the memslots change only where the record says so (adding a
+        // memslot); the other fields are not tracked.
+        if d.fields() {
+            self.base = other.base;
+            self.memslots = other.memslots;
+        }
         self.mmu_lock = other.mmu_lock;
         self.invalidation = other.invalidation;
         self.bugged = other.bugged;

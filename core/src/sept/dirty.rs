@@ -133,7 +133,7 @@ impl Dirty {
     }
 
     /// The model's own fields changed (for the S-EPT: its op state, TLB epochs, tree lock,
-    /// table pool counters and operations in flight).
+    /// table pool counters and operations in flight; for KVM: its memslots).
     pub fn mark_fields(&mut self) {
         self.fields = true;
     }
@@ -148,9 +148,12 @@ impl Dirty {
         *self = Dirty::ALL;
     }
 
-    /// Forget what changed.
+    /// Forget what changed (the slots past `len` are never read, so they stay as they are).
     pub fn clear(&mut self) {
-        *self = Dirty::default();
+        self.len = 0;
+        self.all = false;
+        self.gigs = false;
+        self.fields = false;
     }
 
     /// Whether the set gave up (check everything).
@@ -161,6 +164,22 @@ impl Dirty {
     /// Whether a 1G-level record changed.
     pub fn gigs(&self) -> bool {
         self.gigs || self.all
+    }
+
+    /// Whether an entry of a table region `r` owns may have changed: everything counts as
+    /// changed, or the region is marked whole or with pages (not only its record).
+    pub fn table_touched(&self, r: usize) -> bool {
+        if self.all {
+            return true;
+        }
+        let Some(k) = self
+            .regions()
+            .iter()
+            .position(|&x| u32::try_from(r).is_ok_and(|r| r == x))
+        else {
+            return false;
+        };
+        self.counts.get(k).is_some_and(|&c| c != 0)
     }
 
     /// The regions marked (meaningless when [`Dirty::is_all`]).
@@ -277,6 +296,7 @@ pub(crate) fn copy_changed_regions<R: Copy, T: Clone + PageCopy>(
                     dt.copy_pages(st, pages);
                 }
             }
+            _ if td == ts => copy_tables(dst_tables, src_tables, &[td]),
             _ => copy_tables(dst_tables, src_tables, &[td, ts]),
         }
         *dst = *src;

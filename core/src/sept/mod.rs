@@ -481,10 +481,26 @@ impl<S: SeptStorage> Sept<S> {
     /// [`Sept::clear_dirty`] (its fields, a 1G entry, or a table an operation in flight holds).
     pub fn small_changed(&self) -> bool {
         self.dirty.fields()
-            || self
-                .in_flight
-                .iter()
-                .any(|f| matches!(f, Some(Flight::Host { table, .. }) if table.index().is_some()))
+            || !self.dirty.regions().is_empty()
+                && self.in_flight.iter().any(|f| match f {
+                    Some(Flight::Host { table, .. }) => table
+                        .index()
+                        .is_some_and(|t| self.owner_changed(t, &self.dirty)),
+                    _ => false,
+                })
+    }
+
+    /// Whether `d` says a table of the region that owns table `t` here (an in-use table's
+    /// link) changed: every write to an in-use table, taking it from the pool and giving it
+    /// back included, marks its owner whole or by page (never by record alone), so a table
+    /// held by an operation in flight changed only if this says so.
+    fn owner_changed(&self, t: usize, d: &Dirty) -> bool {
+        self.storage
+            .tables()
+            .get(t)
+            .filter(|t| t.in_use)
+            .and_then(|t| t.link.index())
+            .is_some_and(|owner| d.table_touched(owner))
     }
 
     /// The regions changed since the last [`Sept::clear_dirty`].
@@ -553,16 +569,28 @@ impl<S: SeptStorage> Sept<S> {
                 .gigs_mut()
                 .copy_from_slice(other.storage.gigs());
         }
-        // Tables held by operations in flight (on either side) belong to no region yet.
-        for side in [&self.in_flight, &other.in_flight] {
-            for f in side {
+        // Tables held by operations in flight (on either side) belong to no region yet; a
+        // write to one is recorded against the region its link names (on the side where it is
+        // in use), so only those are copied.
+        let mut held = [TableRef::NONE; 2 * MAX_IN_FLIGHT];
+        let mut n = 0;
+        if !d.regions().is_empty() {
+            for f in self.in_flight.iter().chain(&other.in_flight) {
                 if let Some(Flight::Host { table, .. }) = f
-                    && table.index().is_some()
+                    && let Some(t) = table.index()
+                    && (self.owner_changed(t, &d) || other.owner_changed(t, &d))
+                    && let Some(slot) = held.get_mut(n)
                 {
-                    copy_tables(self.storage.tables_mut(), other.storage.tables(), &[*table]);
+                    *slot = *table;
+                    n = n.saturating_add(1);
                 }
             }
         }
+        copy_tables(
+            self.storage.tables_mut(),
+            other.storage.tables(),
+            held.get(..n).unwrap_or(&[]),
+        );
         if fields {
             self.in_flight = other.in_flight;
         }
