@@ -312,6 +312,27 @@ pub struct Guest {
 }
 
 impl Guest {
+    /// Hashes what changes as the program runs: where its accepting pass ends, its phase and
+    /// the operation in flight. The rest (kind, range, stride, marker) is fixed when the
+    /// program is built, so a world hashes it by the stage it runs ([`crate::world::World`]'s
+    /// `hash_part`).
+    pub fn hash_progress<H: core::hash::Hasher>(&self, h: &mut H) {
+        use core::hash::Hash;
+        let Guest {
+            kind: _,
+            start: _,
+            end: _,
+            accept_end,
+            stride: _,
+            marker: _,
+            phase,
+            pending,
+        } = self;
+        accept_end.hash(h);
+        phase.hash(h);
+        pending.hash(h);
+    }
+
     /// A guest of `kind` that accepts [start, end) (4K-aligned) and marks it with `tag`.
     pub fn new(kind: GuestKind, start: Gpa, end: Gpa, tag: u16) -> Guest {
         let start = start.align_down(PageLevel::Size4K);

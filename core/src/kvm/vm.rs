@@ -332,6 +332,8 @@ impl From<SeptError> for KvmError {
 pub struct Kvm<S> {
     base: Gpa,
     memslots: [Option<Memslot>; MAX_MEMSLOTS],
+    /// A digest of the memslots (kept with them, for hashing them in two words).
+    memslots_digest: [u64; 2],
     /// mmu_lock.
     pub mmu_lock: MmuLock,
     /// An invalidation (conversion, punch hole) in progress over [start, end): faults there
@@ -365,6 +367,7 @@ impl<S: KvmStorage> Kvm<S> {
         Ok(Kvm {
             base: window.base,
             memslots: [None; MAX_MEMSLOTS],
+            memslots_digest: memslots_digest(&[None; MAX_MEMSLOTS]),
             mmu_lock: MmuLock::default(),
             invalidation: None,
             bugged: false,
@@ -409,6 +412,7 @@ impl<S: KvmStorage> Kvm<S> {
             .find(|m| m.is_none())
             .ok_or(KvmError::BadMemslot)?;
         *free = Some(slot);
+        self.memslots_digest = memslots_digest(&self.memslots);
         self.dirty.mark_fields();
         for level in [PageLevel::Size2M, PageLevel::Size1G] {
             let mask = u64::from(level.pages_4k()).wrapping_sub(1);
@@ -801,10 +805,12 @@ pub struct MirrorMismatch {
 impl<S: KvmStorage> Kvm<S> {
     /// Whether every mirror table in use has a current digest (a consistency check).
     pub fn digests_current(&self) -> bool {
-        self.storage
-            .tables()
-            .iter()
-            .all(|t| !t.in_use || t.digest_is_current())
+        self.memslots_digest == memslots_digest(&self.memslots)
+            && self
+                .storage
+                .tables()
+                .iter()
+                .all(|t| !t.in_use || t.digest_is_current())
     }
 
     /// design.md's first invariant: the mirror and the S-EPT agree on the presence and level of
@@ -926,11 +932,11 @@ impl<S: KvmStorage> Kvm<S> {
         Ok(())
     }
 
-    /// Hashes everything but the regions and their tables (see `Sept::hash_small`).
+    /// Hashes everything but the regions and their tables (see `Sept::hash_small`): the
+    /// memslots by their digest, the window's base not at all (fixed when the model is built).
     pub fn hash_small<H: core::hash::Hasher>(&self, h: &mut H) {
         use core::hash::Hash;
-        self.base.hash(h);
-        self.memslots.hash(h);
+        self.memslots_digest.hash(h);
         self.mmu_lock.hash(h);
         self.invalidation.hash(h);
         self.bugged.hash(h);
@@ -941,8 +947,7 @@ impl<S: KvmStorage> Kvm<S> {
 
     /// Whether everything [`Kvm::hash_small`] hashes is equal in both.
     pub fn small_eq(&self, o: &Self) -> bool {
-        self.base == o.base
-            && self.memslots == o.memslots
+        self.memslots_digest == o.memslots_digest
             && self.mmu_lock == o.mmu_lock
             && self.invalidation == o.invalidation
             && self.bugged == o.bugged
@@ -1020,6 +1025,7 @@ impl<S: KvmStorage> Kvm<S> {
         if d.fields() {
             self.base = other.base;
             self.memslots = other.memslots;
+            self.memslots_digest = other.memslots_digest;
         }
         self.mmu_lock = other.mmu_lock;
         self.invalidation = other.invalidation;
@@ -1030,6 +1036,20 @@ impl<S: KvmStorage> Kvm<S> {
             .gigs_mut()
             .copy_from_slice(other.storage.gigs());
     }
+}
+
+/// The digest of a VM's memslots: each slot as three words (base with a presence bit, pages,
+/// guest_memfd; all zero when empty), each word keyed by its position.
+fn memslots_digest(slots: &[Option<Memslot>; MAX_MEMSLOTS]) -> [u64; 2] {
+    let words = |m: &Option<Memslot>| match m {
+        Some(m) => [m.base.raw() | 1 << 63, m.pages, u64::from(m.guest_memfd)],
+        None => [0; 3],
+    };
+    let mut all = [0u64; 3 * MAX_MEMSLOTS];
+    for (w, m) in all.chunks_exact_mut(3).zip(slots) {
+        w.copy_from_slice(&words(m));
+    }
+    crate::sept::digest_of(&all, |&w| w)
 }
 
 /// Up to two (level, GPA) pairs to compare.
@@ -1116,6 +1136,45 @@ mod tests {
         // A write that bypasses the model leaves the digest behind.
         let t = kvm.region(0).unwrap().table.index().unwrap();
         kvm.storage.tables_mut()[t].entries[2] = Spte::LEAF_SPTE;
+        assert!(!kvm.digests_current());
+    }
+
+    #[test]
+    fn memslots_hash_by_a_digest_adding_one_keeps_current_and_records() {
+        let window = SeptConfig::new(Gpa(0x4000_0000), 2);
+        let mut kvm: Kvm<KvmArrayStorage<1, 2, 2>> =
+            Kvm::new(&window, KvmArrayStorage::new()).unwrap();
+        assert!(kvm.digests_current());
+        let before = kvm.clone();
+        kvm.clear_dirty();
+        let slot = Memslot {
+            base: Gpa(0x4000_0000).gfn(),
+            pages: 512,
+            guest_memfd: true,
+        };
+        kvm.add_memslot(slot).unwrap();
+        assert!(kvm.digests_current());
+        assert!(kvm.dirty().fields());
+        assert_ne!(kvm.memslots_digest, before.memslots_digest);
+        assert!(!kvm.small_eq(&before));
+        // A copy brought back by the record takes the memslots and their digest.
+        let mut back = kvm.clone();
+        back.revert_to(&before);
+        assert_eq!(back, before);
+        // The same slot without guest_memfd is another digest; a write behind the model is
+        // seen.
+        let mut other = before.clone();
+        other
+            .add_memslot(Memslot {
+                guest_memfd: false,
+                ..slot
+            })
+            .unwrap();
+        assert_ne!(other.memslots_digest, kvm.memslots_digest);
+        kvm.memslots[1] = Some(Memslot {
+            base: Gpa(0x4020_0000).gfn(),
+            ..slot
+        });
         assert!(!kvm.digests_current());
     }
 }

@@ -409,11 +409,11 @@ impl<S: SeptStorage> Sept<S> {
         offset
     }
 
-    /// Hashes everything but the regions and their tables (for a fingerprint built region by
-    /// region: this, plus [`Sept::hash_region`] of every region, is the whole state).
+    /// Hashes everything but the regions and their tables, and but the configuration, fixed
+    /// when the model is built (for a fingerprint built region by region: this, plus
+    /// [`Sept::hash_region`] of every region, tells apart every two states of one model).
     pub fn hash_small<H: core::hash::Hasher>(&self, h: &mut H) {
         use core::hash::Hash;
-        self.config.hash(h);
         self.op_state.hash(h);
         self.epochs.hash(h);
         self.tree_shared.hash(h);
@@ -442,8 +442,7 @@ impl<S: SeptStorage> Sept<S> {
     /// Whether everything [`Sept::hash_small`] hashes is equal in both (a table held by an
     /// operation in flight by what its hash sees: [`Table4K::same_hash`]).
     pub fn small_eq(&self, o: &Self) -> bool {
-        self.config == o.config
-            && self.op_state == o.op_state
+        self.op_state == o.op_state
             && self.epochs == o.epochs
             && self.tree_shared == o.tree_shared
             && self.tree_exclusive == o.tree_exclusive

@@ -248,6 +248,28 @@ pub struct VcpuActor {
 }
 
 impl VcpuActor {
+    /// Hashes what changes as it runs: its guest program's progress, its stage (which names
+    /// the program; the programs are fixed when the world is built), where it is, its policy
+    /// state, its interrupt budget and its pending host event. Its stage count is fixed too.
+    fn hash_progress<H: core::hash::Hasher>(&self, h: &mut H) {
+        use core::hash::Hash;
+        let VcpuActor {
+            guest,
+            stage,
+            stages: _,
+            state,
+            policy,
+            interrupts_left,
+            event,
+        } = self;
+        guest.hash_progress(h);
+        stage.hash(h);
+        state.hash(h);
+        policy.hash(h);
+        interrupts_left.hash(h);
+        event.hash(h);
+    }
+
     /// The stage it runs (from 0).
     pub fn stage(&self) -> u8 {
         self.stage
@@ -972,8 +994,9 @@ impl<SS: SeptStorage, KS: KvmStorage> World<SS, KS> {
 
     /// Hashes part `k` of what lies outside the regions: 0 the S-EPT model's fields and 1G
     /// records, 1 KVM's, 2 the design and the guests' shared state, then each actor slot
-    /// (vCPUs, then host actors); nothing past them. The vCPUs' later stage programs, fixed
-    /// when the world is built, are in no part: the states of one world share them.
+    /// (vCPUs, then host actors); nothing past them. What is fixed when the world is built is
+    /// in no part: the states of one world share the vCPUs' later stage programs, the S-EPT
+    /// model's configuration and KVM's window.
     pub fn hash_part<H: core::hash::Hasher>(&self, k: usize, h: &mut H) {
         use core::hash::Hash;
         match k {
@@ -985,7 +1008,14 @@ impl<SS: SeptStorage, KS: KvmStorage> World<SS, KS> {
                 self.lazy.hash(h);
             }
             _ => match k.saturating_sub(3).checked_sub(MAX_VCPUS) {
-                None => self.vcpus.get(k.saturating_sub(3)).hash(h),
+                None => match self.vcpus.get(k.saturating_sub(3)) {
+                    Some(Some(v)) => {
+                        1u8.hash(h);
+                        v.hash_progress(h);
+                    }
+                    Some(None) => 0u8.hash(h),
+                    None => {}
+                },
                 Some(j) => self.hosts.get(j).hash(h),
             },
         }
