@@ -195,6 +195,7 @@ impl crate::sept::PageCopy for MirrorTable {
         crate::sept::copy_entries(&mut self.entries, &src.entries, pages);
         // Every other entry is equal: the source's digest is this table's.
         self.digest = src.digest;
+        self.in_use = src.in_use;
     }
 }
 
@@ -981,9 +982,10 @@ impl<S: KvmStorage> Kvm<S> {
         self.dirty.clear();
     }
 
-    /// Replaces the record of changed regions (an explorer moving a record between copies).
-    pub(crate) fn set_dirty(&mut self, d: crate::sept::Dirty) {
-        self.dirty = d;
+    /// Adds `d` to the record of changed regions (an explorer moving a record between
+    /// copies).
+    pub(crate) fn absorb_dirty(&mut self, d: &crate::sept::Dirty) {
+        self.dirty.absorb(d);
     }
 
     /// Makes `self` equal to `other`, given that `self` equals what `other` was when its
@@ -1010,12 +1012,14 @@ impl<S: KvmStorage> Kvm<S> {
     where
         S: Clone,
     {
-        if !copy_changed_regions(
+        if copy_changed_regions(
             self.storage.regions_and_tables_mut(),
             (other.storage.regions(), other.storage.tables()),
             &d,
             |r| r.table,
-        ) {
+        )
+        .is_none()
+        {
             self.clone_from(other);
             return;
         }

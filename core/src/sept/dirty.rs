@@ -166,6 +166,11 @@ impl Dirty {
         self.gigs || self.all
     }
 
+    /// Whether region `r` may have changed (it is marked, or everything is).
+    pub fn has(&self, r: usize) -> bool {
+        self.all || u32::try_from(r).is_ok_and(|r| self.regions().contains(&r))
+    }
+
     /// Whether an entry of a table region `r` owns may have changed: everything counts as
     /// changed, or the region is marked whole or with pages (not only its record).
     pub fn table_touched(&self, r: usize) -> bool {
@@ -203,36 +208,33 @@ impl Dirty {
 
     /// Both sets together.
     pub fn union(&self, o: &Dirty) -> Dirty {
-        if o.all {
-            return Dirty::ALL;
-        }
-        if o.len == 0 {
-            let mut u = *self;
-            u.gigs |= o.gigs;
-            u.fields |= o.fields;
-            return u;
-        }
-        if self.len == 0 && !self.all {
-            let mut u = *o;
-            u.gigs |= self.gigs;
-            u.fields |= self.fields;
-            return u;
-        }
         let mut u = *self;
-        u.gigs |= o.gigs;
-        u.fields |= o.fields;
+        u.absorb(o);
+        u
+    }
+
+    /// Adds `o` to this set (in place: a set is a hundred bytes, and copies of it add up).
+    pub fn absorb(&mut self, o: &Dirty) {
+        if o.all {
+            self.mark_all();
+            return;
+        }
+        self.gigs |= o.gigs;
+        self.fields |= o.fields;
+        if self.all || o.len == 0 {
+            return;
+        }
         for (k, &r) in o.regions().iter().enumerate() {
             match o.pages_at(k) {
                 Some(pages) => {
-                    u.mark_record(r as usize);
+                    self.mark_record(r as usize);
                     for &p in pages {
-                        u.mark_page(r as usize, usize::from(p));
+                        self.mark_page(r as usize, usize::from(p));
                     }
                 }
-                None => u.mark(r as usize),
+                None => self.mark(r as usize),
             }
         }
-        u
     }
 
     /// The pages of the `k`-th tracked region, `None` for the whole region.
@@ -256,7 +258,8 @@ pub(crate) fn copy_entries<E: Copy>(dst: &mut [E], src: &[E], pages: &[u16]) {
 
 /// A table that can take some of its entries from another (keeping what its hash sees right).
 pub(crate) trait PageCopy {
-    /// Copies entries `pages` of `src` (a table that differs from this one in those alone).
+    /// Copies entries `pages` of `src` (a table that differs from this one in those alone and
+    /// perhaps in its bookkeeping: digest, use, link), and that bookkeeping.
     fn copy_pages(&mut self, src: &Self, pages: &[u16]);
 }
 
@@ -269,20 +272,49 @@ pub(crate) fn copy_tables<T: Clone>(dst: &mut [T], src: &[T], refs: &[super::Tab
     }
 }
 
+/// The tables [`copy_changed_regions`] copied whole.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct WholeCopies {
+    tables: [super::TableRef; 2 * TRACKED],
+    len: usize,
+}
+
+impl WholeCopies {
+    fn push(&mut self, t: super::TableRef) {
+        if t.index().is_some()
+            && !self.contains(t)
+            && let Some(slot) = self.tables.get_mut(self.len)
+        {
+            *slot = t;
+            self.len = self.len.saturating_add(1);
+        }
+    }
+
+    /// Whether table `t` is among them.
+    pub(crate) fn contains(&self, t: super::TableRef) -> bool {
+        self.tables.get(..self.len).is_some_and(|l| l.contains(&t))
+    }
+}
+
 /// Copies the region records `d` names from `src` to `dst`, with the pool tables the record
-/// references on either side (the table a region held before a step or holds after it). Both
-/// stores must have the same sizes; when they do not, or `d` says everything, nothing is
-/// copied and the answer is false: the caller copies the whole model then.
+/// references on either side (the table a region held before a step or holds after it), and
+/// says which tables it copied whole. Both stores must have the same sizes; when they do not,
+/// or `d` says everything, nothing is copied and the answer is `None`: the caller copies the
+/// whole model then.
 pub(crate) fn copy_changed_regions<R: Copy, T: Clone + PageCopy>(
     (dst_regions, dst_tables): (&mut [R], &mut [T]),
     (src_regions, src_tables): (&[R], &[T]),
     d: &Dirty,
     table_of: impl Fn(&R) -> super::TableRef,
-) -> bool {
+) -> Option<WholeCopies> {
     if d.is_all() || dst_regions.len() != src_regions.len() || dst_tables.len() != src_tables.len()
     {
-        return false;
+        return None;
     }
+    let mut whole = WholeCopies {
+        tables: [super::TableRef::NONE; 2 * TRACKED],
+        len: 0,
+    };
     for (k, &r) in d.regions().iter().enumerate() {
         let (Some(dst), Some(src)) = (dst_regions.get_mut(r as usize), src_regions.get(r as usize))
         else {
@@ -296,12 +328,18 @@ pub(crate) fn copy_changed_regions<R: Copy, T: Clone + PageCopy>(
                     dt.copy_pages(st, pages);
                 }
             }
-            _ if td == ts => copy_tables(dst_tables, src_tables, &[td]),
-            _ => copy_tables(dst_tables, src_tables, &[td, ts]),
+            _ => {
+                for t in [td, ts] {
+                    if !whole.contains(t) {
+                        copy_tables(dst_tables, src_tables, &[t]);
+                        whole.push(t);
+                    }
+                }
+            }
         }
         *dst = *src;
     }
-    true
+    Some(whole)
 }
 
 #[cfg(test)]

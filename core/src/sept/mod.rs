@@ -28,8 +28,8 @@ use core::fmt;
 pub use accept::{AcceptOp, AcceptOutcome, AcceptStart, AccessOutcome, EptViolationExit};
 pub use content::Content;
 pub use dirty::Dirty;
+pub(crate) use dirty::copy_changed_regions;
 pub(crate) use dirty::{PageCopy, copy_entries};
-pub(crate) use dirty::{copy_changed_regions, copy_tables};
 pub use epoch::{EpochTicket, TlbEpochs};
 pub use host::{HostCall, HostCallKind, HostOp, HostStart};
 pub use profile::{ModuleProfile, UnknownProfile};
@@ -484,22 +484,19 @@ impl<S: SeptStorage> Sept<S> {
                 && self.in_flight.iter().any(|f| match f {
                     Some(Flight::Host { table, .. }) => table
                         .index()
-                        .is_some_and(|t| self.owner_changed(t, &self.dirty)),
+                        .and_then(|t| self.owner(t))
+                        .is_some_and(|o| self.dirty.has(o)),
                     _ => false,
                 })
     }
 
-    /// Whether `d` says a table of the region that owns table `t` here (an in-use table's
-    /// link) changed: every write to an in-use table, taking it from the pool and giving it
-    /// back included, marks its owner whole or by page (never by record alone), so a table
-    /// held by an operation in flight changed only if this says so.
-    fn owner_changed(&self, t: usize, d: &Dirty) -> bool {
+    /// The region that owns table `t` here: an in-use table's link.
+    fn owner(&self, t: usize) -> Option<usize> {
         self.storage
             .tables()
             .get(t)
             .filter(|t| t.in_use)
             .and_then(|t| t.link.index())
-            .is_some_and(|owner| d.table_touched(owner))
     }
 
     /// The regions changed since the last [`Sept::clear_dirty`].
@@ -512,9 +509,10 @@ impl<S: SeptStorage> Sept<S> {
         self.dirty.clear();
     }
 
-    /// Replaces the record of changed regions (an explorer moving a record between copies).
-    pub(crate) fn set_dirty(&mut self, d: crate::sept::Dirty) {
-        self.dirty = d;
+    /// Adds `d` to the record of changed regions (an explorer moving a record between
+    /// copies).
+    pub(crate) fn absorb_dirty(&mut self, d: &Dirty) {
+        self.dirty.absorb(d);
     }
 
     /// Makes `self` equal to `other`, given that `self` equals what `other` was when its
@@ -546,15 +544,15 @@ impl<S: SeptStorage> Sept<S> {
         S: Clone,
     {
         let fields = d.fields();
-        if !copy_changed_regions(
+        let Some(whole) = copy_changed_regions(
             self.storage.regions_and_tables_mut(),
             (other.storage.regions(), other.storage.tables()),
             &d,
             |r| r.table,
-        ) {
+        ) else {
             self.clone_from(other);
             return;
-        }
+        };
         self.dirty = other.dirty;
         if fields {
             self.config = other.config;
@@ -568,28 +566,42 @@ impl<S: SeptStorage> Sept<S> {
                 .gigs_mut()
                 .copy_from_slice(other.storage.gigs());
         }
-        // Tables held by operations in flight (on either side) belong to no region yet; a
-        // write to one is recorded against the region its link names (on the side where it is
-        // in use), so only those are copied.
-        let mut held = [TableRef::NONE; 2 * MAX_IN_FLIGHT];
-        let mut n = 0;
+        // Tables held by operations in flight (on either side) belong to no region yet. A
+        // write to one marks the region its link names (on the side where it is in use) whole
+        // or by page, so only those are copied whole (unless the regions' copy took them
+        // already); taking one from the pool marks only the owner's record, and changes only
+        // the table's use, link and digest.
         if !d.regions().is_empty() {
-            for f in self.in_flight.iter().chain(&other.in_flight) {
-                if let Some(Flight::Host { table, .. }) = f
-                    && let Some(t) = table.index()
-                    && (self.owner_changed(t, &d) || other.owner_changed(t, &d))
-                    && let Some(slot) = held.get_mut(n)
-                {
-                    *slot = *table;
-                    n = n.saturating_add(1);
+            for (here, f) in self
+                .in_flight
+                .iter()
+                .map(|f| (true, f))
+                .chain(other.in_flight.iter().map(|f| (false, f)))
+            {
+                let Some(Flight::Host { table, .. }) = *f else {
+                    continue;
+                };
+                let (Some(t), false) = (table.index(), whole.contains(table)) else {
+                    continue;
+                };
+                let owner = if here { self.owner(t) } else { other.owner(t) };
+                let Some(owner) = owner.filter(|&o| d.has(o)) else {
+                    continue;
+                };
+                let touched = d.table_touched(owner);
+                let (Some(dt), Some(st)) = (
+                    self.storage.tables_mut().get_mut(t),
+                    other.storage.tables().get(t),
+                ) else {
+                    continue;
+                };
+                if touched {
+                    dt.clone_from(st);
+                } else {
+                    dt.copy_pages(st, &[]);
                 }
             }
         }
-        copy_tables(
-            self.storage.tables_mut(),
-            other.storage.tables(),
-            held.get(..n).unwrap_or(&[]),
-        );
         if fields {
             self.in_flight = other.in_flight;
         }
@@ -1126,7 +1138,9 @@ impl<S: SeptStorage> Sept<S> {
 
     /// Takes a table from the pool for region `owner`.
     pub(crate) fn alloc_table(&mut self, owner: usize) -> Result<usize, SeptError> {
-        self.dirty.mark(owner);
+        // A free table is EMPTY: taking it changes its use, link and digest, not its entries
+        // (the owner's record says so; see `copy_changed`).
+        self.dirty.mark_record(owner);
         let idx = self
             .free_tables
             .index()

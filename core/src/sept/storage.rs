@@ -282,6 +282,8 @@ impl super::dirty::PageCopy for Table4K {
         super::dirty::copy_entries(&mut self.entries, &src.entries, pages);
         // Every other entry is equal: the source's digest is this table's.
         self.digest = src.digest;
+        self.link = src.link;
+        self.in_use = src.in_use;
     }
 }
 

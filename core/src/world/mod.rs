@@ -851,9 +851,9 @@ impl<SS: SeptStorage, KS: KvmStorage> World<SS, KS> {
     /// path uses it to widen what a later [`World::revert_to`] or [`World::sync_from`]
     /// copies: a copy that differs from another only where its record says can be brought
     /// back by a revert to it.
-    pub fn absorb_changes(&mut self, changes: Changes) {
-        self.sept.set_dirty(self.sept.dirty().union(&changes.sept));
-        self.kvm.set_dirty(self.kvm.dirty().union(&changes.kvm));
+    pub fn absorb_changes(&mut self, changes: &Changes) {
+        self.sept.absorb_dirty(&changes.sept);
+        self.kvm.absorb_dirty(&changes.kvm);
         self.touched.0 |= changes.touched.0;
     }
 

@@ -328,11 +328,11 @@ where
                     return Err(KvmError::Inconsistent);
                 };
                 let changes = here.changes();
-                s.absorb_changes(changes);
+                s.absorb_changes(&changes);
                 s.revert_to(parent);
                 s.clear_dirty();
                 if let Some(past) = past.first_mut() {
-                    past.absorb_changes(changes);
+                    past.absorb_changes(&changes);
                 }
                 here.revert_to(parent);
                 here.clear_dirty();
@@ -447,10 +447,10 @@ where
             };
             let before = here.changes();
             if let Some(past) = past.first_mut() {
-                past.absorb_changes(step);
+                past.absorb_changes(&step);
             }
             here.sync_from(&s);
-            here.absorb_changes(before);
+            here.absorb_changes(&before);
             s.clear_dirty();
             if let Some(f) = frames.last_mut() {
                 *f = next;
@@ -466,9 +466,9 @@ where
         // Descend: path[d + 1] becomes the new state, by what differs from it.
         match path.get_mut(d + 1..) {
             Some([next, past @ ..]) => {
-                next.absorb_changes(s.changes());
+                next.absorb_changes(&s.changes());
                 if let Some(past) = past.first_mut() {
-                    past.absorb_changes(next.changes());
+                    past.absorb_changes(&next.changes());
                 }
                 next.revert_to(&s);
             }
