@@ -164,7 +164,7 @@ impl MirrorTable {
         digest: [0; 2],
     };
 
-    /// The XOR over the entries of their keys, from scratch.
+    /// The weighted sum over the entries of their keys, from scratch (`digest_of`).
     pub fn computed_digest(&self) -> [u64; 2] {
         crate::sept::digest_of(&self.entries, Spte::digest_value)
     }

@@ -165,7 +165,7 @@ impl Region {
 /// and hashes by its link alone: what it held before is never read again (taking it from the
 /// pool resets it), so states that differ only there are the same state.
 ///
-/// A table in use hashes by its digest ([`Table4K::computed_digest`]: a key per entry, XORed),
+/// A table in use hashes by its digest ([`Table4K::computed_digest`]: a weighted sum of a key per entry),
 /// which every write through the model keeps current (one entry's change updates it in a few
 /// operations), so hashing a table costs the same however many entries it has. Code that
 /// writes entries outside the model calls [`Table4K::refresh_digest`].
@@ -188,7 +188,7 @@ impl Table4K {
         digest: [0; 2],
     };
 
-    /// The XOR over the entries of their keys, from scratch.
+    /// The weighted sum over the entries of their keys, from scratch.
     pub fn computed_digest(&self) -> [u64; 2] {
         digest_of(&self.entries, Entry4K::digest_value)
     }
@@ -238,14 +238,25 @@ impl Entry4K {
     }
 }
 
-/// A table's digest from scratch: the XOR over its positions of [`digest_key`] of what `x`
-/// says each entry holds.
+/// A table's digest from scratch: over its positions, the sum of [`value_key`] of what `x`
+/// says each entry holds times the position's [`weight`], in two lanes (a multilinear hash).
+/// A whole table holding one value (what DEMOTE and a split write) sums in one step.
 pub(crate) fn digest_of<E>(entries: &[E], x: impl Fn(&E) -> u64) -> [u64; 2] {
+    if entries.len() == ENTRIES_PER_TABLE as usize
+        && let Some(first) = entries.first().map(&x)
+        && entries.iter().all(|e| x(e) == first)
+    {
+        let [a, b] = value_key(first);
+        return [
+            a.wrapping_mul(WEIGHT_SUMS[0]),
+            b.wrapping_mul(WEIGHT_SUMS[1]),
+        ];
+    }
     let mut d = [0u64; 2];
     for (i, e) in entries.iter().enumerate() {
-        let [a, b] = digest_key(i, x(e));
-        d[0] ^= a;
-        d[1] ^= b;
+        let [a, b] = value_key(x(e));
+        d[0] = d[0].wrapping_add(a.wrapping_mul(weight(i as u64, 0)));
+        d[1] = d[1].wrapping_add(b.wrapping_mul(weight(i as u64, 1)));
     }
     d
 }
@@ -253,29 +264,54 @@ pub(crate) fn digest_of<E>(entries: &[E], x: impl Fn(&E) -> u64) -> [u64; 2] {
 /// Updates `digest` for position `i` going from holding `before` to holding `after`.
 pub(crate) fn digest_update(digest: &mut [u64; 2], i: usize, before: u64, after: u64) {
     if before != after {
-        let [a0, b0] = digest_key(i, before);
-        let [a1, b1] = digest_key(i, after);
-        digest[0] ^= a0 ^ a1;
-        digest[1] ^= b0 ^ b1;
+        let [a0, b0] = value_key(before);
+        let [a1, b1] = value_key(after);
+        let i = i as u64;
+        digest[0] = digest[0].wrapping_add(a1.wrapping_sub(a0).wrapping_mul(weight(i, 0)));
+        digest[1] = digest[1].wrapping_add(b1.wrapping_sub(b0).wrapping_mul(weight(i, 1)));
     }
 }
 
-/// The share of a table's digest of position `i` holding `x` (an entry's difference from the
-/// table's empty value): two 64-bit keys, zero for `x == 0`, and for each position a bijection
-/// of `x` (multiplication by a position's odd constant, then xorshift-multiply-xorshift; the
-/// second key mixes the first back with the product). A table's digest is the XOR of its
-/// positions' keys, so one entry's change updates it by two XORs (Zobrist hashing).
-fn digest_key(i: usize, x: u64) -> [u64; 2] {
-    let odd = (i as u64)
+/// What an entry's value `x` (its difference from the table's empty value) adds to a digest
+/// before its position's weight: two bijections of `x` (multiply, xorshift, multiply,
+/// xorshift, with different constants), zero for `x == 0`, so an EMPTY table's digest is zero.
+/// Tables that differ in one position never collide (a bijection times an odd weight); in
+/// more, a collision needs the weighted differences to cancel in both 64-bit lanes.
+const fn value_key(x: u64) -> [u64; 2] {
+    let mut a = x.wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    a ^= a >> 32;
+    a = a.wrapping_mul(0xD6E8_FEB8_6659_FD93);
+    a ^= a >> 29;
+    let mut b = x.wrapping_mul(0xFF51_AFD7_ED55_8CCD);
+    b ^= b >> 31;
+    b = b.wrapping_mul(0xC4CE_B9FE_1A85_EC53);
+    b ^= b >> 33;
+    [a, b]
+}
+
+/// Position `i`'s weight in lane `lane`: odd and pseudo-random (SplitMix64 of the position).
+const fn weight(i: u64, lane: u64) -> u64 {
+    let mut z = i
         .wrapping_mul(2)
+        .wrapping_add(lane)
         .wrapping_add(1)
         .wrapping_mul(0x9E37_79B9_7F4A_7C15);
-    let m = x.wrapping_mul(odd);
-    let mut a = (m ^ (m >> 31)).wrapping_mul(0xD6E8_FEB8_6659_FD93);
-    a ^= a >> 29;
-    let b = (a.rotate_left(23) ^ m).wrapping_mul(0xFF51_AFD7_ED55_8CCD);
-    [a, b ^ (b >> 32)]
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    (z ^ (z >> 31)) | 1
 }
+
+/// The sum of a table's weights in each lane.
+const WEIGHT_SUMS: [u64; 2] = {
+    let mut sums = [0u64; 2];
+    let mut i = 0;
+    while i < ENTRIES_PER_TABLE as u64 {
+        sums[0] = sums[0].wrapping_add(weight(i, 0));
+        sums[1] = sums[1].wrapping_add(weight(i, 1));
+        i += 1;
+    }
+    sums
+};
 
 impl super::dirty::PageCopy for Table4K {
     fn copy_pages(&mut self, src: &Self, pages: &[u16]) {
