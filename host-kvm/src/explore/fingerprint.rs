@@ -83,21 +83,17 @@ impl Hasher for Fingerprint {
     }
 }
 
-/// The states seen, by fingerprint: open addressing with linear probing over 16-byte slots
-/// (four to a cache line, so a lookup usually reads one line). A slot keeps 96 bits of the
-/// fingerprint and the state's 32-bit id: with n states, the chance that two share the 96
-/// bits is about n²/2⁹⁷, under 10⁻¹³ for a hundred million states.
+/// The states seen, by fingerprint: open addressing with linear probing over 8-byte slots,
+/// each the top 32 bits of a fingerprint and its state's id (eight to a cache line, so the
+/// table of a small world stays in cache), with every state's whole fingerprint kept by id,
+/// read only when the 32 bits match (a state met again is most often one met a few steps
+/// before, whose fingerprint is in cache too). States are told apart by all 128 bits: with n
+/// states, the chance that two share a fingerprint is about n²/2¹²⁹.
 pub(crate) struct StateTable {
-    slots: Vec<Slot>,
-    len: usize,
-}
-
-/// One slot: `tag` is the fingerprint's high 64 bits (never 0: 0 marks an empty slot), `rest`
-/// its next 32 bits above the state's id.
-#[derive(Clone, Copy, Default)]
-struct Slot {
-    tag: u64,
-    rest: u64,
+    /// 0 when empty, else the fingerprint's top 32 bits above the id plus one.
+    slots: Vec<u64>,
+    /// Each id's fingerprint.
+    fps: Vec<u128>,
 }
 
 /// Where a fingerprint is, or would go.
@@ -110,22 +106,25 @@ pub(crate) enum Lookup {
 }
 
 /// Slots of a new table.
-const INITIAL_SLOTS: usize = 1 << 10;
+const INITIAL_SLOTS: usize = 1 << 12;
 
 impl StateTable {
     /// An empty table.
     pub(crate) fn new() -> Self {
         StateTable {
-            slots: vec![Slot::default(); INITIAL_SLOTS],
-            len: 0,
+            slots: vec![0; INITIAL_SLOTS],
+            fps: Vec::new(),
         }
     }
 
-    /// The slot's two words for `fp`.
-    fn key(fp: u128) -> (u64, u64) {
-        let tag = ((fp >> 64) as u64).max(1);
-        let rest = ((fp >> 32) as u64) << 32;
-        (tag, rest)
+    /// The slot a search for `fp` starts at, in a table of `len` slots (a power of two).
+    fn home(fp: u128, len: usize) -> usize {
+        (fp >> 64) as usize & (len - 1)
+    }
+
+    /// `fp`'s 32 bits in a slot.
+    fn tag(fp: u128) -> u64 {
+        ((fp >> 96) as u64) << 32
     }
 
     /// Starts loading the slot where the search for `fp` begins (a hint: nothing changes).
@@ -133,8 +132,7 @@ impl StateTable {
         #[cfg(target_arch = "x86_64")]
         {
             use std::arch::x86_64::{_MM_HINT_T0, _mm_prefetch};
-            let (tag, _) = Self::key(fp);
-            let slot = &self.slots[tag as usize & (self.slots.len() - 1)];
+            let slot = &self.slots[Self::home(fp, self.slots.len())];
             // SAFETY: PREFETCHT0 is a hint: it never faults and changes no memory, and SSE,
             // which it needs, is part of x86-64's baseline; the pointer is to a live slot.
             unsafe { _mm_prefetch::<_MM_HINT_T0>(std::ptr::from_ref(slot).cast()) };
@@ -145,47 +143,52 @@ impl StateTable {
 
     /// Where `fp` is or would go.
     pub(crate) fn find(&self, fp: u128) -> Lookup {
-        let (tag, rest) = Self::key(fp);
+        let tag = Self::tag(fp);
         let mask = self.slots.len() - 1;
-        let mut i = tag as usize & mask;
+        let mut i = Self::home(fp, self.slots.len());
         loop {
             let s = self.slots[i];
-            if s.tag == 0 {
+            if s == 0 {
                 return Lookup::Vacant(i);
             }
-            if s.tag == tag && s.rest >> 32 == rest >> 32 {
-                return Lookup::Known(s.rest as u32);
+            if s & !0xFFFF_FFFF == tag {
+                let id = (s as u32).wrapping_sub(1);
+                if self.fps.get(id as usize) == Some(&fp) {
+                    return Lookup::Known(id);
+                }
             }
             i = (i + 1) & mask;
         }
     }
 
     /// Puts `fp` with `id` into `slot`, which [`StateTable::find`] returned as vacant for it
-    /// with nothing inserted since; grows the table past five eighths full.
+    /// with nothing inserted since; grows the table past five eighths full. Ids are given in
+    /// order from 0 (`id` is the number of states before it).
     pub(crate) fn insert_at(&mut self, slot: usize, fp: u128, id: u32) {
-        let (tag, rest) = Self::key(fp);
-        self.slots[slot] = Slot {
-            tag,
-            rest: rest | u64::from(id),
-        };
-        self.len += 1;
-        if self.len * 8 > self.slots.len() * 5 {
+        self.slots[slot] = Self::tag(fp) | u64::from(id.wrapping_add(1));
+        let id = id as usize;
+        if id >= self.fps.len() {
+            self.fps.resize(id + 1, 0);
+        }
+        self.fps[id] = fp;
+        if self.fps.len() * 8 > self.slots.len() * 5 {
             self.grow();
         }
     }
 
-    /// Twice the slots, every entry placed again.
+    /// Twice the slots, every state placed again.
     fn grow(&mut self) {
-        let bigger = vec![Slot::default(); self.slots.len() * 2];
-        let old = std::mem::replace(&mut self.slots, bigger);
-        let mask = self.slots.len() - 1;
-        for s in old.into_iter().filter(|s| s.tag != 0) {
-            let mut i = s.tag as usize & mask;
-            while self.slots[i].tag != 0 {
-                i = (i + 1) & mask;
+        let len = self.slots.len() * 2;
+        let mut slots = vec![0u64; len];
+        for &s in self.slots.iter().filter(|&&s| s != 0) {
+            let fp = self.fps[(s as u32).wrapping_sub(1) as usize];
+            let mut i = Self::home(fp, len);
+            while slots[i] != 0 {
+                i = (i + 1) & (len - 1);
             }
-            self.slots[i] = s;
+            slots[i] = s;
         }
+        self.slots = slots;
     }
 }
 
@@ -203,8 +206,8 @@ mod tests {
                 Lookup::Known(id) => panic!("{i} found as {id} before it was added"),
             }
         }
-        assert_eq!(t.len, 10_000);
-        assert!(t.slots.len() * 5 >= t.len * 8);
+        assert_eq!(t.fps.len(), 10_000);
+        assert!(t.slots.len() * 5 >= t.fps.len() * 8);
         for i in 0..10_000u32 {
             assert_eq!(t.find(fp(i)), Lookup::Known(i));
         }
@@ -212,27 +215,20 @@ mod tests {
     }
 
     #[test]
-    fn keys_differ_in_the_low_bits_and_collide_in_the_slot() {
-        // Same high 64 bits (same home slot), different next 32 bits: two states.
+    fn fingerprints_sharing_a_slot_and_its_bits_stay_apart() {
+        // The same home slot and the same 32 bits in it, different elsewhere: two states.
         let mut t = StateTable::new();
-        let a = (7u128 << 64) | (1 << 32);
-        let b = (7u128 << 64) | (2 << 32);
-        let Lookup::Vacant(s) = t.find(a) else {
-            panic!()
-        };
-        t.insert_at(s, a, 1);
-        let Lookup::Vacant(s) = t.find(b) else {
-            panic!()
-        };
-        t.insert_at(s, b, 2);
-        assert_eq!(t.find(a), Lookup::Known(1));
-        assert_eq!(t.find(b), Lookup::Known(2));
-        // A zero high word still finds its state (it is stored as 1).
-        let z = 5u128 << 32;
-        let Lookup::Vacant(s) = t.find(z) else {
-            panic!()
-        };
-        t.insert_at(s, z, 3);
-        assert_eq!(t.find(z), Lookup::Known(3));
+        let a = (7u128 << 96) | (5 << 64) | 1;
+        let b = (7u128 << 96) | (5 << 64) | 2;
+        let Lookup::Vacant(s) = t.find(a) else { panic!() };
+        t.insert_at(s, a, 0);
+        let Lookup::Vacant(s) = t.find(b) else { panic!() };
+        t.insert_at(s, b, 1);
+        assert_eq!(t.find(a), Lookup::Known(0));
+        assert_eq!(t.find(b), Lookup::Known(1));
+        // An all-zero fingerprint is a state like any other.
+        let Lookup::Vacant(s) = t.find(0) else { panic!() };
+        t.insert_at(s, 0, 2);
+        assert_eq!(t.find(0), Lookup::Known(2));
     }
 }

@@ -75,7 +75,8 @@ impl Graph {
         verdict: Option<Verdict>,
         max_states: usize,
     ) -> Option<u32> {
-        if self.states() >= max_states {
+        // Ids are 32-bit (and the table keeps id + 1).
+        if self.states() >= max_states.min(u32::MAX as usize) {
             return None;
         }
         let id = self.states() as u32;
