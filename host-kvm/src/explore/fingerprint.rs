@@ -1,6 +1,6 @@
 //! State fingerprints and the table of states seen: a 128-bit hash of a state's full value
 //! (hash compaction, as explicit-state model checkers do), and an open-addressing table from
-//! fingerprints to state ids that keeps 16 bytes per slot.
+//! fingerprints to state ids that keeps 8 bytes per slot and each fingerprint by id.
 
 use std::hash::{Hash, Hasher};
 
@@ -220,14 +220,20 @@ mod tests {
         let mut t = StateTable::new();
         let a = (7u128 << 96) | (5 << 64) | 1;
         let b = (7u128 << 96) | (5 << 64) | 2;
-        let Lookup::Vacant(s) = t.find(a) else { panic!() };
+        let Lookup::Vacant(s) = t.find(a) else {
+            panic!()
+        };
         t.insert_at(s, a, 0);
-        let Lookup::Vacant(s) = t.find(b) else { panic!() };
+        let Lookup::Vacant(s) = t.find(b) else {
+            panic!()
+        };
         t.insert_at(s, b, 1);
         assert_eq!(t.find(a), Lookup::Known(0));
         assert_eq!(t.find(b), Lookup::Known(1));
         // An all-zero fingerprint is a state like any other.
-        let Lookup::Vacant(s) = t.find(0) else { panic!() };
+        let Lookup::Vacant(s) = t.find(0) else {
+            panic!()
+        };
         t.insert_at(s, 0, 2);
         assert_eq!(t.find(0), Lookup::Known(2));
     }

@@ -63,13 +63,11 @@ fn part_hashes<SS: SeptStorage, KS: KvmStorage>(w: &World<SS, KS>) -> PartHashes
     std::array::from_fn(|k| part_hash(w, k))
 }
 
-/// The fingerprint of a world whose parts and regions hash to `parts` and `regions`: both
-/// are XORs of keyed hashes.
+/// The fingerprint of a world whose parts and regions hash to `parts` and `regions`: the XOR
+/// of them all. Each is a 128-bit hash keyed by its part or region (Zobrist hashing), so the
+/// XOR is one too and needs no further mixing.
 fn fingerprint(parts: &PartHashes, regions: u128) -> u128 {
-    let mut f = Fingerprint::default();
-    f.write_u128(parts.iter().fold(0, |acc, p| acc ^ p));
-    f.write_u128(regions);
-    f.value()
+    parts.iter().fold(regions, |acc, p| acc ^ p)
 }
 
 /// What an exploration found.
