@@ -113,7 +113,7 @@ impl StateTable {
     pub(crate) fn new() -> Self {
         StateTable {
             slots: vec![0; INITIAL_SLOTS],
-            fps: Vec::new(),
+            fps: Vec::with_capacity(INITIAL_SLOTS),
         }
     }
 

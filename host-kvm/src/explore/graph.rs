@@ -19,6 +19,9 @@ pub(super) struct Graph {
     verdicts: Vec<Option<Verdict>>,
 }
 
+/// States a new graph has room for before its vectors grow.
+const RESERVE_STATES: usize = 1 << 16;
+
 /// A broken invariant: the state it was reached from, the choice, what broke.
 pub(super) type Broken = (u32, Choice, Violation);
 
@@ -35,10 +38,14 @@ impl Graph {
         if let Lookup::Vacant(slot) = ids.find(fp) {
             ids.insert_at(slot, fp, 0);
         }
+        // Room for a small world's graph up front (untouched pages cost nothing) rather than
+        // by moving the vectors as they grow.
+        let mut verdicts = Vec::with_capacity(RESERVE_STATES);
+        verdicts.push(verdict);
         Graph {
             ids,
-            edges: Vec::new(),
-            verdicts: vec![verdict],
+            edges: Vec::with_capacity(4 * RESERVE_STATES),
+            verdicts,
         }
     }
 

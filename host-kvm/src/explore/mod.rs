@@ -200,6 +200,9 @@ fn world_bytes<SS: SeptStorage, KS: KvmStorage>(w: &World<SS, KS>) -> usize {
         + size_of_val(kvm.tables())
 }
 
+/// Levels of the depth-first path reserved at the start.
+const PATH_RESERVE: usize = 1024;
+
 /// Memory the depth-first path's worlds take unless [`Bounds::path_bytes`] says otherwise.
 const PATH_BYTES: usize = 256 << 20;
 
@@ -290,7 +293,10 @@ where
     // taken gives its place to the state that choice reaches). Each copy past the first
     // differs from the one before it only where its change record says, so a revert to that
     // one, or to a state stepped from it, copies just that; the search keeps this true.
-    let mut path: Vec<World<SS, KS>> = vec![start.clone()];
+    // Room for a path as deep as a small world's, taken up front (pages the path does not
+    // reach are never touched) rather than by moving every world to a bigger vector.
+    let mut path: Vec<World<SS, KS>> = Vec::with_capacity(max_depth.min(PATH_RESERVE));
+    path.push(start.clone());
     // States whose successors wait because the path was as deep as memory allows.
     let mut aside: Vec<(u32, u128, PartHashes, World<SS, KS>)> = Vec::new();
     // The scratch world: path[d], stepped through each choice and put back.
