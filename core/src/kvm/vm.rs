@@ -93,7 +93,7 @@ pub enum Attrs {
 }
 
 /// KVM's record of one 2 MiB region.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct KvmRegion {
     /// The mirror SPTE at 2M.
     pub mirror: Spte,
@@ -105,6 +105,27 @@ pub struct KvmRegion {
     pub folio: PageLevel,
     /// The 4K table: mirror SPTEs when `mirror` is a table, per-GFN attributes when mixed.
     pub table: TableRef,
+}
+
+impl core::hash::Hash for KvmRegion {
+    /// In two words, losslessly: the mirror SPTE, attributes, folio level and lpage_info word;
+    /// the table reference.
+    fn hash<H: core::hash::Hasher>(&self, h: &mut H) {
+        let KvmRegion {
+            mirror,
+            attrs,
+            lpage,
+            folio,
+            table,
+        } = *self;
+        h.write_u64(
+            u64::from(mirror.0)
+                | ((attrs as u64) << 8)
+                | ((folio as u64) << 16)
+                | (u64::from(lpage.raw()) << 32),
+        );
+        table.hash(h);
+    }
 }
 
 impl KvmRegion {
