@@ -548,6 +548,82 @@ mod tests {
     use super::*;
 
     #[test]
+    fn packed_entries_and_regions_keep_every_field() {
+        let base = HugeEntry {
+            state: SeptEntryState::Pending,
+            lock: EntryLock(1),
+            bepoch: 7,
+            accept_counter: 3,
+        };
+        let variants = [
+            base,
+            HugeEntry {
+                state: SeptEntryState::Mapped,
+                ..base
+            },
+            HugeEntry {
+                lock: EntryLock(3),
+                ..base
+            },
+            HugeEntry {
+                bepoch: u32::MAX,
+                ..base
+            },
+            HugeEntry {
+                accept_counter: u32::MAX,
+                ..base
+            },
+        ];
+        for (i, a) in variants.iter().enumerate() {
+            for (j, b) in variants.iter().enumerate() {
+                assert_eq!(i == j, a.packed() == b.packed(), "{a:?} {b:?}");
+            }
+        }
+        // A region's content and table sit beside the entry's fields, not over them.
+        let words = |r: &Region| {
+            let mut w = [0u64; 2];
+            let mut k = 0;
+            struct Words<'a>(&'a mut [u64; 2], &'a mut usize);
+            impl core::hash::Hasher for Words<'_> {
+                fn finish(&self) -> u64 {
+                    0
+                }
+                fn write(&mut self, _: &[u8]) {
+                    // Regions hash in words: a byte write fails the count below.
+                    *self.1 += 100;
+                }
+                fn write_u64(&mut self, x: u64) {
+                    self.0[*self.1] = x;
+                    *self.1 += 1;
+                }
+            }
+            core::hash::Hash::hash(r, &mut Words(&mut w, &mut k));
+            assert_eq!(k, 2);
+            w
+        };
+        let r = Region {
+            entry: HugeEntry {
+                bepoch: u32::MAX,
+                accept_counter: u32::MAX,
+                ..base
+            },
+            content: Content::NONE,
+            table: TableRef::NONE,
+        };
+        let with_content = Region {
+            content: Content::data(Content::MAX_TAG),
+            ..r
+        };
+        let with_table = Region {
+            table: TableRef(u32::MAX),
+            ..r
+        };
+        assert_ne!(words(&r), words(&with_content));
+        assert_ne!(words(&r), words(&with_table));
+        assert_ne!(words(&with_content), words(&with_table));
+    }
+
+    #[test]
     fn a_tables_digest_follows_its_entries() {
         let mut t = Table4K::EMPTY;
         assert_eq!(t.computed_digest(), [0, 0]);
