@@ -251,6 +251,7 @@ impl VcpuActor {
     /// Hashes what changes as it runs: its guest program's progress, its stage (which names
     /// the program; the programs are fixed when the world is built), where it is, its policy
     /// state, its interrupt budget and its pending host event. Its stage count is fixed too.
+    /// The small fields share one word (with a bit saying the slot holds a vCPU).
     fn hash_progress<H: core::hash::Hasher>(&self, h: &mut H) {
         use core::hash::Hash;
         let VcpuActor {
@@ -262,12 +263,22 @@ impl VcpuActor {
             interrupts_left,
             event,
         } = self;
+        let VcpuPolicyState {
+            window_start,
+            window_end,
+            request_level,
+        } = *policy;
+        h.write_u64(
+            u64::from(*stage)
+                | (u64::from(*interrupts_left) << 8)
+                | (u64::from(*event) << 16)
+                | (request_level.map_or(0, |l| l as u64 + 1) << 24)
+                | (1 << 32),
+        );
+        h.write_u64(window_start.0);
+        h.write_u64(window_end.0);
         guest.hash_progress(h);
-        stage.hash(h);
         state.hash(h);
-        policy.hash(h);
-        interrupts_left.hash(h);
-        event.hash(h);
     }
 
     /// The stage it runs (from 0).
@@ -1009,10 +1020,7 @@ impl<SS: SeptStorage, KS: KvmStorage> World<SS, KS> {
             }
             _ => match k.saturating_sub(3).checked_sub(MAX_VCPUS) {
                 None => match self.vcpus.get(k.saturating_sub(3)) {
-                    Some(Some(v)) => {
-                        1u8.hash(h);
-                        v.hash_progress(h);
-                    }
+                    Some(Some(v)) => v.hash_progress(h),
                     Some(None) => 0u8.hash(h),
                     None => {}
                 },
