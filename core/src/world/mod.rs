@@ -272,7 +272,7 @@ impl VcpuActor {
             u64::from(*stage)
                 | (u64::from(*interrupts_left) << 8)
                 | (u64::from(*event) << 16)
-                | (request_level.map_or(0, |l| l as u64 + 1) << 24)
+                | (request_level.map_or(0, |l| (l as u64).wrapping_add(1)) << 24)
                 | (1 << 32),
         );
         h.write_u64(window_start.0);
