@@ -120,21 +120,34 @@ struct Shortest {
 }
 
 impl Graph {
-    fn shortest(&self) -> Shortest {
+    /// The edges grouped by the state `by` names for each (compressed rows): the items of
+    /// state `i` are `items[start[i]..start[i + 1]]`, in the order the edges were recorded.
+    fn adjacency<T: Copy>(
+        &self,
+        blank: T,
+        by: impl Fn(&(u32, u32, Choice)) -> (u32, T),
+    ) -> (Vec<u32>, Vec<T>) {
         let n = self.verdicts.len();
         let mut start = vec![0u32; n + 1];
-        for &(from, _, _) in &self.edges {
-            start[from as usize + 1] += 1;
+        for e in &self.edges {
+            start[by(e).0 as usize + 1] += 1;
         }
         for i in 0..n {
             start[i + 1] += start[i];
         }
         let mut fill = start.clone();
-        let mut out = vec![(0u32, Choice::Vcpu(0)); self.edges.len()];
-        for &(from, to, c) in &self.edges {
-            out[fill[from as usize] as usize] = (to, c);
-            fill[from as usize] += 1;
+        let mut items = vec![blank; self.edges.len()];
+        for e in &self.edges {
+            let (k, item) = by(e);
+            items[fill[k as usize] as usize] = item;
+            fill[k as usize] += 1;
         }
+        (start, items)
+    }
+
+    fn shortest(&self) -> Shortest {
+        let n = self.verdicts.len();
+        let (start, out) = self.adjacency((0, Choice::Vcpu(0)), |&(from, to, c)| (from, (to, c)));
         let mut dist = vec![u32::MAX; n];
         let mut via = vec![(0u32, Choice::Vcpu(0)); n];
         let mut queue = std::collections::VecDeque::new();
@@ -158,19 +171,7 @@ impl Graph {
     /// States from which no end state is reachable (backward reachability from the ends).
     fn cannot_end(&self) -> Vec<bool> {
         let n = self.verdicts.len();
-        let mut rev_start = vec![0u32; n + 1];
-        for &(_, to, _) in &self.edges {
-            rev_start[to as usize + 1] += 1;
-        }
-        for i in 0..n {
-            rev_start[i + 1] += rev_start[i];
-        }
-        let mut fill = rev_start.clone();
-        let mut rev = vec![0u32; self.edges.len()];
-        for &(from, to, _) in &self.edges {
-            rev[fill[to as usize] as usize] = from;
-            fill[to as usize] += 1;
-        }
+        let (rev_start, rev) = self.adjacency(0, |&(from, to, _)| (to, from));
         let mut can_end: Vec<bool> = self.verdicts.iter().map(Option::is_some).collect();
         let mut stack: Vec<u32> = (0..n as u32).filter(|&i| can_end[i as usize]).collect();
         while let Some(t) = stack.pop() {
