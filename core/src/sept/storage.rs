@@ -200,14 +200,14 @@ impl Region {
     };
 }
 
-/// A 4K table: 512 entries and the pool's free-list link. A table in the free pool compares
-/// and hashes by its link alone: what it held before is never read again (taking it from the
-/// pool resets it), so states that differ only there are the same state.
+/// A 4K table: 512 entries and the pool's free-list link. A table in the free pool is EMPTY
+/// but for its link (freeing resets it, and the full checks hold the pool to that), so it
+/// compares and hashes by its link alone.
 ///
-/// A table in use hashes by its digest ([`Table4K::computed_digest`]: a weighted sum of a key per entry),
-/// which every write through the model keeps current (one entry's change updates it in a few
-/// operations), so hashing a table costs the same however many entries it has. Code that
-/// writes entries outside the model calls [`Table4K::refresh_digest`].
+/// A table in use hashes by its digest ([`Table4K::computed_digest`]: a weighted sum of a key
+/// per entry), which every write through the model keeps current (one entry's change updates
+/// it in a few operations), so hashing a table costs the same however many entries it has.
+/// Code that writes entries outside the model calls [`Table4K::refresh_digest`].
 #[derive(Clone, Debug)]
 pub struct Table4K {
     /// The entries.
