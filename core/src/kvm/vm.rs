@@ -932,13 +932,15 @@ impl<S: KvmStorage> Kvm<S> {
             let sept_table = sept.table_4k(gpa).ok().flatten();
             // The whole of two tables that agree, in one pass without the per-entry
             // bookkeeping (a disagreement is found and reported by the loop below).
+            let entry = |e: &Spte| e.kind().frozen(e.is_frozen());
             if pages.is_none()
                 && let (Some(mt), Some(st)) = (mirror, sept_table)
                 && mt.entries.len() == st.len()
-                && mt.entries.iter().zip(st).all(|(m, s)| {
-                    m.is_frozen()
-                        || (m.is_leaf() == s.state.is_leaf() && m.is_table() == s.state.is_table())
-                })
+                && mt
+                    .entries
+                    .iter()
+                    .zip(st)
+                    .all(|(m, s)| agree(Some(entry(m)), Some(s.state)))
             {
                 return Ok(());
             }
@@ -949,9 +951,7 @@ impl<S: KvmStorage> Kvm<S> {
                 Some(_) => &mut some,
             };
             for p in pages.map(usize::from) {
-                let m = mirror
-                    .and_then(|t| t.entries.get(p))
-                    .map(|e| e.kind().frozen(e.is_frozen()));
+                let m = mirror.and_then(|t| t.entries.get(p)).map(entry);
                 let s = sept_table.and_then(|t| t.get(p)).map(|e| e.state);
                 if !agree(m, s) {
                     return Err(MirrorMismatch {

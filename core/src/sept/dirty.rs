@@ -168,25 +168,25 @@ impl Dirty {
         self.gigs || self.all
     }
 
+    /// The slot tracking region `r`, if it is marked.
+    fn index_of(&self, r: usize) -> Option<usize> {
+        let r = u32::try_from(r).ok()?;
+        self.regions().iter().position(|&x| x == r)
+    }
+
     /// Whether region `r` may have changed (it is marked, or everything is).
     pub fn has(&self, r: usize) -> bool {
-        self.all || u32::try_from(r).is_ok_and(|r| self.regions().contains(&r))
+        self.all || self.index_of(r).is_some()
     }
 
     /// Whether an entry of a table region `r` owns may have changed: everything counts as
     /// changed, or the region is marked whole or with pages (not only its record).
     pub fn table_touched(&self, r: usize) -> bool {
-        if self.all {
-            return true;
-        }
-        let Some(k) = self
-            .regions()
-            .iter()
-            .position(|&x| u32::try_from(r).is_ok_and(|r| r == x))
-        else {
-            return false;
-        };
-        self.counts.get(k).is_some_and(|&c| c != 0)
+        self.all
+            || self
+                .index_of(r)
+                .and_then(|k| self.counts.get(k))
+                .is_some_and(|&c| c != 0)
     }
 
     /// The regions marked (meaningless when [`Dirty::is_all`]).
@@ -201,11 +201,7 @@ impl Dirty {
         if self.all {
             return None;
         }
-        let k = self
-            .regions()
-            .iter()
-            .position(|&x| u32::try_from(r).is_ok_and(|r| r == x))?;
-        self.pages_at(k)
+        self.pages_at(self.index_of(r)?)
     }
 
     /// Both sets together.
