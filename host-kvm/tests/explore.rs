@@ -1,7 +1,7 @@
 //! The depth-first explorer against the breadth-first one: the same states, transitions,
 //! ends, liveness and shortest traces on every scenario that can be explored completely, with
 //! and without states set aside for lack of path memory; a broken invariant gets one of the
-//! fewest steps that break it.
+//! fewest steps that break it; a long chain does not deepen the depth-first path.
 
 use std::path::Path;
 
@@ -129,4 +129,31 @@ fn a_broken_invariant_gets_one_of_the_fewest_steps_that_break_it() {
             assert_eq!(checked, Err(v));
         }
     }
+}
+
+#[test]
+fn a_long_chain_does_not_deepen_the_path() {
+    // td-shim re-accepting its 2M page: a chain over six thousand steps deep, with side
+    // branches. The continuation is taken last and takes its state's level on the path, so the
+    // path stays short (it held a world per step of the chain when choices were taken first
+    // enabled first).
+    let text = std::fs::read_to_string(
+        Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../scenarios/td-shim-reaccept-2m-upstream-4k.toml"),
+    )
+    .unwrap();
+    let w = scenario::parse(&text).unwrap().world().unwrap();
+    let mut longest = 0;
+    let ex = explore(
+        &w,
+        Bounds {
+            max_states: 1_000_000,
+            ..Bounds::default()
+        },
+        &mut |_, path| longest = longest.max(path),
+    )
+    .unwrap();
+    assert!(!ex.bounded);
+    assert!(ex.depth > 6_000, "depth {}", ex.depth);
+    assert!(longest < 1_000, "path of {longest} worlds");
 }
