@@ -135,8 +135,7 @@ fn a_broken_invariant_gets_one_of_the_fewest_steps_that_break_it() {
 fn a_long_chain_does_not_deepen_the_path() {
     // td-shim re-accepting its 2M page: a chain over six thousand steps deep, with side
     // branches. The continuation is taken last and takes its state's level on the path, so the
-    // path stays short (it held a world per step of the chain when choices were taken first
-    // enabled first).
+    // path holds about 500 worlds (over 3,000 when choices were taken first enabled first).
     let text = std::fs::read_to_string(
         Path::new(env!("CARGO_MANIFEST_DIR"))
             .join("../scenarios/td-shim-reaccept-2m-upstream-4k.toml"),

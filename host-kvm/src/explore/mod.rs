@@ -345,7 +345,8 @@ where
         }
         // Last enabled first: the first choice, a vCPU running on, is most often the long
         // continuation, and the choice taken last gives the new state its state's level, so
-        // chains do not deepen the path (td-shim's 6,156-step chain kept a world per step).
+        // chains deepen the path far less (td-shim's 6,156-step chain: about 500 worlds on
+        // the path instead of 3,077).
         let c = f.choices[usize::from(f.n - 1 - f.next)];
         f.next += 1;
         let last = f.next >= f.n;
