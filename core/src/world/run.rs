@@ -1,0 +1,115 @@
+//! Running a schedule: a scheduler picks each choice, the invariants are checked after every
+//! step, an observer sees each step (traces, fuzzers, shadow checks).
+
+use crate::kvm::KvmStorage;
+use crate::sept::SeptStorage;
+
+use super::{
+    Choice, Limits, MAX_CHOICES, Metrics, RandomScheduler, ScheduleError, Scheduler, Stepped,
+    Verdict, World,
+};
+
+impl<SS: SeptStorage, KS: KvmStorage> World<SS, KS> {
+    /// Runs one schedule chosen by `seed` from this state: uniformly among the enabled choices
+    /// (xorshift64), the invariants checked after every step, until the world ends or `bound`
+    /// steps have passed (then: livelock). Adds the steps taken to `steps`.
+    pub fn run_seeded(
+        &self,
+        seed: u64,
+        bound: u32,
+        metrics: &mut Metrics,
+        steps: &mut u64,
+    ) -> Result<Verdict, ScheduleError>
+    where
+        SS: Clone,
+        KS: Clone,
+    {
+        self.run_schedule(
+            &mut RandomScheduler::new(seed),
+            Limits::steps(bound),
+            metrics,
+            steps,
+            |_, _| {},
+        )
+    }
+
+    /// Runs one schedule from this state, `scheduler` picking each choice: the invariants
+    /// checked after every step, `on_step` told every choice taken (the trace), until the
+    /// world ends — or it is a livelock: no choice enabled, `limits.patience` steps in a row
+    /// without progress, or `limits.bound` steps in all. Adds the steps taken to `steps`.
+    pub fn run_schedule<Sch: Scheduler>(
+        &self,
+        scheduler: &mut Sch,
+        limits: Limits,
+        metrics: &mut Metrics,
+        steps: &mut u64,
+        on_step: impl FnMut(Choice, Stepped),
+    ) -> Result<Verdict, ScheduleError>
+    where
+        SS: Clone,
+        KS: Clone,
+    {
+        self.clone()
+            .advance_schedule(scheduler, limits, metrics, steps, on_step)
+    }
+
+    /// [`World::run_schedule`] on this world itself: it is left in the state the schedule
+    /// ended in (for the final mapping histogram, or to look at).
+    pub fn advance_schedule<Sch: Scheduler>(
+        &mut self,
+        scheduler: &mut Sch,
+        limits: Limits,
+        metrics: &mut Metrics,
+        steps: &mut u64,
+        mut on_step: impl FnMut(Choice, Stepped),
+    ) -> Result<Verdict, ScheduleError>
+    where
+        SS: Clone,
+        KS: Clone,
+    {
+        let w = self;
+        let mut before = w.clone();
+        let mut idle = 0u32;
+        w.clear_dirty();
+        for step in 0..limits.bound {
+            if let Some(v) = w.ended() {
+                return Ok(v);
+            }
+            let mut choices = [Choice::Vcpu(0); MAX_CHOICES];
+            let n = w.enabled(&mut choices);
+            let Some(enabled) = choices.get(..n).filter(|c| !c.is_empty()) else {
+                return Ok(Verdict::Livelock);
+            };
+            let pick = scheduler.pick(step, enabled);
+            let choice = enabled.get(pick).copied().unwrap_or(Choice::Vcpu(0));
+            let stepped = w.step(choice, metrics).map_err(ScheduleError::Model)?;
+            scheduler.feedback(choice, stepped);
+            on_step(choice, stepped);
+            *steps = steps.saturating_add(1);
+            w.check_step(&before)
+                .map_err(|violation| ScheduleError::Invariant {
+                    step,
+                    choice,
+                    violation,
+                })?;
+            // `before` follows by copying what changed; then a fresh record.
+            before.sync_from(w);
+            w.clear_dirty();
+            idle = match stepped {
+                Stepped::Moved { progress: true } => 0,
+                _ => idle.saturating_add(1),
+            };
+            if idle >= limits.patience {
+                return Ok(Verdict::Livelock);
+            }
+        }
+        Ok(w.ended().unwrap_or(Verdict::Livelock))
+    }
+
+    /// Whether `choice` is enabled now.
+    pub fn is_enabled(&self, choice: Choice) -> bool {
+        let mut choices = [Choice::Vcpu(0); MAX_CHOICES];
+        let n = self.enabled(&mut choices);
+        choices.get(..n).is_some_and(|c| c.contains(&choice))
+    }
+}

@@ -1,0 +1,220 @@
+//! The explorer's incremental-state plumbing for a world: its change record (the models'
+//! records and the actors steps ran), copies by what changed, hashing part by part.
+
+use crate::kvm::KvmStorage;
+use crate::sept::SeptStorage;
+
+use super::{MAX_VCPUS, PARTS, World};
+
+/// A world's change record: the regions each model changed since it was cleared
+/// ([`World::changes`]).
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Changes {
+    sept: crate::sept::Dirty,
+    kvm: crate::sept::Dirty,
+    touched: Touched,
+}
+
+/// Actor slots a world's steps touched, as parts ([`World::hash_part`]) bits. Bookkeeping, not
+/// state: it compares equal and hashes to nothing, as the models' change records do.
+#[derive(Clone, Copy, Debug, Default)]
+pub(super) struct Touched(pub(super) u32);
+
+impl PartialEq for Touched {
+    fn eq(&self, _: &Self) -> bool {
+        true
+    }
+}
+
+impl Eq for Touched {}
+
+impl core::hash::Hash for Touched {
+    fn hash<H: core::hash::Hasher>(&self, _: &mut H) {}
+}
+
+impl Touched {
+    /// Everything.
+    pub(super) const ALL: Touched = Touched(u32::MAX);
+
+    pub(super) fn vcpu(&mut self, i: usize) {
+        self.part(i.saturating_add(3));
+    }
+
+    pub(super) fn host(&mut self, i: usize) {
+        self.part(i.saturating_add(3 + MAX_VCPUS));
+    }
+
+    pub(super) fn part(&mut self, k: usize) {
+        self.0 |= Self::bit(k);
+    }
+
+    pub(super) fn has(self, k: usize) -> bool {
+        self.0 & Self::bit(k) != 0
+    }
+
+    /// Part `k`'s bit (every bit past the last).
+    fn bit(k: usize) -> u32 {
+        u32::try_from(k)
+            .ok()
+            .and_then(|k| 1u32.checked_shl(k))
+            .unwrap_or(u32::MAX)
+    }
+}
+
+impl<SS: SeptStorage, KS: KvmStorage> World<SS, KS> {
+    /// Starts a new record of what the next steps change (see [`World::check_step`]).
+    pub fn clear_dirty(&mut self) {
+        self.sept.clear_dirty();
+        self.kvm.clear_dirty();
+        self.touched = Touched::default();
+    }
+
+    /// The parts ([`World::hash_part`]) that may differ from the state the change record was
+    /// cleared in, as bits: the S-EPT model's fields when its record says so, KVM's fields and
+    /// the shared guest state always (they are not tracked), and each actor a step ran or
+    /// kicked (every part after [`World::canonicalize`] renumbered, or when nothing was
+    /// cleared yet). An explorer rehashes only these.
+    pub fn touched_parts(&self) -> u32 {
+        self.touched.0 | 0b110 | u32::from(self.sept.small_changed())
+    }
+
+    /// What its change record names (both models).
+    pub fn changes(&self) -> Changes {
+        Changes {
+            sept: self.sept.dirty(),
+            kvm: self.kvm.dirty(),
+            touched: self.touched,
+        }
+    }
+
+    /// Adds `changes` to its change record. An explorer keeping one copy of each state on a
+    /// path uses it to widen what a later [`World::revert_to`] or [`World::sync_from`]
+    /// copies: a copy that differs from another only where its record says can be brought
+    /// back by a revert to it.
+    pub fn absorb_changes(&mut self, changes: &Changes) {
+        self.sept.absorb_dirty(&changes.sept);
+        self.kvm.absorb_dirty(&changes.kvm);
+        self.touched.0 |= changes.touched.0;
+    }
+    /// Makes this world equal to `other`, given that it equals what `other` was when its
+    /// change record was last cleared: copies only what changed.
+    pub fn sync_from(&mut self, other: &Self)
+    where
+        SS: Clone,
+        KS: Clone,
+    {
+        self.sept.sync_from(&other.sept);
+        self.kvm.sync_from(&other.kvm);
+        self.copy_actors(other, other.touched);
+    }
+
+    /// Copies everything outside the two models: the shared guest state, and the actors
+    /// `touched` names (the others are equal, as the change record says); takes `other`'s
+    /// record of touched actors, as the models take its change records.
+    fn copy_actors(&mut self, other: &Self, touched: Touched) {
+        self.policy = other.policy;
+        self.reentered = other.reentered;
+        self.lazy = other.lazy;
+        if touched.0 == Touched::ALL.0 {
+            self.vcpus = other.vcpus;
+            self.hosts = other.hosts;
+        } else {
+            for (k, (v, o)) in self.vcpus.iter_mut().zip(&other.vcpus).enumerate() {
+                if touched.has(k.saturating_add(3)) {
+                    *v = *o;
+                }
+            }
+            for (k, (h, o)) in self.hosts.iter_mut().zip(&other.hosts).enumerate() {
+                if touched.has(k.saturating_add(3 + MAX_VCPUS)) {
+                    *h = *o;
+                }
+            }
+        }
+        self.touched = other.touched;
+    }
+
+    /// Hashes everything but the regions' records and tables: with [`World::hash_region`] of
+    /// every region, the whole state — so an explorer can update a fingerprint by the regions
+    /// a step changed ([`World::changed_regions`]). It is [`World::hash_part`] of every part
+    /// in order.
+    pub fn hash_small<H: core::hash::Hasher>(&self, h: &mut H) {
+        for k in 0..PARTS {
+            self.hash_part(k, h);
+        }
+    }
+
+    /// Hashes part `k` of what lies outside the regions: 0 the S-EPT model's fields and 1G
+    /// records, 1 KVM's, 2 the design and the guests' shared state, then each actor slot
+    /// (vCPUs, then host actors); nothing past them. What is fixed when the world is built is
+    /// in no part: the states of one world share the vCPUs' later stage programs, the S-EPT
+    /// model's configuration and KVM's window.
+    pub fn hash_part<H: core::hash::Hasher>(&self, k: usize, h: &mut H) {
+        use core::hash::Hash;
+        match k {
+            0 => self.sept.hash_small(h),
+            1 => self.kvm.hash_small(h),
+            2 => {
+                self.policy.hash(h);
+                self.reentered.hash(h);
+                self.lazy.hash(h);
+            }
+            _ => match k.saturating_sub(3).checked_sub(MAX_VCPUS) {
+                None => match self.vcpus.get(k.saturating_sub(3)) {
+                    Some(Some(v)) => v.hash_progress(h),
+                    Some(None) => 0u8.hash(h),
+                    None => {}
+                },
+                Some(j) => self.hosts.get(j).hash(h),
+            },
+        }
+    }
+
+    /// Whether part `k` (as in [`World::hash_part`]) is the same in both worlds: an explorer
+    /// keeps a state's part hashes and rehashes only the parts a step changed.
+    pub fn same_part(&self, other: &Self, k: usize) -> bool {
+        match k {
+            0 => self.sept.small_eq(&other.sept),
+            1 => self.kvm.small_eq(&other.kvm),
+            2 => {
+                self.policy == other.policy
+                    && self.reentered == other.reentered
+                    && self.lazy == other.lazy
+            }
+            _ => match k.saturating_sub(3).checked_sub(MAX_VCPUS) {
+                None => self.vcpus.get(k.saturating_sub(3)) == other.vcpus.get(k.saturating_sub(3)),
+                Some(j) => self.hosts.get(j) == other.hosts.get(j),
+            },
+        }
+    }
+
+    /// Hashes region `r` in both models.
+    pub fn hash_region<H: core::hash::Hasher>(&self, r: usize, h: &mut H) {
+        use core::hash::Hash;
+        r.hash(h);
+        self.sept.hash_region(r, h);
+        self.kvm.hash_region(r, h);
+    }
+
+    /// The regions either model changed since the record was cleared.
+    pub fn changed_regions(&self) -> crate::sept::Dirty {
+        self.kvm.dirty().union(&self.sept.dirty())
+    }
+
+    /// Regions in the window.
+    pub fn regions(&self) -> usize {
+        self.sept.config().regions as usize
+    }
+
+    /// Undoes what changed since the change record was cleared, given that `original` is the
+    /// state from then (an explorer stepping one scratch world through every choice).
+    pub fn revert_to(&mut self, original: &Self)
+    where
+        SS: Clone,
+        KS: Clone,
+    {
+        self.sept.revert_to(&original.sept);
+        self.kvm.revert_to(&original.kvm);
+        let touched = self.touched;
+        self.copy_actors(original, touched);
+    }
+}

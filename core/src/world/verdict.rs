@@ -1,0 +1,140 @@
+//! What a run reports: its verdict, its counters and per-step notes, and why a run stopped
+//! early (a broken invariant, a model error).
+
+use crate::abi::Gpa;
+use crate::guest::{GuestEvent, GuestOp};
+use crate::kvm::{FaultEnd, FaultStats, HostOpEnd, KvmError};
+
+use super::Choice;
+
+/// How a world ends.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Verdict {
+    /// Every guest finished with its markers intact.
+    Ok,
+    /// A guest reached its fatal path.
+    GuestPanic,
+    /// A guest's marker is gone.
+    DataLoss,
+    /// KVM_BUG_ON.
+    VmBugged,
+    /// The VM was killed (a touch of unaccepted memory with #VE disabled, or a memory fault
+    /// the model's userspace does not resolve).
+    VmKilled,
+    /// Some vCPU cannot complete under fair scheduling (decided by the explorer or scheduler).
+    Livelock,
+}
+
+impl Verdict {
+    /// Lower-case name, as scenario files spell it.
+    pub const fn name(self) -> &'static str {
+        match self {
+            Verdict::Ok => "ok",
+            Verdict::GuestPanic => "guest-panic",
+            Verdict::DataLoss => "data-loss",
+            Verdict::VmBugged => "vm-bugged",
+            Verdict::VmKilled => "vm-killed",
+            Verdict::Livelock => "livelock",
+        }
+    }
+}
+
+/// The counters a run reports (design.md, "Metrics").
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
+pub struct Metrics {
+    /// ACCEPT TDCALLs issued (each execution).
+    pub tdcalls: u32,
+    /// ACCEPTs that retired with success.
+    pub accept_success: u32,
+    /// ACCEPTs that retired with a warning or an error.
+    pub accept_failed: u32,
+    /// TD exits with accept information.
+    pub exits_accept: u32,
+    /// TD exits without it (touches).
+    pub exits_other: u32,
+    /// TD entries after an exit whose operation then exited again without retiring (the
+    /// zero-step risk).
+    pub entries_without_progress: u32,
+    /// Kick bounces (a vCPU leaving and re-entering the guest).
+    pub kicks: u32,
+    /// The fault paths' counters, summed.
+    pub fault: FaultStats,
+    /// SEAMCALLs issued by host operations.
+    pub host_seamcalls: u32,
+    /// Demotions by host operations.
+    pub host_demotions: u32,
+    /// What the last step did (for traces; not a counter).
+    pub note: StepNote,
+}
+
+impl Metrics {
+    /// Adds `o`'s counters to these (the note is left as it is).
+    pub fn add(&mut self, o: &Metrics) {
+        for (a, b) in [
+            (&mut self.tdcalls, o.tdcalls),
+            (&mut self.accept_success, o.accept_success),
+            (&mut self.accept_failed, o.accept_failed),
+            (&mut self.exits_accept, o.exits_accept),
+            (&mut self.exits_other, o.exits_other),
+            (
+                &mut self.entries_without_progress,
+                o.entries_without_progress,
+            ),
+            (&mut self.kicks, o.kicks),
+            (&mut self.host_seamcalls, o.host_seamcalls),
+            (&mut self.host_demotions, o.host_demotions),
+        ] {
+            *a = a.saturating_add(b);
+        }
+        self.fault.add(&o.fault);
+    }
+}
+
+/// What one step did that the state after it no longer shows, for traces.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
+pub struct StepNote {
+    /// The guest operation that retired, and what came back.
+    pub retired: Option<(GuestOp, GuestEvent)>,
+    /// How a fault path ended (RET_PF_* back into the guest, or the VM's end).
+    pub fault_end: Option<FaultEnd>,
+    /// How a host operation ended.
+    pub host_end: Option<HostOpEnd>,
+}
+
+/// Why a seeded schedule stopped before a verdict.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum ScheduleError {
+    /// A safety invariant broke after the `step`-th step, taking `choice`.
+    Invariant {
+        /// The step number (from 0).
+        step: u32,
+        /// The choice taken.
+        choice: Choice,
+        /// What broke.
+        violation: Violation,
+    },
+    /// The model failed.
+    Model(KvmError),
+}
+
+/// A broken safety invariant (design.md): a bug in a model or a policy.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Violation {
+    /// The S-EPT model's storage is inconsistent.
+    SeptInconsistent,
+    /// Mirror and S-EPT disagree on a leaf or table.
+    MirrorMismatch(crate::kvm::MirrorMismatch),
+    /// A mapping above 4K before the TD is runnable.
+    HugeBeforeRunnable(Gpa),
+    /// The model failed (capacity or misuse).
+    Model(KvmError),
+    /// A GUEST_INHIBIT bit was cleared (it is one-way).
+    InhibitCleared(Gpa),
+    /// Accepted content vanished from a page no conversion or punch hole in progress names.
+    RemovedOutsideRange(Gpa),
+    /// A leaf larger than the guest_memfd folio, or over a range whose attributes are mixed.
+    LeafTooLarge(Gpa),
+    /// A vCPU holds a per-vCPU request window that no fault of its own recorded (it outlived
+    /// its fault or names memory the vCPU never faulted on).
+    StrayPolicyState(u8),
+}
