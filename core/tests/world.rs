@@ -371,13 +371,32 @@ fn a_world_too_large_is_refused() {
     let (sept, kvm) = common::td::<2, 3>("tdx-1.5", false);
     assert_eq!(
         World::new(sept, kvm, PolicyId::RfcV1, &[g; MAX_VCPUS + 1], &[], 0).err(),
-        Some(hugesept_core::kvm::KvmError::WorldTooLarge)
+        Some(hugesept_core::world::WorldError::TooLarge)
     );
     let (sept, kvm) = common::td::<2, 3>("explicit-demotion", false);
     assert!(World::new(sept, kvm, PolicyId::ExplicitDemotion, &[g], &[], 0).is_ok());
     let (sept, kvm) = common::td::<2, 3>("tdx-1.5", false);
     assert!(matches!(
         World::new(sept, kvm, PolicyId::ExplicitDemotion, &[g], &[], 0).err(),
-        Some(hugesept_core::kvm::KvmError::Policy(_))
+        Some(hugesept_core::world::WorldError::Policy(_))
     ));
+}
+
+#[test]
+fn errors_name_their_inner_cause_layer_by_layer() {
+    use hugesept_core::kvm::KvmError;
+    use hugesept_core::policy::PolicyError;
+    use hugesept_core::sept::SeptError;
+    use hugesept_core::world::WorldError;
+    let policy = PolicyError::NeedsExplicitDemotionModule.to_string();
+    let kvm = KvmError::Policy(PolicyError::NeedsExplicitDemotionModule).to_string();
+    assert!(kvm.contains(&policy), "{kvm}");
+    let sept = SeptError::TablePoolExhausted.to_string();
+    let world = WorldError::Model(KvmError::Sept(SeptError::TablePoolExhausted)).to_string();
+    assert!(world.contains(&sept) && world.contains("S-EPT"), "{world}");
+    assert!(
+        WorldError::Policy(PolicyError::NeedsExplicitDemotionModule)
+            .to_string()
+            .contains(&policy)
+    );
 }

@@ -337,10 +337,6 @@ pub enum KvmError {
     Sept(SeptError),
     /// The policy cannot run on this module.
     Policy(crate::policy::PolicyError),
-    /// A world with more vCPUs, host actors or script actions than it holds.
-    WorldTooLarge,
-    /// A range that is misaligned or beyond what the world tracks.
-    BadRange,
 }
 
 impl From<SeptError> for KvmError {
@@ -1125,30 +1121,17 @@ pub(crate) const fn page_index(gfn: Gfn) -> usize {
     (gfn.raw() & 0x1FF) as usize
 }
 
-impl KvmError {
-    /// A one-line description.
-    pub const fn describe(self) -> &'static str {
-        match self {
-            KvmError::StorageMismatch => "KVM storage does not match the window",
-            KvmError::OutsideModel => "GFN outside the modelled window",
-            KvmError::TablePoolExhausted => "no mirror table left in the model's pool",
-            KvmError::BadMemslot => "memslot overlaps another or no slot is free",
-            KvmError::Inconsistent => "KVM model storage is inconsistent",
-            KvmError::Sept(e) => e.describe(),
-            KvmError::Policy(_) => {
-                "policy explicit-demotion needs the explicit-demotion module profile"
-            }
-            KvmError::WorldTooLarge => {
-                "more vCPUs, stages, host actors or script actions than a world holds"
-            }
-            KvmError::BadRange => "a range that is misaligned or beyond what the world tracks",
-        }
-    }
-}
-
 impl core::fmt::Display for KvmError {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
-        f.write_str(self.describe())
+        match self {
+            KvmError::StorageMismatch => f.write_str("KVM storage does not match the window"),
+            KvmError::OutsideModel => f.write_str("GFN outside the modelled window"),
+            KvmError::TablePoolExhausted => f.write_str("no mirror table left in the model's pool"),
+            KvmError::BadMemslot => f.write_str("memslot overlaps another or no slot is free"),
+            KvmError::Inconsistent => f.write_str("KVM model storage is inconsistent"),
+            KvmError::Sept(e) => write!(f, "S-EPT model: {e}"),
+            KvmError::Policy(e) => write!(f, "policy: {e}"),
+        }
     }
 }
 

@@ -10,6 +10,7 @@
 
 mod actors;
 mod check;
+mod error;
 mod host;
 mod lazy;
 mod run;
@@ -20,6 +21,7 @@ mod support;
 mod verdict;
 
 pub use actors::{HostAction, HostActivity, HostActor, VcpuActor, VcpuState};
+pub use error::WorldError;
 pub use lazy::UnitBitmap;
 pub use schedule::{
     Limits, MAX_PCT_DEPTH, PctScheduler, PriorityScheduler, RandomScheduler, Rng, Scheduler,
@@ -30,7 +32,7 @@ pub use verdict::{Metrics, ScheduleError, StepNote, Verdict, Violation};
 
 use crate::abi::{Gfn, Gpa, PageLevel};
 use crate::guest::{Guest, GuestEnd};
-use crate::kvm::{FaultEnd, Kvm, KvmError, KvmStorage};
+use crate::kvm::{FaultEnd, Kvm, KvmStorage};
 use crate::policy::{Policy, PolicyId, VcpuPolicyState};
 use crate::sept::{OpState, Sept, SeptStorage};
 
@@ -114,10 +116,10 @@ impl<SS: SeptStorage, KS: KvmStorage> World<SS, KS> {
         guests: &[Guest],
         scripts: &[&[HostAction]],
         interrupts: u8,
-    ) -> Result<Self, KvmError> {
+    ) -> Result<Self, WorldError> {
         let mut programs: [&[Guest]; MAX_VCPUS] = [&[]; MAX_VCPUS];
         if guests.len() > MAX_VCPUS {
-            return Err(KvmError::WorldTooLarge);
+            return Err(WorldError::TooLarge);
         }
         for (p, g) in programs.iter_mut().zip(guests) {
             *p = core::slice::from_ref(g);
@@ -144,10 +146,10 @@ impl<SS: SeptStorage, KS: KvmStorage> World<SS, KS> {
         programs: &[&[Guest]],
         scripts: &[&[HostAction]],
         interrupts: u8,
-    ) -> Result<Self, KvmError> {
+    ) -> Result<Self, WorldError> {
         policy
             .check_profile(sept.profile())
-            .map_err(KvmError::Policy)?;
+            .map_err(WorldError::Policy)?;
         if programs.len() > MAX_VCPUS
             || programs
                 .iter()
@@ -155,13 +157,13 @@ impl<SS: SeptStorage, KS: KvmStorage> World<SS, KS> {
             || scripts.len() > MAX_HOSTS
             || scripts.iter().any(|s| s.len() > MAX_SCRIPT)
         {
-            return Err(KvmError::WorldTooLarge);
+            return Err(WorldError::TooLarge);
         }
         let mut vcpus = [None; MAX_VCPUS];
         let mut stages = [[None; MAX_STAGES - 1]; MAX_VCPUS];
         for ((slot, program), later_stages) in vcpus.iter_mut().zip(programs).zip(&mut stages) {
             let Some((first, rest)) = program.split_first() else {
-                return Err(KvmError::WorldTooLarge);
+                return Err(WorldError::TooLarge);
             };
             for (l, g) in later_stages.iter_mut().zip(rest) {
                 *l = Some(*g);
@@ -200,19 +202,19 @@ impl<SS: SeptStorage, KS: KvmStorage> World<SS, KS> {
     /// Marks the 2 MiB units of [start, end) (2 MiB aligned, inside the first
     /// [`MAX_LAZY_UNITS`] units of the window) as unaccepted in the lazy-accept bitmap: the
     /// memory the firmware left for the kernel to accept on demand.
-    pub fn set_unaccepted(&mut self, start: Gpa, end: Gpa) -> Result<(), KvmError> {
+    pub fn set_unaccepted(&mut self, start: Gpa, end: Gpa) -> Result<(), WorldError> {
         let base = self.sept.config().base;
         if !start.is_aligned(PageLevel::Size2M) || !end.is_aligned(PageLevel::Size2M) {
-            return Err(KvmError::BadRange);
+            return Err(WorldError::BadRange);
         }
         let mut unit = start;
         while unit < end {
             if !self.sept.contains(unit) {
-                return Err(KvmError::BadRange);
+                return Err(WorldError::BadRange);
             }
             self.lazy
                 .mark_unaccepted(base, unit)
-                .ok_or(KvmError::BadRange)?;
+                .ok_or(WorldError::BadRange)?;
             unit = Gpa(unit.raw().saturating_add(crate::abi::PAGE_SIZE_2M));
         }
         Ok(())

@@ -16,7 +16,7 @@ use hugesept_core::sept::{ModuleProfile, Sept, SeptConfig};
 use hugesept_core::world::{
     Choice, HostAction, Limits, MAX_HOSTS, MAX_LAZY_UNITS, MAX_SCRIPT, MAX_STAGES, MAX_VCPUS,
     Metrics, PctScheduler, PriorityScheduler, RandomScheduler, ScheduleError, Scheduler, Stepped,
-    Verdict, World,
+    Verdict, World, WorldError,
 };
 use serde::Deserialize;
 
@@ -614,6 +614,7 @@ impl Scenario {
     /// memslots with their folio orders, the lazy-accept bitmap set.
     pub fn world(&self) -> Result<ScenarioWorld, ScenarioError> {
         let model = |e: KvmError| ScenarioError::Model(e.to_string());
+        let world_error = |e: WorldError| ScenarioError::Model(e.to_string());
         let gigs = self
             .config
             .gigs_needed()
@@ -644,18 +645,19 @@ impl Scenario {
         let programs: Vec<&[Guest]> = self.programs.iter().map(Vec::as_slice).collect();
         let mut w =
             World::with_programs(sept, kvm, self.policy, &programs, &scripts, self.interrupts)
-                .map_err(model)?;
+                .map_err(world_error)?;
         let lazy = self
             .programs
             .iter()
             .flatten()
             .any(|g| g.kind() == GuestKind::LinuxLazy);
         match self.unaccepted {
-            Some((s, e)) => w.set_unaccepted(s, e).map_err(model)?,
+            Some((s, e)) => w.set_unaccepted(s, e).map_err(world_error)?,
             None if lazy => {
                 let end = Gpa(self.config.base.raw()
                     + (self.config.regions.min(MAX_LAZY_UNITS as u32) as u64) * PAGE_SIZE_2M);
-                w.set_unaccepted(self.config.base, end).map_err(model)?
+                w.set_unaccepted(self.config.base, end)
+                    .map_err(world_error)?
             }
             None => {}
         }
