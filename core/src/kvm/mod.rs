@@ -5,19 +5,21 @@
 //! ([`FaultPath`]) and the split sequence it shares with the host operations ([`Split`])
 //! (shared/reference/kvm-fault-path.md).
 
+mod check;
 mod fault;
 mod host_ops;
 mod lock;
 mod lpage;
+mod snapshot;
 mod split;
+mod storage;
 mod vm;
 
+pub use check::MirrorMismatch;
 pub use fault::{FaultCtx, FaultEnd, FaultPath, FaultStats, FaultStep, RetPf};
 pub use host_ops::{HostOpEnd, HostOpKind, HostOperation, HostStep};
 pub use lock::{MmuLock, NotHeld};
 pub use lpage::LpageInfo;
 pub use split::{Finish, Split, SplitStep};
-pub use vm::{
-    Attrs, Kvm, KvmArrayStorage, KvmError, KvmGig, KvmRegion, KvmStorage, MAX_MEMSLOTS, Memslot,
-    MirrorMismatch, MirrorTable, Spte,
-};
+pub use storage::{Attrs, KvmArrayStorage, KvmGig, KvmRegion, KvmStorage, MirrorTable, Spte};
+pub use vm::{Kvm, KvmError, MAX_MEMSLOTS, Memslot};
