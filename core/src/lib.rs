@@ -23,4 +23,5 @@ pub mod guest;
 pub mod kvm;
 pub mod policy;
 pub mod sept;
+pub mod snapshot;
 pub mod world;

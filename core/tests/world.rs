@@ -11,6 +11,7 @@
 
 mod common;
 
+use hugesept_core::snapshot::Snapshot;
 use std::collections::{BTreeSet, HashMap};
 
 use common::BASE;
@@ -334,7 +335,7 @@ fn the_invariant_checks_catch_what_they_are_for() {
     assert_eq!(w.mapping_histogram().0, 1 << 21);
     assert_eq!(w.check(), Ok(()));
     let mut bad = w.clone();
-    bad.clear_dirty();
+    bad.clear_changes();
     bad.kvm_mut()
         .set_folio(R1.gfn(), PageLevel::Size4K)
         .unwrap();

@@ -5,6 +5,7 @@
 //! result with a shadow statement of the encoding written out here: a decoder must never panic,
 //! must accept exactly the values the ABI defines, and must give back its input when re-encoded.
 
+use hugesept_core::snapshot::Snapshot;
 use std::fmt;
 
 use hugesept_core::abi::{
@@ -357,7 +358,7 @@ pub fn world_schedule(data: &[u8]) {
     let mut steps = 0u64;
     // The input's schedule first...
     let mut before = w.clone();
-    w.clear_dirty();
+    w.clear_changes();
     for b in bytes {
         if w.ended().is_some() {
             break;
@@ -382,7 +383,7 @@ pub fn world_schedule(data: &[u8]) {
             before == w,
             "{policy}: a copy synced by the change record differs after {c:?}"
         );
-        w.clear_dirty();
+        w.clear_changes();
     }
     // ...then a fair schedule to the end.
     let verdict = w

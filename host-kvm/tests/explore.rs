@@ -3,6 +3,7 @@
 //! and without states set aside for lack of path memory; a broken invariant gets one of the
 //! fewest steps that break it; a long chain does not deepen the depth-first path.
 
+use hugesept_core::snapshot::Snapshot;
 use std::path::Path;
 
 use hugesept_core::abi::{Gpa, PageLevel};
@@ -97,7 +98,7 @@ fn broken_world() -> ScenarioWorld {
     w.kvm_mut()
         .set_folio(Gpa(0x4020_0000).gfn(), PageLevel::Size4K)
         .unwrap();
-    w.clear_dirty();
+    w.clear_changes();
     w
 }
 
@@ -120,7 +121,7 @@ fn a_broken_invariant_gets_one_of_the_fewest_steps_that_break_it() {
     let mut m = Metrics::default();
     for (i, c) in p.iter().enumerate() {
         let before = s.clone();
-        s.clear_dirty();
+        s.clear_changes();
         s.step(*c, &mut m).unwrap();
         let checked = s.check_step(&before);
         if i + 1 < p.len() {

@@ -1,6 +1,7 @@
 //! Every scenario in scenarios/ that states an expected verdict gets it under all its seeded
 //! schedules; broken scenario files get clear errors.
 
+use hugesept_core::snapshot::Snapshot;
 use std::path::Path;
 
 use hugesept_host_kvm::scenario::{self, ScenarioError};
@@ -155,7 +156,7 @@ fn the_per_step_checks_agree_with_the_full_checks() {
                 }
                 let c = choices[sched.pick(step, &choices[..n])];
                 let before = w.clone();
-                w.clear_dirty();
+                w.clear_changes();
                 w.step(c, &mut m).unwrap();
                 let full = w
                     .check()

@@ -45,11 +45,12 @@ impl<S: KvmStorage> Kvm<S> {
     /// [`Kvm::check_against_sept`] over the regions either model changed since their records
     /// were last cleared (and the 1G entries when one changed); everything when either record
     /// says everything.
-    pub fn check_changed_against_sept<SS: crate::sept::SeptStorage>(
+    pub fn check_changed_against_sept<SS: crate::sept::SeptStorage + Clone>(
         &self,
         sept: &crate::sept::Sept<SS>,
     ) -> Result<(), MirrorMismatch> {
-        self.check_changed_against_sept_in(sept, &self.dirty.union(&sept.dirty()))
+        use crate::snapshot::Snapshot;
+        self.check_changed_against_sept_in(sept, &self.dirty.union(&sept.changes()))
     }
 
     /// [`Kvm::check_changed_against_sept`] given both models' changes together.

@@ -1,89 +1,29 @@
 //! The explorer's incremental-state plumbing for KVM's model: hashing its fields and regions
 //! apart, its change record, and copies by what changed.
 
-use crate::sept::copy_changed_regions;
+use crate::sept::{Dirty, copy_changed_regions};
+use crate::snapshot::Snapshot;
 
 use super::{Kvm, KvmStorage};
-impl<S: KvmStorage> Kvm<S> {
-    /// Hashes everything but the regions and their tables (see `Sept::hash_small`): the
-    /// memslots by their digest, the window's base not at all (fixed when the model is built).
-    pub fn hash_small<H: core::hash::Hasher>(&self, h: &mut H) {
-        use core::hash::Hash;
-        self.memslots_digest.hash(h);
-        self.mmu_lock.hash(h);
-        self.invalidation.hash(h);
-        self.bugged.hash(h);
-        self.killed.hash(h);
-        self.kick_pending.hash(h);
-        self.storage.gigs().hash(h);
-    }
+impl<S: KvmStorage + Clone> Snapshot for Kvm<S> {
+    type Changes = Dirty;
 
-    /// Whether everything [`Kvm::hash_small`] hashes is equal in both.
-    pub fn small_eq(&self, o: &Self) -> bool {
-        self.memslots_digest == o.memslots_digest
-            && self.mmu_lock == o.mmu_lock
-            && self.invalidation == o.invalidation
-            && self.bugged == o.bugged
-            && self.killed == o.killed
-            && self.kick_pending == o.kick_pending
-            && self.storage.gigs() == o.storage.gigs()
-    }
-
-    /// Hashes region `r`'s record and its table.
-    pub fn hash_region<H: core::hash::Hasher>(&self, r: usize, h: &mut H) {
-        use core::hash::Hash;
-        if let Some(region) = self.storage.regions().get(r) {
-            region.hash(h);
-            if let Some(t) = region
-                .table
-                .index()
-                .and_then(|i| self.storage.tables().get(i))
-            {
-                t.hash(h);
-            }
-        }
-    }
-
-    /// The regions changed since the last [`Kvm::clear_dirty`].
-    pub fn dirty(&self) -> crate::sept::Dirty {
+    /// The regions (and own fields) changed since the record was last cleared.
+    fn changes(&self) -> Dirty {
         self.dirty
     }
 
-    /// Starts a new record of changed regions.
-    pub fn clear_dirty(&mut self) {
+    fn clear_changes(&mut self) {
         self.dirty.clear();
     }
 
-    /// Adds `d` to the record of changed regions (an explorer moving a record between
-    /// copies).
-    pub(crate) fn absorb_dirty(&mut self, d: &crate::sept::Dirty) {
+    fn absorb_changes(&mut self, d: &Dirty) {
         self.dirty.absorb(d);
     }
 
-    /// Makes `self` equal to `other`, given that `self` equals what `other` was when its
-    /// changed-regions record was last cleared (see `Sept::sync_from`).
-    pub fn sync_from(&mut self, other: &Self)
-    where
-        S: Clone,
-    {
-        self.copy_changed(other, other.dirty);
-    }
-
-    /// Undoes the changes recorded since the record was last cleared, given that `original`
-    /// is the state from then: copies back what changed.
-    pub fn revert_to(&mut self, original: &Self)
-    where
-        S: Clone,
-    {
-        let d = self.dirty;
-        self.copy_changed(original, d);
-    }
-
     /// Copies what `d` names from `other`, and the fields outside the regions.
-    fn copy_changed(&mut self, other: &Self, d: crate::sept::Dirty)
-    where
-        S: Clone,
-    {
+    fn copy_changed(&mut self, other: &Self, d: &Dirty) {
+        let d = *d;
         if copy_changed_regions(
             self.storage.regions_and_tables_mut(),
             (other.storage.regions(), other.storage.tables()),
@@ -111,5 +51,44 @@ impl<S: KvmStorage> Kvm<S> {
         self.storage
             .gigs_mut()
             .copy_from_slice(other.storage.gigs());
+    }
+
+    /// Hashes everything but the regions and their tables (see `Sept::hash_small`): the
+    /// memslots by their digest, the window's base not at all (fixed when the model is built).
+    fn hash_small<H: core::hash::Hasher>(&self, h: &mut H) {
+        use core::hash::Hash;
+        self.memslots_digest.hash(h);
+        self.mmu_lock.hash(h);
+        self.invalidation.hash(h);
+        self.bugged.hash(h);
+        self.killed.hash(h);
+        self.kick_pending.hash(h);
+        self.storage.gigs().hash(h);
+    }
+
+    /// Whether everything [`Kvm::hash_small`] hashes is equal in both.
+    fn small_eq(&self, o: &Self) -> bool {
+        self.memslots_digest == o.memslots_digest
+            && self.mmu_lock == o.mmu_lock
+            && self.invalidation == o.invalidation
+            && self.bugged == o.bugged
+            && self.killed == o.killed
+            && self.kick_pending == o.kick_pending
+            && self.storage.gigs() == o.storage.gigs()
+    }
+
+    /// Hashes region `r`'s record and its table.
+    fn hash_region<H: core::hash::Hasher>(&self, r: usize, h: &mut H) {
+        use core::hash::Hash;
+        if let Some(region) = self.storage.regions().get(r) {
+            region.hash(h);
+            if let Some(t) = region
+                .table
+                .index()
+                .and_then(|i| self.storage.tables().get(i))
+            {
+                t.hash(h);
+            }
+        }
     }
 }

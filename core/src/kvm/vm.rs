@@ -75,7 +75,7 @@ pub struct Kvm<S> {
     pub killed: bool,
     /// A request to kick every vCPU out of the guest is pending (KVM_REQ_OUTSIDE_GUEST_MODE).
     pub kick_pending: bool,
-    /// Regions changed since the last [`Kvm::clear_dirty`] (not state).
+    /// Regions changed since the last [`Snapshot::clear_changes`](crate::snapshot::Snapshot::clear_changes) (not state).
     pub(super) dirty: crate::sept::Dirty,
     pub(super) storage: S,
 }
@@ -556,6 +556,7 @@ impl core::fmt::Display for KvmError {
 mod tests {
     use super::*;
     use crate::kvm::KvmArrayStorage;
+    use crate::snapshot::Snapshot;
 
     #[test]
     fn mirror_digests_follow_writes_and_the_check_sees_one_behind() {
@@ -565,12 +566,12 @@ mod tests {
         let gfn = Gpa(0x4000_1000).gfn();
         kvm.set_mirror(gfn, PageLevel::Size2M, Spte::TABLE_SPTE)
             .unwrap();
-        kvm.clear_dirty();
+        kvm.clear_changes();
         kvm.set_mirror(gfn, PageLevel::Size4K, Spte::LEAF_SPTE)
             .unwrap();
         assert!(kvm.digests_current());
         // Only that page is in the change record.
-        assert_eq!(kvm.dirty().pages_of(0), Some(&[1][..]));
+        assert_eq!(kvm.changes().pages_of(0), Some(&[1][..]));
         // A write that bypasses the model leaves the digest behind.
         let t = kvm.region(0).unwrap().table.index().unwrap();
         kvm.storage.tables_mut()[t].entries[2] = Spte::LEAF_SPTE;
@@ -584,7 +585,7 @@ mod tests {
             Kvm::new(&window, KvmArrayStorage::new()).unwrap();
         assert!(kvm.digests_current());
         let before = kvm.clone();
-        kvm.clear_dirty();
+        kvm.clear_changes();
         let slot = Memslot {
             base: Gpa(0x4000_0000).gfn(),
             pages: 512,
@@ -592,7 +593,7 @@ mod tests {
         };
         kvm.add_memslot(slot).unwrap();
         assert!(kvm.digests_current());
-        assert!(kvm.dirty().fields());
+        assert!(kvm.changes().fields());
         assert_ne!(kvm.memslots_digest, before.memslots_digest);
         assert!(!kvm.small_eq(&before));
         // A copy brought back by the record takes the memslots and their digest.

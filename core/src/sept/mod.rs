@@ -273,7 +273,7 @@ pub struct Sept<S> {
     free_tables: TableRef,
     tables_in_use: u32,
     in_flight: [Option<Flight>; MAX_IN_FLIGHT],
-    /// Regions changed since the last [`Sept::clear_dirty`] (not state).
+    /// Regions changed since the last [`Snapshot::clear_changes`](crate::snapshot::Snapshot::clear_changes) (not state).
     dirty: Dirty,
     storage: S,
 }
@@ -664,6 +664,7 @@ pub(crate) const fn page_index(gpa: Gpa) -> usize {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::snapshot::Snapshot;
 
     fn two_regions() -> Sept<ArrayStorage<1, 2, 2>> {
         Sept::new(SeptConfig::new(Gpa(0x4000_0000), 2), ArrayStorage::new()).unwrap()
@@ -684,7 +685,7 @@ mod tests {
     #[test]
     fn the_change_record_says_when_the_modules_own_fields_change() {
         let mut s = two_regions();
-        s.clear_dirty();
+        s.clear_changes();
         assert!(!s.small_changed());
         let ticket = s.vcpu_enter().unwrap();
         assert!(s.small_changed());
@@ -692,10 +693,10 @@ mod tests {
         let mut copy = two_regions();
         copy.sync_from(&s);
         assert_eq!(copy, s);
-        s.clear_dirty();
+        s.clear_changes();
         s.vcpu_exit(ticket).unwrap();
         assert!(s.small_changed());
-        s.clear_dirty();
+        s.clear_changes();
         s.track().unwrap();
         assert!(s.small_changed());
     }

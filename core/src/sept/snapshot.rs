@@ -1,75 +1,10 @@
 //! The explorer's incremental-state plumbing for the S-EPT model: hashing its fields and
 //! regions apart, its change record, and copies by what changed.
 
+use crate::snapshot::Snapshot;
+
 use super::{Dirty, Flight, PageCopy, Sept, SeptStorage, copy_changed_regions};
 impl<S: SeptStorage> Sept<S> {
-    /// Hashes everything but the regions and their tables, and but the configuration, fixed
-    /// when the model is built (for a fingerprint built region by region: this, plus
-    /// [`Sept::hash_region`] of every region, tells apart every two states of one model).
-    pub fn hash_small<H: core::hash::Hasher>(&self, h: &mut H) {
-        use core::hash::Hash;
-        self.op_state.hash(h);
-        self.epochs.hash(h);
-        self.tree_shared.hash(h);
-        self.tree_exclusive.hash(h);
-        self.free_tables.hash(h);
-        self.tables_in_use.hash(h);
-        // The slots in use, each with its index (most are empty).
-        self.in_flight_count().hash(h);
-        for (i, f) in self.in_flight.iter().enumerate() {
-            if let Some(f) = f {
-                i.hash(h);
-                f.hash(h);
-            }
-        }
-        self.storage.gigs().hash(h);
-        // Tables held by operations in flight belong to no region.
-        for f in self.in_flight.iter().flatten() {
-            if let Flight::Host { table, .. } = f
-                && let Some(t) = table.index().and_then(|i| self.storage.tables().get(i))
-            {
-                t.hash(h);
-            }
-        }
-    }
-
-    /// Whether everything [`Sept::hash_small`] hashes is equal in both (a table held by an
-    /// operation in flight by what its hash sees: [`Table4K::same_hash`]).
-    pub fn small_eq(&self, o: &Self) -> bool {
-        self.op_state == o.op_state
-            && self.epochs == o.epochs
-            && self.tree_shared == o.tree_shared
-            && self.tree_exclusive == o.tree_exclusive
-            && self.free_tables == o.free_tables
-            && self.tables_in_use == o.tables_in_use
-            && self.in_flight == o.in_flight
-            && self.storage.gigs() == o.storage.gigs()
-            && self.in_flight.iter().flatten().all(|f| match f {
-                Flight::Host { table, .. } => table.index().is_none_or(|i| {
-                    match (self.storage.tables().get(i), o.storage.tables().get(i)) {
-                        (Some(a), Some(b)) => a.same_hash(b),
-                        (a, b) => a.is_none() && b.is_none(),
-                    }
-                }),
-                _ => true,
-            })
-    }
-
-    /// Hashes region `r`'s record and its table.
-    pub fn hash_region<H: core::hash::Hasher>(&self, r: usize, h: &mut H) {
-        use core::hash::Hash;
-        if let Some(region) = self.storage.regions().get(r) {
-            region.hash(h);
-            if let Some(t) = region
-                .table
-                .index()
-                .and_then(|i| self.storage.tables().get(i))
-            {
-                t.hash(h);
-            }
-        }
-    }
-
     /// Whether anything [`Sept::hash_small`] hashes may have changed since the last
     /// [`Sept::clear_dirty`] (its fields, a 1G entry, or a table an operation in flight holds).
     pub fn small_changed(&self) -> bool {
@@ -92,51 +27,29 @@ impl<S: SeptStorage> Sept<S> {
             .filter(|t| t.in_use)
             .and_then(|t| t.link.index())
     }
+}
 
-    /// The regions changed since the last [`Sept::clear_dirty`].
-    pub fn dirty(&self) -> Dirty {
+impl<S: SeptStorage + Clone> Snapshot for Sept<S> {
+    type Changes = Dirty;
+
+    /// The regions (and own fields) changed since the record was last cleared.
+    fn changes(&self) -> Dirty {
         self.dirty
     }
 
-    /// Starts a new record of changed regions.
-    pub fn clear_dirty(&mut self) {
+    fn clear_changes(&mut self) {
         self.dirty.clear();
     }
 
-    /// Adds `d` to the record of changed regions (an explorer moving a record between
-    /// copies).
-    pub(crate) fn absorb_dirty(&mut self, d: &Dirty) {
+    fn absorb_changes(&mut self, d: &Dirty) {
         self.dirty.absorb(d);
-    }
-
-    /// Makes `self` equal to `other`, given that `self` equals what `other` was when its
-    /// changed-regions record was last cleared: copies the fields, the 1G entries, and the
-    /// changed regions with the tables either side references. Copies everything when the
-    /// record says everything.
-    pub fn sync_from(&mut self, other: &Self)
-    where
-        S: Clone,
-    {
-        self.copy_changed(other, other.dirty);
-    }
-
-    /// Undoes the changes recorded since the record was last cleared, given that `original`
-    /// is the state from then: copies back what changed.
-    pub fn revert_to(&mut self, original: &Self)
-    where
-        S: Clone,
-    {
-        let d = self.dirty;
-        self.copy_changed(original, d);
     }
 
     /// Copies what `d` names from `other`: the changed regions with their tables, the tables
     /// operations in flight hold, and the fields outside the regions when `d` says they
     /// changed.
-    fn copy_changed(&mut self, other: &Self, d: crate::sept::Dirty)
-    where
-        S: Clone,
-    {
+    fn copy_changed(&mut self, other: &Self, d: &Dirty) {
+        let d = *d;
         let fields = d.fields();
         let Some(whole) = copy_changed_regions(
             self.storage.regions_and_tables_mut(),
@@ -198,6 +111,73 @@ impl<S: SeptStorage> Sept<S> {
         }
         if fields {
             self.in_flight = other.in_flight;
+        }
+    }
+
+    /// Hashes everything but the regions and their tables, and but the configuration, fixed
+    /// when the model is built (for a fingerprint built region by region: this, plus
+    /// [`Sept::hash_region`] of every region, tells apart every two states of one model).
+    fn hash_small<H: core::hash::Hasher>(&self, h: &mut H) {
+        use core::hash::Hash;
+        self.op_state.hash(h);
+        self.epochs.hash(h);
+        self.tree_shared.hash(h);
+        self.tree_exclusive.hash(h);
+        self.free_tables.hash(h);
+        self.tables_in_use.hash(h);
+        // The slots in use, each with its index (most are empty).
+        self.in_flight_count().hash(h);
+        for (i, f) in self.in_flight.iter().enumerate() {
+            if let Some(f) = f {
+                i.hash(h);
+                f.hash(h);
+            }
+        }
+        self.storage.gigs().hash(h);
+        // Tables held by operations in flight belong to no region.
+        for f in self.in_flight.iter().flatten() {
+            if let Flight::Host { table, .. } = f
+                && let Some(t) = table.index().and_then(|i| self.storage.tables().get(i))
+            {
+                t.hash(h);
+            }
+        }
+    }
+
+    /// Whether everything [`Sept::hash_small`] hashes is equal in both (a table held by an
+    /// operation in flight by what its hash sees: [`Table4K::same_hash`]).
+    fn small_eq(&self, o: &Self) -> bool {
+        self.op_state == o.op_state
+            && self.epochs == o.epochs
+            && self.tree_shared == o.tree_shared
+            && self.tree_exclusive == o.tree_exclusive
+            && self.free_tables == o.free_tables
+            && self.tables_in_use == o.tables_in_use
+            && self.in_flight == o.in_flight
+            && self.storage.gigs() == o.storage.gigs()
+            && self.in_flight.iter().flatten().all(|f| match f {
+                Flight::Host { table, .. } => table.index().is_none_or(|i| {
+                    match (self.storage.tables().get(i), o.storage.tables().get(i)) {
+                        (Some(a), Some(b)) => a.same_hash(b),
+                        (a, b) => a.is_none() && b.is_none(),
+                    }
+                }),
+                _ => true,
+            })
+    }
+
+    /// Hashes region `r`'s record and its table.
+    fn hash_region<H: core::hash::Hasher>(&self, r: usize, h: &mut H) {
+        use core::hash::Hash;
+        if let Some(region) = self.storage.regions().get(r) {
+            region.hash(h);
+            if let Some(t) = region
+                .table
+                .index()
+                .and_then(|i| self.storage.tables().get(i))
+            {
+                t.hash(h);
+            }
         }
     }
 }

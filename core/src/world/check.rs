@@ -54,7 +54,11 @@ impl<SS: SeptStorage, KS: KvmStorage> World<SS, KS> {
     /// [`World::check`] and [`World::check_transition`] from `before` to this state, looking
     /// only at the regions changed since the record was cleared in `before`'s state (all of
     /// them when a model could not place a change): the same answers for the cost of a step.
-    pub fn check_step(&self, before: &Self) -> Result<(), Violation> {
+    pub fn check_step(&self, before: &Self) -> Result<(), Violation>
+    where
+        SS: Clone,
+        KS: Clone,
+    {
         self.check_step_state()?;
         self.check_step_transition(before)
     }
@@ -62,7 +66,11 @@ impl<SS: SeptStorage, KS: KvmStorage> World<SS, KS> {
     /// The state half of [`World::check_step`]: [`World::check`] over the regions changed
     /// since the record was cleared (everything when it says everything). A function of the
     /// state: an explorer that reaches a state it has checked already can skip it.
-    pub fn check_step_state(&self) -> Result<(), Violation> {
+    pub fn check_step_state(&self) -> Result<(), Violation>
+    where
+        SS: Clone,
+        KS: Clone,
+    {
         self.check_step_state_in(&self.changed_regions())
     }
 
@@ -101,7 +109,11 @@ impl<SS: SeptStorage, KS: KvmStorage> World<SS, KS> {
 
     /// The transition half of [`World::check_step`]: [`World::check_transition`] from
     /// `before`, over the regions changed since the record was cleared in `before`'s state.
-    pub fn check_step_transition(&self, before: &Self) -> Result<(), Violation> {
+    pub fn check_step_transition(&self, before: &Self) -> Result<(), Violation>
+    where
+        SS: Clone,
+        KS: Clone,
+    {
         self.check_step_transition_in(before, &self.changed_regions())
     }
 

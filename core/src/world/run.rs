@@ -3,6 +3,7 @@
 
 use crate::kvm::KvmStorage;
 use crate::sept::SeptStorage;
+use crate::snapshot::Snapshot;
 
 use super::{
     Choice, Limits, MAX_CHOICES, Metrics, RandomScheduler, ScheduleError, Scheduler, Stepped,
@@ -70,7 +71,7 @@ impl<SS: SeptStorage, KS: KvmStorage> World<SS, KS> {
         let w = self;
         let mut before = w.clone();
         let mut idle = 0u32;
-        w.clear_dirty();
+        w.clear_changes();
         for step in 0..limits.bound {
             if let Some(v) = w.ended() {
                 return Ok(v);
@@ -94,7 +95,7 @@ impl<SS: SeptStorage, KS: KvmStorage> World<SS, KS> {
                 })?;
             // `before` follows by copying what changed; then a fresh record.
             before.sync_from(w);
-            w.clear_dirty();
+            w.clear_changes();
             idle = match stepped {
                 Stepped::Moved { progress: true } => 0,
                 _ => idle.saturating_add(1),

@@ -3,6 +3,7 @@
 
 use crate::kvm::KvmStorage;
 use crate::sept::SeptStorage;
+use crate::snapshot::Snapshot;
 
 use super::{MAX_VCPUS, PARTS, World};
 
@@ -61,14 +62,7 @@ impl Touched {
     }
 }
 
-impl<SS: SeptStorage, KS: KvmStorage> World<SS, KS> {
-    /// Starts a new record of what the next steps change (see [`World::check_step`]).
-    pub fn clear_dirty(&mut self) {
-        self.sept.clear_dirty();
-        self.kvm.clear_dirty();
-        self.touched = Touched::default();
-    }
-
+impl<SS: SeptStorage + Clone, KS: KvmStorage + Clone> World<SS, KS> {
     /// The parts ([`World::hash_part`]) that may differ from the state the change record was
     /// cleared in, as bits: the S-EPT model's fields when its record says so, KVM's fields and
     /// the shared guest state always (they are not tracked), and each actor a step ran or
@@ -76,36 +70,6 @@ impl<SS: SeptStorage, KS: KvmStorage> World<SS, KS> {
     /// cleared yet). An explorer rehashes only these.
     pub fn touched_parts(&self) -> u32 {
         self.touched.0 | 0b110 | u32::from(self.sept.small_changed())
-    }
-
-    /// What its change record names (both models).
-    pub fn changes(&self) -> Changes {
-        Changes {
-            sept: self.sept.dirty(),
-            kvm: self.kvm.dirty(),
-            touched: self.touched,
-        }
-    }
-
-    /// Adds `changes` to its change record. An explorer keeping one copy of each state on a
-    /// path uses it to widen what a later [`World::revert_to`] or [`World::sync_from`]
-    /// copies: a copy that differs from another only where its record says can be brought
-    /// back by a revert to it.
-    pub fn absorb_changes(&mut self, changes: &Changes) {
-        self.sept.absorb_dirty(&changes.sept);
-        self.kvm.absorb_dirty(&changes.kvm);
-        self.touched.0 |= changes.touched.0;
-    }
-    /// Makes this world equal to `other`, given that it equals what `other` was when its
-    /// change record was last cleared: copies only what changed.
-    pub fn sync_from(&mut self, other: &Self)
-    where
-        SS: Clone,
-        KS: Clone,
-    {
-        self.sept.sync_from(&other.sept);
-        self.kvm.sync_from(&other.kvm);
-        self.copy_actors(other, other.touched);
     }
 
     /// Copies everything outside the two models: the shared guest state, and the actors
@@ -131,16 +95,6 @@ impl<SS: SeptStorage, KS: KvmStorage> World<SS, KS> {
             }
         }
         self.touched = other.touched;
-    }
-
-    /// Hashes everything but the regions' records and tables: with [`World::hash_region`] of
-    /// every region, the whole state — so an explorer can update a fingerprint by the regions
-    /// a step changed ([`World::changed_regions`]). It is [`World::hash_part`] of every part
-    /// in order.
-    pub fn hash_small<H: core::hash::Hasher>(&self, h: &mut H) {
-        for k in 0..PARTS {
-            self.hash_part(k, h);
-        }
     }
 
     /// Hashes part `k` of what lies outside the regions: 0 the S-EPT model's fields and 1G
@@ -187,34 +141,70 @@ impl<SS: SeptStorage, KS: KvmStorage> World<SS, KS> {
         }
     }
 
-    /// Hashes region `r` in both models.
-    pub fn hash_region<H: core::hash::Hasher>(&self, r: usize, h: &mut H) {
-        use core::hash::Hash;
-        r.hash(h);
-        self.sept.hash_region(r, h);
-        self.kvm.hash_region(r, h);
-    }
-
     /// The regions either model changed since the record was cleared.
     pub fn changed_regions(&self) -> crate::sept::Dirty {
-        self.kvm.dirty().union(&self.sept.dirty())
+        self.kvm.changes().union(&self.sept.changes())
     }
 
     /// Regions in the window.
     pub fn regions(&self) -> usize {
         self.sept.config().regions as usize
     }
+}
 
-    /// Undoes what changed since the change record was cleared, given that `original` is the
-    /// state from then (an explorer stepping one scratch world through every choice).
-    pub fn revert_to(&mut self, original: &Self)
-    where
-        SS: Clone,
-        KS: Clone,
-    {
-        self.sept.revert_to(&original.sept);
-        self.kvm.revert_to(&original.kvm);
-        let touched = self.touched;
-        self.copy_actors(original, touched);
+impl<SS: SeptStorage + Clone, KS: KvmStorage + Clone> Snapshot for World<SS, KS> {
+    type Changes = Changes;
+
+    /// What its change record names (both models, and the actors steps ran or kicked).
+    fn changes(&self) -> Changes {
+        Changes {
+            sept: self.sept.changes(),
+            kvm: self.kvm.changes(),
+            touched: self.touched,
+        }
+    }
+
+    /// Starts a new record of what the next steps change (see [`World::check_step`]).
+    fn clear_changes(&mut self) {
+        self.sept.clear_changes();
+        self.kvm.clear_changes();
+        self.touched = Touched::default();
+    }
+
+    /// An explorer keeping one copy of each state on a path uses it to widen what a later
+    /// revert or sync copies.
+    fn absorb_changes(&mut self, changes: &Changes) {
+        self.sept.absorb_changes(&changes.sept);
+        self.kvm.absorb_changes(&changes.kvm);
+        self.touched.0 |= changes.touched.0;
+    }
+
+    /// Each model copies what its record names; the actors the record names are copied.
+    fn copy_changed(&mut self, other: &Self, changes: &Changes) {
+        self.sept.copy_changed(&other.sept, &changes.sept);
+        self.kvm.copy_changed(&other.kvm, &changes.kvm);
+        self.copy_actors(other, changes.touched);
+    }
+
+    /// Hashes everything but the regions' records and tables: with [`World::hash_region`] of
+    /// every region, the whole state — so an explorer can update a fingerprint by the regions
+    /// a step changed ([`World::changed_regions`]). It is [`World::hash_part`] of every part
+    /// in order.
+    fn hash_small<H: core::hash::Hasher>(&self, h: &mut H) {
+        for k in 0..PARTS {
+            self.hash_part(k, h);
+        }
+    }
+
+    fn small_eq(&self, other: &Self) -> bool {
+        (0..PARTS).all(|k| self.same_part(other, k))
+    }
+
+    /// Hashes region `r` in both models.
+    fn hash_region<H: core::hash::Hasher>(&self, r: usize, h: &mut H) {
+        use core::hash::Hash;
+        r.hash(h);
+        self.sept.hash_region(r, h);
+        self.kvm.hash_region(r, h);
     }
 }

@@ -11,6 +11,7 @@
 mod fingerprint;
 mod graph;
 
+use hugesept_core::snapshot::Snapshot;
 use std::collections::BTreeMap;
 use std::hash::{Hash, Hasher};
 
@@ -36,14 +37,17 @@ pub struct Bounds {
 }
 
 /// The 128-bit hash of region `r` of `w`.
-fn region_hash<SS: SeptStorage, KS: KvmStorage>(w: &World<SS, KS>, r: usize) -> u128 {
+fn region_hash<SS: SeptStorage + Clone, KS: KvmStorage + Clone>(
+    w: &World<SS, KS>,
+    r: usize,
+) -> u128 {
     let mut f = Fingerprint::default();
     w.hash_region(r, &mut f);
     f.value()
 }
 
 /// The XOR of every region's hash.
-fn regions_hash<SS: SeptStorage, KS: KvmStorage>(w: &World<SS, KS>) -> u128 {
+fn regions_hash<SS: SeptStorage + Clone, KS: KvmStorage + Clone>(w: &World<SS, KS>) -> u128 {
     (0..w.regions()).fold(0, |acc, r| acc ^ region_hash(w, r))
 }
 
@@ -51,7 +55,7 @@ fn regions_hash<SS: SeptStorage, KS: KvmStorage>(w: &World<SS, KS>) -> u128 {
 type PartHashes = [u128; PARTS];
 
 /// The 128-bit hash of part `k` of `w` (keyed by `k`, so parts can be combined by XOR).
-fn part_hash<SS: SeptStorage, KS: KvmStorage>(w: &World<SS, KS>, k: usize) -> u128 {
+fn part_hash<SS: SeptStorage + Clone, KS: KvmStorage + Clone>(w: &World<SS, KS>, k: usize) -> u128 {
     let mut f = Fingerprint::default();
     f.write_usize(k);
     w.hash_part(k, &mut f);
@@ -59,7 +63,7 @@ fn part_hash<SS: SeptStorage, KS: KvmStorage>(w: &World<SS, KS>, k: usize) -> u1
 }
 
 /// Every part's hash.
-fn part_hashes<SS: SeptStorage, KS: KvmStorage>(w: &World<SS, KS>) -> PartHashes {
+fn part_hashes<SS: SeptStorage + Clone, KS: KvmStorage + Clone>(w: &World<SS, KS>) -> PartHashes {
     std::array::from_fn(|k| part_hash(w, k))
 }
 
@@ -130,13 +134,13 @@ where
             let n = w.enabled(&mut choices);
             // One scratch world per state: step it, and put back what the step changed.
             let mut s = w.clone();
-            s.clear_dirty();
+            s.clear_changes();
             for &c in choices.iter().take(n) {
                 let stepped = s.step(c, &mut m)?;
                 transitions += 1;
                 if matches!(stepped, Stepped::Invalid) {
                     s.revert_to(&w);
-                    s.clear_dirty();
+                    s.clear_changes();
                     continue;
                 }
                 if let Err(v) = s.check_step(&w) {
@@ -176,7 +180,7 @@ where
                     }
                 }
                 s.revert_to(&w);
-                s.clear_dirty();
+                s.clear_changes();
             }
         }
         std::mem::swap(&mut frontier, &mut next_frontier);
@@ -187,7 +191,7 @@ where
 
 /// Bytes of memory one copy of `w` holds (its fields and its storage), to size the
 /// depth-first path.
-fn world_bytes<SS: SeptStorage, KS: KvmStorage>(w: &World<SS, KS>) -> usize {
+fn world_bytes<SS: SeptStorage + Clone, KS: KvmStorage + Clone>(w: &World<SS, KS>) -> usize {
     use std::mem::size_of_val;
     let sept = w.sept().storage();
     let kvm = w.kvm().storage();
@@ -224,7 +228,7 @@ struct Frame {
 const MEMO: usize = 4;
 
 impl Frame {
-    fn of<SS: SeptStorage, KS: KvmStorage>(
+    fn of<SS: SeptStorage + Clone, KS: KvmStorage + Clone>(
         id: u32,
         regions: u128,
         parts: PartHashes,
@@ -245,7 +249,11 @@ impl Frame {
     }
 
     /// The hash of region `r` of this frame's state `w`.
-    fn region_hash<SS: SeptStorage, KS: KvmStorage>(&mut self, w: &World<SS, KS>, r: u32) -> u128 {
+    fn region_hash<SS: SeptStorage + Clone, KS: KvmStorage + Clone>(
+        &mut self,
+        w: &World<SS, KS>,
+        r: u32,
+    ) -> u128 {
         let len = usize::from(self.memo_len);
         if let Some(&(_, h)) = self.memo[..len].iter().find(|(m, _)| *m == r) {
             return h;
@@ -301,7 +309,7 @@ where
     let mut aside: Vec<(u32, u128, PartHashes, World<SS, KS>)> = Vec::new();
     // The scratch world: path[d], stepped through each choice and put back.
     let mut s = start.clone();
-    s.clear_dirty();
+    s.clear_changes();
     let mut frames: Vec<Frame> = Vec::new();
     if start.ended().is_none() {
         frames.push(Frame::of(0, start_regions, start_parts, start));
@@ -318,7 +326,7 @@ where
             path.truncate(1);
             path[0] = w;
             s.clone_from(&path[0]);
-            s.clear_dirty();
+            s.clear_changes();
             frames.push(Frame::of(id, regions, parts, &path[0]));
             continue;
         };
@@ -334,12 +342,12 @@ where
                 let changes = here.changes();
                 s.absorb_changes(&changes);
                 s.revert_to(parent);
-                s.clear_dirty();
+                s.clear_changes();
                 if let Some(past) = past.first_mut() {
                     past.absorb_changes(&changes);
                 }
                 here.revert_to(parent);
-                here.clear_dirty();
+                here.clear_changes();
             }
             continue;
         }
@@ -362,7 +370,7 @@ where
         transitions += 1;
         if matches!(stepped, Stepped::Invalid) {
             s.revert_to(w);
-            s.clear_dirty();
+            s.clear_changes();
             continue;
         }
         // The transition's invariants (before the fingerprint's slot is looked up, which
@@ -422,7 +430,7 @@ where
         let id = f.id;
         let Some(unknown) = graph.reach(id, c, fp) else {
             s.revert_to(w);
-            s.clear_dirty();
+            s.clear_changes();
             continue;
         };
         if let Err(v) = s.check_step_state_in(&changed) {
@@ -440,7 +448,7 @@ where
         }
         if verdict.is_some() {
             s.revert_to(w);
-            s.clear_dirty();
+            s.clear_changes();
             continue;
         }
         let next = Frame::of(new, s_regions, s_parts, &s);
@@ -459,7 +467,7 @@ where
             }
             here.sync_from(&s);
             here.absorb_changes(&before);
-            s.clear_dirty();
+            s.clear_changes();
             if let Some(f) = frames.last_mut() {
                 *f = next;
             }
@@ -468,7 +476,7 @@ where
         if d + 1 >= max_depth {
             aside.push((new, s_regions, s_parts, s.clone()));
             s.revert_to(w);
-            s.clear_dirty();
+            s.clear_changes();
             continue;
         }
         // Descend: path[d + 1] becomes the new state, by what differs from it.
@@ -482,7 +490,7 @@ where
             }
             _ => path.push(s.clone()),
         }
-        s.clear_dirty();
+        s.clear_changes();
         frames.push(next);
     }
     progress(graph.states(), path.len());
