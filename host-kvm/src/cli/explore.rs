@@ -8,7 +8,8 @@ use std::path::PathBuf;
 use hugesept_core::world::{Choice, Limits, Metrics, RandomScheduler, Verdict};
 
 use crate::explore::{self, Bounds};
-use crate::trace::{self, Trace};
+use crate::scenario;
+use crate::trace::Trace;
 
 use super::CliError;
 
@@ -104,7 +105,7 @@ pub fn run(args: &Args, out: &mut impl Write) -> Result<(), CliError> {
     let worst = explore::worst(&ex);
     if let Some(w) = worst {
         let mut choices = match w {
-            trace::VIOLATION => ex.violation.as_ref().map(|(_, p)| p.clone()),
+            scenario::VIOLATION => ex.violation.as_ref().map(|(_, p)| p.clone()),
             "livelock" => ex.livelock_trace.clone(),
             v => ex.end_traces.get(v).cloned(),
         }
@@ -137,7 +138,7 @@ pub fn run(args: &Args, out: &mut impl Write) -> Result<(), CliError> {
             found.push(Verdict::Livelock.name());
         }
         if ex.violation.is_some() {
-            found.push(trace::VIOLATION);
+            found.push(scenario::VIOLATION);
         }
         // An outcome found is reachable however far the search got; only "nothing else"
         // needs the whole graph.

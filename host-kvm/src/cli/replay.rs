@@ -408,7 +408,7 @@ pub fn replay(
             choices.len(),
             format!(
                 "it ends in {} where the trace claims {}",
-                reproduced.map_or(crate::trace::VIOLATION, |v| v.name()),
+                reproduced.map_or(crate::scenario::VIOLATION, |v| v.name()),
                 t.verdict
             ),
         )));

@@ -25,6 +25,10 @@ pub use storage::{BoxedKvm, BoxedSept, boxed_kvm, boxed_sept};
 /// A world over host-owned storage.
 pub type ScenarioWorld = World<BoxedSept, BoxedKvm>;
 
+/// The verdict name of a run that broke a safety invariant: the name summaries count it under,
+/// traces carry and the explorer reports, beside the core's [`Verdict`] names.
+pub const VIOLATION: &str = "invariant-violation";
+
 /// Why a scenario file cannot be used.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ScenarioError {
@@ -723,7 +727,7 @@ pub struct RunStats {
 /// What running a scenario under seeded schedules gave.
 #[derive(Debug, Clone, Default)]
 pub struct Summary {
-    /// Schedules per verdict ("invariant-violation" for a broken safety invariant).
+    /// Schedules per verdict ([`VIOLATION`] for a broken safety invariant).
     pub verdicts: BTreeMap<&'static str, u32>,
     /// The first seed whose verdict differs from the expected one (or, with no expectation,
     /// is not ok).
@@ -760,7 +764,7 @@ pub fn run_with(
         );
         let name = match r {
             Ok(v) => v.name(),
-            Err(ScheduleError::Invariant { .. }) => crate::trace::VIOLATION,
+            Err(ScheduleError::Invariant { .. }) => VIOLATION,
             Err(ScheduleError::Model(e)) => {
                 return Err(ScenarioError::Model(format!("seed {seed}: {e}")));
             }
