@@ -3,15 +3,7 @@
 use std::process::Command;
 
 fn hugesept(args: &[&str]) -> (bool, String, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_hugesept"))
-        .args(args)
-        .output()
-        .expect("run hugesept");
-    (
-        out.status.success(),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
+    hugesept_in(std::path::Path::new("."), args)
 }
 
 fn row<'a>(text: &'a str, path: &str) -> &'a str {
@@ -242,4 +234,74 @@ fn matrix_prints_markdown_json_and_svg() {
     let (ok, out, _) = hugesept(&["matrix", "--show", "churn:guest-inhibit:linux"]);
     assert!(ok);
     assert!(out.contains("convert-to-shared"), "{out}");
+}
+
+/// Runs `hugesept` in the directory `dir`.
+fn hugesept_in(dir: &std::path::Path, args: &[&str]) -> (bool, String, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_hugesept"))
+        .args(args)
+        .current_dir(dir)
+        .output()
+        .expect("run hugesept");
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// `--trace FILE` writes a trace even when nothing went wrong, and the trace replays to ok.
+#[test]
+fn a_trace_asked_for_is_written_when_every_run_ends_ok() {
+    // The seed as bare TDCALLs ends ok in every schedule and every interleaving.
+    let seed = scenario("seed-tdcalls.toml");
+    let sim_trace = temp("seed-tdcalls.sim.trace.toml");
+    let _ = std::fs::remove_file(&sim_trace);
+    let t = sim_trace.to_str().unwrap();
+    let (ok, out, err) = hugesept(&["sim", &seed, "--runs", "4", "--trace", t]);
+    assert!(ok, "{err}");
+    assert!(out.contains("as expected: ok"), "{out}");
+    assert!(
+        out.contains("first run ending in ok: seed 1")
+            && out.contains(&format!("trace saved to {t}")),
+        "{out}"
+    );
+    let (ok, out, err) = hugesept(&["replay", t, "--brief"]);
+    assert!(ok, "{err}");
+    assert!(out.contains("claims: ok"), "{out}");
+    assert!(out.contains("reproduced: ok"), "{out}");
+
+    let explore_trace = temp("seed-tdcalls.explore.trace.toml");
+    let _ = std::fs::remove_file(&explore_trace);
+    let t = explore_trace.to_str().unwrap();
+    let (ok, out, err) = hugesept(&["explore", &seed, "--trace", t]);
+    assert!(ok, "{err}");
+    assert!(
+        out.contains("as expected: every reachable outcome is ok"),
+        "{out}"
+    );
+    assert!(
+        out.contains(&format!("shortest trace to an ok end saved to {t}")),
+        "{out}"
+    );
+    let (ok, out, err) = hugesept(&["replay", t, "--brief"]);
+    assert!(ok, "{err}");
+    assert!(out.contains("explore, shortest"), "{out}");
+    assert!(out.contains("reproduced: ok"), "{out}");
+}
+
+/// Without `--trace`, runs that all end ok leave no trace file behind.
+#[test]
+fn without_trace_an_all_ok_run_writes_no_trace() {
+    let dir = temp("no-trace");
+    std::fs::create_dir_all(&dir).unwrap();
+    let seed = scenario("seed-tdcalls.toml");
+    let (ok, out, err) = hugesept_in(&dir, &["sim", &seed, "--runs", "2"]);
+    assert!(ok, "{err}");
+    assert!(!out.contains("trace saved"), "{out}");
+    let (ok, out, err) = hugesept_in(&dir, &["explore", &seed]);
+    assert!(ok, "{err}");
+    assert!(!out.contains("trace saved"), "{out}");
+    let written: Vec<_> = std::fs::read_dir(&dir).unwrap().collect();
+    assert!(written.is_empty(), "{written:?}");
 }

@@ -22,7 +22,8 @@ pub struct Args {
     #[arg(long, default_value_t = 2_000_000)]
     max_states: usize,
     /// Where to save the shortest trace of the worst outcome found (default:
-    /// `<scenario>.explore.trace.toml` in the current directory).
+    /// `<scenario>.explore.trace.toml` in the current directory); given, the shortest trace
+    /// to an ok end is saved there when nothing worse was found.
     #[arg(long)]
     trace: Option<PathBuf>,
 }
@@ -103,6 +104,31 @@ pub fn run(args: &Args, out: &mut impl Write) -> Result<(), CliError> {
         }
     }
     let worst = explore::worst(&ex);
+    if worst.is_none()
+        && let Some(file) = &args.trace
+    {
+        // Nothing went wrong; the trace asked for is the shortest run to an ok end.
+        match ex.end_traces.get(Verdict::Ok.name()) {
+            Some(choices) => {
+                let t = Trace::new(&text, "explore, shortest".into(), choices, Verdict::Ok);
+                std::fs::write(file, t.to_toml()).map_err(io)?;
+                writeln!(
+                    out,
+                    "no outcome worse than ok; shortest trace to an ok end saved to {} \
+                     (hugesept replay {})",
+                    file.display(),
+                    file.display()
+                )
+                .map_err(io)?;
+            }
+            None => writeln!(
+                out,
+                "no end state reached: no trace to save to {}",
+                file.display()
+            )
+            .map_err(io)?,
+        }
+    }
     if let Some(w) = worst {
         let mut choices = match w {
             scenario::VIOLATION => ex.violation.as_ref().map(|(_, p)| p.clone()),

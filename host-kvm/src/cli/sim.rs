@@ -1,5 +1,6 @@
 //! `hugesept sim`: a scenario under many seeded schedules — verdict counts, the distribution of
-//! each metric over the runs, and the first failing run saved as a trace.
+//! each metric over the runs, and the first failing run (or, asked for, the first run) saved as
+//! a trace.
 
 use std::io::Write;
 use std::path::PathBuf;
@@ -26,8 +27,9 @@ pub struct Args {
     /// PCT's bug depth (change points + 1).
     #[arg(long, default_value_t = 3)]
     depth: u8,
-    /// Where to save the first failing run's trace (default: `<scenario>.trace.toml` in the
-    /// current directory).
+    /// Where to save the trace of the first run that did not end as expected, or not ok
+    /// (default: `<scenario>.trace.toml` in the current directory); given, the first run's
+    /// trace is saved there even when every run ended ok.
     #[arg(long)]
     trace: Option<PathBuf>,
 }
@@ -140,7 +142,14 @@ pub fn run(args: &Args, out: &mut impl Write) -> Result<(), CliError> {
         let (lo, med, p90, hi) = spread(sum.runs.iter().map(f).collect());
         writeln!(out, "  {name:<24} {lo:>6} {med:>8} {p90:>8} {hi:>8}").map_err(io)?;
     }
-    if let Some((seed, got)) = sum.first_unexpected.or(sum.first_not_ok) {
+    // The first run that did not end as expected (or not ok); with `--trace` given, the first
+    // run when every run ended ok.
+    let traced = sum
+        .first_unexpected
+        .or(sum.first_not_ok)
+        .map(|(seed, _)| seed)
+        .or(args.trace.as_ref().map(|_| args.seed));
+    if let Some(seed) = traced {
         let start = sc
             .world()
             .map_err(|e| CliError::Scenario(path.clone(), e))?;
@@ -156,8 +165,9 @@ pub fn run(args: &Args, out: &mut impl Write) -> Result<(), CliError> {
         std::fs::write(&file, t.to_toml()).map_err(io)?;
         writeln!(
             out,
-            "first run ending in {got}: seed {seed}, {} steps; trace saved to {} \
+            "first run ending in {}: seed {seed}, {} steps; trace saved to {} \
              (hugesept replay {})",
+            t.verdict,
             t.choices.split_whitespace().count(),
             file.display(),
             file.display()
