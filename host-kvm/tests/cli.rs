@@ -305,3 +305,63 @@ fn without_trace_an_all_ok_run_writes_no_trace() {
     let written: Vec<_> = std::fs::read_dir(&dir).unwrap().collect();
     assert!(written.is_empty(), "{written:?}");
 }
+
+/// The numbers of a metric row of `sim`'s per-run table: min, median, p90, max.
+fn spread_of(text: &str, name: &str) -> Vec<String> {
+    row(text, name)
+        .trim_start()
+        .strip_prefix(name)
+        .unwrap()
+        .split_whitespace()
+        .map(str::to_owned)
+        .collect()
+}
+
+/// `sim`'s per-run table counts spurious faults and gives the share of mapped private memory
+/// mapped at 2M at the end of each run.
+#[test]
+fn sim_shows_spurious_faults_and_2m_coverage() {
+    // 2M first, then a 4K accept inside the accepted page: the page stays mapped at 2M.
+    let (ok, out, err) = hugesept(&["sim", &scenario("seed-2m-first-guest-inhibit.toml")]);
+    assert!(ok, "{err}");
+    assert_eq!(
+        spread_of(&out, "2M coverage at the end"),
+        ["100.0%"; 4],
+        "{out}"
+    );
+    assert_eq!(spread_of(&out, "spurious faults"), ["0"; 4], "{out}");
+    // Upstream KVM maps private memory at 4K only.
+    let (ok, out, err) = hugesept(&[
+        "sim",
+        &scenario("td-shim-reaccept-2m-upstream-4k.toml"),
+        "--runs",
+        "4",
+    ]);
+    assert!(ok, "{err}");
+    assert_eq!(
+        spread_of(&out, "2M coverage at the end"),
+        ["0.0%"; 4],
+        "{out}"
+    );
+    // RFC v1 keeps the touch-first guest's page at 2M and its 4K accepts fault again and
+    // again on a mapping that is already there: spurious faults, every run.
+    let (ok, out, err) = hugesept(&[
+        "sim",
+        &scenario("touch-first-4k-rfc-v1.toml"),
+        "--runs",
+        "2",
+        "--trace",
+        temp("spurious.trace.toml").to_str().unwrap(),
+    ]);
+    assert!(ok, "{err}");
+    assert_eq!(
+        spread_of(&out, "2M coverage at the end"),
+        ["100.0%"; 4],
+        "{out}"
+    );
+    let spurious: Vec<u64> = spread_of(&out, "spurious faults")
+        .iter()
+        .map(|n| n.parse().unwrap())
+        .collect();
+    assert!(spurious[0] > 0 && spurious.is_sorted(), "{out}");
+}

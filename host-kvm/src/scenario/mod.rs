@@ -722,6 +722,20 @@ pub struct RunStats {
     pub steps: u64,
     /// Its counters.
     pub metrics: Metrics,
+    /// Of the private memory mapped at its end, the share mapped at 2M ([`coverage_2m`]).
+    pub coverage_2m: f64,
+}
+
+/// Of the private memory `w` maps in the mirror, the share mapped at 2M (0..1; 0 when nothing
+/// is mapped).
+pub fn coverage_2m(w: &ScenarioWorld) -> f64 {
+    let (two_m, four_k) = w.mapping_histogram();
+    let mapped = two_m.saturating_add(four_k);
+    if mapped == 0 {
+        0.0
+    } else {
+        two_m as f64 / mapped as f64
+    }
 }
 
 /// What running a scenario under seeded schedules gave.
@@ -753,9 +767,10 @@ pub fn run_with(
     let start = scenario.world()?;
     let mut sum = Summary::default();
     for seed in first_seed..first_seed.saturating_add(u64::from(schedules)) {
+        let mut w = start.clone();
         let mut m = Metrics::default();
         let mut steps = 0;
-        let r = start.run_schedule(
+        let r = w.advance_schedule(
             &mut scenario.scheduler(seed),
             scenario.limits(),
             &mut m,
@@ -779,7 +794,11 @@ pub fn run_with(
         }
         sum.metrics.add(&m);
         sum.steps += steps;
-        sum.runs.push(RunStats { steps, metrics: m });
+        sum.runs.push(RunStats {
+            steps,
+            metrics: m,
+            coverage_2m: coverage_2m(&w),
+        });
         tick();
     }
     Ok(sum)
