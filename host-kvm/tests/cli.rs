@@ -365,3 +365,76 @@ fn sim_shows_spurious_faults_and_2m_coverage() {
         .collect();
     assert!(spurious[0] > 0 && spurious.is_sorted(), "{out}");
 }
+
+/// A TD built at build time: the image added at 4K, finalized twice (KVM_TDX_FINALIZE_VM a
+/// second time is refused by the module), then one 2M accept; one fixed order, host first.
+const FINALIZED_TWICE: &str = r#"
+name = "build time: image at 4K, finalize twice, one 2M accept"
+policy = "guest-inhibit"
+regions = 2
+runnable = false
+scheduler = "priority"
+order = [4, 0]
+expect = "ok"
+
+[[vcpu]]
+guest = "single-accept"
+start = "0x40200000"
+end = "0x40400000"
+
+[[host]]
+actions = [
+  { op = "init-mem-region", start = "0x40000000", end = "0x40002000" },
+  { op = "finalize" },
+  { op = "finalize" },
+]
+"#;
+
+/// The replay of [`FINALIZED_TWICE`]'s one schedule, traced by `sim` under the name `name`.
+fn replay_finalized_twice(name: &str) -> String {
+    let file = temp(&format!("{name}.toml"));
+    std::fs::write(&file, FINALIZED_TWICE).unwrap();
+    let trace = temp(&format!("{name}.trace.toml"));
+    let t = trace.to_str().unwrap();
+    let (ok, out, err) = hugesept(&["sim", file.to_str().unwrap(), "--trace", t]);
+    assert!(ok, "{err}");
+    assert!(out.contains("trace saved to"), "{out}");
+    let (ok, out, err) = hugesept(&["replay", t]);
+    assert!(ok, "{err}");
+    assert!(out.contains("reproduced: ok"), "{out}");
+    out
+}
+
+/// Replay names the host steps that run TDH.MR.FINALIZE, with the module's status.
+#[test]
+fn replay_names_finalize_with_the_module_status() {
+    let out = replay_finalized_twice("finalize-named");
+    let host_lines: Vec<&str> = out
+        .lines()
+        .filter(|l| l.contains("host 0") && l.contains("FINALIZE"))
+        .collect();
+    assert_eq!(host_lines.len(), 2, "{out}");
+    assert!(
+        host_lines[0].contains("KVM_TDX_FINALIZE_VM: TDH.MR.FINALIZE → TDX_SUCCESS"),
+        "{out}"
+    );
+    assert!(
+        host_lines[1].contains("TDH.MR.FINALIZE → TDX_OP_STATE_INCORRECT"),
+        "{out}"
+    );
+}
+
+/// Replay shows, with the 2M lpage_info of the range a step touched, that of the 1G range
+/// the 2M range lies in.
+#[test]
+fn replay_shows_the_1g_lpage_info_of_a_touched_range() {
+    let out = replay_finalized_twice("lpage-1g");
+    let ranges: Vec<&str> = out
+        .lines()
+        .filter(|l| l.contains("lpage_info 2M"))
+        .collect();
+    assert!(!ranges.is_empty(), "{out}");
+    for l in ranges {
+        assert!(l.contains("; lpage_info 1G 0x40000000: count "), "{l}");
+    }
+}

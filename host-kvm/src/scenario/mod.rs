@@ -677,6 +677,11 @@ impl Scenario {
         }
     }
 
+    /// The script of host actor `host` (empty for an actor the scenario does not have).
+    pub fn script(&self, host: usize) -> &[HostAction] {
+        self.scripts.get(host).map_or(&[], Vec::as_slice)
+    }
+
     /// The limits of one schedule.
     pub fn limits(&self) -> Limits {
         Limits {
