@@ -144,7 +144,8 @@ pub struct Cost {
     pub entries_without_progress: f64,
     /// ACCEPT TDCALLs.
     pub tdcalls: f64,
-    /// Of the private memory mapped at the end, the share mapped at 2M (0..1).
+    /// Of the private memory mapped at the end, the share mapped at 2M (0..1,
+    /// [`scenario::coverage_2m`]).
     pub coverage_2m: f64,
     /// World steps.
     pub steps: f64,
@@ -274,7 +275,6 @@ pub fn run_cell(
             )
             .map_err(|e| ScenarioError::Model(format!("{world}, seed {seed}: {e:?}")))?;
         *verdicts.entry(v.name()).or_insert(0) += 1;
-        let (two_m, four_k) = w.mapping_histogram();
         cost.exits += f64::from(m.exits_accept + m.exits_other);
         cost.seamcalls += f64::from(m.fault.seamcalls + m.host_seamcalls);
         cost.demotions += f64::from(m.fault.demotions + m.host_demotions);
@@ -282,9 +282,7 @@ pub fn run_cell(
         cost.entries_without_progress += f64::from(m.entries_without_progress);
         cost.tdcalls += f64::from(m.tdcalls);
         cost.steps += steps as f64;
-        if two_m + four_k > 0 {
-            cost.coverage_2m += two_m as f64 / (two_m + four_k) as f64;
-        }
+        cost.coverage_2m += scenario::coverage_2m(&w);
     }
     let n = f64::from(seeds.max(1));
     for x in [

@@ -8,7 +8,7 @@ use std::fmt;
 use hugesept_core::world::{Choice, Limits, Metrics, ScheduleError, Verdict};
 use serde::{Deserialize, Serialize};
 
-use crate::scenario::{self, Scenario, ScenarioError, ScenarioWorld};
+use crate::scenario::{self, Scenario, ScenarioError, ScenarioWorld, VIOLATION};
 
 /// The trace format this build writes and reads.
 pub const FORMAT: u32 = 1;
@@ -176,9 +176,6 @@ impl Trace {
         }
     }
 }
-
-/// The verdict name a trace of a run that broke a safety invariant carries.
-pub const VIOLATION: &str = "invariant-violation";
 
 /// Reruns schedule `seed` of `sc` (whose file text is `text`) from `start` and records it as a
 /// trace: its verdict, or [`VIOLATION`] when it broke a safety invariant.

@@ -3,15 +3,7 @@
 use std::process::Command;
 
 fn hugesept(args: &[&str]) -> (bool, String, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_hugesept"))
-        .args(args)
-        .output()
-        .expect("run hugesept");
-    (
-        out.status.success(),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
+    hugesept_in(std::path::Path::new("."), args)
 }
 
 fn row<'a>(text: &'a str, path: &str) -> &'a str {
@@ -242,4 +234,207 @@ fn matrix_prints_markdown_json_and_svg() {
     let (ok, out, _) = hugesept(&["matrix", "--show", "churn:guest-inhibit:linux"]);
     assert!(ok);
     assert!(out.contains("convert-to-shared"), "{out}");
+}
+
+/// Runs `hugesept` in the directory `dir`.
+fn hugesept_in(dir: &std::path::Path, args: &[&str]) -> (bool, String, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_hugesept"))
+        .args(args)
+        .current_dir(dir)
+        .output()
+        .expect("run hugesept");
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// `--trace FILE` writes a trace even when nothing went wrong, and the trace replays to ok.
+#[test]
+fn a_trace_asked_for_is_written_when_every_run_ends_ok() {
+    // The seed as bare TDCALLs ends ok in every schedule and every interleaving.
+    let seed = scenario("seed-tdcalls.toml");
+    let sim_trace = temp("seed-tdcalls.sim.trace.toml");
+    let _ = std::fs::remove_file(&sim_trace);
+    let t = sim_trace.to_str().unwrap();
+    let (ok, out, err) = hugesept(&["sim", &seed, "--runs", "4", "--trace", t]);
+    assert!(ok, "{err}");
+    assert!(out.contains("as expected: ok"), "{out}");
+    assert!(
+        out.contains("first run ending in ok: seed 1")
+            && out.contains(&format!("trace saved to {t}")),
+        "{out}"
+    );
+    let (ok, out, err) = hugesept(&["replay", t, "--brief"]);
+    assert!(ok, "{err}");
+    assert!(out.contains("claims: ok"), "{out}");
+    assert!(out.contains("reproduced: ok"), "{out}");
+
+    let explore_trace = temp("seed-tdcalls.explore.trace.toml");
+    let _ = std::fs::remove_file(&explore_trace);
+    let t = explore_trace.to_str().unwrap();
+    let (ok, out, err) = hugesept(&["explore", &seed, "--trace", t]);
+    assert!(ok, "{err}");
+    assert!(
+        out.contains("as expected: every reachable outcome is ok"),
+        "{out}"
+    );
+    assert!(
+        out.contains(&format!("shortest trace to an ok end saved to {t}")),
+        "{out}"
+    );
+    let (ok, out, err) = hugesept(&["replay", t, "--brief"]);
+    assert!(ok, "{err}");
+    assert!(out.contains("explore, shortest"), "{out}");
+    assert!(out.contains("reproduced: ok"), "{out}");
+}
+
+/// Without `--trace`, runs that all end ok leave no trace file behind.
+#[test]
+fn without_trace_an_all_ok_run_writes_no_trace() {
+    let dir = temp("no-trace");
+    std::fs::create_dir_all(&dir).unwrap();
+    let seed = scenario("seed-tdcalls.toml");
+    let (ok, out, err) = hugesept_in(&dir, &["sim", &seed, "--runs", "2"]);
+    assert!(ok, "{err}");
+    assert!(!out.contains("trace saved"), "{out}");
+    let (ok, out, err) = hugesept_in(&dir, &["explore", &seed]);
+    assert!(ok, "{err}");
+    assert!(!out.contains("trace saved"), "{out}");
+    let written: Vec<_> = std::fs::read_dir(&dir).unwrap().collect();
+    assert!(written.is_empty(), "{written:?}");
+}
+
+/// The numbers of a metric row of `sim`'s per-run table: min, median, p90, max.
+fn spread_of(text: &str, name: &str) -> Vec<String> {
+    row(text, name)
+        .trim_start()
+        .strip_prefix(name)
+        .unwrap()
+        .split_whitespace()
+        .map(str::to_owned)
+        .collect()
+}
+
+/// `sim`'s per-run table counts spurious faults and gives the share of mapped private memory
+/// mapped at 2M at the end of each run.
+#[test]
+fn sim_shows_spurious_faults_and_2m_coverage() {
+    // 2M first, then a 4K accept inside the accepted page: the page stays mapped at 2M.
+    let (ok, out, err) = hugesept(&["sim", &scenario("seed-2m-first-guest-inhibit.toml")]);
+    assert!(ok, "{err}");
+    assert_eq!(
+        spread_of(&out, "2M coverage at the end"),
+        ["100.0%"; 4],
+        "{out}"
+    );
+    assert_eq!(spread_of(&out, "spurious faults"), ["0"; 4], "{out}");
+    // Upstream KVM maps private memory at 4K only.
+    let (ok, out, err) = hugesept(&[
+        "sim",
+        &scenario("td-shim-reaccept-2m-upstream-4k.toml"),
+        "--runs",
+        "4",
+    ]);
+    assert!(ok, "{err}");
+    assert_eq!(
+        spread_of(&out, "2M coverage at the end"),
+        ["0.0%"; 4],
+        "{out}"
+    );
+    // RFC v1 keeps the touch-first guest's page at 2M and its 4K accepts fault again and
+    // again on a mapping that is already there: spurious faults, every run.
+    let (ok, out, err) = hugesept(&[
+        "sim",
+        &scenario("touch-first-4k-rfc-v1.toml"),
+        "--runs",
+        "2",
+        "--trace",
+        temp("spurious.trace.toml").to_str().unwrap(),
+    ]);
+    assert!(ok, "{err}");
+    assert_eq!(
+        spread_of(&out, "2M coverage at the end"),
+        ["100.0%"; 4],
+        "{out}"
+    );
+    let spurious: Vec<u64> = spread_of(&out, "spurious faults")
+        .iter()
+        .map(|n| n.parse().unwrap())
+        .collect();
+    assert!(spurious[0] > 0 && spurious.is_sorted(), "{out}");
+}
+
+/// A TD built at build time: the image added at 4K, finalized twice (KVM_TDX_FINALIZE_VM a
+/// second time is refused by the module), then one 2M accept; one fixed order, host first.
+const FINALIZED_TWICE: &str = r#"
+name = "build time: image at 4K, finalize twice, one 2M accept"
+policy = "guest-inhibit"
+regions = 2
+runnable = false
+scheduler = "priority"
+order = [4, 0]
+expect = "ok"
+
+[[vcpu]]
+guest = "single-accept"
+start = "0x40200000"
+end = "0x40400000"
+
+[[host]]
+actions = [
+  { op = "init-mem-region", start = "0x40000000", end = "0x40002000" },
+  { op = "finalize" },
+  { op = "finalize" },
+]
+"#;
+
+/// The replay of [`FINALIZED_TWICE`]'s one schedule, traced by `sim` under the name `name`.
+fn replay_finalized_twice(name: &str) -> String {
+    let file = temp(&format!("{name}.toml"));
+    std::fs::write(&file, FINALIZED_TWICE).unwrap();
+    let trace = temp(&format!("{name}.trace.toml"));
+    let t = trace.to_str().unwrap();
+    let (ok, out, err) = hugesept(&["sim", file.to_str().unwrap(), "--trace", t]);
+    assert!(ok, "{err}");
+    assert!(out.contains("trace saved to"), "{out}");
+    let (ok, out, err) = hugesept(&["replay", t]);
+    assert!(ok, "{err}");
+    assert!(out.contains("reproduced: ok"), "{out}");
+    out
+}
+
+/// Replay names the host steps that run TDH.MR.FINALIZE, with the module's status.
+#[test]
+fn replay_names_finalize_with_the_module_status() {
+    let out = replay_finalized_twice("finalize-named");
+    let host_lines: Vec<&str> = out
+        .lines()
+        .filter(|l| l.contains("host 0") && l.contains("FINALIZE"))
+        .collect();
+    assert_eq!(host_lines.len(), 2, "{out}");
+    assert!(
+        host_lines[0].contains("KVM_TDX_FINALIZE_VM: TDH.MR.FINALIZE → TDX_SUCCESS"),
+        "{out}"
+    );
+    assert!(
+        host_lines[1].contains("TDH.MR.FINALIZE → TDX_OP_STATE_INCORRECT"),
+        "{out}"
+    );
+}
+
+/// Replay shows, with the 2M lpage_info of the range a step touched, that of the 1G range
+/// the 2M range lies in.
+#[test]
+fn replay_shows_the_1g_lpage_info_of_a_touched_range() {
+    let out = replay_finalized_twice("lpage-1g");
+    let ranges: Vec<&str> = out
+        .lines()
+        .filter(|l| l.contains("lpage_info 2M"))
+        .collect();
+    assert!(!ranges.is_empty(), "{out}");
+    for l in ranges {
+        assert!(l.contains("; lpage_info 1G 0x40000000: count "), "{l}");
+    }
 }

@@ -8,7 +8,8 @@ use std::path::PathBuf;
 use hugesept_core::world::{Choice, Limits, Metrics, RandomScheduler, Verdict};
 
 use crate::explore::{self, Bounds};
-use crate::trace::{self, Trace};
+use crate::scenario;
+use crate::trace::Trace;
 
 use super::CliError;
 
@@ -21,7 +22,8 @@ pub struct Args {
     #[arg(long, default_value_t = 2_000_000)]
     max_states: usize,
     /// Where to save the shortest trace of the worst outcome found (default:
-    /// `<scenario>.explore.trace.toml` in the current directory).
+    /// `<scenario>.explore.trace.toml` in the current directory); given, the shortest trace
+    /// to an ok end is saved there when nothing worse was found.
     #[arg(long)]
     trace: Option<PathBuf>,
 }
@@ -102,9 +104,34 @@ pub fn run(args: &Args, out: &mut impl Write) -> Result<(), CliError> {
         }
     }
     let worst = explore::worst(&ex);
+    if worst.is_none()
+        && let Some(file) = &args.trace
+    {
+        // Nothing went wrong; the trace asked for is the shortest run to an ok end.
+        match ex.end_traces.get(Verdict::Ok.name()) {
+            Some(choices) => {
+                let t = Trace::new(&text, "explore, shortest".into(), choices, Verdict::Ok);
+                std::fs::write(file, t.to_toml()).map_err(io)?;
+                writeln!(
+                    out,
+                    "no outcome worse than ok; shortest trace to an ok end saved to {} \
+                     (hugesept replay {})",
+                    file.display(),
+                    file.display()
+                )
+                .map_err(io)?;
+            }
+            None => writeln!(
+                out,
+                "no end state reached: no trace to save to {}",
+                file.display()
+            )
+            .map_err(io)?,
+        }
+    }
     if let Some(w) = worst {
         let mut choices = match w {
-            trace::VIOLATION => ex.violation.as_ref().map(|(_, p)| p.clone()),
+            scenario::VIOLATION => ex.violation.as_ref().map(|(_, p)| p.clone()),
             "livelock" => ex.livelock_trace.clone(),
             v => ex.end_traces.get(v).cloned(),
         }
@@ -137,7 +164,7 @@ pub fn run(args: &Args, out: &mut impl Write) -> Result<(), CliError> {
             found.push(Verdict::Livelock.name());
         }
         if ex.violation.is_some() {
-            found.push(trace::VIOLATION);
+            found.push(scenario::VIOLATION);
         }
         // An outcome found is reachable however far the search got; only "nothing else"
         // needs the whole graph.

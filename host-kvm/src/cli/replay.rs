@@ -1,7 +1,7 @@
 //! `hugesept replay TRACE`: a trace step by step — the actor, what it did (the TDCALL and its
 //! decoded status, the exit, the fault path's phase and RET_PF value, the host operation's
-//! phase and SEAMCALL counts), the lock state, and the S-EPT and mirror of the 2M range the
-//! step touched.
+//! phase and SEAMCALL counts, TDH.MR.FINALIZE and its status), the lock state, and the S-EPT
+//! and mirror of the 2M range the step touched with the lpage_info of it and of its 1G range.
 
 use std::fmt::Write as _;
 use std::io::Write;
@@ -9,8 +9,10 @@ use std::path::PathBuf;
 
 use hugesept_core::abi::{Gpa, PageLevel};
 use hugesept_core::guest::{GuestEvent, GuestOp};
-use hugesept_core::kvm::{FaultEnd, RetPf};
-use hugesept_core::world::{Choice, HostActivity, Metrics, StepNote, VcpuState, Verdict};
+use hugesept_core::kvm::{FaultEnd, LpageInfo, RetPf};
+use hugesept_core::world::{
+    Choice, HostAction, HostActivity, MAX_HOSTS, Metrics, StepNote, VcpuState, Verdict,
+};
 
 use crate::scenario::ScenarioWorld;
 use crate::trace::{Trace, TraceError};
@@ -110,6 +112,37 @@ fn note_text(n: &StepNote) -> String {
         let _ = write!(s, "host operation ends: {e:?}");
     }
     s
+}
+
+/// What a host step that starts `action` did when the state after it does not show it:
+/// KVM_TDX_FINALIZE_VM runs TDH.MR.FINALIZE and returns within the step (`before` is the
+/// world the step started from).
+fn started_action_text(action: HostAction, before: &ScenarioWorld) -> Option<String> {
+    match action {
+        HostAction::Finalize => {
+            // The module's answer, from the S-EPT the step found.
+            let status = before.sept().clone().finalize();
+            Some(format!("KVM_TDX_FINALIZE_VM: TDH.MR.FINALIZE → {status}"))
+        }
+        HostAction::Operation { .. }
+        | HostAction::Prefetch(_)
+        | HostAction::InitMemRegion { .. }
+        | HostAction::AwaitStage(_) => None,
+    }
+}
+
+/// An lpage_info word: its refcount and flags.
+fn lpage_text(l: LpageInfo) -> String {
+    format!(
+        "count {}{}{}",
+        l.count(),
+        if l.mixed() { ", MIXED" } else { "" },
+        if l.guest_inhibit() {
+            ", GUEST_INHIBIT"
+        } else {
+            ""
+        }
+    )
 }
 
 /// The 2M range a step touched.
@@ -214,17 +247,11 @@ fn range_text(w: &ScenarioWorld, gpa: Gpa) -> String {
         }
     }
     if let Some(l) = kvm.lpage(base.gfn(), PageLevel::Size2M) {
-        let _ = write!(
-            s,
-            "; lpage_info 2M: count {}{}{}",
-            l.count(),
-            if l.mixed() { ", MIXED" } else { "" },
-            if l.guest_inhibit() {
-                ", GUEST_INHIBIT"
-            } else {
-                ""
-            }
-        );
+        let _ = write!(s, "; lpage_info 2M: {}", lpage_text(l));
+    }
+    let gig = gpa.align_down(PageLevel::Size1G);
+    if let Some(l) = kvm.lpage(gig.gfn(), PageLevel::Size1G) {
+        let _ = write!(s, "; lpage_info 1G {gig}: {}", lpage_text(l));
     }
     s
 }
@@ -311,6 +338,8 @@ pub fn replay(
     )
     .map_err(io)?;
     let first_shown = last.map_or(0, |n| choices.len().saturating_sub(n));
+    // Per host actor, the script actions it has started: a step from idle starts the next.
+    let mut started = [0usize; MAX_HOSTS];
     let mut m = Metrics::default();
     let mut violation = None;
     for (k, &c) in choices.iter().enumerate() {
@@ -334,8 +363,26 @@ pub fn replay(
         let check = w
             .check()
             .and_then(|()| ScenarioWorld::check_transition(&before, &w));
+        let mut action = None;
+        if let Choice::Host(i) = c
+            && let Some(next) = started.get_mut(usize::from(i))
+            && before
+                .hosts()
+                .nth(usize::from(i))
+                .is_some_and(|h| h.activity() == HostActivity::Idle)
+        {
+            action = sc.script(usize::from(i)).get(*next).copied();
+            *next += 1;
+        }
         if k >= first_shown {
-            let what = note_text(&m.note);
+            let mut what = note_text(&m.note);
+            if let Some(a) = action.and_then(|a| started_action_text(a, &before)) {
+                what = if what.is_empty() {
+                    a
+                } else {
+                    format!("{a}; {what}")
+                };
+            }
             let state = match c {
                 Choice::Vcpu(i) | Choice::Interrupt(i) => w
                     .vcpus()
@@ -408,7 +455,7 @@ pub fn replay(
             choices.len(),
             format!(
                 "it ends in {} where the trace claims {}",
-                reproduced.map_or(crate::trace::VIOLATION, |v| v.name()),
+                reproduced.map_or(crate::scenario::VIOLATION, |v| v.name()),
                 t.verdict
             ),
         )));

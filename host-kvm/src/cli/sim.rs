@@ -1,5 +1,7 @@
 //! `hugesept sim`: a scenario under many seeded schedules — verdict counts, the distribution of
-//! each metric over the runs, and the first failing run saved as a trace.
+//! each metric over the runs (the 2M coverage of the private memory mapped at the end among
+//! them), and the first failing run (or, asked for, the first run) saved as
+//! a trace.
 
 use std::io::Write;
 use std::path::PathBuf;
@@ -26,8 +28,9 @@ pub struct Args {
     /// PCT's bug depth (change points + 1).
     #[arg(long, default_value_t = 3)]
     depth: u8,
-    /// Where to save the first failing run's trace (default: `<scenario>.trace.toml` in the
-    /// current directory).
+    /// Where to save the trace of the first run that did not end as expected, or not ok
+    /// (default: `<scenario>.trace.toml` in the current directory); given, the first run's
+    /// trace is saved there even when every run ended ok.
     #[arg(long)]
     trace: Option<PathBuf>,
 }
@@ -55,18 +58,18 @@ pub(crate) fn load(path: &PathBuf) -> Result<(String, scenario::Scenario), CliEr
 type Row = (&'static str, fn(&RunStats) -> u64);
 
 /// min, median, 90th percentile and max of `values`.
-fn spread(mut values: Vec<u64>) -> (u64, u64, u64, u64) {
-    values.sort_unstable();
+fn spread<T: Copy + Default + PartialOrd>(mut values: Vec<T>) -> (T, T, T, T) {
+    values.sort_unstable_by(|a, b| a.partial_cmp(b).unwrap_or(std::cmp::Ordering::Equal));
     let at = |q: usize| {
         values
             .get((values.len().saturating_sub(1)) * q / 100)
             .copied()
     };
     (
-        at(0).unwrap_or(0),
-        at(50).unwrap_or(0),
-        at(90).unwrap_or(0),
-        values.last().copied().unwrap_or(0),
+        at(0).unwrap_or_default(),
+        at(50).unwrap_or_default(),
+        at(90).unwrap_or_default(),
+        values.last().copied().unwrap_or_default(),
     )
 }
 
@@ -113,7 +116,7 @@ pub fn run(args: &Args, out: &mut impl Write) -> Result<(), CliError> {
         "per run:                    min   median      p90      max"
     )
     .map_err(io)?;
-    let rows: [Row; 9] = [
+    let rows: [Row; 10] = [
         ("world steps", |r| r.steps),
         ("ACCEPT TDCALLs", |r| u64::from(r.metrics.tdcalls)),
         ("TD exits", |r| {
@@ -135,12 +138,27 @@ pub fn run(args: &Args, out: &mut impl Write) -> Result<(), CliError> {
         ("demotions", |r| {
             u64::from(r.metrics.fault.demotions) + u64::from(r.metrics.host_demotions)
         }),
+        ("spurious faults", |r| u64::from(r.metrics.fault.spurious)),
     ];
     for (name, f) in rows {
         let (lo, med, p90, hi) = spread(sum.runs.iter().map(f).collect());
         writeln!(out, "  {name:<24} {lo:>6} {med:>8} {p90:>8} {hi:>8}").map_err(io)?;
     }
-    if let Some((seed, got)) = sum.first_unexpected.or(sum.first_not_ok) {
+    let (lo, med, p90, hi) = spread(sum.runs.iter().map(|r| r.coverage_2m * 100.0).collect());
+    writeln!(
+        out,
+        "  {:<24} {lo:>5.1}% {med:>7.1}% {p90:>7.1}% {hi:>7.1}%",
+        "2M coverage at the end"
+    )
+    .map_err(io)?;
+    // The first run that did not end as expected (or not ok); with `--trace` given, the first
+    // run when every run ended ok.
+    let traced = sum
+        .first_unexpected
+        .or(sum.first_not_ok)
+        .map(|(seed, _)| seed)
+        .or(args.trace.as_ref().map(|_| args.seed));
+    if let Some(seed) = traced {
         let start = sc
             .world()
             .map_err(|e| CliError::Scenario(path.clone(), e))?;
@@ -156,8 +174,9 @@ pub fn run(args: &Args, out: &mut impl Write) -> Result<(), CliError> {
         std::fs::write(&file, t.to_toml()).map_err(io)?;
         writeln!(
             out,
-            "first run ending in {got}: seed {seed}, {} steps; trace saved to {} \
+            "first run ending in {}: seed {seed}, {} steps; trace saved to {} \
              (hugesept replay {})",
+            t.verdict,
             t.choices.split_whitespace().count(),
             file.display(),
             file.display()

@@ -508,7 +508,7 @@ where
 /// The verdict name of the worst outcome an exploration found, for traces and exit codes.
 pub fn worst(ex: &Exploration) -> Option<&'static str> {
     if ex.violation.is_some() {
-        return Some(crate::trace::VIOLATION);
+        return Some(crate::scenario::VIOLATION);
     }
     for v in [
         Verdict::VmBugged,

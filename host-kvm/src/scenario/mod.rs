@@ -25,6 +25,10 @@ pub use storage::{BoxedKvm, BoxedSept, boxed_kvm, boxed_sept};
 /// A world over host-owned storage.
 pub type ScenarioWorld = World<BoxedSept, BoxedKvm>;
 
+/// The verdict name of a run that broke a safety invariant: the name summaries count it under,
+/// traces carry and the explorer reports, beside the core's [`Verdict`] names.
+pub const VIOLATION: &str = "invariant-violation";
+
 /// Why a scenario file cannot be used.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ScenarioError {
@@ -675,6 +679,11 @@ impl Scenario {
         }
     }
 
+    /// The script of host actor `host` (empty for an actor the scenario does not have).
+    pub fn script(&self, host: usize) -> &[HostAction] {
+        self.scripts.get(host).map_or(&[], Vec::as_slice)
+    }
+
     /// The limits of one schedule.
     pub fn limits(&self) -> Limits {
         Limits {
@@ -720,12 +729,26 @@ pub struct RunStats {
     pub steps: u64,
     /// Its counters.
     pub metrics: Metrics,
+    /// Of the private memory mapped at its end, the share mapped at 2M ([`coverage_2m`]).
+    pub coverage_2m: f64,
+}
+
+/// Of the private memory `w` maps in the mirror, the share mapped at 2M (0..1; 0 when nothing
+/// is mapped).
+pub fn coverage_2m(w: &ScenarioWorld) -> f64 {
+    let (two_m, four_k) = w.mapping_histogram();
+    let mapped = two_m.saturating_add(four_k);
+    if mapped == 0 {
+        0.0
+    } else {
+        two_m as f64 / mapped as f64
+    }
 }
 
 /// What running a scenario under seeded schedules gave.
 #[derive(Debug, Clone, Default)]
 pub struct Summary {
-    /// Schedules per verdict ("invariant-violation" for a broken safety invariant).
+    /// Schedules per verdict ([`VIOLATION`] for a broken safety invariant).
     pub verdicts: BTreeMap<&'static str, u32>,
     /// The first seed whose verdict differs from the expected one (or, with no expectation,
     /// is not ok).
@@ -751,9 +774,10 @@ pub fn run_with(
     let start = scenario.world()?;
     let mut sum = Summary::default();
     for seed in first_seed..first_seed.saturating_add(u64::from(schedules)) {
+        let mut w = start.clone();
         let mut m = Metrics::default();
         let mut steps = 0;
-        let r = start.run_schedule(
+        let r = w.advance_schedule(
             &mut scenario.scheduler(seed),
             scenario.limits(),
             &mut m,
@@ -762,7 +786,7 @@ pub fn run_with(
         );
         let name = match r {
             Ok(v) => v.name(),
-            Err(ScheduleError::Invariant { .. }) => crate::trace::VIOLATION,
+            Err(ScheduleError::Invariant { .. }) => VIOLATION,
             Err(ScheduleError::Model(e)) => {
                 return Err(ScenarioError::Model(format!("seed {seed}: {e}")));
             }
@@ -777,7 +801,11 @@ pub fn run_with(
         }
         sum.metrics.add(&m);
         sum.steps += steps;
-        sum.runs.push(RunStats { steps, metrics: m });
+        sum.runs.push(RunStats {
+            steps,
+            metrics: m,
+            coverage_2m: coverage_2m(&w),
+        });
         tick();
     }
     Ok(sum)
