@@ -5,7 +5,6 @@
 //! result with a shadow statement of the encoding written out here: a decoder must never panic,
 //! must accept exactly the values the ABI defines, and must give back its input when re-encoded.
 
-use hugesept_core::snapshot::Snapshot;
 use std::fmt;
 
 use hugesept_core::abi::{
@@ -14,11 +13,15 @@ use hugesept_core::abi::{
     StatusDetail, TdcallLeaf, TdcallRax, TdxSeptLevel, TdxStatus,
 };
 use hugesept_core::guest::{Guest, GuestKind};
+use hugesept_core::kvm::KvmStorage;
 use hugesept_core::kvm::{HostOpKind, Kvm, KvmArrayStorage, Memslot};
 use hugesept_core::policy::PolicyId;
-use hugesept_core::sept::{AcceptOutcome, ArrayStorage, ModuleProfile, Sept, SeptConfig};
+use hugesept_core::sept::{
+    AcceptOutcome, ArrayStorage, ModuleProfile, Sept, SeptConfig, SeptStorage,
+};
 use hugesept_core::world::{
-    Choice, HostAction, Limits, MAX_CHOICES, Metrics, RandomScheduler, Verdict, World, supports,
+    Choice, HostAction, Limits, Metrics, Observer, RandomScheduler, Scheduler, Stepped, Verdict,
+    World, supports,
 };
 
 /// A target's check over one input.
@@ -356,34 +359,21 @@ pub fn world_schedule(data: &[u8]) {
     }
     let mut m = Metrics::default();
     let mut steps = 0u64;
-    // The input's schedule first...
-    let mut before = w.clone();
-    w.clear_changes();
-    for b in bytes {
-        if w.ended().is_some() {
-            break;
-        }
-        let mut choices = [Choice::Vcpu(0); MAX_CHOICES];
-        let n = w.enabled(&mut choices);
-        if n == 0 {
-            break;
-        }
-        let c = choices[usize::from(b) % n];
-        w.step(c, &mut m)
-            .expect("the models accept every enabled choice");
-        if let Err(v) = w.check_step(&before) {
-            panic!("{policy}: invariant {v:?} after {c:?}");
-        }
-        // The shadow: the full checks agree with the per-step ones (and find the tables'
-        // digests current), and a copy brought up to date by what the step changed equals
-        // the world.
-        assert_eq!(w.check(), Ok(()), "{policy}: full checks after {c:?}");
-        before.sync_from(&w);
-        assert!(
-            before == w,
-            "{policy}: a copy synced by the change record differs after {c:?}"
-        );
-        w.clear_changes();
+    // The input's schedule first, with the shadow checks after every step...
+    let rest = data.get(data.len() - bytes.len()..).unwrap_or(&[]);
+    let bound = u32::try_from(rest.len()).unwrap_or(u32::MAX);
+    let first = w.advance_schedule(
+        &mut InputSchedule(rest),
+        Limits {
+            bound,
+            patience: u32::MAX,
+        },
+        &mut m,
+        &mut steps,
+        Shadow { policy },
+    );
+    if let Err(e) = first {
+        panic!("{policy}: {e:?}");
     }
     // ...then a fair schedule to the end.
     let verdict = w
@@ -420,6 +410,52 @@ pub fn world_schedule(data: &[u8]) {
 
 /// The window of [`world_schedule`]'s worlds.
 const WORLD_BASE: u64 = 0x4000_0000;
+
+/// The input's bytes as a schedule: step `n` takes enabled choice `bytes[n] % count`.
+struct InputSchedule<'a>(&'a [u8]);
+
+impl Scheduler for InputSchedule<'_> {
+    fn pick(&mut self, step: u32, choices: &[Choice]) -> usize {
+        let b = self.0.get(step as usize).copied().unwrap_or(0);
+        usize::from(b) % choices.len().max(1)
+    }
+}
+
+/// The shadow checks of each step: the full checks agree with the per-step ones (and find the
+/// tables' digests current), and the copy brought up to date by what the step changed equals
+/// the world.
+struct Shadow {
+    policy: PolicyId,
+}
+
+impl<SS, KS> Observer<World<SS, KS>> for Shadow
+where
+    SS: SeptStorage + Clone + PartialEq,
+    KS: KvmStorage + Clone + PartialEq,
+{
+    fn stepped(
+        &mut self,
+        _n: u32,
+        c: Choice,
+        _stepped: Stepped,
+        before: &World<SS, KS>,
+        after: &World<SS, KS>,
+    ) {
+        let policy = self.policy;
+        if let Err(v) = after.check_step(before) {
+            panic!("{policy}: invariant {v:?} after {c:?}");
+        }
+        assert_eq!(after.check(), Ok(()), "{policy}: full checks after {c:?}");
+    }
+
+    fn synced(&mut self, copy: &World<SS, KS>, world: &World<SS, KS>) {
+        assert!(
+            copy == world,
+            "{}: a copy synced by the change record differs",
+            self.policy
+        );
+    }
+}
 
 #[cfg(test)]
 mod tests {

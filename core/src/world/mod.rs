@@ -23,6 +23,7 @@ mod verdict;
 pub use actors::{HostAction, HostActivity, HostActor, VcpuActor, VcpuState};
 pub use error::WorldError;
 pub use lazy::UnitBitmap;
+pub use run::Observer;
 pub use schedule::{
     Limits, MAX_PCT_DEPTH, PctScheduler, PriorityScheduler, RandomScheduler, Rng, Scheduler,
 };

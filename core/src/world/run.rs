@@ -10,6 +10,25 @@ use super::{
     Verdict, World,
 };
 
+/// What sees each step of a schedule ([`World::advance_schedule`]): a trace recorder, a
+/// fuzzer's shadow checks, a test comparing the incremental checks with the full ones. A
+/// closure taking the choice and what it did is one.
+pub trait Observer<W> {
+    /// Step `n` took `choice`, which did `stepped`: `before` is the state before it, `after`
+    /// the state after it (its per-step invariants are checked next).
+    fn stepped(&mut self, n: u32, choice: Choice, stepped: Stepped, before: &W, after: &W);
+
+    /// The copy of the state before each step was brought up to `world` by the change record
+    /// (so a shadow check can compare the two).
+    fn synced(&mut self, _copy: &W, _world: &W) {}
+}
+
+impl<W, F: FnMut(Choice, Stepped)> Observer<W> for F {
+    fn stepped(&mut self, _n: u32, choice: Choice, stepped: Stepped, _before: &W, _after: &W) {
+        self(choice, stepped);
+    }
+}
+
 impl<SS: SeptStorage, KS: KvmStorage> World<SS, KS> {
     /// Runs one schedule chosen by `seed` from this state: uniformly among the enabled choices
     /// (xorshift64), the invariants checked after every step, until the world ends or `bound`
@@ -35,7 +54,7 @@ impl<SS: SeptStorage, KS: KvmStorage> World<SS, KS> {
     }
 
     /// Runs one schedule from this state, `scheduler` picking each choice: the invariants
-    /// checked after every step, `on_step` told every choice taken (the trace), until the
+    /// checked after every step, `observer` shown every step (the trace, shadow checks), until the
     /// world ends — or it is a livelock: no choice enabled, `limits.patience` steps in a row
     /// without progress, or `limits.bound` steps in all. Adds the steps taken to `steps`.
     pub fn run_schedule<Sch: Scheduler>(
@@ -44,14 +63,14 @@ impl<SS: SeptStorage, KS: KvmStorage> World<SS, KS> {
         limits: Limits,
         metrics: &mut Metrics,
         steps: &mut u64,
-        on_step: impl FnMut(Choice, Stepped),
+        observer: impl Observer<Self>,
     ) -> Result<Verdict, ScheduleError>
     where
         SS: Clone,
         KS: Clone,
     {
         self.clone()
-            .advance_schedule(scheduler, limits, metrics, steps, on_step)
+            .advance_schedule(scheduler, limits, metrics, steps, observer)
     }
 
     /// [`World::run_schedule`] on this world itself: it is left in the state the schedule
@@ -62,7 +81,7 @@ impl<SS: SeptStorage, KS: KvmStorage> World<SS, KS> {
         limits: Limits,
         metrics: &mut Metrics,
         steps: &mut u64,
-        mut on_step: impl FnMut(Choice, Stepped),
+        mut observer: impl Observer<Self>,
     ) -> Result<Verdict, ScheduleError>
     where
         SS: Clone,
@@ -85,7 +104,7 @@ impl<SS: SeptStorage, KS: KvmStorage> World<SS, KS> {
             let choice = enabled.get(pick).copied().unwrap_or(Choice::Vcpu(0));
             let stepped = w.step(choice, metrics).map_err(ScheduleError::Model)?;
             scheduler.feedback(choice, stepped);
-            on_step(choice, stepped);
+            observer.stepped(step, choice, stepped, &before, w);
             *steps = steps.saturating_add(1);
             w.check_step(&before)
                 .map_err(|violation| ScheduleError::Invariant {
@@ -95,6 +114,7 @@ impl<SS: SeptStorage, KS: KvmStorage> World<SS, KS> {
                 })?;
             // `before` follows by copying what changed; then a fresh record.
             before.sync_from(w);
+            observer.synced(&before, w);
             w.clear_changes();
             idle = match stepped {
                 Stepped::Moved { progress: true } => 0,
