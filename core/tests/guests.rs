@@ -325,3 +325,32 @@ fn a_punch_hole_between_marking_and_verifying_is_data_loss() {
         })
     );
 }
+
+#[test]
+fn a_guest_retrying_busy_without_limit_keeps_no_count() {
+    // accept-4k-only and touch-first retry BUSY for as long as it takes: the state after a
+    // BUSY is the state before it, so an explorer sees one state, not one per retry. OVMF
+    // (3) and td-shim (5) count, since their limit changes what they do.
+    use hugesept_core::abi::TdxStatus;
+    let busy = GuestEvent::Status(TdxStatus::with_operand(
+        StatusCode::OperandBusy,
+        hugesept_core::abi::OperandId::RCX,
+    ));
+    for kind in [GuestKind::Accept4kOnly, GuestKind::Ovmf, GuestKind::TdShim] {
+        let mut g = Guest::new(kind, Gpa(BASE), Gpa(BASE + 0x1000), 1);
+        let GuestStep::Op(GuestOp::Accept(_)) = g.next_op() else {
+            panic!("{kind:?} starts with an ACCEPT");
+        };
+        let start = g;
+        g.complete(busy);
+        let _ = g.next_op();
+        if kind == GuestKind::Accept4kOnly {
+            assert_eq!(
+                g, start,
+                "{kind:?}: a BUSY retry leaves the guest as it was"
+            );
+        } else {
+            assert_ne!(g, start, "{kind:?}: a bounded retry counts");
+        }
+    }
+}

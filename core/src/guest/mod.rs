@@ -739,7 +739,7 @@ impl Guest {
                     self.phase = Phase::Accept {
                         pos,
                         level,
-                        retries: retries.saturating_add(1),
+                        retries: rules::next_retry(self.kind, retries),
                     }
                 }
                 Reaction::Smaller => match level.smaller() {
@@ -791,7 +791,7 @@ impl Guest {
                         base,
                         level,
                         index,
-                        retries: retries.saturating_add(1),
+                        retries: rules::next_retry(self.kind, retries),
                     },
                     Reaction::ZeroThenAdvance => Phase::Zero {
                         gpa: a.gpa,

@@ -80,6 +80,24 @@ pub fn react(kind: GuestKind, level: PageLevel, status: TdxStatus, retries: u8) 
     }
 }
 
+/// The retry count a guest of `kind` keeps after retrying for the `retries`-th time: the
+/// count goes up only where a limit reads it (OVMF's 3 and td-shim's 5 BUSY retries above);
+/// a guest that retries without limit keeps none, so its state after a retry is its state
+/// before it.
+pub const fn next_retry(kind: GuestKind, retries: u8) -> u8 {
+    match kind {
+        GuestKind::Ovmf | GuestKind::TdShim => retries.saturating_add(1),
+        GuestKind::Linux
+        | GuestKind::LinuxLazy
+        | GuestKind::TdxGuest
+        | GuestKind::Svsm
+        | GuestKind::Accept4kOnly
+        | GuestKind::TouchFirst
+        | GuestKind::Adversarial
+        | GuestKind::SingleAccept => 0,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
