@@ -4,15 +4,25 @@
 //! TDCALL, an ioctl, a lock, a clock read or an allocation. Frontends (the `/dev/kvm` VMM, the
 //! command line, fuzzers, the bare-metal TD payload) drive it.
 //!
-//! Layers, bottom up:
+//! Layers, bottom up; each imports only the layers below it:
 //! - [`abi`]: the TDX encodings (levels, GPAs, leaves, ACCEPT operand, statuses, exit
 //!   qualifications, public S-EPT state codes).
 //! - [`sept`]: the TDX module's Secure EPT: entry states, ACCEPT, the host SEAMCALLs, entry
 //!   locks, TLB-tracking epochs, content tracking and module profiles.
-//! - [`kvm`]: KVM's side: the mirror, the private fault path, the host operations.
-//! - [`policy`]: the decision points where the KVM TDX huge-page designs differ.
+//! - [`policy`]: the decision points where the KVM TDX huge-page designs differ (it reads
+//!   the module's profile, nothing of KVM's state).
+//! - [`kvm`]: KVM's side: the mirror, the private fault path, the host operations; it asks
+//!   the policy at each decision point.
 //! - [`guest`]: how real TD firmware and kernels accept memory, as step machines.
 //! - [`world`]: vCPUs, host actors, the module and KVM composed into one deterministic world.
+//!
+//! Beside them, [`snapshot`]: the explorer's incremental-state plumbing (change records,
+//! copies by what changed, hashing apart), one trait that the S-EPT model, KVM's model and
+//! the world implement in their own `snapshot.rs`.
+//!
+//! Each layer has one error type, `Copy`, whose `Display` names its inner cause:
+//! [`abi::AbiError`], [`sept::SeptError`], [`policy::PolicyError`], [`kvm::KvmError`],
+//! [`world::WorldError`].
 
 #![no_std]
 #![forbid(unsafe_code)]

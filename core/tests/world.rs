@@ -401,3 +401,37 @@ fn errors_name_their_inner_cause_layer_by_layer() {
             .contains(&policy)
     );
 }
+
+#[test]
+fn steps_read_as_the_domain_writes_them() {
+    use hugesept_core::abi::{AcceptOperand, StatusCode, TdxStatus};
+    use hugesept_core::guest::{GuestEvent, GuestOp};
+    use hugesept_core::kvm::{FaultEnd, RetPf};
+    use hugesept_core::world::{Choice, StepNote};
+    let op = GuestOp::Accept(AcceptOperand {
+        gpa: Gpa(0x4020_0000),
+        level: PageLevel::Size2M,
+    });
+    let busy = TdxStatus::with_operand(StatusCode::OperandBusy, hugesept_core::abi::OperandId::RCX);
+    let note = StepNote {
+        retired: Some((op, GuestEvent::Status(busy))),
+        ..StepNote::default()
+    };
+    let text = note.to_string();
+    assert!(
+        text.starts_with("TDG.MEM.PAGE.ACCEPT 0x40200000 2M → TDX_OPERAND_BUSY"),
+        "{text}"
+    );
+    let fault = StepNote {
+        fault_end: Some(FaultEnd::Resume(RetPf::Retry)),
+        ..StepNote::default()
+    };
+    assert_eq!(
+        fault.to_string(),
+        "fault path ends: RET_PF_RETRY, back into the guest"
+    );
+    assert_eq!(Choice::Vcpu(1).to_string(), "v1");
+    assert_eq!(Choice::Interrupt(0).to_string(), "i0");
+    assert_eq!(Choice::Host(1).to_string(), "h1");
+    assert_eq!(StepNote::default().to_string(), "");
+}

@@ -85,11 +85,7 @@ impl std::error::Error for TraceError {}
 
 /// A choice as a trace writes it.
 pub fn choice_text(c: Choice) -> String {
-    match c {
-        Choice::Vcpu(i) => format!("v{i}"),
-        Choice::Interrupt(i) => format!("i{i}"),
-        Choice::Host(i) => format!("h{i}"),
-    }
+    c.to_string()
 }
 
 fn parse_choice(i: usize, s: &str) -> Result<Choice, TraceError> {

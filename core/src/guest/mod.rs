@@ -12,6 +12,7 @@
 //! that serialises a unit, drivers/firmware/efi/unaccepted_memory.c), and OVMF or td-shim running
 //! on several vCPUs each take every n-th chunk of the range ([`Guest::strided`]).
 
+mod display;
 mod rules;
 
 use core::fmt;

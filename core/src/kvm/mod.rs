@@ -6,6 +6,7 @@
 //! (shared/reference/kvm-fault-path.md).
 
 mod check;
+mod display;
 mod fault;
 mod host_ops;
 mod lock;

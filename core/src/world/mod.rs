@@ -10,6 +10,7 @@
 
 mod actors;
 mod check;
+mod display;
 mod error;
 mod host;
 mod lazy;

@@ -8,8 +8,8 @@ use std::io::Write;
 use std::path::PathBuf;
 
 use hugesept_core::abi::{Gpa, PageLevel};
-use hugesept_core::guest::{GuestEvent, GuestOp};
-use hugesept_core::kvm::{FaultEnd, LpageInfo, RetPf};
+use hugesept_core::guest::GuestOp;
+use hugesept_core::kvm::LpageInfo;
 use hugesept_core::world::{
     Choice, HostAction, HostActivity, MAX_HOSTS, Metrics, StepNote, VcpuState, Verdict,
 };
@@ -58,60 +58,6 @@ fn host_state(a: HostActivity) -> String {
         HostActivity::Fault(p) => format!("fault path for {}: {}", p.gfn(), p.phase_name()),
         HostActivity::Await(n) => format!("waiting for the vCPUs to finish {n} stage(s)"),
     }
-}
-
-fn op_text(op: GuestOp) -> String {
-    match op {
-        GuestOp::Accept(a) => format!("TDG.MEM.PAGE.ACCEPT {} {}", a.gpa, a.level),
-        GuestOp::AcceptRaw(r) => format!("TDG.MEM.PAGE.ACCEPT RCX={r:#x}"),
-        GuestOp::Read(g) => format!("read {g}"),
-        GuestOp::Write {
-            gpa,
-            level,
-            content,
-        } => format!("write {content} over {gpa} {level}"),
-        GuestOp::Verify {
-            gpa,
-            level,
-            content,
-        } => format!("verify {content} over {gpa} {level}"),
-        GuestOp::ClaimUnit(u) => format!("claim unaccepted unit {u}"),
-        GuestOp::ReleaseUnit(u) => format!("release unit {u}"),
-    }
-}
-
-fn event_text(ev: GuestEvent) -> String {
-    match ev {
-        GuestEvent::Status(s) => format!("{s}"),
-        GuestEvent::Read(c) => format!("read {c}"),
-        GuestEvent::VirtualizationException => "#VE".into(),
-        GuestEvent::Wrote => "written".into(),
-        GuestEvent::Verified => "intact".into(),
-        GuestEvent::Mismatch { gpa, found } => format!("MISMATCH at {gpa}: found {found}"),
-        GuestEvent::UnitClaimed => "claimed (bit set)".into(),
-        GuestEvent::UnitAccepted => "already accepted (bit clear)".into(),
-        GuestEvent::UnitReleased => "bit cleared".into(),
-    }
-}
-
-fn note_text(n: &StepNote) -> String {
-    let mut s = String::new();
-    if let Some((op, ev)) = n.retired {
-        let _ = write!(s, "{} → {}", op_text(op), event_text(ev));
-    }
-    if let Some(e) = n.fault_end {
-        let t = match e {
-            FaultEnd::Resume(RetPf::Retry) => "RET_PF_RETRY, back into the guest".into(),
-            FaultEnd::Resume(RetPf::Fixed) => "RET_PF_FIXED, back into the guest".into(),
-            FaultEnd::Resume(RetPf::Spurious) => "RET_PF_SPURIOUS, back into the guest".into(),
-            other => format!("{other:?}"),
-        };
-        let _ = write!(s, "fault path ends: {t}");
-    }
-    if let Some(e) = n.host_end {
-        let _ = write!(s, "host operation ends: {e:?}");
-    }
-    s
 }
 
 /// What a host step that starts `action` did when the state after it does not show it:
@@ -375,7 +321,7 @@ pub fn replay(
             *next += 1;
         }
         if k >= first_shown {
-            let mut what = note_text(&m.note);
+            let mut what = m.note.to_string();
             if let Some(a) = action.and_then(|a| started_action_text(a, &before)) {
                 what = if what.is_empty() {
                     a
