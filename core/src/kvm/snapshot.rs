@@ -66,7 +66,7 @@ impl<S: KvmStorage + Clone> Snapshot for Kvm<S> {
         self.storage.gigs().hash(h);
     }
 
-    /// Whether everything [`Kvm::hash_small`] hashes is equal in both.
+    /// Whether everything [`Snapshot::hash_small`](crate::snapshot::Snapshot::hash_small) hashes is equal in both.
     fn small_eq(&self, o: &Self) -> bool {
         self.memslots_digest == o.memslots_digest
             && self.mmu_lock == o.mmu_lock

@@ -5,8 +5,8 @@ use crate::snapshot::Snapshot;
 
 use super::{Dirty, Flight, PageCopy, Sept, SeptStorage, copy_changed_regions};
 impl<S: SeptStorage> Sept<S> {
-    /// Whether anything [`Sept::hash_small`] hashes may have changed since the last
-    /// [`Sept::clear_dirty`] (its fields, a 1G entry, or a table an operation in flight holds).
+    /// Whether anything [`Snapshot::hash_small`] hashes may have changed since the last
+    /// [`Snapshot::clear_changes`] (its fields, a 1G entry, or a table an operation in flight holds).
     pub fn small_changed(&self) -> bool {
         self.dirty.fields()
             || !self.dirty.regions().is_empty()
@@ -144,8 +144,8 @@ impl<S: SeptStorage + Clone> Snapshot for Sept<S> {
         }
     }
 
-    /// Whether everything [`Sept::hash_small`] hashes is equal in both (a table held by an
-    /// operation in flight by what its hash sees: [`Table4K::same_hash`]).
+    /// Whether everything [`Snapshot::hash_small`] hashes is equal in both (a table held by an
+    /// operation in flight by what its hash sees: `Table4K::same_hash`).
     fn small_eq(&self, o: &Self) -> bool {
         self.op_state == o.op_state
             && self.epochs == o.epochs

@@ -8,7 +8,7 @@ use crate::snapshot::Snapshot;
 use super::{MAX_VCPUS, PARTS, World};
 
 /// A world's change record: the regions each model changed since it was cleared
-/// ([`World::changes`]).
+/// ([`Snapshot::changes`](crate::snapshot::Snapshot::changes)).
 #[derive(Clone, Copy, Debug, Default)]
 pub struct Changes {
     sept: crate::sept::Dirty,
