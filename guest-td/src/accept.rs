@@ -2,7 +2,8 @@
 //! first, and prints every status it gets.
 //!
 //! The fallback rules are tdx-guest 0.6.0's (`accept_memory` / `try_accept_one`, the
-//! "tdx-guest" row of shared/reference/guests.md), starting at 2M instead of 1G:
+//! "tdx-guest" row of shared/reference/guests.md), read from the core's own table
+//! ([`hugesept_core::guest::rules::react`]), starting at 2M instead of 1G:
 //! - a level is skipped without a TDCALL when the position is not aligned to it or less than
 //!   one page of it remains;
 //! - PAGE_SIZE_MISMATCH or OPERAND_INVALID at 2M: try 4K at the same position;
@@ -11,6 +12,8 @@
 //! - anything else, or SIZE_MISMATCH/OPERAND_INVALID at 4K, stops the loop with an error.
 
 use hugesept_core::abi::{AcceptOperand, Gpa, PAGE_SIZE_4K, PageLevel, StatusCode, TdxStatus};
+use hugesept_core::guest::GuestKind;
+use hugesept_core::guest::rules::{self, Reaction};
 
 use crate::{println, tdcall};
 
@@ -25,31 +28,6 @@ const _: () = assert!(
 
 /// Levels tried at each position, largest first.
 const LEVELS: [PageLevel; 2] = [PageLevel::Size2M, PageLevel::Size4K];
-
-/// What the strategy makes of one status.
-#[derive(Clone, Copy)]
-enum Outcome {
-    /// The page was accepted by this call.
-    Accepted,
-    /// The page was accepted before this call; move on.
-    AlreadyAccepted,
-    /// Try the next smaller level at the same position.
-    Smaller,
-    /// Give up on the range.
-    Fail,
-}
-
-/// tdx-guest's reading of an ACCEPT status at `level`.
-fn classify(level: PageLevel, status: TdxStatus) -> Outcome {
-    let smallest = level == PageLevel::Size4K;
-    match status.code() {
-        StatusCode::Success => Outcome::Accepted,
-        StatusCode::PageAlreadyAccepted if smallest => Outcome::AlreadyAccepted,
-        StatusCode::PageAlreadyAccepted => Outcome::Smaller,
-        StatusCode::PageSizeMismatch | StatusCode::OperandInvalid if !smallest => Outcome::Smaller,
-        _ => Outcome::Fail,
-    }
-}
 
 /// Why the loop stopped early.
 #[derive(Clone, Copy)]
@@ -162,17 +140,21 @@ pub fn run(image: (u64, u64)) -> Summary {
             let status = tdcall::accept(op);
             summary.tdcalls = summary.tdcalls.saturating_add(1);
             log.record(op, status);
-            match classify(level, status) {
-                Outcome::Smaller => {
+            match rules::react(GuestKind::TdxGuest, level, status, 0) {
+                // At 2M the next position is misaligned for 2M until the next 2M boundary,
+                // so going one level down here accepts the 512 children one by one.
+                Reaction::Smaller | Reaction::Children => {
                     summary.fallbacks = summary.fallbacks.saturating_add(1);
                 }
-                Outcome::Fail => {
+                // tdx-guest retries nothing and zeroes nothing: the rest is its error path.
+                Reaction::Retry | Reaction::ZeroThenAdvance | Reaction::Panic => {
                     summary.failure = Some(Failure::Status { op, status });
                     break 'range;
                 }
-                outcome @ (Outcome::Accepted | Outcome::AlreadyAccepted) => {
-                    let counter = match (outcome, level) {
-                        (Outcome::AlreadyAccepted, _) => &mut summary.already_accepted,
+                Reaction::Advance => {
+                    let before = status.code() != StatusCode::Success;
+                    let counter = match (before, level) {
+                        (true, _) => &mut summary.already_accepted,
                         (_, PageLevel::Size4K) => &mut summary.accepted_4k,
                         _ => &mut summary.accepted_2m,
                     };
