@@ -10,6 +10,26 @@
 
 use core::hash::Hasher;
 
+/// The change-record methods of a [`Snapshot`] whose record is one field of a type with
+/// `clear` and `absorb` (the S-EPT and KVM models keep a `sept::Dirty` each).
+macro_rules! change_record_in {
+    ($field:ident: $changes:ty) => {
+        /// The regions (and own fields) changed since the record was last cleared.
+        fn changes(&self) -> $changes {
+            self.$field
+        }
+
+        fn clear_changes(&mut self) {
+            self.$field.clear();
+        }
+
+        fn absorb_changes(&mut self, changes: &$changes) {
+            self.$field.absorb(changes);
+        }
+    };
+}
+pub(crate) use change_record_in;
+
 /// A state kept up to date, and put back, by what changed.
 pub trait Snapshot {
     /// The change record: what may differ from the state it was cleared in. It is

@@ -1,25 +1,14 @@
 //! The explorer's incremental-state plumbing for KVM's model: hashing its fields and regions
 //! apart, its change record, and copies by what changed.
 
-use crate::sept::{Dirty, copy_changed_regions};
-use crate::snapshot::Snapshot;
+use crate::sept::{Dirty, copy_changed_regions, hash_region_and_table};
+use crate::snapshot::{Snapshot, change_record_in};
 
 use super::{Kvm, KvmStorage};
 impl<S: KvmStorage + Clone> Snapshot for Kvm<S> {
     type Changes = Dirty;
 
-    /// The regions (and own fields) changed since the record was last cleared.
-    fn changes(&self) -> Dirty {
-        self.dirty
-    }
-
-    fn clear_changes(&mut self) {
-        self.dirty.clear();
-    }
-
-    fn absorb_changes(&mut self, d: &Dirty) {
-        self.dirty.absorb(d);
-    }
+    change_record_in!(dirty: Dirty);
 
     /// Copies what `d` names from `other`, and the fields outside the regions.
     fn copy_changed(&mut self, other: &Self, d: &Dirty) {
@@ -79,16 +68,11 @@ impl<S: KvmStorage + Clone> Snapshot for Kvm<S> {
 
     /// Hashes region `r`'s record and its table.
     fn hash_region<H: core::hash::Hasher>(&self, r: usize, h: &mut H) {
-        use core::hash::Hash;
-        if let Some(region) = self.storage.regions().get(r) {
-            region.hash(h);
-            if let Some(t) = region
-                .table
-                .index()
-                .and_then(|i| self.storage.tables().get(i))
-            {
-                t.hash(h);
-            }
-        }
+        hash_region_and_table(
+            (self.storage.regions(), self.storage.tables()),
+            r,
+            |region| region.table,
+            h,
+        );
     }
 }

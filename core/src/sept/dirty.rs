@@ -294,6 +294,28 @@ impl WholeCopies {
     }
 }
 
+/// Hashes region record `r` and the pool table it references: the per-region part of a
+/// model's fingerprint ([`crate::snapshot::Snapshot::hash_region`]), the same for the S-EPT's
+/// regions and KVM's mirror.
+#[inline]
+pub(crate) fn hash_region_and_table<
+    R: core::hash::Hash,
+    T: core::hash::Hash,
+    H: core::hash::Hasher,
+>(
+    (regions, tables): (&[R], &[T]),
+    r: usize,
+    table_of: impl Fn(&R) -> super::TableRef,
+    h: &mut H,
+) {
+    if let Some(region) = regions.get(r) {
+        region.hash(h);
+        if let Some(t) = table_of(region).index().and_then(|i| tables.get(i)) {
+            t.hash(h);
+        }
+    }
+}
+
 /// Copies the region records `d` names from `src` to `dst`, with the pool tables the record
 /// references on either side (the table a region held before a step or holds after it), and
 /// says which tables it copied whole. Both stores must have the same sizes; when they do not,

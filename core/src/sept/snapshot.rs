@@ -1,9 +1,11 @@
 //! The explorer's incremental-state plumbing for the S-EPT model: hashing its fields and
 //! regions apart, its change record, and copies by what changed.
 
-use crate::snapshot::Snapshot;
+use crate::snapshot::{Snapshot, change_record_in};
 
-use super::{Dirty, Flight, PageCopy, Sept, SeptStorage, copy_changed_regions};
+use super::{
+    Dirty, Flight, PageCopy, Sept, SeptStorage, copy_changed_regions, hash_region_and_table,
+};
 impl<S: SeptStorage> Sept<S> {
     /// Whether anything [`Snapshot::hash_small`] hashes may have changed since the last
     /// [`Snapshot::clear_changes`] (its fields, a 1G entry, or a table an operation in flight holds).
@@ -32,18 +34,7 @@ impl<S: SeptStorage> Sept<S> {
 impl<S: SeptStorage + Clone> Snapshot for Sept<S> {
     type Changes = Dirty;
 
-    /// The regions (and own fields) changed since the record was last cleared.
-    fn changes(&self) -> Dirty {
-        self.dirty
-    }
-
-    fn clear_changes(&mut self) {
-        self.dirty.clear();
-    }
-
-    fn absorb_changes(&mut self, d: &Dirty) {
-        self.dirty.absorb(d);
-    }
+    change_record_in!(dirty: Dirty);
 
     /// Copies what `d` names from `other`: the changed regions with their tables, the tables
     /// operations in flight hold, and the fields outside the regions when `d` says they
@@ -168,16 +159,11 @@ impl<S: SeptStorage + Clone> Snapshot for Sept<S> {
 
     /// Hashes region `r`'s record and its table.
     fn hash_region<H: core::hash::Hasher>(&self, r: usize, h: &mut H) {
-        use core::hash::Hash;
-        if let Some(region) = self.storage.regions().get(r) {
-            region.hash(h);
-            if let Some(t) = region
-                .table
-                .index()
-                .and_then(|i| self.storage.tables().get(i))
-            {
-                t.hash(h);
-            }
-        }
+        hash_region_and_table(
+            (self.storage.regions(), self.storage.tables()),
+            r,
+            |region| region.table,
+            h,
+        );
     }
 }
