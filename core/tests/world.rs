@@ -21,7 +21,8 @@ use hugesept_core::kvm::{HostOpKind, KvmArrayStorage};
 use hugesept_core::policy::PolicyId;
 use hugesept_core::sept::ArrayStorage;
 use hugesept_core::world::{
-    Choice, HostAction, MAX_CHOICES, MAX_VCPUS, Metrics, Stepped, Verdict, World,
+    Choice, HostAction, Limits, MAX_CHOICES, MAX_VCPUS, Metrics, RandomScheduler, ScheduleError,
+    Stepped, Verdict, World,
 };
 
 type W = World<ArrayStorage<1, 2, 3>, KvmArrayStorage<1, 2, 3>>;
@@ -434,4 +435,42 @@ fn steps_read_as_the_domain_writes_them() {
     assert_eq!(Choice::Interrupt(0).to_string(), "i0");
     assert_eq!(Choice::Host(1).to_string(), "h1");
     assert_eq!(StepNote::default().to_string(), "");
+}
+
+/// A schedule that runs out of its step budget while every step still makes progress has no
+/// verdict; only steps without progress make a livelock.
+#[test]
+fn a_run_out_of_budget_is_not_a_livelock() {
+    let guests = [Guest::new(
+        GuestKind::Linux,
+        R1,
+        Gpa(R1.raw() + 0x20_0000),
+        1,
+    )];
+    let w = world(PolicyId::GuestInhibit, "tdx-1.5", true, &guests, &[], 0);
+    let mut m = Metrics::default();
+    let mut steps = 0u64;
+    assert_eq!(
+        w.run_seeded(1, 10, &mut m, &mut steps),
+        Err(ScheduleError::BudgetExhausted { steps: 10 })
+    );
+    assert_eq!(steps, 10);
+    assert_eq!(
+        w.run_seeded(1, 100_000, &mut m, &mut steps),
+        Ok(Verdict::Ok)
+    );
+    // The same world with patience 1: its first step (an ACCEPT that exits to KVM) makes no
+    // progress, so the run is a livelock after one step.
+    let mut steps = 0u64;
+    let r = w.run_schedule(
+        &mut RandomScheduler::new(1),
+        Limits {
+            bound: 10,
+            patience: 1,
+        },
+        &mut m,
+        &mut steps,
+        |_, _| {},
+    );
+    assert_eq!((r, steps), (Ok(Verdict::Livelock), 1));
 }

@@ -1,8 +1,9 @@
 //! hugesept-host-kvm: the host side of hugesept — scenario files and the worlds they describe
-//! (`scenario`), the exhaustive explorer (`explore`), trace files (`trace`), the policy × guest
+//! (`scenario`), the exhaustive explorer (`explore`), livelock cycles (`cycle`), trace files (`trace`), the policy × guest
 //! matrix (`matrix`), and the `hugesept` command line over them (`cli`).
 
 pub mod cli;
+pub mod cycle;
 pub mod explore;
 pub mod matrix;
 pub mod scenario;

@@ -129,7 +129,7 @@ fn boot_body() -> String {
     s
 }
 
-/// Mean cost of one run in a cell.
+/// Mean cost of one run in a cell, over the runs that ended.
 #[derive(Debug, Clone, Copy, Default, Serialize)]
 pub struct Cost {
     /// TD exits (with and without accept information).
@@ -162,9 +162,12 @@ pub struct Cell {
     pub world: String,
     /// Whether the design declares it supports the guest.
     pub supported: bool,
-    /// Schedules per verdict.
+    /// Schedules per outcome (a verdict, or `budget-exhausted` for a run that used its whole
+    /// step budget while still making progress).
     pub verdicts: BTreeMap<&'static str, u32>,
-    /// Mean cost per run.
+    /// Runs that ended (every outcome but `budget-exhausted`): the costs are their mean.
+    pub ended: u32,
+    /// Mean cost per run that ended.
     pub cost: Cost,
 }
 
@@ -261,20 +264,27 @@ pub fn run_cell(
     let start = sc.world()?;
     let mut verdicts = BTreeMap::new();
     let mut cost = Cost::default();
+    // Costs are the mean over the runs that ended; a run that exhausted its step budget is
+    // counted under its outcome only.
+    let mut ended = 0u32;
     for seed in 1..=u64::from(seeds) {
         let mut w = start.clone();
         let mut m = Metrics::default();
         let mut steps = 0u64;
-        let v = w
-            .advance_schedule(
-                &mut sc.scheduler(seed),
-                sc.limits(),
-                &mut m,
-                &mut steps,
-                |_, _| {},
-            )
-            .map_err(|e| ScenarioError::Model(format!("{world}, seed {seed}: {e:?}")))?;
-        *verdicts.entry(v.name()).or_insert(0) += 1;
+        let r = w.advance_schedule(
+            &mut sc.scheduler(seed),
+            sc.limits(),
+            &mut m,
+            &mut steps,
+            |_, _| {},
+        );
+        let outcome = scenario::outcome_name(&r)
+            .map_err(|e| ScenarioError::Model(format!("{world}, seed {seed}: {e}")))?;
+        *verdicts.entry(outcome).or_insert(0) += 1;
+        if outcome == scenario::BUDGET_EXHAUSTED {
+            continue;
+        }
+        ended += 1;
         cost.exits += f64::from(m.exits_accept + m.exits_other);
         cost.seamcalls += f64::from(m.fault.seamcalls + m.host_seamcalls);
         cost.demotions += f64::from(m.fault.demotions + m.host_demotions);
@@ -284,7 +294,7 @@ pub fn run_cell(
         cost.steps += steps as f64;
         cost.coverage_2m += scenario::coverage_2m(&w);
     }
-    let n = f64::from(seeds.max(1));
+    let n = f64::from(ended.max(1));
     for x in [
         &mut cost.exits,
         &mut cost.seamcalls,
@@ -303,6 +313,7 @@ pub fn run_cell(
         world: world.into(),
         supported: guest.is_none_or(|g| supports(policy, g).is_ok()),
         verdicts,
+        ended,
         cost,
     })
 }

@@ -1,17 +1,21 @@
 //! Traces: the choice sequence that reproduces a run, with the scenario it ran on, as a TOML
 //! file `hugesept replay` reads. A trace names the format and the build that wrote it; a trace
 //! that no longer reproduces (another build's model, an edited file) is refused with the step
-//! where it diverges.
+//! where it diverges. A livelock trace marks the cycle it ends in (the choices from `cycle` on
+//! lead from a state back to it), so replay can check the claim.
 
 use std::fmt;
 
-use hugesept_core::world::{Choice, Limits, Metrics, ScheduleError, Verdict};
+use hugesept_core::world::{Choice, Verdict};
 use serde::{Deserialize, Serialize};
 
-use crate::scenario::{self, Scenario, ScenarioError, ScenarioWorld, VIOLATION};
+use crate::scenario::{self, BUDGET_EXHAUSTED, RecordedRun, Scenario, ScenarioError, VIOLATION};
 
-/// The trace format this build writes and reads.
-pub const FORMAT: u32 = 1;
+/// The trace format this build writes (2: with `cycle`).
+pub const FORMAT: u32 = 2;
+
+/// The trace formats this build reads: 1 is 2 without `cycle`.
+pub const READS: [u32; 2] = [1, 2];
 
 /// A trace file.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -21,15 +25,41 @@ pub struct Trace {
     pub format: u32,
     /// The hugesept version that wrote it.
     pub hugesept: String,
-    /// The verdict the run ended in.
+    /// The outcome the run ended in: a verdict, `invariant-violation` or `budget-exhausted`.
     pub verdict: String,
     /// How the schedule was chosen (informational).
     pub schedule: String,
     /// The choices, space-separated: `v0` a step of vCPU 0, `i0` an interrupt landing on
     /// vCPU 0's 2M accept, `h0` a step of host actor 0.
     pub choices: String,
+    /// For a livelock: the choice the cycle starts at (from 0): the state after the first
+    /// `cycle` choices is the state after all of them, and no step between makes progress.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cycle: Option<usize>,
     /// The scenario file's text.
     pub scenario: String,
+}
+
+/// What a trace claims its run ended in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Claim {
+    /// A verdict.
+    Verdict(Verdict),
+    /// A broken safety invariant (its last step breaks it).
+    Violation,
+    /// The step budget, with the world still making progress: no verdict.
+    BudgetExhausted,
+}
+
+impl Claim {
+    /// The name traces and summaries use.
+    pub fn name(self) -> &'static str {
+        match self {
+            Claim::Verdict(v) => v.name(),
+            Claim::Violation => VIOLATION,
+            Claim::BudgetExhausted => BUDGET_EXHAUSTED,
+        }
+    }
 }
 
 /// Why a trace cannot be used.
@@ -60,7 +90,7 @@ impl fmt::Display for TraceError {
             TraceError::Syntax(m) => write!(f, "not a hugesept trace: {m}"),
             TraceError::Format(n) => write!(
                 f,
-                "trace format {n}; this build ({}) reads format {FORMAT}",
+                "trace format {n}; this build ({}) reads formats 1 and {FORMAT}",
                 env!("CARGO_PKG_VERSION")
             ),
             TraceError::Scenario(e) => write!(f, "the trace's scenario: {e}"),
@@ -113,8 +143,22 @@ impl Trace {
                 .map(|c| choice_text(*c))
                 .collect::<Vec<_>>()
                 .join(" "),
+            cycle: None,
             scenario: text.into(),
         }
+    }
+
+    /// The trace of a run `sim` recorded, on the scenario `text`.
+    pub fn of_run(text: &str, scheduler: &str, run: &RecordedRun) -> Trace {
+        let mut t = Trace::new(
+            text,
+            format!("{scheduler} seed {}", run.seed),
+            &run.choices,
+            Verdict::Ok,
+        );
+        t.verdict = run.outcome.into();
+        t.cycle = run.cycle;
+        t
     }
 
     /// The file's text.
@@ -133,7 +177,7 @@ impl Trace {
         let v: Version =
             toml::from_str(text).map_err(|e| TraceError::Syntax(e.message().to_owned()))?;
         match v.format {
-            Some(FORMAT) => {}
+            Some(n) if READS.contains(&n) => {}
             Some(n) => return Err(TraceError::Format(n)),
             None => return Err(TraceError::Syntax("no `format` field".into())),
         }
@@ -154,14 +198,17 @@ impl Trace {
         scenario::parse(&self.scenario).map_err(TraceError::Scenario)
     }
 
-    /// The verdict the trace claims; None for a run that broke an invariant.
-    pub fn claimed_verdict(&self) -> Result<Option<Verdict>, TraceError> {
-        if self.verdict == VIOLATION {
-            return Ok(None);
+    /// What the trace claims its run ended in.
+    pub fn claim(&self) -> Result<Claim, TraceError> {
+        match self.verdict.as_str() {
+            VIOLATION => Ok(Claim::Violation),
+            BUDGET_EXHAUSTED => Ok(Claim::BudgetExhausted),
+            v => scenario::parse_verdict(v)
+                .map(Claim::Verdict)
+                .ok_or_else(|| {
+                    TraceError::Syntax(format!("verdict '{}' names nothing", self.verdict))
+                }),
         }
-        scenario::parse_verdict(&self.verdict)
-            .map(Some)
-            .ok_or_else(|| TraceError::Syntax(format!("verdict '{}' names nothing", self.verdict)))
     }
 
     pub(crate) fn diverged(&self, step: usize, what: String) -> TraceError {
@@ -170,33 +217,5 @@ impl Trace {
             what,
             written_by: self.hugesept.clone(),
         }
-    }
-}
-
-/// Reruns schedule `seed` of `sc` (whose file text is `text`) from `start` and records it as a
-/// trace: its verdict, or [`VIOLATION`] when it broke a safety invariant.
-pub fn record(
-    sc: &Scenario,
-    text: &str,
-    seed: u64,
-    start: &ScenarioWorld,
-) -> Result<Trace, ScenarioError> {
-    let mut choices = Vec::new();
-    let mut m = Metrics::default();
-    let mut steps = 0;
-    let limits: Limits = sc.limits();
-    let mut sched = sc.scheduler(seed);
-    let r = start.run_schedule(&mut sched, limits, &mut m, &mut steps, |c, _| {
-        choices.push(c)
-    });
-    let schedule = format!("{} seed {seed}", sc.scheduler.name());
-    match r {
-        Ok(v) => Ok(Trace::new(text, schedule, &choices, v)),
-        Err(ScheduleError::Invariant { .. }) => {
-            let mut t = Trace::new(text, schedule, &choices, Verdict::Ok);
-            t.verdict = VIOLATION.into();
-            Ok(t)
-        }
-        Err(ScheduleError::Model(e)) => Err(ScenarioError::Model(e.to_string())),
     }
 }

@@ -126,7 +126,7 @@ fn a_livelock_found_by_sim_replays_step_by_step() {
         "{err}"
     );
     // A trace from a future format, and a file that is not a trace.
-    std::fs::write(&bad, text.replacen("format = 1", "format = 9", 1)).unwrap();
+    std::fs::write(&bad, text.replacen("format = 2", "format = 9", 1)).unwrap();
     let (ok, _, err) = hugesept(&["replay", bad.to_str().unwrap()]);
     assert!(!ok);
     assert!(err.contains("trace format 9"), "{err}");

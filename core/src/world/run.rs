@@ -31,8 +31,9 @@ impl<W, F: FnMut(Choice, Stepped)> Observer<W> for F {
 
 impl<SS: SeptStorage, KS: KvmStorage> World<SS, KS> {
     /// Runs one schedule chosen by `seed` from this state: uniformly among the enabled choices
-    /// (xorshift64), the invariants checked after every step, until the world ends or `bound`
-    /// steps have passed (then: livelock). Adds the steps taken to `steps`.
+    /// (xorshift64), the invariants checked after every step, until the world ends, 20 000
+    /// steps pass without progress (livelock) or `bound` steps have passed
+    /// ([`ScheduleError::BudgetExhausted`]). Adds the steps taken to `steps`.
     pub fn run_seeded(
         &self,
         seed: u64,
@@ -55,8 +56,9 @@ impl<SS: SeptStorage, KS: KvmStorage> World<SS, KS> {
 
     /// Runs one schedule from this state, `scheduler` picking each choice: the invariants
     /// checked after every step, `observer` shown every step (the trace, shadow checks), until the
-    /// world ends — or it is a livelock: no choice enabled, `limits.patience` steps in a row
-    /// without progress, or `limits.bound` steps in all. Adds the steps taken to `steps`.
+    /// world ends — or it is a livelock: no choice enabled, or `limits.patience` steps in a row
+    /// without progress. A schedule still making progress after `limits.bound` steps has no
+    /// verdict ([`ScheduleError::BudgetExhausted`]). Adds the steps taken to `steps`.
     pub fn run_schedule<Sch: Scheduler>(
         &self,
         scheduler: &mut Sch,
@@ -124,7 +126,9 @@ impl<SS: SeptStorage, KS: KvmStorage> World<SS, KS> {
                 return Ok(Verdict::Livelock);
             }
         }
-        Ok(w.ended().unwrap_or(Verdict::Livelock))
+        w.ended().ok_or(ScheduleError::BudgetExhausted {
+            steps: limits.bound,
+        })
     }
 
     /// Whether `choice` is enabled now.

@@ -157,7 +157,8 @@ impl Scheduler for PctScheduler {
 /// How long a schedule may run.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Limits {
-    /// Steps in all before the run counts as livelock.
+    /// Steps in all: a run that has not ended by then stops without a verdict (its budget is
+    /// exhausted; it is not a livelock unless it also went `patience` steps without progress).
     pub bound: u32,
     /// Consecutive steps without progress (no guest operation retired, no host action done)
     /// before the run counts as livelock. Under a fair scheduler a waiting actor's holder runs

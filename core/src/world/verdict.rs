@@ -115,6 +115,13 @@ pub enum ScheduleError {
     },
     /// The model failed.
     Model(KvmError),
+    /// The schedule took its whole step budget (`Limits::bound`) without the world ending and
+    /// without going `Limits::patience` steps without progress: no verdict. Not a livelock —
+    /// a livelock needs steps without progress — but a world too large for the budget.
+    BudgetExhausted {
+        /// The steps taken (the budget).
+        steps: u32,
+    },
 }
 
 /// A broken safety invariant (design.md): a bug in a model or a policy.

@@ -5,8 +5,9 @@
 use std::io::Write;
 use std::path::PathBuf;
 
-use hugesept_core::world::{Choice, Limits, Metrics, RandomScheduler, Verdict};
+use hugesept_core::world::{Choice, Metrics, RandomScheduler, Verdict};
 
+use crate::cycle::Followed;
 use crate::explore::{self, Bounds};
 use crate::scenario;
 use crate::trace::Trace;
@@ -28,9 +29,9 @@ pub struct Args {
     trace: Option<PathBuf>,
 }
 
-/// Steps a livelock trace continues after it enters a state from which no end is reachable,
-/// to show the cycle.
-const LIVELOCK_TAIL: u32 = 60;
+/// Steps a livelock trace may follow the run on from the state it enters, looking for the
+/// cycle it goes round.
+const LIVELOCK_TAIL: u32 = 100_000;
 
 /// Runs `explore`.
 pub fn run(args: &Args, out: &mut impl Write) -> Result<(), CliError> {
@@ -136,11 +137,14 @@ pub fn run(args: &Args, out: &mut impl Write) -> Result<(), CliError> {
             v => ex.end_traces.get(v).cloned(),
         }
         .unwrap_or_default();
-        if w == "livelock" {
-            extend_livelock(&start, &mut choices)?;
-        }
+        let cycle = if w == "livelock" {
+            extend_livelock(&start, &mut choices)?
+        } else {
+            None
+        };
         let mut t = Trace::new(&text, "explore, shortest".into(), &choices, Verdict::Ok);
         t.verdict = w.into();
+        t.cycle = cycle;
         let file = args.trace.clone().unwrap_or_else(|| {
             let stem = args
                 .scenario
@@ -191,28 +195,30 @@ pub fn run(args: &Args, out: &mut impl Write) -> Result<(), CliError> {
     Ok(())
 }
 
-/// Continues a path into a livelock state with steps that cannot end, so a replay shows the
-/// cycle.
+/// Follows the path `choices` into a state from which no end is reachable on (seeded
+/// random choices) until it goes round a cycle, appending the steps; where the cycle starts.
 fn extend_livelock(
     start: &crate::scenario::ScenarioWorld,
     choices: &mut Vec<Choice>,
-) -> Result<(), CliError> {
+) -> Result<Option<usize>, CliError> {
+    let model = |e: hugesept_core::kvm::KvmError| CliError::Usage(format!("model error: {e}"));
     let mut w = start.clone();
     let mut m = Metrics::default();
     for &c in choices.iter() {
-        w.step(c, &mut m)
-            .map_err(|e| CliError::Usage(format!("model error: {e}")))?;
+        w.step(c, &mut m).map_err(model)?;
     }
-    let mut steps = 0;
-    let _ = w.advance_schedule(
-        &mut RandomScheduler::new(1),
-        Limits {
-            bound: LIVELOCK_TAIL,
-            patience: u32::MAX,
-        },
-        &mut m,
-        &mut steps,
-        |c, _| choices.push(c),
-    );
-    Ok(())
+    let followed =
+        crate::cycle::follow(&w, &mut RandomScheduler::new(1), LIVELOCK_TAIL).map_err(model)?;
+    Ok(match followed {
+        Followed::Cycle(c) => {
+            let at = choices.len() + c.start;
+            choices.extend(c.tail);
+            Some(at)
+        }
+        Followed::Stuck { tail } => {
+            choices.extend(tail);
+            None
+        }
+        Followed::NoCycle => None,
+    })
 }

@@ -11,11 +11,12 @@ use hugesept_core::abi::{Gpa, PageLevel};
 use hugesept_core::guest::GuestOp;
 use hugesept_core::kvm::LpageInfo;
 use hugesept_core::world::{
-    Choice, HostAction, HostActivity, MAX_HOSTS, Metrics, StepNote, VcpuState, Verdict,
+    Choice, HostAction, HostActivity, MAX_CHOICES, MAX_HOSTS, Metrics, StepNote, Stepped,
+    VcpuState, Verdict,
 };
 
 use crate::scenario::ScenarioWorld;
-use crate::trace::{Trace, TraceError};
+use crate::trace::{Claim, Trace, TraceError};
 
 use super::CliError;
 
@@ -30,6 +31,10 @@ pub struct Args {
     /// One line per step, without the S-EPT and mirror of the range.
     #[arg(long)]
     brief: bool,
+    /// States the explorer may visit from where a livelock trace stops, to decide whether an
+    /// end is reachable from there.
+    #[arg(long, default_value_t = 1_000_000)]
+    confirm_states: usize,
 }
 
 fn vcpu_state(s: VcpuState) -> String {
@@ -257,16 +262,36 @@ fn delta(before: &Metrics, after: &Metrics) -> String {
     parts.join(", ")
 }
 
-/// Replays `t`, writing the steps to `out`; the verdict it reproduces.
-pub fn replay(
-    t: &Trace,
-    last: Option<usize>,
-    brief: bool,
-    out: &mut impl Write,
-) -> Result<Option<Verdict>, CliError> {
+/// How much of a trace `replay` prints, and how hard it checks a livelock claim.
+#[derive(Debug, Clone, Copy)]
+pub struct Options {
+    /// Print only the last N steps in full.
+    pub last: Option<usize>,
+    /// One line per step.
+    pub brief: bool,
+    /// States the explorer may visit from where a livelock trace stops.
+    pub confirm_states: usize,
+}
+
+/// Replays `t`, writing the steps to `out`; what it reproduces. A livelock is reproduced only
+/// with evidence ([`livelock_evidence`]).
+pub fn replay(t: &Trace, opts: Options, out: &mut impl Write) -> Result<Claim, CliError> {
+    let Options { last, brief, .. } = opts;
     let io = CliError::Io;
     let choices = t.choice_list().map_err(CliError::Trace)?;
-    let claimed = t.claimed_verdict().map_err(CliError::Trace)?;
+    let claimed = t.claim().map_err(CliError::Trace)?;
+    if let Some(k) = t.cycle
+        && (k >= choices.len() || claimed != Claim::Verdict(Verdict::Livelock))
+    {
+        return Err(CliError::Trace(
+            t.diverged(
+                k,
+                "the trace marks a cycle from a step it does not have, or on a run that is not a \
+             livelock"
+                    .into(),
+            ),
+        ));
+    }
     let sc = t.scenario().map_err(CliError::Trace)?;
     let mut w = sc
         .world()
@@ -288,7 +313,12 @@ pub fn replay(
     let mut started = [0usize; MAX_HOSTS];
     let mut m = Metrics::default();
     let mut violation = None;
+    // The state the marked cycle starts from, and whether a step since made progress.
+    let mut cycle_start: Option<(ScenarioWorld, bool)> = None;
     for (k, &c) in choices.iter().enumerate() {
+        if t.cycle == Some(k) {
+            cycle_start = Some((w.clone(), false));
+        }
         if w.ended().is_some() {
             return Err(CliError::Trace(t.diverged(
                 k,
@@ -306,6 +336,11 @@ pub fn replay(
         let stepped = w
             .step(c, &mut m)
             .map_err(|e| CliError::Trace(t.diverged(k, format!("the model failed: {e}"))))?;
+        if matches!(stepped, Stepped::Moved { progress: true })
+            && let Some((_, progress)) = &mut cycle_start
+        {
+            *progress = true;
+        }
         let check = w
             .check()
             .and_then(|()| ScenarioWorld::check_transition(&before, &w));
@@ -342,7 +377,7 @@ pub fn replay(
                     .unwrap_or_default(),
             };
             let mut line = format!("#{k:<5} {:<28} ", actor_name(&before, c));
-            if stepped == hugesept_core::world::Stepped::Blocked {
+            if stepped == Stepped::Blocked {
                 line += "waits; ";
             }
             if !what.is_empty() {
@@ -391,30 +426,155 @@ pub fn replay(
             break;
         }
     }
-    let reproduced = match (violation, w.ended()) {
-        (Some(_), _) => None,
-        (None, Some(v)) => Some(v),
-        (None, None) => Some(Verdict::Livelock),
+    let not_ended = |what: &str| {
+        CliError::Trace(t.diverged(
+            choices.len(),
+            format!(
+                "after the last choice the world has not ended{what}, where the trace claims {}",
+                t.verdict
+            ),
+        ))
+    };
+    let (reproduced, ending) = match (violation, w.ended()) {
+        (Some(_), _) => (Claim::Violation, "a safety invariant broke".to_owned()),
+        (None, Some(v)) => (Claim::Verdict(v), v.name().to_owned()),
+        (None, None) => match claimed {
+            Claim::BudgetExhausted if choices.len() == sc.steps as usize => (
+                Claim::BudgetExhausted,
+                format!(
+                    "budget exhausted: {} steps without an end (no verdict)",
+                    choices.len()
+                ),
+            ),
+            Claim::BudgetExhausted => {
+                return Err(not_ended(&format!(
+                    " after {} of its {} steps",
+                    choices.len(),
+                    sc.steps
+                )));
+            }
+            Claim::Verdict(Verdict::Livelock) => {
+                let evidence = livelock_evidence(
+                    &w,
+                    choices.len(),
+                    t.cycle,
+                    cycle_start.as_ref(),
+                    opts.confirm_states,
+                )?;
+                (
+                    Claim::Verdict(Verdict::Livelock),
+                    format!("livelock: {evidence}"),
+                )
+            }
+            Claim::Verdict(_) | Claim::Violation => return Err(not_ended("")),
+        },
     };
     if reproduced != claimed {
         return Err(CliError::Trace(t.diverged(
             choices.len(),
             format!(
                 "it ends in {} where the trace claims {}",
-                reproduced.map_or(crate::scenario::VIOLATION, |v| v.name()),
+                reproduced.name(),
                 t.verdict
             ),
         )));
     }
-    let ending = match reproduced {
-        Some(Verdict::Livelock) => {
-            "livelock: the world has not ended and the last steps made no progress".to_owned()
-        }
-        Some(v) => v.name().to_owned(),
-        None => "a safety invariant broke".to_owned(),
-    };
     writeln!(out, "reproduced: {ending}").map_err(io)?;
     Ok(reproduced)
+}
+
+/// What backs a livelock claim for a run that stopped in `w` after `steps` choices without
+/// ending: no actor can move there; or the trace's cycle (from choice `cycle`, whose start state and progress since are
+/// `start`) comes back to the same state without progress — with what the explorer says of
+/// other choices from there; or the explorer proves, within `max_states`, that no end is
+/// reachable from `w`. Anything less is an error: the claim cannot be confirmed.
+fn livelock_evidence(
+    w: &ScenarioWorld,
+    steps: usize,
+    cycle: Option<usize>,
+    start: Option<&(ScenarioWorld, bool)>,
+    max_states: usize,
+) -> Result<String, CliError> {
+    let unconfirmed = |why: String| {
+        CliError::Unexpected(format!(
+            "the trace claims a livelock, but {why}: cannot confirm it"
+        ))
+    };
+    let mut choices = [Choice::Vcpu(0); MAX_CHOICES];
+    if w.enabled(&mut choices) == 0 {
+        return Ok("no actor can move: every vCPU and host actor waits for good".into());
+    }
+    let ex = crate::explore::explore(
+        w,
+        crate::explore::Bounds {
+            max_states: max_states.max(1),
+            ..Default::default()
+        },
+        &mut |_, _| {},
+    )
+    .map_err(|e| CliError::Unexpected(format!("model error exploring from the end: {e}")))?;
+    let proved = !ex.bounded && ex.ends.is_empty() && ex.violation.is_none();
+    let reachable = || {
+        ex.end_traces
+            .iter()
+            .min_by_key(|(_, p)| p.len())
+            .map(|(v, p)| format!("{v} in {} steps", p.len()))
+            .or_else(|| {
+                ex.violation
+                    .as_ref()
+                    .map(|(v, p)| format!("{v:?} in {} steps", p.len()))
+            })
+    };
+    let others = if proved {
+        format!(
+            "no end is reachable from it by any choices (the explorer, {} states)",
+            ex.states
+        )
+    } else if let Some(r) = reachable() {
+        format!("other choices from it still reach an end ({r})")
+    } else {
+        format!(
+            "whether other choices from it reach an end is undecided within {} states",
+            ex.states
+        )
+    };
+    match (cycle, start) {
+        (Some(k), Some((at, progress))) => {
+            if *progress {
+                return Err(unconfirmed(format!(
+                    "a step of the cycle marked from step {k} makes progress"
+                )));
+            }
+            if !crate::cycle::same_state(at, w) {
+                return Err(unconfirmed(format!(
+                    "the state after step {k} is not the state the trace ends in (no cycle)"
+                )));
+            }
+            let fair = if proved {
+                "a livelock under any scheduling"
+            } else if reachable().is_some() {
+                "a livelock of this schedule, which a fair scheduler leaves"
+            } else {
+                "a livelock of this schedule at least"
+            };
+            Ok(format!(
+                "from step {k} the run goes round a cycle of {} steps without progress back \
+                 to the same state; {others}: {fair}",
+                steps.saturating_sub(k)
+            ))
+        }
+        _ if proved => Ok(others),
+        _ => Err(unconfirmed(match reachable() {
+            Some(r) => format!(
+                "the trace records no cycle, and from where it stops an end is reachable ({r})"
+            ),
+            None => format!(
+                "the trace records no cycle, and the explorer could not decide within {} \
+                 states whether an end is reachable from where it stops",
+                ex.states
+            ),
+        })),
+    }
 }
 
 /// Runs `replay`.
@@ -422,6 +582,14 @@ pub fn run(args: &Args, out: &mut impl Write) -> Result<(), CliError> {
     let text = std::fs::read_to_string(&args.trace)
         .map_err(|e| CliError::Usage(format!("{}: {e}", args.trace.display())))?;
     let t = Trace::parse(&text).map_err(CliError::Trace)?;
-    replay(&t, args.last, args.brief, out)?;
+    replay(
+        &t,
+        Options {
+            last: args.last,
+            brief: args.brief,
+            confirm_states: args.confirm_states,
+        },
+        out,
+    )?;
     Ok(())
 }

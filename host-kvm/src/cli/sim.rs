@@ -1,7 +1,7 @@
-//! `hugesept sim`: a scenario under many seeded schedules — verdict counts, the distribution of
-//! each metric over the runs (the 2M coverage of the private memory mapped at the end among
-//! them), and the first failing run (or, asked for, the first run) saved as
-//! a trace.
+//! `hugesept sim`: a scenario under many seeded schedules — outcome counts, the distribution
+//! of each metric over the runs that ended (the 2M coverage of the private memory mapped at
+//! the end among them; runs that exhausted their step budget are counted apart), and the
+//! first failing run (or, asked for, the first run) saved as a trace, recorded as it ran.
 
 use std::io::Write;
 use std::path::PathBuf;
@@ -16,7 +16,7 @@ use super::CliError;
 pub struct Args {
     /// The scenario file.
     scenario: PathBuf,
-    /// Schedules to run (default: the scenario's `schedules`).
+    /// Schedules to run, 1 to 1,000,000 (default: the scenario's `schedules`).
     #[arg(long)]
     runs: Option<u32>,
     /// The first seed.
@@ -42,7 +42,12 @@ pub enum SchedulerArg {
     Random,
     /// Probabilistic concurrency testing (random priorities, `--depth` - 1 change points).
     Pct,
+    /// The scenario's fixed actor `order` (one schedule: every seed runs the same).
+    Priority,
 }
+
+/// The most schedules one `sim` runs (each keeps its numbers for the percentiles).
+pub const MAX_RUNS: u32 = 1_000_000;
 
 /// Reads and parses a scenario file.
 pub(crate) fn load(path: &PathBuf) -> Result<(String, scenario::Scenario), CliError> {
@@ -79,15 +84,39 @@ pub fn run(args: &Args, out: &mut impl Write) -> Result<(), CliError> {
     let (text, mut sc) = load(&args.scenario)?;
     match args.scheduler {
         Some(SchedulerArg::Random) => sc.scheduler = SchedulerKind::Random,
-        Some(SchedulerArg::Pct) => sc.scheduler = SchedulerKind::Pct(args.depth.clamp(1, 9)),
+        Some(SchedulerArg::Pct) => {
+            if !(1..=9).contains(&args.depth) {
+                return Err(CliError::Usage(format!(
+                    "--depth {}: PCT's depth is 1 to 9",
+                    args.depth
+                )));
+            }
+            sc.scheduler = SchedulerKind::Pct(args.depth);
+        }
+        Some(SchedulerArg::Priority) => sc.scheduler = SchedulerKind::Priority,
         None => {}
     }
-    let runs = args.runs.unwrap_or(sc.schedules).max(1);
+    let runs = args.runs.unwrap_or(sc.schedules);
+    if !(1..=MAX_RUNS).contains(&runs) {
+        return Err(CliError::Usage(format!(
+            "--runs {runs}: sim runs 1 to {MAX_RUNS} schedules (continue from another --seed \
+             for more)"
+        )));
+    }
     let bar = super::progress(u64::from(runs), "schedules");
     let started = std::time::Instant::now();
-    let sum = scenario::run_with(&sc, args.seed, runs, &|| bar.inc(1))
-        .map_err(|e| CliError::Scenario(path.clone(), e))?;
+    let sum = scenario::run_with(&sc, args.seed, runs, args.trace.is_some(), &|| {
+        bar.inc(1);
+        true
+    })
+    .map_err(|e| CliError::Scenario(path.clone(), e))?;
     bar.finish_and_clear();
+    let done = u32::try_from(sum.runs.len()).unwrap_or(u32::MAX);
+    if done != runs {
+        return Err(CliError::Unexpected(format!(
+            "{path}: {done} of {runs} schedules ran"
+        )));
+    }
     let secs = started.elapsed().as_secs_f64();
     let io = CliError::Io;
     writeln!(
@@ -107,13 +136,26 @@ pub fn run(args: &Args, out: &mut impl Write) -> Result<(), CliError> {
         sum.steps as f64 / secs.max(1e-9)
     )
     .map_err(io)?;
-    writeln!(out, "verdicts:").map_err(io)?;
+    writeln!(out, "outcomes:").map_err(io)?;
     for (v, n) in &sum.verdicts {
         writeln!(out, "  {v:<20} {n}").map_err(io)?;
     }
+    let ended: Vec<&RunStats> = sum.runs.iter().filter(|r| r.ended()).collect();
+    let unfinished = sum.runs.len() - ended.len();
+    if unfinished > 0 {
+        writeln!(
+            out,
+            "  ({unfinished} run(s) used their whole budget of {} steps without ending and \
+             without {} steps in a row without progress: no verdict, left out of the numbers \
+             below; raise `steps`)",
+            sc.steps, sc.patience
+        )
+        .map_err(io)?;
+    }
     writeln!(
         out,
-        "per run:                    min   median      p90      max"
+        "per run that ended ({}):      min   median      p90      max",
+        ended.len()
     )
     .map_err(io)?;
     let rows: [Row; 10] = [
@@ -141,10 +183,10 @@ pub fn run(args: &Args, out: &mut impl Write) -> Result<(), CliError> {
         ("spurious faults", |r| u64::from(r.metrics.fault.spurious)),
     ];
     for (name, f) in rows {
-        let (lo, med, p90, hi) = spread(sum.runs.iter().map(f).collect());
+        let (lo, med, p90, hi) = spread(ended.iter().map(|r| f(r)).collect());
         writeln!(out, "  {name:<24} {lo:>6} {med:>8} {p90:>8} {hi:>8}").map_err(io)?;
     }
-    let (lo, med, p90, hi) = spread(sum.runs.iter().map(|r| r.coverage_2m * 100.0).collect());
+    let (lo, med, p90, hi) = spread(ended.iter().map(|r| r.coverage_2m * 100.0).collect());
     writeln!(
         out,
         "  {:<24} {lo:>5.1}% {med:>7.1}% {p90:>7.1}% {hi:>7.1}%",
@@ -152,18 +194,9 @@ pub fn run(args: &Args, out: &mut impl Write) -> Result<(), CliError> {
     )
     .map_err(io)?;
     // The first run that did not end as expected (or not ok); with `--trace` given, the first
-    // run when every run ended ok.
-    let traced = sum
-        .first_unexpected
-        .or(sum.first_not_ok)
-        .map(|(seed, _)| seed)
-        .or(args.trace.as_ref().map(|_| args.seed));
-    if let Some(seed) = traced {
-        let start = sc
-            .world()
-            .map_err(|e| CliError::Scenario(path.clone(), e))?;
-        let t = trace::record(&sc, &text, seed, &start)
-            .map_err(|e| CliError::Scenario(path.clone(), e))?;
+    // run when every run ended ok. Its choices were recorded as it ran.
+    if let Some(run) = &sum.traced {
+        let t = trace::Trace::of_run(&text, &sc.scheduler.name(), run);
         let file = args.trace.clone().unwrap_or_else(|| {
             let stem = args
                 .scenario
@@ -172,12 +205,20 @@ pub fn run(args: &Args, out: &mut impl Write) -> Result<(), CliError> {
             PathBuf::from(format!("{stem}.trace.toml"))
         });
         std::fs::write(&file, t.to_toml()).map_err(io)?;
+        let cycle = match run.cycle {
+            Some(k) => format!(
+                ", ending in a cycle of {} steps from step {k}",
+                run.choices.len() - k
+            ),
+            None => String::new(),
+        };
         writeln!(
             out,
-            "first run ending in {}: seed {seed}, {} steps; trace saved to {} \
+            "first run ending in {}: seed {}, {} steps{cycle}; trace saved to {} \
              (hugesept replay {})",
-            t.verdict,
-            t.choices.split_whitespace().count(),
+            run.outcome,
+            run.seed,
+            run.choices.len(),
             file.display(),
             file.display()
         )

@@ -37,7 +37,7 @@ pub struct Bounds {
 }
 
 /// The 128-bit hash of region `r` of `w`.
-fn region_hash<SS: SeptStorage + Clone, KS: KvmStorage + Clone>(
+pub fn region_hash<SS: SeptStorage + Clone, KS: KvmStorage + Clone>(
     w: &World<SS, KS>,
     r: usize,
 ) -> u128 {
@@ -52,10 +52,13 @@ fn regions_hash<SS: SeptStorage + Clone, KS: KvmStorage + Clone>(w: &World<SS, K
 }
 
 /// The hashes of a world's parts outside the regions ([`World::hash_part`]).
-type PartHashes = [u128; PARTS];
+pub type PartHashes = [u128; PARTS];
 
 /// The 128-bit hash of part `k` of `w` (keyed by `k`, so parts can be combined by XOR).
-fn part_hash<SS: SeptStorage + Clone, KS: KvmStorage + Clone>(w: &World<SS, KS>, k: usize) -> u128 {
+pub fn part_hash<SS: SeptStorage + Clone, KS: KvmStorage + Clone>(
+    w: &World<SS, KS>,
+    k: usize,
+) -> u128 {
     let mut f = Fingerprint::default();
     f.write_usize(k);
     w.hash_part(k, &mut f);
@@ -63,14 +66,16 @@ fn part_hash<SS: SeptStorage + Clone, KS: KvmStorage + Clone>(w: &World<SS, KS>,
 }
 
 /// Every part's hash.
-fn part_hashes<SS: SeptStorage + Clone, KS: KvmStorage + Clone>(w: &World<SS, KS>) -> PartHashes {
+pub fn part_hashes<SS: SeptStorage + Clone, KS: KvmStorage + Clone>(
+    w: &World<SS, KS>,
+) -> PartHashes {
     std::array::from_fn(|k| part_hash(w, k))
 }
 
 /// The fingerprint of a world whose parts and regions hash to `parts` and `regions`: the XOR
 /// of them all. Each is a 128-bit hash keyed by its part or region (Zobrist hashing), so the
 /// XOR is one too and needs no further mixing.
-fn fingerprint(parts: &PartHashes, regions: u128) -> u128 {
+pub fn fingerprint(parts: &PartHashes, regions: u128) -> u128 {
     parts.iter().fold(regions, |acc, p| acc ^ p)
 }
 

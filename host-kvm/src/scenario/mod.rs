@@ -3,9 +3,9 @@
 //! scripts, the scheduler, an expected verdict), parsed with line and field errors, and run
 //! under seeded schedules. The format is documented in scenarios/README.md.
 
+mod run;
 mod storage;
 
-use std::collections::BTreeMap;
 use std::fmt;
 
 use hugesept_core::abi::{Gfn, Gpa, PAGE_SIZE_2M, PageLevel};
@@ -15,11 +15,14 @@ use hugesept_core::policy::PolicyId;
 use hugesept_core::sept::{ModuleProfile, Sept, SeptConfig};
 use hugesept_core::world::{
     Choice, HostAction, Limits, MAX_HOSTS, MAX_LAZY_UNITS, MAX_SCRIPT, MAX_STAGES, MAX_VCPUS,
-    Metrics, PctScheduler, PriorityScheduler, RandomScheduler, ScheduleError, Scheduler, Stepped,
-    Verdict, World, WorldError,
+    PctScheduler, PriorityScheduler, RandomScheduler, Scheduler, Stepped, Verdict, World,
+    WorldError,
 };
 use serde::Deserialize;
 
+pub use run::{
+    BUDGET_EXHAUSTED, RecordedRun, RunStats, Summary, coverage_2m, outcome_name, run, run_with,
+};
 pub use storage::{BoxedKvm, BoxedSept, boxed_kvm, boxed_sept};
 
 /// A world over host-owned storage.
@@ -720,98 +723,4 @@ impl Scheduler for AnyScheduler {
             AnyScheduler::Priority(s) => s.feedback(choice, stepped),
         }
     }
-}
-
-/// One schedule's numbers.
-#[derive(Debug, Clone, Copy, Default)]
-pub struct RunStats {
-    /// World steps.
-    pub steps: u64,
-    /// Its counters.
-    pub metrics: Metrics,
-    /// Of the private memory mapped at its end, the share mapped at 2M ([`coverage_2m`]).
-    pub coverage_2m: f64,
-}
-
-/// Of the private memory `w` maps in the mirror, the share mapped at 2M (0..1; 0 when nothing
-/// is mapped).
-pub fn coverage_2m(w: &ScenarioWorld) -> f64 {
-    let (two_m, four_k) = w.mapping_histogram();
-    let mapped = two_m.saturating_add(four_k);
-    if mapped == 0 {
-        0.0
-    } else {
-        two_m as f64 / mapped as f64
-    }
-}
-
-/// What running a scenario under seeded schedules gave.
-#[derive(Debug, Clone, Default)]
-pub struct Summary {
-    /// Schedules per verdict ([`VIOLATION`] for a broken safety invariant).
-    pub verdicts: BTreeMap<&'static str, u32>,
-    /// The first seed whose verdict differs from the expected one (or, with no expectation,
-    /// is not ok).
-    pub first_unexpected: Option<(u64, &'static str)>,
-    /// The first seed whose verdict is not ok (expected or not).
-    pub first_not_ok: Option<(u64, &'static str)>,
-    /// Counters summed over all schedules.
-    pub metrics: Metrics,
-    /// Steps taken in all.
-    pub steps: u64,
-    /// Each schedule's numbers, in seed order.
-    pub runs: Vec<RunStats>,
-}
-
-/// Runs `scenario` under `schedules` seeds from `first_seed`, with its scheduler; `tick` is
-/// called after each schedule.
-pub fn run_with(
-    scenario: &Scenario,
-    first_seed: u64,
-    schedules: u32,
-    tick: &dyn Fn(),
-) -> Result<Summary, ScenarioError> {
-    let start = scenario.world()?;
-    let mut sum = Summary::default();
-    for seed in first_seed..first_seed.saturating_add(u64::from(schedules)) {
-        let mut w = start.clone();
-        let mut m = Metrics::default();
-        let mut steps = 0;
-        let r = w.advance_schedule(
-            &mut scenario.scheduler(seed),
-            scenario.limits(),
-            &mut m,
-            &mut steps,
-            |_, _| {},
-        );
-        let name = match r {
-            Ok(v) => v.name(),
-            Err(ScheduleError::Invariant { .. }) => VIOLATION,
-            Err(ScheduleError::Model(e)) => {
-                return Err(ScenarioError::Model(format!("seed {seed}: {e}")));
-            }
-        };
-        *sum.verdicts.entry(name).or_default() += 1;
-        let expected = scenario.expect.unwrap_or(Verdict::Ok).name();
-        if sum.first_unexpected.is_none() && name != expected {
-            sum.first_unexpected = Some((seed, name));
-        }
-        if sum.first_not_ok.is_none() && name != Verdict::Ok.name() {
-            sum.first_not_ok = Some((seed, name));
-        }
-        sum.metrics.add(&m);
-        sum.steps += steps;
-        sum.runs.push(RunStats {
-            steps,
-            metrics: m,
-            coverage_2m: coverage_2m(&w),
-        });
-        tick();
-    }
-    Ok(sum)
-}
-
-/// Runs `scenario` under `schedules` seeds from `first_seed`, with its scheduler.
-pub fn run(scenario: &Scenario, first_seed: u64, schedules: u32) -> Result<Summary, ScenarioError> {
-    run_with(scenario, first_seed, schedules, &|| {})
 }

@@ -1,0 +1,202 @@
+//! Running a scenario under seeded schedules: each run's outcome (a verdict, a broken
+//! invariant, or an exhausted step budget) and numbers, and the choices of the run a trace
+//! will show, recorded while it runs; a livelocked run is followed on to the cycle it goes
+//! round ([`crate::cycle`]), so its trace carries the evidence.
+
+use std::collections::BTreeMap;
+
+use hugesept_core::world::{Choice, Metrics, ScheduleError, Stepped, Verdict};
+
+use super::{Scenario, ScenarioError, ScenarioWorld, VIOLATION};
+use crate::cycle::{self, Followed};
+
+/// The outcome name of a run that used its whole step budget while still making progress
+/// ([`ScheduleError::BudgetExhausted`]): no verdict.
+pub const BUDGET_EXHAUSTED: &str = "budget-exhausted";
+
+/// The outcome name of a schedule's result: its verdict's name, [`VIOLATION`] or
+/// [`BUDGET_EXHAUSTED`]; a model error is an error.
+pub fn outcome_name(r: &Result<Verdict, ScheduleError>) -> Result<&'static str, String> {
+    match r {
+        Ok(v) => Ok(v.name()),
+        Err(ScheduleError::Invariant { .. }) => Ok(VIOLATION),
+        Err(ScheduleError::BudgetExhausted { .. }) => Ok(BUDGET_EXHAUSTED),
+        Err(ScheduleError::Model(e)) => Err(e.to_string()),
+    }
+}
+
+/// One schedule's numbers.
+#[derive(Debug, Clone, Copy)]
+pub struct RunStats {
+    /// Its outcome ([`outcome_name`]).
+    pub outcome: &'static str,
+    /// World steps.
+    pub steps: u64,
+    /// Its counters.
+    pub metrics: Metrics,
+    /// Of the private memory mapped at its end, the share mapped at 2M ([`coverage_2m`]).
+    pub coverage_2m: f64,
+}
+
+impl RunStats {
+    /// Whether the run reached an end (a verdict or a broken invariant) rather than its step
+    /// budget: costs are averaged over these only.
+    pub fn ended(&self) -> bool {
+        self.outcome != BUDGET_EXHAUSTED
+    }
+}
+
+/// Of the private memory `w` maps in the mirror, the share mapped at 2M (0..1; 0 when nothing
+/// is mapped).
+pub fn coverage_2m(w: &ScenarioWorld) -> f64 {
+    let (two_m, four_k) = w.mapping_histogram();
+    let mapped = two_m.saturating_add(four_k);
+    if mapped == 0 {
+        0.0
+    } else {
+        two_m as f64 / mapped as f64
+    }
+}
+
+/// A run recorded for its trace.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RecordedRun {
+    /// Its seed.
+    pub seed: u64,
+    /// Its outcome ([`outcome_name`]).
+    pub outcome: &'static str,
+    /// Every choice it took; for a livelock, followed on round the cycle it is in.
+    pub choices: Vec<Choice>,
+    /// For a livelock: where in `choices` the cycle starts (the state after `choices[..k]`
+    /// is the state after all of them), when one was found.
+    pub cycle: Option<usize>,
+}
+
+/// What running a scenario under seeded schedules gave.
+#[derive(Debug, Clone, Default)]
+pub struct Summary {
+    /// Schedules per outcome ([`outcome_name`]).
+    pub verdicts: BTreeMap<&'static str, u32>,
+    /// The first seed whose outcome differs from the expected one (or, with no expectation,
+    /// is not ok).
+    pub first_unexpected: Option<(u64, &'static str)>,
+    /// The first seed whose outcome is not ok (expected or not).
+    pub first_not_ok: Option<(u64, &'static str)>,
+    /// Counters summed over all schedules.
+    pub metrics: Metrics,
+    /// Steps taken in all.
+    pub steps: u64,
+    /// Each schedule's numbers, in seed order.
+    pub runs: Vec<RunStats>,
+    /// The run to trace: the first unexpected one, else the first not ok, else (when asked
+    /// for) the first.
+    pub traced: Option<RecordedRun>,
+}
+
+/// Runs `scenario` under `schedules` seeds from `first_seed` (seeds wrap around at 2^64),
+/// with its scheduler, recording the choices of the run to trace (the first run too when
+/// `trace_first`); `tick` is called after each schedule and stops the runs when it returns
+/// false (then `runs` holds fewer than `schedules`).
+pub fn run_with(
+    scenario: &Scenario,
+    first_seed: u64,
+    schedules: u32,
+    trace_first: bool,
+    tick: &dyn Fn() -> bool,
+) -> Result<Summary, ScenarioError> {
+    let start = scenario.world()?;
+    let mut sum = Summary::default();
+    let expected = scenario.expect.unwrap_or(Verdict::Ok).name();
+    let mut choices = Vec::new();
+    // Which of the candidates `traced` holds: 0 the first run, 1 a not-ok one, 2 unexpected.
+    let mut traced_rank = None;
+    for k in 0..schedules {
+        let seed = first_seed.wrapping_add(u64::from(k));
+        let mut w = start.clone();
+        let mut m = Metrics::default();
+        let mut steps = 0;
+        let mut scheduler = scenario.scheduler(seed);
+        choices.clear();
+        let r = w.advance_schedule(
+            &mut scheduler,
+            scenario.limits(),
+            &mut m,
+            &mut steps,
+            |c: Choice, _: Stepped| choices.push(c),
+        );
+        let name =
+            outcome_name(&r).map_err(|e| ScenarioError::Model(format!("seed {seed}: {e}")))?;
+        *sum.verdicts.entry(name).or_default() += 1;
+        let unexpected = sum.first_unexpected.is_none() && name != expected;
+        let not_ok = sum.first_not_ok.is_none() && name != Verdict::Ok.name();
+        if unexpected {
+            sum.first_unexpected = Some((seed, name));
+        }
+        if not_ok {
+            sum.first_not_ok = Some((seed, name));
+        }
+        let rank = if unexpected {
+            Some(2)
+        } else if not_ok {
+            Some(1)
+        } else if trace_first && k == 0 {
+            Some(0)
+        } else {
+            None
+        };
+        if let Some(rank) = rank
+            && traced_rank.is_none_or(|t| rank > t)
+        {
+            traced_rank = Some(rank);
+            let mut recorded = RecordedRun {
+                seed,
+                outcome: name,
+                choices: choices.clone(),
+                cycle: None,
+            };
+            if r == Ok(Verdict::Livelock) {
+                follow_livelock(scenario, &w, &mut scheduler, &mut recorded)?;
+            }
+            sum.traced = Some(recorded);
+        }
+        sum.metrics.add(&m);
+        sum.steps += steps;
+        sum.runs.push(RunStats {
+            outcome: name,
+            steps,
+            metrics: m,
+            coverage_2m: coverage_2m(&w),
+        });
+        if !tick() {
+            break;
+        }
+    }
+    Ok(sum)
+}
+
+/// Follows the livelocked run that stopped in `w` on with its own scheduler until it goes
+/// round a cycle (or is stuck), and adds what it took to `run`.
+fn follow_livelock(
+    scenario: &Scenario,
+    w: &ScenarioWorld,
+    scheduler: &mut super::AnyScheduler,
+    run: &mut RecordedRun,
+) -> Result<(), ScenarioError> {
+    let limit = scenario.patience.max(10_000);
+    let followed = cycle::follow(w, scheduler, limit)
+        .map_err(|e| ScenarioError::Model(format!("seed {}: {e}", run.seed)))?;
+    match followed {
+        Followed::Cycle(c) => {
+            run.cycle = Some(run.choices.len() + c.start);
+            run.choices.extend(c.tail);
+        }
+        Followed::Stuck { tail } => run.choices.extend(tail),
+        Followed::NoCycle => {}
+    }
+    Ok(())
+}
+
+/// Runs `scenario` under `schedules` seeds from `first_seed`, with its scheduler.
+pub fn run(scenario: &Scenario, first_seed: u64, schedules: u32) -> Result<Summary, ScenarioError> {
+    run_with(scenario, first_seed, schedules, false, &|| true)
+}
