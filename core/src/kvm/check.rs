@@ -86,13 +86,6 @@ impl<S: KvmStorage> Kvm<S> {
         below: bool,
         pages: Option<&[u16]>,
     ) -> Result<(), MirrorMismatch> {
-        let agree = |m: Option<Spte>, s: Option<crate::abi::SeptEntryState>| match (m, s) {
-            (Some(m), _) if m.is_frozen() => true,
-            (Some(m), Some(s)) => m.is_leaf() == s.is_leaf() && m.is_table() == s.is_table(),
-            (Some(m), None) => !m.is_present(),
-            (None, Some(s)) => s == crate::abi::SeptEntryState::Free,
-            (None, None) => true,
-        };
         let gpa = Gpa(self.base.raw().saturating_add((r as u64) << 21));
         let gfn = gpa.gfn();
         let mut levels = core::iter::empty().collect::<LevelList>();
@@ -119,46 +112,71 @@ impl<S: KvmStorage> Kvm<S> {
                 .mirror(gfn, PageLevel::Size2M)
                 .is_some_and(Spte::is_table)
         {
-            // Both tables at once, entry by entry.
-            let mirror = self
-                .region_of(gfn)
-                .and_then(|r| r.table.index())
-                .and_then(|t| self.storage.tables().get(t));
-            let sept_table = sept.table_4k(gpa).ok().flatten();
-            // The whole of two tables that agree, in one pass without the per-entry
-            // bookkeeping (a disagreement is found and reported by the loop below).
-            let entry = |e: &Spte| e.kind().frozen(e.is_frozen());
-            if pages.is_none()
-                && let (Some(mt), Some(st)) = (mirror, sept_table)
-                && mt.entries.len() == st.len()
-                && mt
-                    .entries
-                    .iter()
-                    .zip(st)
-                    .all(|(m, s)| agree(Some(entry(m)), Some(s.state)))
-            {
-                return Ok(());
-            }
-            let mut all = 0..512u16;
-            let mut some = pages.unwrap_or(&[]).iter().copied();
-            let pages: &mut dyn Iterator<Item = u16> = match pages {
-                None => &mut all,
-                Some(_) => &mut some,
-            };
-            for p in pages.map(usize::from) {
-                let m = mirror.and_then(|t| t.entries.get(p)).map(entry);
-                let s = sept_table.and_then(|t| t.get(p)).map(|e| e.state);
-                if !agree(m, s) {
-                    return Err(MirrorMismatch {
-                        gpa: Gpa(gpa.raw().saturating_add((p as u64) << 12)),
-                        level: PageLevel::Size4K,
-                        mirror: m,
-                        sept: s,
-                    });
-                }
+            return self.check_table_against_sept(sept, gpa, pages);
+        }
+        Ok(())
+    }
+
+    /// The 4K table of the region at `gpa`, whose 2M mirror SPTE is a table, against the
+    /// S-EPT's (with `pages`, only those entries).
+    fn check_table_against_sept<SS: crate::sept::SeptStorage>(
+        &self,
+        sept: &crate::sept::Sept<SS>,
+        gpa: Gpa,
+        pages: Option<&[u16]>,
+    ) -> Result<(), MirrorMismatch> {
+        // Both tables at once, entry by entry.
+        let mirror = self
+            .region_of(gpa.gfn())
+            .and_then(|r| r.table.index())
+            .and_then(|t| self.storage.tables().get(t));
+        let sept_table = sept.table_4k(gpa).ok().flatten();
+        // The whole of two tables that agree, in one pass without the per-entry
+        // bookkeeping (a disagreement is found and reported by the loop below).
+        let entry = |e: &Spte| e.kind().frozen(e.is_frozen());
+        if pages.is_none()
+            && let (Some(mt), Some(st)) = (mirror, sept_table)
+            && mt.entries.len() == st.len()
+            && mt
+                .entries
+                .iter()
+                .zip(st)
+                .all(|(m, s)| agree(Some(entry(m)), Some(s.state)))
+        {
+            return Ok(());
+        }
+        let mut all = 0..512u16;
+        let mut some = pages.unwrap_or(&[]).iter().copied();
+        let pages: &mut dyn Iterator<Item = u16> = match pages {
+            None => &mut all,
+            Some(_) => &mut some,
+        };
+        for p in pages.map(usize::from) {
+            let m = mirror.and_then(|t| t.entries.get(p)).map(entry);
+            let s = sept_table.and_then(|t| t.get(p)).map(|e| e.state);
+            if !agree(m, s) {
+                return Err(MirrorMismatch {
+                    gpa: Gpa(gpa.raw().saturating_add((p as u64) << 12)),
+                    level: PageLevel::Size4K,
+                    mirror: m,
+                    sept: s,
+                });
             }
         }
         Ok(())
+    }
+}
+
+/// Whether a mirror SPTE and an S-EPT entry state agree (None: no table holds the entry): a
+/// frozen SPTE agrees with anything; otherwise leaf with leaf and table with table, and an
+/// entry no table holds with a non-present SPTE or a FREE entry.
+fn agree(m: Option<Spte>, s: Option<crate::abi::SeptEntryState>) -> bool {
+    match (m, s) {
+        (Some(m), _) if m.is_frozen() => true,
+        (Some(m), Some(s)) => m.is_leaf() == s.is_leaf() && m.is_table() == s.is_table(),
+        (Some(m), None) => !m.is_present(),
+        (None, Some(s)) => s == crate::abi::SeptEntryState::Free,
+        (None, None) => true,
     }
 }
 

@@ -17,19 +17,17 @@
 //!    identical SPTE → SPURIOUS, SEPT.ADD for missing tables, AUG (PAGE.ADD before runnable),
 //!    BUSY → RETRY, a huge leaf above the goal → the policy's split decision.
 //!
+//! This file holds the path's types, steps 1 to 5 and the local retry loop; step 6, the map
+//! under the read lock, is in tdp_map.rs.
+//!
 //! Every step that touches shared state (mmu_lock, the mirror, a SEAMCALL phase) is its own
 //! step, so a scheduler can run another vCPU in between.
 
 use crate::abi::{
-    AbiError, ExitQualification, ExtendedExitQualification, Gfn, Gpa, Gpaw, PageLevel, StatusCode,
-    TdxStatus,
+    AbiError, ExitQualification, ExtendedExitQualification, Gfn, Gpa, Gpaw, PageLevel, TdxStatus,
 };
-use crate::policy::{
-    AcceptPlan, HugeLeafQuery, MaxLevelQuery, Policy, PrivateExit, SplitDecision, VcpuPolicyState,
-};
-use crate::sept::{
-    Content, EptViolationExit, HostCall, HostOp, HostStart, OpState, Sept, SeptStorage,
-};
+use crate::policy::{AcceptPlan, MaxLevelQuery, Policy, PrivateExit, VcpuPolicyState};
+use crate::sept::{EptViolationExit, HostOp, OpState, Sept, SeptStorage};
 
 use super::split::{Split, SplitStep};
 use super::{Kvm, KvmError, KvmStorage, Spte};
@@ -113,7 +111,7 @@ impl FaultStats {
 
 impl FaultStats {
     /// Counts a split sequence that ended (`demoted`: with a successful DEMOTE).
-    fn add_split(&mut self, split: &Split, demoted: bool) {
+    pub(super) fn add_split(&mut self, split: &Split, demoted: bool) {
         self.seamcalls = self.seamcalls.saturating_add(u32::from(split.seamcalls()));
         if demoted {
             self.demotions = self.demotions.saturating_add(1);
@@ -139,15 +137,16 @@ pub struct FaultCtx<'a, KS, SS, P> {
 
 /// The fault being handled.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-struct Fault {
-    gfn: Gfn,
+pub(super) struct Fault {
+    pub(super) gfn: Gfn,
     /// The fault's own max level (KVM starts at 1G; fault-max-level carries the accept level).
-    max_level: PageLevel,
-    prefetch: bool,
+    pub(super) max_level: PageLevel,
+    pub(super) prefetch: bool,
 }
 
+/// Where the path stands.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-enum Phase {
+pub(super) enum Phase {
     Start(EptViolationExit),
     InhibitCheck {
         level: PageLevel,
@@ -186,8 +185,8 @@ enum Phase {
 /// The private fault path of one vCPU, from a TD exit to the next TD entry.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct FaultPath {
-    fault: Fault,
-    phase: Phase,
+    pub(super) fault: Fault,
+    pub(super) phase: Phase,
 }
 
 impl<KS: KvmStorage> Kvm<KS> {
@@ -220,14 +219,6 @@ impl<KS: KvmStorage> Kvm<KS> {
             runnable,
         };
         max.min(policy.max_mapping_level(vcpu, &q))
-    }
-}
-
-/// The level below `l` (4K stays 4K).
-const fn below(l: PageLevel) -> PageLevel {
-    match l.smaller() {
-        Some(s) => s,
-        None => PageLevel::Size4K,
     }
 }
 
@@ -333,17 +324,17 @@ impl FaultPath {
         }
     }
 
-    fn end(&mut self, e: FaultEnd) -> Result<FaultStep, KvmError> {
+    pub(super) fn end(&mut self, e: FaultEnd) -> Result<FaultStep, KvmError> {
         self.phase = Phase::Ended(e);
         Ok(FaultStep::Done(e))
     }
 
-    fn go(&mut self, p: Phase) -> Result<FaultStep, KvmError> {
+    pub(super) fn go(&mut self, p: Phase) -> Result<FaultStep, KvmError> {
         self.phase = p;
         Ok(FaultStep::Progress)
     }
 
-    fn gpa(&self, level: PageLevel) -> Result<Gpa, KvmError> {
+    pub(super) fn gpa(&self, level: PageLevel) -> Result<Gpa, KvmError> {
         Ok(self
             .fault
             .gfn
@@ -358,39 +349,13 @@ impl FaultPath {
         ctx: &mut FaultCtx<'_, KS, SS, P>,
     ) -> Result<FaultStep, KvmError> {
         if !ctx.kvm.alive() {
-            // Another vCPU bugged or killed the VM; nothing more runs (locks held are moot).
-            if let Phase::Ended(e) = self.phase {
-                return Ok(FaultStep::Done(e));
-            }
-            let end = if ctx.kvm.killed {
-                FaultEnd::VmKilled
-            } else {
-                FaultEnd::VmBugged(None)
-            };
-            return self.end(end);
+            return self.vm_dead(ctx.kvm.killed);
         }
         match self.phase {
             Phase::Ended(e) => Ok(FaultStep::Done(e)),
             Phase::Start(exit) => self.start(ctx, exit),
-            Phase::InhibitCheck { level, precheck } => {
-                let above = level.larger().unwrap_or(PageLevel::Size1G);
-                let set = ctx
-                    .kvm
-                    .lpage(self.fault.gfn, above)
-                    .is_some_and(|l| l.guest_inhibit());
-                if precheck && set {
-                    return self.go(Phase::FaultIn);
-                }
-                ctx.kvm.mmu_lock.queue_writer();
-                self.go(Phase::InhibitLock { level })
-            }
-            Phase::InhibitLock { level } => {
-                if !ctx.kvm.mmu_lock.try_write() {
-                    return Ok(FaultStep::Blocked);
-                }
-                ctx.stats.write_locks = ctx.stats.write_locks.saturating_add(1);
-                self.go(Phase::InhibitSplit { level, split: None })
-            }
+            Phase::InhibitCheck { level, precheck } => self.inhibit_check(ctx, level, precheck),
+            Phase::InhibitLock { level } => self.inhibit_lock(ctx, level),
             Phase::InhibitSplit { level, split } => self.inhibit_split(ctx, level, split),
             Phase::FaultIn => self.fault_in(ctx),
             Phase::AcquireRead => {
@@ -411,55 +376,30 @@ impl FaultPath {
                 self.go(Phase::Walk { goal })
             }
             Phase::Walk { goal } => self.walk(ctx, goal),
-            Phase::LinkTable { level, goal, op } => {
-                let s = ctx.sept.host_end(op, false)?;
-                if s != TdxStatus::SUCCESS {
-                    return self.bug(ctx, Some(s));
-                }
-                ctx.kvm
-                    .set_mirror(self.fault.gfn, level, Spte::TABLE_SPTE)?;
-                self.go(Phase::Walk { goal })
+            Phase::LinkTable { level, goal, op } => self.link_table_end(ctx, level, goal, op),
+            Phase::Install { level, op } => self.install_end(ctx, level, op),
+            Phase::SplitInPlace { level, goal, split } => {
+                self.split_in_place(ctx, level, goal, split)
             }
-            Phase::Install { level, op } => {
-                let s = ctx.sept.host_end(op, false)?;
-                if s != TdxStatus::SUCCESS {
-                    return self.bug(ctx, Some(s));
-                }
-                ctx.kvm.set_mirror(self.fault.gfn, level, Spte::LEAF_SPTE)?;
-                self.go(Phase::ReleaseRead(RetPf::Fixed))
-            }
-            Phase::SplitInPlace {
-                level,
-                goal,
-                mut split,
-            } => {
-                let r = split.step(ctx.kvm, ctx.sept)?;
-                self.phase = Phase::SplitInPlace { level, goal, split };
-                match r {
-                    SplitStep::Progress => Ok(FaultStep::Progress),
-                    SplitStep::Blocked => Ok(FaultStep::Blocked),
-                    SplitStep::Done => {
-                        ctx.stats.add_split(&split, true);
-                        self.go(Phase::Walk { goal })
-                    }
-                    SplitStep::Failed => {
-                        ctx.stats.add_split(&split, false);
-                        self.go(Phase::ReleaseRead(RetPf::Retry))
-                    }
-                    SplitStep::Bug(s) => self.bug(ctx, Some(s)),
-                }
-            }
-            Phase::ReleaseRead(ret) => {
-                ctx.kvm
-                    .mmu_lock
-                    .release_read()
-                    .map_err(|_| KvmError::Inconsistent)?;
-                self.finish_pass(ctx, ret)
-            }
+            Phase::ReleaseRead(ret) => self.release_read(ctx, ret),
         }
     }
 
-    fn bug<KS: KvmStorage, SS: SeptStorage, P: Policy>(
+    /// Another vCPU bugged or killed the VM (`killed`: killed it); nothing more runs (locks
+    /// held are moot).
+    fn vm_dead(&mut self, killed: bool) -> Result<FaultStep, KvmError> {
+        if let Phase::Ended(e) = self.phase {
+            return Ok(FaultStep::Done(e));
+        }
+        let end = if killed {
+            FaultEnd::VmKilled
+        } else {
+            FaultEnd::VmBugged(None)
+        };
+        self.end(end)
+    }
+
+    pub(super) fn bug<KS: KvmStorage, SS: SeptStorage, P: Policy>(
         &mut self,
         ctx: &mut FaultCtx<'_, KS, SS, P>,
         s: Option<TdxStatus>,
@@ -496,6 +436,39 @@ impl FaultPath {
                 self.go(Phase::InhibitCheck { level, precheck })
             }
         }
+    }
+
+    /// GUEST_INHIBIT's lock-free pre-check (with `precheck`): the bit already set above
+    /// `level` goes straight to fault-in; otherwise queue for the write lock.
+    fn inhibit_check<KS: KvmStorage, SS: SeptStorage, P: Policy>(
+        &mut self,
+        ctx: &mut FaultCtx<'_, KS, SS, P>,
+        level: PageLevel,
+        precheck: bool,
+    ) -> Result<FaultStep, KvmError> {
+        let above = level.larger().unwrap_or(PageLevel::Size1G);
+        let set = ctx
+            .kvm
+            .lpage(self.fault.gfn, above)
+            .is_some_and(|l| l.guest_inhibit());
+        if precheck && set {
+            return self.go(Phase::FaultIn);
+        }
+        ctx.kvm.mmu_lock.queue_writer();
+        self.go(Phase::InhibitLock { level })
+    }
+
+    /// Takes mmu_lock for write for GUEST_INHIBIT's split, or waits.
+    fn inhibit_lock<KS: KvmStorage, SS: SeptStorage, P: Policy>(
+        &mut self,
+        ctx: &mut FaultCtx<'_, KS, SS, P>,
+        level: PageLevel,
+    ) -> Result<FaultStep, KvmError> {
+        if !ctx.kvm.mmu_lock.try_write() {
+            return Ok(FaultStep::Blocked);
+        }
+        ctx.stats.write_locks = ctx.stats.write_locks.saturating_add(1);
+        self.go(Phase::InhibitSplit { level, split: None })
     }
 
     /// Under the write lock: split every mapping above `level` in the `level`-aligned range,
@@ -579,126 +552,9 @@ impl FaultPath {
         self.go(Phase::AcquireRead)
     }
 
-    fn walk<KS: KvmStorage, SS: SeptStorage, P: Policy>(
-        &mut self,
-        ctx: &mut FaultCtx<'_, KS, SS, P>,
-        goal: PageLevel,
-    ) -> Result<FaultStep, KvmError> {
-        let gfn = self.fault.gfn;
-        let mut goal = goal;
-        for level in [PageLevel::Size1G, PageLevel::Size2M, PageLevel::Size4K] {
-            let spte = ctx.kvm.mirror(gfn, level).ok_or(KvmError::OutsideModel)?;
-            if spte.is_frozen() {
-                ctx.stats.frozen = ctx.stats.frozen.saturating_add(1);
-                return self.go(Phase::ReleaseRead(RetPf::Retry));
-            }
-            if level == goal {
-                if spte.is_table() {
-                    // No promotion: a table at the goal level lowers the goal.
-                    goal = below(goal);
-                    continue;
-                }
-                if spte.is_leaf() {
-                    return self.go(Phase::ReleaseRead(RetPf::Spurious));
-                }
-                return self.install(ctx, level);
-            }
-            if spte.is_table() {
-                continue;
-            }
-            if spte.is_leaf() {
-                return self.huge_leaf(ctx, level, goal);
-            }
-            return self.link_table(ctx, level, goal);
-        }
-        Err(KvmError::Inconsistent)
-    }
-
-    fn link_table<KS: KvmStorage, SS: SeptStorage, P: Policy>(
-        &mut self,
-        ctx: &mut FaultCtx<'_, KS, SS, P>,
-        level: PageLevel,
-        goal: PageLevel,
-    ) -> Result<FaultStep, KvmError> {
-        let gpa = self.gpa(level)?;
-        ctx.kvm
-            .set_mirror(self.fault.gfn, level, Spte::NOT_PRESENT.frozen(true))?;
-        ctx.stats.seamcalls = ctx.stats.seamcalls.saturating_add(1);
-        match ctx.sept.host_begin(HostCall::sept_add(gpa, level))? {
-            HostStart::Started(op) => self.go(Phase::LinkTable { level, goal, op }),
-            HostStart::Done(s) => self.seamcall_refused(ctx, level, s),
-        }
-    }
-
-    fn install<KS: KvmStorage, SS: SeptStorage, P: Policy>(
-        &mut self,
-        ctx: &mut FaultCtx<'_, KS, SS, P>,
-        level: PageLevel,
-    ) -> Result<FaultStep, KvmError> {
-        let gpa = self.gpa(level)?;
-        ctx.kvm
-            .set_mirror(self.fault.gfn, level, Spte::NOT_PRESENT.frozen(true))?;
-        ctx.stats.seamcalls = ctx.stats.seamcalls.saturating_add(1);
-        // set_external_spte: PAGE.AUG once runnable, PAGE.ADD (KVM_TDX_INIT_MEM_REGION) before.
-        let call = if ctx.sept.op_state() == OpState::Runnable {
-            HostCall::aug(gpa, level)
-        } else {
-            HostCall::add(gpa, level, Content::data(0))
-        };
-        match ctx.sept.host_begin(call)? {
-            HostStart::Started(op) => self.go(Phase::Install { level, op }),
-            HostStart::Done(s) => self.seamcall_refused(ctx, level, s),
-        }
-    }
-
-    /// A SEAMCALL that ended in its first phase: BUSY restores the SPTE and retries; anything
-    /// else is unexpected (KVM_BUG_ON).
-    fn seamcall_refused<KS: KvmStorage, SS: SeptStorage, P: Policy>(
-        &mut self,
-        ctx: &mut FaultCtx<'_, KS, SS, P>,
-        level: PageLevel,
-        s: TdxStatus,
-    ) -> Result<FaultStep, KvmError> {
-        if s.code() == StatusCode::OperandBusy {
-            ctx.stats.seamcall_busy = ctx.stats.seamcall_busy.saturating_add(1);
-            ctx.kvm
-                .set_mirror(self.fault.gfn, level, Spte::NOT_PRESENT)?;
-            return self.go(Phase::ReleaseRead(RetPf::Retry));
-        }
-        self.bug(ctx, Some(s))
-    }
-
-    fn huge_leaf<KS: KvmStorage, SS: SeptStorage, P: Policy>(
-        &mut self,
-        ctx: &mut FaultCtx<'_, KS, SS, P>,
-        leaf: PageLevel,
-        goal: PageLevel,
-    ) -> Result<FaultStep, KvmError> {
-        let q = HugeLeafQuery {
-            gfn: self.fault.gfn,
-            goal,
-            leaf,
-        };
-        match ctx.policy.on_huge_leaf(ctx.vcpu, &q) {
-            SplitDecision::Refuse => self.go(Phase::ReleaseRead(RetPf::Retry)),
-            SplitDecision::KeepHugeLeaf => self.go(Phase::ReleaseRead(RetPf::Spurious)),
-            SplitDecision::BugVm => self.bug(ctx, None),
-            SplitDecision::SplitInPlace => {
-                let gpa = self.gpa(leaf)?;
-                ctx.kvm.set_mirror_frozen(gpa, leaf, true)?;
-                let split = Split::new(ctx.sept, gpa, leaf, false);
-                self.go(Phase::SplitInPlace {
-                    level: leaf,
-                    goal,
-                    split,
-                })
-            }
-        }
-    }
-
     /// One pass of the fault has produced `ret`: the local retry loop goes on, or the vCPU goes
     /// back into the guest.
-    fn finish_pass<KS: KvmStorage, SS: SeptStorage, P: Policy>(
+    pub(super) fn finish_pass<KS: KvmStorage, SS: SeptStorage, P: Policy>(
         &mut self,
         ctx: &mut FaultCtx<'_, KS, SS, P>,
         ret: RetPf,

@@ -14,6 +14,7 @@ mod lpage;
 mod snapshot;
 mod split;
 mod storage;
+mod tdp_map;
 mod vm;
 
 pub use check::MirrorMismatch;

@@ -129,7 +129,6 @@ impl Split {
         kvm: &mut Kvm<KS>,
         sept: &mut Sept<SS>,
     ) -> Result<SplitStep, KvmError> {
-        let busy = |s: TdxStatus| s.code() == StatusCode::OperandBusy;
         if self.seamcalls == 0
             && self.finish == Finish::Demote
             && self.level == PageLevel::Size2M
@@ -139,92 +138,137 @@ impl Split {
             return Err(KvmError::TablePoolExhausted);
         }
         match self.phase {
-            SplitPhase::Block => {
-                self.count();
-                let s = sept.seamcall(HostCall::block(self.gpa, self.level))?;
-                if s == TdxStatus::SUCCESS || s.code() == StatusCode::GpaRangeAlreadyBlocked {
-                    self.phase = SplitPhase::Track;
-                    Ok(SplitStep::Progress)
-                } else if busy(s) {
-                    // A guest ACCEPT holds the entry: kick and retry.
-                    kvm.kick_pending = true;
-                    Ok(SplitStep::Blocked)
-                } else {
-                    self.fail(kvm, sept, s)
-                }
-            }
-            SplitPhase::Track => {
-                self.count();
-                let s = sept.track()?;
-                kvm.kick_pending = true;
-                if s == TdxStatus::SUCCESS {
-                    self.phase = SplitPhase::WaitTracked;
-                    Ok(SplitStep::Progress)
-                } else if s.code() == StatusCode::PreviousTlbEpochBusy {
-                    Ok(SplitStep::Blocked)
-                } else {
-                    self.fail(kvm, sept, s)
-                }
-            }
-            SplitPhase::WaitTracked => {
-                let entry = sept
-                    .entry(self.gpa, self.level)?
-                    .ok_or(KvmError::Inconsistent)?;
-                if sept.epochs().is_tracked(entry.bepoch) {
-                    self.phase = SplitPhase::Demote {
-                        busy_retried: false,
-                    };
-                    Ok(SplitStep::Progress)
-                } else {
-                    kvm.kick_pending = true;
-                    Ok(SplitStep::Blocked)
-                }
-            }
-            SplitPhase::Demote { busy_retried } => {
-                self.count();
-                let call = match self.finish {
-                    Finish::Demote => HostCall::demote(self.gpa, self.level),
-                    Finish::Remove => HostCall::remove(self.gpa, self.level),
-                };
-                match sept.host_begin(call)? {
-                    HostStart::Started(op) => {
-                        self.phase = SplitPhase::DemoteEnd { op, busy_retried };
-                        Ok(SplitStep::Progress)
-                    }
-                    HostStart::Done(s) => self.demote_failed(kvm, sept, s, busy_retried),
-                }
-            }
+            SplitPhase::Block => self.block(kvm, sept),
+            SplitPhase::Track => self.track(kvm, sept),
+            SplitPhase::WaitTracked => self.wait_tracked(kvm, sept),
+            SplitPhase::Demote { busy_retried } => self.demote(kvm, sept, busy_retried),
             SplitPhase::DemoteEnd { op, busy_retried } => {
-                let s = sept.host_end(op, false)?;
-                if s != TdxStatus::SUCCESS {
-                    return self.demote_failed(kvm, sept, s, busy_retried);
-                }
-                match self.finish {
-                    // The mirror follows: a table of 512 leaves one level down...
-                    Finish::Demote => kvm.set_mirror_split(self.gpa, self.level)?,
-                    // ...or nothing.
-                    Finish::Remove => {
-                        kvm.set_mirror(self.gpa.gfn(), self.level, Spte::NOT_PRESENT)?
-                    }
-                }
-                Ok(SplitStep::Done)
+                self.demote_end(kvm, sept, op, busy_retried)
             }
-            SplitPhase::Unblock => {
-                self.count();
-                let s = sept.seamcall(HostCall::unblock(self.gpa, self.level))?;
-                if s == TdxStatus::SUCCESS {
-                    kvm.set_mirror_frozen(self.gpa, self.level, false)?;
-                    Ok(SplitStep::Failed)
-                } else if s.code() == StatusCode::TlbTrackingNotDone || busy(s) {
-                    // fault-path-demote's kicks exist so that UNBLOCK cannot fail
-                    // (kvm-fault-path.md): a guest ACCEPT holding the entry finishes and the
-                    // vCPU leaves; then UNBLOCK runs again.
-                    kvm.kick_pending = true;
-                    Ok(SplitStep::Blocked)
-                } else {
-                    Ok(SplitStep::Bug(s))
-                }
+            SplitPhase::Unblock => self.unblock(kvm, sept),
+        }
+    }
+
+    /// TDH.MEM.RANGE.BLOCK (already blocked counts as done).
+    fn block<KS: KvmStorage, SS: SeptStorage>(
+        &mut self,
+        kvm: &mut Kvm<KS>,
+        sept: &mut Sept<SS>,
+    ) -> Result<SplitStep, KvmError> {
+        self.count();
+        let s = sept.seamcall(HostCall::block(self.gpa, self.level))?;
+        if s == TdxStatus::SUCCESS || s.code() == StatusCode::GpaRangeAlreadyBlocked {
+            self.phase = SplitPhase::Track;
+            Ok(SplitStep::Progress)
+        } else if busy(s) {
+            // A guest ACCEPT holds the entry: kick and retry.
+            kvm.kick_pending = true;
+            Ok(SplitStep::Blocked)
+        } else {
+            self.fail(kvm, sept, s)
+        }
+    }
+
+    /// TDH.MEM.TRACK, then a kick of every vCPU.
+    fn track<KS: KvmStorage, SS: SeptStorage>(
+        &mut self,
+        kvm: &mut Kvm<KS>,
+        sept: &mut Sept<SS>,
+    ) -> Result<SplitStep, KvmError> {
+        self.count();
+        let s = sept.track()?;
+        kvm.kick_pending = true;
+        if s == TdxStatus::SUCCESS {
+            self.phase = SplitPhase::WaitTracked;
+            Ok(SplitStep::Progress)
+        } else if s.code() == StatusCode::PreviousTlbEpochBusy {
+            Ok(SplitStep::Blocked)
+        } else {
+            self.fail(kvm, sept, s)
+        }
+    }
+
+    /// Waits, kicking, until the blocking epoch has drained.
+    fn wait_tracked<KS: KvmStorage, SS: SeptStorage>(
+        &mut self,
+        kvm: &mut Kvm<KS>,
+        sept: &Sept<SS>,
+    ) -> Result<SplitStep, KvmError> {
+        let entry = sept
+            .entry(self.gpa, self.level)?
+            .ok_or(KvmError::Inconsistent)?;
+        if sept.epochs().is_tracked(entry.bepoch) {
+            self.phase = SplitPhase::Demote {
+                busy_retried: false,
+            };
+            Ok(SplitStep::Progress)
+        } else {
+            kvm.kick_pending = true;
+            Ok(SplitStep::Blocked)
+        }
+    }
+
+    /// The first phase of TDH.MEM.PAGE.DEMOTE (or PAGE.REMOVE).
+    fn demote<KS: KvmStorage, SS: SeptStorage>(
+        &mut self,
+        kvm: &mut Kvm<KS>,
+        sept: &mut Sept<SS>,
+        busy_retried: bool,
+    ) -> Result<SplitStep, KvmError> {
+        self.count();
+        let call = match self.finish {
+            Finish::Demote => HostCall::demote(self.gpa, self.level),
+            Finish::Remove => HostCall::remove(self.gpa, self.level),
+        };
+        match sept.host_begin(call)? {
+            HostStart::Started(op) => {
+                self.phase = SplitPhase::DemoteEnd { op, busy_retried };
+                Ok(SplitStep::Progress)
             }
+            HostStart::Done(s) => self.demote_failed(kvm, sept, s, busy_retried),
+        }
+    }
+
+    /// The second phase of DEMOTE (or REMOVE); the mirror follows.
+    fn demote_end<KS: KvmStorage, SS: SeptStorage>(
+        &mut self,
+        kvm: &mut Kvm<KS>,
+        sept: &mut Sept<SS>,
+        op: HostOp,
+        busy_retried: bool,
+    ) -> Result<SplitStep, KvmError> {
+        let s = sept.host_end(op, false)?;
+        if s != TdxStatus::SUCCESS {
+            return self.demote_failed(kvm, sept, s, busy_retried);
+        }
+        match self.finish {
+            // The mirror follows: a table of 512 leaves one level down...
+            Finish::Demote => kvm.set_mirror_split(self.gpa, self.level)?,
+            // ...or nothing.
+            Finish::Remove => kvm.set_mirror(self.gpa.gfn(), self.level, Spte::NOT_PRESENT)?,
+        }
+        Ok(SplitStep::Done)
+    }
+
+    /// TDH.MEM.RANGE.UNBLOCK, the read-lock rollback after a failed DEMOTE.
+    fn unblock<KS: KvmStorage, SS: SeptStorage>(
+        &mut self,
+        kvm: &mut Kvm<KS>,
+        sept: &mut Sept<SS>,
+    ) -> Result<SplitStep, KvmError> {
+        self.count();
+        let s = sept.seamcall(HostCall::unblock(self.gpa, self.level))?;
+        if s == TdxStatus::SUCCESS {
+            kvm.set_mirror_frozen(self.gpa, self.level, false)?;
+            Ok(SplitStep::Failed)
+        } else if s.code() == StatusCode::TlbTrackingNotDone || busy(s) {
+            // fault-path-demote's kicks exist so that UNBLOCK cannot fail
+            // (kvm-fault-path.md): a guest ACCEPT holding the entry finishes and the
+            // vCPU leaves; then UNBLOCK runs again.
+            kvm.kick_pending = true;
+            Ok(SplitStep::Blocked)
+        } else {
+            Ok(SplitStep::Bug(s))
         }
     }
 

@@ -35,67 +35,96 @@ impl<S: SeptStorage> Sept<S> {
             counter: 0,
         };
         match level {
-            PageLevel::Size1G => {
-                let gig = self.gig_index(gpa).ok_or(SeptError::OutsideModel)?;
-                if state.is_leaf() && !self.gig_fully_modelled(gig) {
-                    return Err(SeptError::OutsideModel);
+            PageLevel::Size1G => self.arrange_1g(gpa, state, view, content),
+            PageLevel::Size2M => self.arrange_2m(gpa, state, view, content),
+            PageLevel::Size4K => self.arrange_4k(gpa, state, view, content),
+        }
+    }
+
+    /// [`Sept::arrange`] at 1G: a 1G leaf must lie wholly in the model; what was below goes
+    /// unless a table stays a table.
+    fn arrange_1g(
+        &mut self,
+        gpa: Gpa,
+        state: SeptEntryState,
+        view: View,
+        content: Content,
+    ) -> Result<(), SeptError> {
+        let gig = self.gig_index(gpa).ok_or(SeptError::OutsideModel)?;
+        if state.is_leaf() && !self.gig_fully_modelled(gig) {
+            return Err(SeptError::OutsideModel);
+        }
+        let was_table = self.load(Loc::Gig(gig))?.state.is_table();
+        if !(state.is_table() && was_table) {
+            for r in self.regions_of_gig(gig) {
+                if let Some(t) = self.region(r)?.table.index() {
+                    self.free_table(t)?;
                 }
-                let was_table = self.load(Loc::Gig(gig))?.state.is_table();
-                if !(state.is_table() && was_table) {
-                    for r in self.regions_of_gig(gig) {
-                        if let Some(t) = self.region(r)?.table.index() {
-                            self.free_table(t)?;
-                        }
-                        *self.region_mut(r)? = Region {
-                            content,
-                            ..Region::EMPTY
-                        };
-                    }
-                }
-                self.store(Loc::Gig(gig), view)
-            }
-            PageLevel::Size2M => {
-                let gig = self.gig_index(gpa).ok_or(SeptError::OutsideModel)?;
-                if !self.load(Loc::Gig(gig))?.state.is_table() {
-                    return Err(SeptError::ArrangeConflict);
-                }
-                let r = self.region_index(gpa).ok_or(SeptError::OutsideModel)?;
-                let region = *self.region(r)?;
-                if state.is_table() {
-                    if !region.entry.state.is_table() {
-                        if let Some(old) = region.table.index() {
-                            self.free_table(old)?;
-                        }
-                        let t = self.alloc_table(r)?;
-                        let reg = self.region_mut(r)?;
-                        reg.table = TableRef::to(t);
-                        reg.content = Content::NONE;
-                    }
-                } else {
-                    if let Some(t) = region.table.index() {
-                        self.free_table(t)?;
-                    }
-                    let reg = self.region_mut(r)?;
-                    reg.table = TableRef::NONE;
-                    reg.content = content;
-                }
-                self.store(Loc::Region(r), view)
-            }
-            PageLevel::Size4K => {
-                let stop = self
-                    .walk_through_blocked(gpa, PageLevel::Size4K)?
-                    .ok_or(SeptError::ArrangeConflict)?;
-                if state.is_table() {
-                    return Err(SeptError::ArrangeConflict);
-                }
-                let loc = stop.loc.ok_or(SeptError::OutsideModel)?;
-                self.store(loc, view)?;
-                if let Loc::Page { table, index, .. } = loc {
-                    self.update_entry(table, index, |e| e.content = content)?;
-                }
-                Ok(())
+                *self.region_mut(r)? = Region {
+                    content,
+                    ..Region::EMPTY
+                };
             }
         }
+        self.store(Loc::Gig(gig), view)
+    }
+
+    /// [`Sept::arrange`] at 2M, under a 1G table: a table state takes a table from the pool
+    /// unless the region is a table already; a leaf or FREE state gives its table back.
+    fn arrange_2m(
+        &mut self,
+        gpa: Gpa,
+        state: SeptEntryState,
+        view: View,
+        content: Content,
+    ) -> Result<(), SeptError> {
+        let gig = self.gig_index(gpa).ok_or(SeptError::OutsideModel)?;
+        if !self.load(Loc::Gig(gig))?.state.is_table() {
+            return Err(SeptError::ArrangeConflict);
+        }
+        let r = self.region_index(gpa).ok_or(SeptError::OutsideModel)?;
+        let region = *self.region(r)?;
+        if state.is_table() {
+            if !region.entry.state.is_table() {
+                if let Some(old) = region.table.index() {
+                    self.free_table(old)?;
+                }
+                let t = self.alloc_table(r)?;
+                let reg = self.region_mut(r)?;
+                reg.table = TableRef::to(t);
+                reg.content = Content::NONE;
+            }
+        } else {
+            if let Some(t) = region.table.index() {
+                self.free_table(t)?;
+            }
+            let reg = self.region_mut(r)?;
+            reg.table = TableRef::NONE;
+            reg.content = content;
+        }
+        self.store(Loc::Region(r), view)
+    }
+
+    /// [`Sept::arrange`] at 4K, under a 2M table (blocked or not): a leaf or FREE state only.
+    fn arrange_4k(
+        &mut self,
+        gpa: Gpa,
+        state: SeptEntryState,
+        view: View,
+        content: Content,
+    ) -> Result<(), SeptError> {
+        let stop = self
+            .walk_through_blocked(gpa, PageLevel::Size4K)?
+            .ok_or(SeptError::ArrangeConflict)?;
+        if state.is_table() {
+            return Err(SeptError::ArrangeConflict);
+        }
+        let loc = stop.loc.ok_or(SeptError::OutsideModel)?;
+        self.store(loc, view)?;
+        if let Loc::Page { table, index, .. } = loc {
+            self.update_entry(table, index, |e| e.content = content)?;
+        }
+        Ok(())
     }
 
     /// Sets the op state directly (for set-up; [`Sept::finalize`] is the module's way).

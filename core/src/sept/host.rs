@@ -1,4 +1,5 @@
-//! The host side: the SEAMCALLs KVM uses to change the Secure EPT.
+//! The host side: the SEAMCALLs KVM uses to change the Secure EPT, their checks and their
+//! locks (what each call then changes is in host_apply.rs).
 //!
 //! Every call runs the module's checks in the module's order (tdx-module
 //! src/vmm_dispatcher/api_calls/tdh_mem_*.c, helpers.c `check_state_map_tdcs_and_lock`,
@@ -170,6 +171,20 @@ impl HostCall {
             HostCallKind::PagePromote | HostCallKind::SeptRemove => s.is_table(),
         }
     }
+
+    /// Check 6, the state table: the entry state the call found, if it may not find it, as
+    /// TDX_EPT_ENTRY_STATE_INCORRECT (RANGE.BLOCK of a blocked entry: the ALREADY_BLOCKED
+    /// warning).
+    #[inline(always)]
+    fn check_state(&self, s: SeptEntryState) -> Option<TdxStatus> {
+        if self.state_allowed(s) {
+            return None;
+        }
+        if matches!(self.kind, HostCallKind::RangeBlock) && s.is_blocked() {
+            return Some(rcx(StatusCode::GpaRangeAlreadyBlocked));
+        }
+        Some(rcx(StatusCode::EptEntryStateIncorrect))
+    }
 }
 
 /// A SEAMCALL that has passed its checks and holds its locks.
@@ -202,107 +217,144 @@ fn rcx(code: StatusCode) -> TdxStatus {
 impl<S: SeptStorage> Sept<S> {
     /// A SEAMCALL, first phase: checks in the module's order, then the locks.
     pub fn host_begin(&mut self, call: HostCall) -> Result<HostStart, SeptError> {
-        let done = |s| Ok(HostStart::Done(s));
         // The model's own bound, before anything changes.
         let slot = self.free_slot()?;
         let slot_id = u8::try_from(slot).map_err(|_| SeptError::TooManyInFlight)?;
-        // 1. Op state: PAGE.ADD only at build time; the others in both op states modelled.
-        if matches!(call.kind, HostCallKind::PageAdd { .. }) && self.op_state != OpState::BuildTime
-        {
-            return done(TdxStatus::new(StatusCode::OpStateIncorrect, 0));
-        }
-        // 2. Operand.
-        let gpa = call.gpa;
-        let level = call.level;
-        if !call.level_allowed(self.config.profile.accept_1g)
-            || !gpa.is_aligned(level)
-            || !gpa.is_within(self.config.gpaw)
-            || gpa.is_shared(self.config.gpaw)
-        {
-            return done(rcx(StatusCode::OperandInvalid));
-        }
-        // 3. Tree lock.
-        let exclusive = call.tree_exclusive();
-        if self.tree_exclusive || (exclusive && self.tree_shared > 0) {
-            return done(TdxStatus::with_operand(
-                StatusCode::OperandBusy,
-                OperandId::SEPT_TREE,
-            ));
+        // 1.–3. Op state, operand, tree lock.
+        if let Some(s) = self.check_call(call) {
+            return Ok(HostStart::Done(s));
         }
         // 4. Walk.
-        let stop = self.walk(gpa, level)?;
+        let stop = self.walk(call.gpa, call.level)?;
         if !stop.reached {
-            return done(rcx(StatusCode::EptWalkFailed));
+            return Ok(HostStart::Done(rcx(StatusCode::EptWalkFailed)));
         }
         let loc = stop.loc.ok_or(SeptError::OutsideModel)?;
         let v = stop.view;
         // 5. Entry lock (PAGE.ADD holds the TDR exclusively instead).
-        if !matches!(call.kind, HostCallKind::PageAdd { .. }) {
-            if v.lock.is_locked() {
-                self.store(
-                    loc,
-                    View {
-                        lock: v.lock.with_host_priority(true),
-                        ..v
-                    },
-                )?;
-                return done(rcx(StatusCode::OperandBusy));
-            }
-            // A successful host acquire clears the host-priority bit, whatever follows.
+        if !matches!(call.kind, HostCallKind::PageAdd { .. })
+            && let Some(s) = self.check_entry_lock_host(loc, v)?
+        {
+            return Ok(HostStart::Done(s));
+        }
+        // 6. State.
+        if let Some(s) = call.check_state(v.state) {
+            return Ok(HostStart::Done(s));
+        }
+        // 7. Block and TLB tracking, once runnable.
+        if self.op_state == OpState::Runnable
+            && let Some(s) = self.check_block_and_tracking(call, v)
+        {
+            return Ok(HostStart::Done(s));
+        }
+        // 8. The call's own checks.
+        if let Some(s) = self.check_call_own(call, loc)? {
+            return Ok(HostStart::Done(s));
+        }
+        let table = self.reserve_table(call, loc)?;
+        self.take_host_locks(call, loc)?;
+        self.set_flight(slot, Some(Flight::Host { call, loc, table }))?;
+        Ok(HostStart::Started(HostOp {
+            slot: slot_id,
+            call,
+        }))
+    }
+
+    /// Checks 1 to 3, before the walk: the op state, the GPA/level operand, the S-EPT tree lock.
+    #[inline(always)]
+    fn check_call(&self, call: HostCall) -> Option<TdxStatus> {
+        // 1. Op state: PAGE.ADD only at build time; the others in both op states modelled.
+        if matches!(call.kind, HostCallKind::PageAdd { .. }) && self.op_state != OpState::BuildTime
+        {
+            return Some(TdxStatus::new(StatusCode::OpStateIncorrect, 0));
+        }
+        // 2. Operand.
+        let gpa = call.gpa;
+        if !call.level_allowed(self.config.profile.accept_1g)
+            || !gpa.is_aligned(call.level)
+            || !gpa.is_within(self.config.gpaw)
+            || gpa.is_shared(self.config.gpaw)
+        {
+            return Some(rcx(StatusCode::OperandInvalid));
+        }
+        // 3. Tree lock.
+        if self.tree_exclusive || (call.tree_exclusive() && self.tree_shared > 0) {
+            return Some(TdxStatus::with_operand(
+                StatusCode::OperandBusy,
+                OperandId::SEPT_TREE,
+            ));
+        }
+        None
+    }
+
+    /// Check 5, the entry lock, host side (tdx_locks.h `sept_lock_acquire_host`): a held lock
+    /// gets the host-priority bit and the call returns BUSY; otherwise the bit clears.
+    #[inline(always)]
+    fn check_entry_lock_host(&mut self, loc: Loc, v: View) -> Result<Option<TdxStatus>, SeptError> {
+        if v.lock.is_locked() {
             self.store(
                 loc,
                 View {
-                    lock: v.lock.with_host_priority(false),
+                    lock: v.lock.with_host_priority(true),
                     ..v
                 },
             )?;
+            return Ok(Some(rcx(StatusCode::OperandBusy)));
         }
-        // 6. State.
-        if !call.state_allowed(v.state) {
-            if matches!(call.kind, HostCallKind::RangeBlock) && v.state.is_blocked() {
-                return done(rcx(StatusCode::GpaRangeAlreadyBlocked));
+        // A successful host acquire clears the host-priority bit, whatever follows.
+        self.store(
+            loc,
+            View {
+                lock: v.lock.with_host_priority(false),
+                ..v
+            },
+        )?;
+        Ok(None)
+    }
+
+    /// Check 7, once the TD is runnable: DEMOTE, PROMOTE, PAGE.REMOVE and SEPT.REMOVE need the
+    /// entry blocked and its blocking epoch tracked; UNBLOCK needs the epoch tracked.
+    #[inline(always)]
+    fn check_block_and_tracking(&self, call: HostCall, v: View) -> Option<TdxStatus> {
+        let needs_block = match call.kind {
+            HostCallKind::PagePromote | HostCallKind::PageRemove | HostCallKind::SeptRemove => true,
+            // The non-blocking-resize proposal lets an unblocked leaf be demoted.
+            HostCallKind::PageDemote => {
+                !self.config.profile.non_blocking_resize || v.state.is_blocked()
             }
-            return done(rcx(StatusCode::EptEntryStateIncorrect));
-        }
-        // 7. Block and TLB tracking, once runnable.
-        if self.op_state == OpState::Runnable {
-            let needs_block = match call.kind {
-                HostCallKind::PagePromote | HostCallKind::PageRemove | HostCallKind::SeptRemove => {
-                    true
-                }
-                // The non-blocking-resize proposal lets an unblocked leaf be demoted.
-                HostCallKind::PageDemote => {
-                    !self.config.profile.non_blocking_resize || v.state.is_blocked()
-                }
-                _ => false,
-            };
-            if needs_block {
-                if !v.state.is_blocked() {
-                    return done(rcx(StatusCode::GpaRangeNotBlocked));
-                }
-                if !self.epochs.is_tracked(v.bepoch) {
-                    return done(rcx(StatusCode::TlbTrackingNotDone));
-                }
+            _ => false,
+        };
+        if needs_block {
+            if !v.state.is_blocked() {
+                return Some(rcx(StatusCode::GpaRangeNotBlocked));
             }
-            if matches!(call.kind, HostCallKind::RangeUnblock) && !self.epochs.is_tracked(v.bepoch)
-            {
-                return done(TdxStatus::with_operand(
-                    StatusCode::TlbTrackingNotDone,
-                    OperandId::SEPT_TREE,
-                ));
+            if !self.epochs.is_tracked(v.bepoch) {
+                return Some(rcx(StatusCode::TlbTrackingNotDone));
             }
         }
-        // 8. The call's own checks.
+        if matches!(call.kind, HostCallKind::RangeUnblock) && !self.epochs.is_tracked(v.bepoch) {
+            return Some(TdxStatus::with_operand(
+                StatusCode::TlbTrackingNotDone,
+                OperandId::SEPT_TREE,
+            ));
+        }
+        None
+    }
+
+    /// Check 8, the call's own: SEPT.REMOVE's all-FREE table, PROMOTE's children (locked on
+    /// success), a 1G AUG or DEMOTE wholly inside the model.
+    #[inline(always)]
+    fn check_call_own(&mut self, call: HostCall, loc: Loc) -> Result<Option<TdxStatus>, SeptError> {
         match call.kind {
             HostCallKind::SeptRemove if !self.children_all_free(loc)? => {
-                return done(rcx(StatusCode::EptPageNotFree));
+                return Ok(Some(rcx(StatusCode::EptPageNotFree)));
             }
             HostCallKind::PagePromote => {
                 if let Some(status) = self.promote_check_and_lock(loc)? {
-                    return done(status);
+                    return Ok(Some(status));
                 }
             }
-            HostCallKind::PageAug | HostCallKind::PageDemote if level == PageLevel::Size1G => {
+            HostCallKind::PageAug | HostCallKind::PageDemote if call.level == PageLevel::Size1G => {
                 // A 1G leaf must lie wholly in the model.
                 if let Loc::Gig(g) = loc
                     && !self.gig_fully_modelled(g)
@@ -312,6 +364,12 @@ impl<S: SeptStorage> Sept<S> {
             }
             _ => {}
         }
+        Ok(None)
+    }
+
+    /// The table a call that passed its checks takes from the pool, if it needs one.
+    #[inline(always)]
+    fn reserve_table(&mut self, call: HostCall, loc: Loc) -> Result<TableRef, SeptError> {
         // Take a table from the pool where the call needs one (KVM allocates the S-EPT page
         // before the SEAMCALL; running out is KVM's allocation failure, not a module status).
         // DEMOTE at 2M always takes one: a guest may still write the leaf while it is in flight
@@ -329,9 +387,15 @@ impl<S: SeptStorage> Sept<S> {
                 }
             }
         }
-        // Take the locks.
+        Ok(table)
+    }
+
+    /// Takes the locks of a call that passed its checks: the tree lock in the call's mode and
+    /// the entry lock (PAGE.ADD holds the TDR exclusively instead).
+    #[inline(always)]
+    fn take_host_locks(&mut self, call: HostCall, loc: Loc) -> Result<(), SeptError> {
         self.dirty.mark_fields();
-        if exclusive {
+        if call.tree_exclusive() {
             self.tree_exclusive = true;
         } else {
             // At most MAX_IN_FLIGHT holders.
@@ -347,11 +411,7 @@ impl<S: SeptStorage> Sept<S> {
                 },
             )?;
         }
-        self.set_flight(slot, Some(Flight::Host { call, loc, table }))?;
-        Ok(HostStart::Started(HostOp {
-            slot: slot_id,
-            call,
-        }))
+        Ok(())
     }
 
     /// A SEAMCALL, second phase: apply and unlock. `interrupted` says an interrupt became
@@ -422,205 +482,6 @@ impl<S: SeptStorage> Sept<S> {
             HostStart::Done(s) => Ok(s),
             HostStart::Started(op) => self.host_end(op, false),
         }
-    }
-
-    fn apply(
-        &mut self,
-        call: HostCall,
-        loc: Loc,
-        table: TableRef,
-        v: View,
-    ) -> Result<(), SeptError> {
-        let unlocked = v.lock.with_locked(false);
-        let set = |state: SeptEntryState| View {
-            state,
-            lock: unlocked,
-            bepoch: 0,
-            counter: 0,
-        };
-        let (gpa, level) = (call.gpa, call.level);
-        match call.kind {
-            HostCallKind::PageAdd { content } => {
-                self.store(loc, set(SeptEntryState::Mapped))?;
-                self.set_page_content(gpa, content)?;
-            }
-            HostCallKind::SeptAdd => {
-                if let Loc::Region(r) = loc {
-                    // A FREE region holds no content table; keep the pool exact anyway.
-                    if let Some(old) = self.region(r)?.table.index() {
-                        self.free_table(old)?;
-                    }
-                    let reg = self.region_mut(r)?;
-                    reg.table = table;
-                    reg.content = Content::NONE;
-                }
-                self.store(loc, set(SeptEntryState::NlMapped))?;
-            }
-            HostCallKind::PageAug => self.store(loc, set(SeptEntryState::Pending))?,
-            HostCallKind::RangeBlock => {
-                // block_sept_entry: sept_cleanup_if_pending resets the accept counter; the TD
-                // epoch is recorded as the block epoch.
-                let blocked = v.state.blocked().ok_or(SeptError::StaleOperation)?;
-                self.store(
-                    loc,
-                    View {
-                        state: blocked,
-                        lock: unlocked,
-                        bepoch: self.epochs.epoch(),
-                        counter: 0,
-                    },
-                )?;
-            }
-            HostCallKind::RangeUnblock => {
-                self.store(loc, set(v.state.unblocked()))?;
-            }
-            HostCallKind::PageDemote => self.apply_demote(loc, table, v)?,
-            HostCallKind::PagePromote => self.apply_promote(loc, unlocked)?,
-            HostCallKind::PageRemove => {
-                self.store(loc, set(SeptEntryState::Free))?;
-                match (level, loc) {
-                    (PageLevel::Size4K, _) => self.set_page_content(gpa, Content::NONE)?,
-                    (PageLevel::Size2M, Loc::Region(r)) => {
-                        self.set_region_content(r, Content::NONE)?
-                    }
-                    (_, Loc::Gig(g)) => {
-                        for r in self.regions_of_gig(g) {
-                            self.set_region_content(r, Content::NONE)?;
-                        }
-                    }
-                    _ => return Err(SeptError::StorageInconsistent),
-                }
-                if let Some(r) = self.region_index(gpa) {
-                    self.compact_region(r)?;
-                }
-            }
-            HostCallKind::SeptRemove => {
-                if let Loc::Region(r) = loc {
-                    if let Some(t) = self.region(r)?.table.index() {
-                        self.free_table(t)?;
-                    }
-                    let reg = self.region_mut(r)?;
-                    reg.table = TableRef::NONE;
-                    reg.content = Content::NONE;
-                }
-                self.store(loc, set(SeptEntryState::Free))?;
-            }
-        }
-        Ok(())
-    }
-
-    /// DEMOTE: the parent becomes a table and all 512 children get the parent's *unblocked*
-    /// state (BLOCKED → MAPPED, PENDING_BLOCKED → PENDING); content stays where it is; the
-    /// accept counter is reset (tdh_mem_page_demote.c, `sept_cleanup_if_pending`).
-    fn apply_demote(&mut self, loc: Loc, reserved: TableRef, v: View) -> Result<(), SeptError> {
-        let child = v.state.unblocked();
-        match loc {
-            Loc::Region(r) => {
-                let region = *self.region(r)?;
-                let reserved = reserved.index().ok_or(SeptError::StorageInconsistent)?;
-                // Per-page content, if the region has it, already sits in a table: keep that
-                // one as the page table and give back the one taken at the start.
-                let (t, content) = match region.table.index() {
-                    Some(t) => {
-                        self.free_table(reserved)?;
-                        (t, None)
-                    }
-                    None => (reserved, Some(region.content)),
-                };
-                // One pass (and one digest) over the 512 children.
-                for e in self.table_mut(t)?.entries.iter_mut() {
-                    if let Some(c) = content {
-                        e.content = c;
-                    }
-                    e.state = child;
-                    e.lock = super::EntryLock::default();
-                    e.bepoch = 0;
-                }
-                let reg = self.region_mut(r)?;
-                reg.table = TableRef::to(t);
-                reg.content = Content::NONE;
-            }
-            Loc::Gig(g) => {
-                for r in self.regions_of_gig(g) {
-                    self.store(
-                        Loc::Region(r),
-                        View {
-                            state: child,
-                            lock: super::EntryLock::default(),
-                            bepoch: 0,
-                            counter: 0,
-                        },
-                    )?;
-                }
-            }
-            Loc::Page { .. } => return Err(SeptError::StorageInconsistent),
-        }
-        self.store(
-            loc,
-            View {
-                state: SeptEntryState::NlMapped,
-                lock: v.lock.with_locked(false),
-                bepoch: 0,
-                counter: 0,
-            },
-        )
-    }
-
-    /// PROMOTE: the children were checked identical (all MAPPED or all PENDING) and locked; the
-    /// table entry becomes a leaf in their state and the children's table is released
-    /// (tdh_mem_page_promote.c). The model takes the children's HPAs as contiguous.
-    fn apply_promote(&mut self, loc: Loc, lock: super::EntryLock) -> Result<(), SeptError> {
-        let state = match loc {
-            Loc::Region(r) => {
-                let t = self
-                    .region(r)?
-                    .table
-                    .index()
-                    .ok_or(SeptError::StorageInconsistent)?;
-                let state = self
-                    .table(t)?
-                    .entries
-                    .first()
-                    .map(|e| e.state)
-                    .ok_or(SeptError::StorageInconsistent)?;
-                // The table now only records content; compact it if the content is uniform.
-                for e in self.table_mut(t)?.entries.iter_mut() {
-                    e.state = SeptEntryState::Free;
-                    e.lock = super::EntryLock::default();
-                    e.bepoch = 0;
-                }
-                self.store(
-                    loc,
-                    View {
-                        state,
-                        lock,
-                        bepoch: 0,
-                        counter: 0,
-                    },
-                )?;
-                self.compact_region(r)?;
-                return Ok(());
-            }
-            Loc::Gig(g) => {
-                let mut state = SeptEntryState::Free;
-                for r in self.regions_of_gig(g) {
-                    let v = self.load(Loc::Region(r))?;
-                    state = v.state;
-                    self.store(Loc::Region(r), View::FREE)?;
-                }
-                state
-            }
-            Loc::Page { .. } => return Err(SeptError::StorageInconsistent),
-        };
-        self.store(
-            loc,
-            View {
-                state,
-                lock,
-                bepoch: 0,
-                counter: 0,
-            },
-        )
     }
 
     fn children_all_free(&self, loc: Loc) -> Result<bool, SeptError> {

@@ -21,6 +21,7 @@ mod content;
 mod dirty;
 mod epoch;
 mod host;
+mod host_apply;
 mod loss;
 pub mod outcomes;
 mod pool;
