@@ -3,7 +3,8 @@
 use crate::abi::{Gpa, PageLevel, SeptEntryState};
 
 use super::{
-    Content, Entry4K, EntryLock, Flight, HugeEntry, Sept, SeptError, SeptStorage, TableRef,
+    Content, Entry4K, EntryLock, Flight, HugeEntry, MAX_IN_FLIGHT, Sept, SeptError, SeptStorage,
+    TableRef,
 };
 impl<S: SeptStorage> Sept<S> {
     /// Checks the storage's structural invariants: entries below a FREE or leaf 1G entry are
@@ -37,8 +38,10 @@ impl<S: SeptStorage> Sept<S> {
     }
 
     /// [`Sept::check_consistency`] (not idle) over the regions changed since the record was
-    /// last cleared, and the pool's counts; everything when the record says everything or a
-    /// 1G entry changed.
+    /// last cleared; everything when the record says everything or a 1G entry changed. The
+    /// pool's counts, which only a count over the whole window could check from the state
+    /// alone, are checked by the step that changed them ([`Sept::check_pool_step`]): a step's
+    /// checks cost what it changed, not the window.
     pub fn check_changed_consistency(&self) -> Result<(), SeptError> {
         if self.dirty.is_all() || self.dirty.gigs() {
             return self.check_consistency(false);
@@ -58,13 +61,93 @@ impl<S: SeptStorage> Sept<S> {
                 .ok_or(SeptError::StorageInconsistent)?;
             self.check_region(&gig, r, false, self.dirty.pages_of(r))?;
         }
-        let referenced = self
-            .storage
-            .regions()
-            .iter()
-            .filter(|r| r.table.index().is_some())
-            .count();
-        self.check_pool(u32::try_from(referenced).unwrap_or(u32::MAX), false)
+        Ok(())
+    }
+
+    /// The pool's counts after a step from `before`, this state's change record naming what
+    /// the step changed: the step changes by the same amount how many tables the regions and
+    /// the operations in flight reference, how many tables are in use, and the pool's count
+    /// of them. With `before` consistent ([`Sept::check_consistency`]'s counts), they agree
+    /// after the step too. Only the changed regions, the operations in flight and the tables
+    /// they reference before or after are read: a table changes only with the region or
+    /// operation that references it (the change record's promise, which the full checks
+    /// verify). Everything is checked from scratch when the record says everything.
+    pub fn check_pool_step(&self, before: &Self) -> Result<(), SeptError> {
+        if self.dirty.is_all() || self.dirty.gigs() {
+            return self.check_consistency(false);
+        }
+        // Most steps take, return and move no table: the same references and the same count.
+        let flight_table = |f: &Option<Flight>| match f {
+            Some(Flight::Host { table, .. }) => *table,
+            _ => TableRef::NONE,
+        };
+        // (Operations in flight change only with the module's fields.)
+        if self.tables_in_use == before.tables_in_use
+            && self.dirty.regions().iter().all(|&r| {
+                let r = r as usize;
+                let now = self.storage.regions().get(r).map(|x| x.table);
+                now.is_some() && now == before.storage.regions().get(r).map(|x| x.table)
+            })
+            && (!self.dirty.fields()
+                || self
+                    .in_flight
+                    .iter()
+                    .zip(&before.in_flight)
+                    .all(|(a, b)| flight_table(a) == flight_table(b)))
+        {
+            return Ok(());
+        }
+        let bad = Err(SeptError::StorageInconsistent);
+        // The tables the step can have taken, returned or moved, each once.
+        let mut tables = [usize::MAX; 2 * (super::dirty::TRACKED + MAX_IN_FLIGHT)];
+        let mut n = 0usize;
+        let mut note = |t: TableRef| {
+            if let Some(i) = t.index()
+                && !tables.get(..n).is_some_and(|seen| seen.contains(&i))
+                && let Some(slot) = tables.get_mut(n)
+            {
+                *slot = i;
+                n = n.saturating_add(1);
+            }
+        };
+        // Counts after and before the step over what it can have changed; the deltas are
+        // compared as sums (after + other's before) so nothing is subtracted.
+        let (mut ref_after, mut ref_before) = (0u64, 0u64);
+        for &r in self.dirty.regions() {
+            let (now, then) = (
+                self.region(r as usize)?.table,
+                before.region(r as usize)?.table,
+            );
+            ref_after = ref_after.saturating_add(u64::from(now.index().is_some()));
+            ref_before = ref_before.saturating_add(u64::from(then.index().is_some()));
+            note(now);
+            note(then);
+        }
+        for (sept, count) in [(self, &mut ref_after), (before, &mut ref_before)] {
+            for f in sept.in_flight.iter().flatten() {
+                if let Flight::Host { table, .. } = f
+                    && table.index().is_some()
+                {
+                    *count = count.saturating_add(1);
+                    note(*table);
+                }
+            }
+        }
+        let (mut in_after, mut in_before) = (0u64, 0u64);
+        for &t in tables.get(..n).unwrap_or(&[]) {
+            in_after = in_after.saturating_add(u64::from(self.table(t)?.in_use));
+            in_before = in_before.saturating_add(u64::from(before.table(t)?.in_use));
+        }
+        let (pool_after, pool_before) = (
+            u64::from(self.tables_in_use),
+            u64::from(before.tables_in_use),
+        );
+        if ref_after.saturating_add(in_before) != in_after.saturating_add(ref_before)
+            || in_after.saturating_add(pool_before) != pool_after.saturating_add(in_before)
+        {
+            return bad;
+        }
+        Ok(())
     }
 
     /// Region `r` under 1G entry `gig`; whether it references a table.

@@ -11,7 +11,7 @@
 /// Regions tracked one by one before the set gives up and says "all" (a step touches one or
 /// two; the set is copied and merged on every explored transition, so it is kept small:
 /// four measured as fast as eight on the Linux-boot world, and faster on the seed).
-const TRACKED: usize = 4;
+pub(crate) const TRACKED: usize = 4;
 /// Pages tracked one by one in a region before the whole region counts as changed.
 const PAGES: usize = 4;
 /// A region's page count when anything in it may have changed.

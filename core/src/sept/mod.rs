@@ -684,6 +684,44 @@ mod tests {
     }
 
     #[test]
+    fn a_step_that_drops_a_table_without_returning_it_breaks_the_pool_counts() {
+        let base = Gpa(0x4000_0000);
+        let mut s = two_regions();
+        s.arrange(base, PageLevel::Size1G, SeptEntryState::NlMapped)
+            .unwrap();
+        // A real SEPT.ADD of region 1's 4K table keeps the counts.
+        let before = s.clone();
+        s.clear_changes();
+        let status = s
+            .seamcall(host::HostCall::sept_add(
+                Gpa(0x4020_0000),
+                PageLevel::Size2M,
+            ))
+            .unwrap();
+        assert_eq!(status, crate::abi::TdxStatus::SUCCESS);
+        assert_eq!(s.check_changed_consistency(), Ok(()));
+        assert_eq!(s.check_pool_step(&before), Ok(()));
+        // A step that forgets region 1's table without returning it to the pool: each
+        // changed region is consistent on its own, but the pool now counts a table nobody
+        // references, which only the step's view of the counts sees.
+        let before = s.clone();
+        s.clear_changes();
+        let region = &mut s.storage.regions_mut()[1];
+        region.entry.state = SeptEntryState::Free;
+        region.table = TableRef::NONE;
+        s.dirty.mark(1);
+        assert_eq!(s.check_changed_consistency(), Ok(()));
+        assert_eq!(
+            s.check_pool_step(&before),
+            Err(SeptError::StorageInconsistent)
+        );
+        assert_eq!(
+            s.check_consistency(false),
+            Err(SeptError::StorageInconsistent)
+        );
+    }
+
+    #[test]
     fn the_change_record_says_when_the_modules_own_fields_change() {
         let mut s = two_regions();
         s.clear_changes();

@@ -140,6 +140,9 @@ impl<SS: SeptStorage, KS: KvmStorage> World<SS, KS> {
                 Self::inhibit_kept(before, self, gpa, PageLevel::Size1G)?;
             }
         }
+        self.sept
+            .check_pool_step(&before.sept)
+            .map_err(|_| Violation::SeptInconsistent)?;
         let ranges = Self::removal_ranges(before, self);
         let lost = before
             .sept
