@@ -582,6 +582,11 @@ pub fn run(args: &Args, out: &mut impl Write) -> Result<(), CliError> {
     let text = std::fs::read_to_string(&args.trace)
         .map_err(|e| CliError::Usage(format!("{}: {e}", args.trace.display())))?;
     let t = Trace::parse(&text).map_err(CliError::Trace)?;
+    if let Ok(sc) = t.scenario() {
+        for w in &sc.warnings {
+            eprintln!("warning: {}: {w}", args.trace.display());
+        }
+    }
     replay(
         &t,
         Options {

@@ -49,13 +49,16 @@ pub enum SchedulerArg {
 /// The most schedules one `sim` runs (each keeps its numbers for the percentiles).
 pub const MAX_RUNS: u32 = 1_000_000;
 
-/// Reads and parses a scenario file.
+/// Reads and parses a scenario file; its warnings go to stderr.
 pub(crate) fn load(path: &PathBuf) -> Result<(String, scenario::Scenario), CliError> {
     let name = path.display().to_string();
     let text = std::fs::read_to_string(path).map_err(|e| {
         CliError::Scenario(name.clone(), scenario::ScenarioError::Syntax(e.to_string()))
     })?;
-    let sc = scenario::parse(&text).map_err(|e| CliError::Scenario(name, e))?;
+    let sc = scenario::parse(&text).map_err(|e| CliError::Scenario(name.clone(), e))?;
+    for w in &sc.warnings {
+        eprintln!("warning: {name}: {w}");
+    }
     Ok((text, sc))
 }
 

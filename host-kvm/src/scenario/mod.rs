@@ -1,7 +1,8 @@
 //! Scenario files: a world described in TOML (module profile, policy, window, memslots with
 //! folio orders, build time or runnable, vCPUs with their guest programs in stages, host
-//! scripts, the scheduler, an expected verdict), parsed with line and field errors, and run
-//! under seeded schedules. The format is documented in scenarios/README.md.
+//! scripts, the scheduler, an expected verdict), parsed with line and field errors (every
+//! number range-checked, so a world never outgrows what the models hold) and warnings, and run
+//! under seeded schedules. The format and its limits are documented in scenarios/README.md.
 
 mod run;
 mod storage;
@@ -10,9 +11,9 @@ use std::fmt;
 
 use hugesept_core::abi::{Gfn, Gpa, PAGE_SIZE_2M, PageLevel};
 use hugesept_core::guest::{Guest, GuestKind, MAILBOX_CHUNK_SHIFT};
-use hugesept_core::kvm::{HostOpKind, Kvm, KvmError, Memslot};
+use hugesept_core::kvm::{HostOpKind, Kvm, KvmError, MAX_MEMSLOTS, Memslot};
 use hugesept_core::policy::PolicyId;
-use hugesept_core::sept::{ModuleProfile, Sept, SeptConfig};
+use hugesept_core::sept::{Content, ModuleProfile, Sept, SeptConfig};
 use hugesept_core::world::{
     Choice, HostAction, Limits, MAX_HOSTS, MAX_LAZY_UNITS, MAX_SCRIPT, MAX_STAGES, MAX_VCPUS,
     PctScheduler, PriorityScheduler, RandomScheduler, Scheduler, Stepped, Verdict, World,
@@ -91,6 +92,41 @@ fn field_err(field: &str, message: String) -> ScenarioError {
     }
 }
 
+/// 2 MiB regions a scenario's window holds at most (8 GiB). The storage of a world grows
+/// with its regions and 4K tables (storage.rs): at this limit, with one table per region,
+/// the models hold about 20 MB.
+pub const MAX_REGIONS: u64 = 4096;
+/// The largest window, in bytes (also the largest stride chunk).
+pub const MAX_WINDOW: u64 = MAX_REGIONS * PAGE_SIZE_2M;
+/// Seeded schedules a scenario may ask for (each keeps its numbers in the [`Summary`]).
+pub const MAX_SCHEDULES: u64 = 1_000_000;
+/// Steps one schedule may take at most, and the most `patience` (a trace records a choice per
+/// step: at this limit about 150 MB of text).
+pub const MAX_STEPS: u64 = 50_000_000;
+/// The guest_memfd folio orders a memslot may give: those of a 4K, 2M and 1G page, the levels
+/// [`Kvm::folio_level`] maps folios to (shared/reference/kvm-fault-path.md, fault-in).
+pub const FOLIO_ORDERS: [u8; 3] = [0, 9, 18];
+
+/// `value` of `field` as a `T`, if it lies in `lo..=hi`; else an error naming the range and
+/// where the limit comes from (`why`).
+fn bounded<T: TryFrom<u64>>(
+    field: &str,
+    value: u64,
+    lo: u64,
+    hi: u64,
+    why: &str,
+) -> Result<T, ScenarioError> {
+    if (lo..=hi).contains(&value)
+        && let Ok(v) = T::try_from(value)
+    {
+        return Ok(v);
+    }
+    Err(field_err(
+        field,
+        format!("{value} is outside {lo}..={hi} ({why})"),
+    ))
+}
+
 #[derive(Deserialize, Debug)]
 #[serde(deny_unknown_fields)]
 struct File {
@@ -100,15 +136,15 @@ struct File {
     #[serde(default)]
     ve: bool,
     base: Option<Num>,
-    regions: u32,
-    tables: Option<u32>,
+    regions: u64,
+    tables: Option<u64>,
     #[serde(default = "yes")]
     runnable: bool,
-    schedules: Option<u32>,
-    steps: Option<u32>,
-    patience: Option<u32>,
+    schedules: Option<u64>,
+    steps: Option<u64>,
+    patience: Option<u64>,
     scheduler: Option<String>,
-    order: Option<Vec<u8>>,
+    order: Option<Vec<u64>>,
     expect: Option<String>,
     unaccepted: Option<FileRange>,
     #[serde(default)]
@@ -133,7 +169,7 @@ struct FileMemslot {
     end: Num,
     #[serde(default = "yes")]
     guest_memfd: bool,
-    folio_order: Option<u8>,
+    folio_order: Option<u64>,
 }
 
 #[derive(Deserialize, Debug)]
@@ -145,12 +181,12 @@ struct FileVcpu {
     markers: Option<bool>,
     #[serde(default)]
     verify_only: bool,
-    tag: Option<u16>,
+    tag: Option<u64>,
     stride: Option<FileStride>,
     #[serde(default)]
     stage: Vec<FileStage>,
     #[serde(default)]
-    interrupts: u8,
+    interrupts: u64,
 }
 
 impl FileVcpu {
@@ -182,15 +218,15 @@ struct FileStage {
     markers: bool,
     #[serde(default)]
     verify_only: bool,
-    tag: Option<u16>,
+    tag: Option<u64>,
     stride: Option<FileStride>,
 }
 
 #[derive(Deserialize, Debug, Clone)]
 #[serde(deny_unknown_fields)]
 struct FileStride {
-    index: u8,
-    count: u8,
+    index: u64,
+    count: u64,
     chunk: Option<Num>,
 }
 
@@ -211,7 +247,7 @@ struct FileAction {
     start: Option<Num>,
     end: Option<Num>,
     gpa: Option<Num>,
-    stage: Option<u8>,
+    stage: Option<u64>,
 }
 
 /// How a scenario's schedules pick the next choice.
@@ -280,6 +316,10 @@ pub struct Scenario {
     pub memslots: Vec<ScenarioMemslot>,
     /// The lazy-accept bitmap's unaccepted range.
     pub unaccepted: Option<(Gpa, Gpa)>,
+    /// What the file asks for that the model runs but that is likely not meant (markers that
+    /// vCPUs write over each other's, a second `finalize`): one sentence each, naming the
+    /// fields.
+    pub warnings: Vec<String>,
     programs: Vec<Vec<Guest>>,
     interrupts: u8,
     scripts: Vec<Vec<HostAction>>,
@@ -297,6 +337,44 @@ const VERDICTS: [Verdict; 6] = [
 /// The verdict with this name.
 pub fn parse_verdict(name: &str) -> Option<Verdict> {
     VERDICTS.into_iter().find(|v| v.name() == name)
+}
+
+/// The S-EPT window a scenario's GPAs must lie in.
+#[derive(Clone, Copy)]
+struct Window {
+    base: u64,
+    end: u64,
+}
+
+impl Window {
+    /// The 4K-aligned GPA `v` of `field`, inside the window (its end included).
+    fn gpa(self, field: &str, v: &Num) -> Result<u64, ScenarioError> {
+        let v = v.value(field)?;
+        if (self.base..=self.end).contains(&v) && v.is_multiple_of(4096) {
+            Ok(v)
+        } else {
+            Err(field_err(
+                field,
+                format!(
+                    "{v:#x} is not a 4K-aligned GPA in the window [{:#x}, {:#x}]",
+                    self.base, self.end
+                ),
+            ))
+        }
+    }
+
+    /// The range from `at`.start to `at`.end (exclusive) in the window, not empty.
+    fn range(self, at: &str, s: &Num, e: &Num) -> Result<(u64, u64), ScenarioError> {
+        let s = self.gpa(&format!("{at}.start"), s)?;
+        let e = self.gpa(&format!("{at}.end"), e)?;
+        if e <= s {
+            return Err(field_err(
+                &format!("{at}.end"),
+                "must be above start".into(),
+            ));
+        }
+        Ok((s, e))
+    }
 }
 
 /// Parses and validates a scenario file's text.
@@ -323,46 +401,172 @@ pub fn parse(text: &str) -> Result<Scenario, ScenarioError> {
     if !base.is_multiple_of(PAGE_SIZE_2M) {
         return Err(field_err("base", "must be 2 MiB aligned".into()));
     }
-    if f.regions == 0 || f.regions > 4096 {
-        return Err(field_err("regions", "must be 1..=4096".into()));
-    }
-    let mut config = SeptConfig::new(Gpa(base), f.regions);
+    let regions: u32 = bounded(
+        "regions",
+        f.regions,
+        1,
+        MAX_REGIONS,
+        "the window holds at most 8 GiB of 2 MiB regions",
+    )?;
+    // A 2 MiB region holds at most one 4K table in either model (sept::Region::table,
+    // kvm::KvmRegion::table): a pool larger than the window's regions is never used.
+    let tables: usize = match f.tables {
+        Some(t) => bounded(
+            "tables",
+            t,
+            0,
+            u64::from(regions),
+            &format!("each of the window's {regions} regions holds at most one 4K table"),
+        )?,
+        None => regions as usize,
+    };
+    let mut config = SeptConfig::new(Gpa(base), regions);
     config.profile = profile;
     config.pending_ve_disable = !f.ve;
     config
         .gigs_needed()
         .map_err(|e| field_err("base", e.to_string()))?;
-    let window_end = base + u64::from(f.regions) * PAGE_SIZE_2M;
-    let in_window = |field: &str, v: &Num| -> Result<u64, ScenarioError> {
-        let v = v.value(field)?;
-        if (base..=window_end).contains(&v) && v.is_multiple_of(4096) {
-            Ok(v)
-        } else {
-            Err(field_err(
-                field,
-                format!(
-                    "{v:#x} is not a 4K-aligned GPA in the window [{base:#x}, {window_end:#x}]"
-                ),
-            ))
-        }
+    let window = Window {
+        base,
+        end: base + u64::from(regions) * PAGE_SIZE_2M,
     };
-    let range = |at: &str, s: &Num, e: &Num| -> Result<(u64, u64), ScenarioError> {
-        let s = in_window(&format!("{at}.start"), s)?;
-        let e = in_window(&format!("{at}.end"), e)?;
-        if e <= s {
+    let Vcpus {
+        programs,
+        interrupts,
+        marks,
+    } = parse_vcpus(&f.vcpu, window)?;
+    let memslots = parse_memslots(&f.memslot, window)?;
+    let unaccepted = match &f.unaccepted {
+        Some(r) => {
+            let (s, e) = window.range("unaccepted", &r.start, &r.end)?;
+            if !s.is_multiple_of(PAGE_SIZE_2M) || !e.is_multiple_of(PAGE_SIZE_2M) {
+                return Err(field_err(
+                    "unaccepted",
+                    "the bitmap holds 2 MiB units: start and end must be 2 MiB aligned".into(),
+                ));
+            }
+            if (e - s) / PAGE_SIZE_2M + (s - base) / PAGE_SIZE_2M > MAX_LAZY_UNITS as u64 {
+                return Err(field_err(
+                    "unaccepted",
+                    format!("the bitmap holds the window's first {MAX_LAZY_UNITS} units"),
+                ));
+            }
+            Some((Gpa(s), Gpa(e)))
+        }
+        None => None,
+    };
+    let most_stages = programs.iter().map(Vec::len).max().unwrap_or(1);
+    let (scripts, mut warnings) = parse_hosts(&f.host, window, f.runnable, most_stages)?;
+    warnings.extend(marker_warnings(&marks));
+    let expect = match &f.expect {
+        None => None,
+        Some(e) => Some(parse_verdict(e).ok_or_else(|| {
+            field_err(
+                "expect",
+                format!(
+                    "'{e}' names no verdict (known: {})",
+                    VERDICTS.map(|v| v.name()).join(", ")
+                ),
+            )
+        })?),
+    };
+    let scheduler = match f.scheduler.as_deref() {
+        None | Some("random") => SchedulerKind::Random,
+        Some("pct") => SchedulerKind::Pct(3),
+        Some("priority") => SchedulerKind::Priority,
+        Some(other) => {
             return Err(field_err(
-                &format!("{at}.end"),
-                "must be above start".into(),
+                "scheduler",
+                format!("'{other}' (known: random, pct, priority)"),
             ));
         }
-        Ok((s, e))
     };
-    if f.vcpu.is_empty() || f.vcpu.len() > MAX_VCPUS {
+    let order = parse_order(
+        f.order.as_deref().unwrap_or_default(),
+        programs.len(),
+        scripts.len(),
+    )?;
+    let schedules = match f.schedules {
+        Some(n) => bounded("schedules", n, 1, MAX_SCHEDULES, "seeded schedules to run")?,
+        None => 32,
+    };
+    let steps = match f.steps {
+        Some(n) => bounded("steps", n, 1, MAX_STEPS, "steps a schedule may take in all")?,
+        None => 5_000_000,
+    };
+    let patience = match f.patience {
+        Some(n) => bounded(
+            "patience",
+            n,
+            1,
+            MAX_STEPS,
+            "steps in a row without progress that make a livelock",
+        )?,
+        None => 20_000,
+    };
+    Ok(Scenario {
+        name: f.name.unwrap_or_else(|| "unnamed".into()),
+        profile,
+        policy,
+        config,
+        tables,
+        runnable: f.runnable,
+        schedules: if scheduler == SchedulerKind::Priority {
+            1
+        } else {
+            schedules
+        },
+        steps,
+        patience,
+        scheduler,
+        order,
+        expect,
+        memslots,
+        unaccepted,
+        warnings,
+        programs,
+        interrupts,
+        scripts,
+    })
+}
+
+/// What one stage of a vCPU's program does with markers, for [`marker_warnings`].
+struct Marking {
+    /// The vCPU.
+    vcpu: usize,
+    /// The stage.
+    stage: usize,
+    /// Its field, e.g. `vcpu[1].stage[0]`.
+    at: String,
+    /// Its marker's tag.
+    tag: u16,
+    /// It writes markers over its spans (and reads them back at its end).
+    writes: bool,
+    /// It only reads back the markers an earlier stage of its vCPU wrote (`verify_only`).
+    reads_back: bool,
+    /// Its range, or its chunks of it when strided: ascending, disjoint.
+    spans: Vec<(u64, u64)>,
+}
+
+/// What the [[vcpu]] tables give.
+struct Vcpus {
+    /// Each vCPU's program.
+    programs: Vec<Vec<Guest>>,
+    /// The interrupts a vCPU may take.
+    interrupts: u8,
+    /// What each stage does with markers.
+    marks: Vec<Marking>,
+}
+
+/// The [[vcpu]] tables.
+fn parse_vcpus(vcpus: &[FileVcpu], window: Window) -> Result<Vcpus, ScenarioError> {
+    if vcpus.is_empty() || vcpus.len() > MAX_VCPUS {
         return Err(field_err("vcpu", format!("1 to {MAX_VCPUS} vCPUs")));
     }
     let mut programs = Vec::new();
     let mut interrupts = 0u8;
-    for (i, v) in f.vcpu.iter().enumerate() {
+    let mut marks = Vec::new();
+    for (i, v) in vcpus.iter().enumerate() {
         let single = v.single(&format!("vcpu[{i}]"))?;
         let stages: Vec<(String, &FileStage)> = match (&single, v.stage.is_empty()) {
             (Some(s), true) => vec![(format!("vcpu[{i}]"), s)],
@@ -392,7 +596,7 @@ pub fn parse(text: &str) -> Result<Scenario, ScenarioError> {
             ));
         }
         let mut program = Vec::new();
-        for (at, st) in stages {
+        for (k, (at, st)) in stages.into_iter().enumerate() {
             let kind = GuestKind::parse(&st.guest).ok_or_else(|| {
                 field_err(
                     &format!("{at}.guest"),
@@ -403,46 +607,156 @@ pub fn parse(text: &str) -> Result<Scenario, ScenarioError> {
                     ),
                 )
             })?;
-            let (start, end) = range(&at, &st.start, &st.end)?;
-            let tag = st.tag.unwrap_or(i as u16 + 1);
+            let (start, end) = window.range(&at, &st.start, &st.end)?;
+            // Tags above Content::MAX_TAG fold onto it, and tag 0 is what
+            // KVM_TDX_INIT_MEM_REGION adds (kvm/fault.rs, the PAGE.ADD source content).
+            let tag = match st.tag {
+                Some(t) => bounded(
+                    &format!("{at}.tag"),
+                    t,
+                    1,
+                    u64::from(Content::MAX_TAG),
+                    "0 is the initial image's content; larger tags are not kept distinct",
+                )?,
+                None => u16::try_from(i + 1).unwrap_or(Content::MAX_TAG),
+            };
             let mut g = Guest::new(kind, Gpa(start), Gpa(end), tag);
+            let mut spans = vec![(start, end)];
             if let Some(sd) = &st.stride {
-                let chunk = match &sd.chunk {
-                    Some(c) => c.value(&format!("{at}.stride.chunk"))?,
-                    None => 1 << MAILBOX_CHUNK_SHIFT,
-                };
-                if !chunk.is_power_of_two() || chunk < PAGE_SIZE_2M {
-                    return Err(field_err(
-                        &format!("{at}.stride.chunk"),
-                        "must be a power of two of at least 2 MiB".into(),
-                    ));
-                }
-                if sd.count == 0 || sd.index >= sd.count {
-                    return Err(field_err(
-                        &format!("{at}.stride.index"),
-                        "must be below count (count at least 1)".into(),
-                    ));
-                }
-                g = g.strided(sd.index, sd.count, chunk.trailing_zeros() as u8);
+                let (index, count, chunk_shift) = parse_stride(&at, sd, vcpus.len())?;
+                spans = stride_spans(start, end, index, count, 1 << chunk_shift);
+                g = g.strided(index, count, chunk_shift);
             }
             if st.verify_only {
                 g = g.verify_only();
             }
+            // single-accept writes no markers; adversarial writes none either (guest::GuestKind).
+            let marking = st.markers && kind != GuestKind::SingleAccept;
+            marks.push(Marking {
+                vcpu: i,
+                stage: k,
+                at: at.clone(),
+                tag,
+                writes: marking && !st.verify_only && kind != GuestKind::Adversarial,
+                reads_back: marking && st.verify_only,
+                spans,
+            });
             program.push(if st.markers { g } else { g.without_markers() });
         }
         programs.push(program);
-        interrupts = interrupts.max(v.interrupts);
+        let at = format!("vcpu[{i}].interrupts");
+        interrupts = interrupts.max(bounded(
+            &at,
+            v.interrupts,
+            0,
+            u64::from(u8::MAX),
+            "interrupts a vCPU may take during 2M accepts",
+        )?);
     }
-    let mut memslots = Vec::new();
-    for (i, m) in f.memslot.iter().enumerate() {
-        let (start, end) = range(&format!("memslot[{i}]"), &m.start, &m.end)?;
-        let folio_order = m.folio_order.unwrap_or(9);
-        if folio_order > 18 {
+    Ok(Vcpus {
+        programs,
+        interrupts,
+        marks,
+    })
+}
+
+/// A stage's `stride`: its index, count and chunk shift. The vCPUs that share a range through
+/// OVMF's or td-shim's mailbox are among the scenario's `vcpus` (shared/reference/guests.md).
+fn parse_stride(at: &str, sd: &FileStride, vcpus: usize) -> Result<(u8, u8, u8), ScenarioError> {
+    if sd.count == 0 || sd.index >= sd.count {
+        return Err(field_err(
+            &format!("{at}.stride.index"),
+            format!(
+                "{} must be below count, {} (count at least 1)",
+                sd.index, sd.count
+            ),
+        ));
+    }
+    let chunk = match &sd.chunk {
+        Some(c) => c.value(&format!("{at}.stride.chunk"))?,
+        None => 1 << MAILBOX_CHUNK_SHIFT,
+    };
+    if !chunk.is_power_of_two() || !(PAGE_SIZE_2M..=MAX_WINDOW).contains(&chunk) {
+        return Err(field_err(
+            &format!("{at}.stride.chunk"),
+            format!("{chunk:#x} is not a power of two from 2 MiB to 8 GiB (the largest window)"),
+        ));
+    }
+    let count: u8 = bounded(
+        &format!("{at}.stride.count"),
+        sd.count,
+        1,
+        vcpus as u64,
+        &format!("the vCPUs sharing the range; the scenario has {vcpus}"),
+    )?;
+    let index = u8::try_from(sd.index)
+        .map_err(|_| field_err(&format!("{at}.stride.index"), "too large".into()))?;
+    let shift = u8::try_from(chunk.trailing_zeros())
+        .map_err(|_| field_err(&format!("{at}.stride.chunk"), "too large".into()))?;
+    Ok((index, count, shift))
+}
+
+/// The chunks of [start, end) a strided program owns: chunk k of `chunk` bytes from `start`
+/// when k mod `count` = `index` (guest::Guest::strided).
+fn stride_spans(start: u64, end: u64, index: u8, count: u8, chunk: u64) -> Vec<(u64, u64)> {
+    let mut spans = Vec::new();
+    let mut s = start;
+    let mut k = 0u64;
+    while s < end {
+        let e = s.saturating_add(chunk).min(end);
+        if k % u64::from(count) == u64::from(index) {
+            spans.push((s, e));
+        }
+        s = e;
+        k += 1;
+    }
+    spans
+}
+
+/// The [[memslot]] tables (default: one guest_memfd memslot over the window).
+fn parse_memslots(
+    slots: &[FileMemslot],
+    window: Window,
+) -> Result<Vec<ScenarioMemslot>, ScenarioError> {
+    if slots.len() > MAX_MEMSLOTS {
+        return Err(field_err(
+            "memslot",
+            format!(
+                "{} memslots; the model's VM holds at most {MAX_MEMSLOTS}",
+                slots.len()
+            ),
+        ));
+    }
+    let mut memslots: Vec<ScenarioMemslot> = Vec::new();
+    for (i, m) in slots.iter().enumerate() {
+        let (start, end) = window.range(&format!("memslot[{i}]"), &m.start, &m.end)?;
+        if let Some((j, o)) = memslots
+            .iter()
+            .enumerate()
+            .find(|(_, o)| o.start.raw() < end && start < o.end.raw())
+        {
             return Err(field_err(
-                &format!("memslot[{i}].folio_order"),
-                "must be 0..=18".into(),
+                &format!("memslot[{i}]"),
+                format!(
+                    "[{start:#x}, {end:#x}) overlaps memslot[{j}] [{:#x}, {:#x}) (KVM refuses \
+                     overlapping memslots)",
+                    o.start.raw(),
+                    o.end.raw()
+                ),
             ));
         }
+        let folio_order = match m.folio_order {
+            None => 9,
+            Some(o) => FOLIO_ORDERS
+                .into_iter()
+                .find(|&f| u64::from(f) == o)
+                .ok_or_else(|| {
+                    field_err(
+                        &format!("memslot[{i}].folio_order"),
+                        format!("{o} is not a folio order of the model: 0 (4K), 9 (2M) or 18 (1G)"),
+                    )
+                })?,
+        };
         memslots.push(ScenarioMemslot {
             start: Gpa(start),
             end: Gpa(end),
@@ -452,40 +766,34 @@ pub fn parse(text: &str) -> Result<Scenario, ScenarioError> {
     }
     if memslots.is_empty() {
         memslots.push(ScenarioMemslot {
-            start: Gpa(base),
-            end: Gpa(window_end),
+            start: Gpa(window.base),
+            end: Gpa(window.end),
             guest_memfd: true,
             folio_order: 9,
         });
     }
-    let unaccepted = match &f.unaccepted {
-        Some(r) => {
-            let (s, e) = range("unaccepted", &r.start, &r.end)?;
-            if !s.is_multiple_of(PAGE_SIZE_2M) || !e.is_multiple_of(PAGE_SIZE_2M) {
-                return Err(field_err(
-                    "unaccepted",
-                    "the bitmap holds 2 MiB units: start and end must be 2 MiB aligned".into(),
-                ));
-            }
-            if (e - s) / PAGE_SIZE_2M + (s - base) / PAGE_SIZE_2M > MAX_LAZY_UNITS as u64 {
-                return Err(field_err(
-                    "unaccepted",
-                    format!("the bitmap holds the window's first {MAX_LAZY_UNITS} units"),
-                ));
-            }
-            Some((Gpa(s), Gpa(e)))
-        }
-        None => None,
-    };
-    if f.host.len() > MAX_HOSTS {
+    Ok(memslots)
+}
+
+/// The [[host]] tables: each host actor's script, and the warnings they give. `runnable`: the
+/// TD starts finalized; `most_stages`: the most stages a vCPU's program has.
+fn parse_hosts(
+    hosts: &[FileHost],
+    window: Window,
+    runnable: bool,
+    most_stages: usize,
+) -> Result<(Vec<Vec<HostAction>>, Vec<String>), ScenarioError> {
+    if hosts.len() > MAX_HOSTS {
         return Err(field_err(
             "host",
             format!("at most {MAX_HOSTS} host actors"),
         ));
     }
     let mut scripts = Vec::new();
-    let mut finalizes = false;
-    for (h, host) in f.host.iter().enumerate() {
+    let mut warnings = Vec::new();
+    // The first `finalize` in any script.
+    let mut first_finalize: Option<String> = None;
+    for (h, host) in hosts.iter().enumerate() {
         if host.actions.len() > MAX_SCRIPT {
             return Err(field_err(
                 &format!("host[{h}].actions"),
@@ -493,6 +801,8 @@ pub fn parse(text: &str) -> Result<Scenario, ScenarioError> {
             ));
         }
         let mut script = Vec::new();
+        // The first `finalize` in this script.
+        let mut finalized_here: Option<String> = None;
         for (a, act) in host.actions.iter().enumerate() {
             let at = format!("host[{h}].actions[{a}]");
             let gfns = |act: &FileAction| -> Result<(Gfn, Gfn), ScenarioError> {
@@ -504,7 +814,7 @@ pub fn parse(text: &str) -> Result<Scenario, ScenarioError> {
                     .end
                     .as_ref()
                     .ok_or_else(|| field_err(&format!("{at}.end"), "missing".into()))?;
-                let (s, e) = range(&at, s, e)?;
+                let (s, e) = window.range(&at, s, e)?;
                 Ok((Gpa(s).gfn(), Gpa(e).gfn()))
             };
             let op = |kind| -> Result<HostAction, ScenarioError> {
@@ -517,23 +827,72 @@ pub fn parse(text: &str) -> Result<Scenario, ScenarioError> {
                 "punch-hole" => op(HostOpKind::PunchHole)?,
                 "split" => op(HostOpKind::SplitBoundaries)?,
                 "init-mem-region" => {
+                    // KVM_TDX_INIT_MEM_REGION works only before finalization (PAGE.ADD is
+                    // build time only, shared/reference/tdx-module.md; kvm::FaultPath::
+                    // init_mem_region): after it the action would do nothing.
+                    let refused = "KVM_TDX_INIT_MEM_REGION is refused once the TD is finalized \
+                                   (PAGE.ADD is build time only), so it would add nothing";
+                    if runnable {
+                        return Err(field_err(
+                            &format!("{at}.op"),
+                            format!(
+                                "init-mem-region on a TD that starts runnable (runnable = \
+                                 true): {refused}"
+                            ),
+                        ));
+                    }
+                    if let Some(fin) = &finalized_here {
+                        return Err(field_err(
+                            &format!("{at}.op"),
+                            format!("init-mem-region after the finalize at {fin}: {refused}"),
+                        ));
+                    }
                     let (start, end) = gfns(act)?;
                     HostAction::InitMemRegion { start, end }
                 }
                 "finalize" => {
-                    finalizes = true;
+                    // TDH.MR.FINALIZE on a runnable TD returns TDX_OP_STATE_INCORRECT
+                    // (sept::Sept::finalize): the action does nothing.
+                    if runnable {
+                        return Err(field_err(
+                            &format!("{at}.op"),
+                            "finalize on a TD that starts runnable (runnable = true): \
+                             TDH.MR.FINALIZE refuses it with TDX_OP_STATE_INCORRECT; a TD at \
+                             build time needs runnable = false"
+                                .into(),
+                        ));
+                    }
+                    match &first_finalize {
+                        Some(first) => warnings.push(format!(
+                            "{at}: a second finalize (the first is {first}): TDH.MR.FINALIZE \
+                             refuses it with TDX_OP_STATE_INCORRECT and it does nothing"
+                        )),
+                        None => first_finalize = Some(at.clone()),
+                    }
+                    finalized_here.get_or_insert_with(|| at.clone());
                     HostAction::Finalize
                 }
-                "await-stage" => HostAction::AwaitStage(
-                    act.stage
-                        .ok_or_else(|| field_err(&format!("{at}.stage"), "missing".into()))?,
-                ),
+                "await-stage" => {
+                    let n = act
+                        .stage
+                        .ok_or_else(|| field_err(&format!("{at}.stage"), "missing".into()))?;
+                    HostAction::AwaitStage(bounded(
+                        &format!("{at}.stage"),
+                        n,
+                        1,
+                        most_stages as u64,
+                        &format!(
+                            "await-stage n waits until every vCPU has finished its first n \
+                             stages; the programs have at most {most_stages}"
+                        ),
+                    )?)
+                }
                 "prefetch" => {
                     let g = act
                         .gpa
                         .as_ref()
                         .ok_or_else(|| field_err(&format!("{at}.gpa"), "missing".into()))?;
-                    let g = in_window(&format!("{at}.gpa"), g)?;
+                    let g = window.gpa(&format!("{at}.gpa"), g)?;
                     HostAction::Prefetch(Gpa(g).align_down(PageLevel::Size4K).gfn())
                 }
                 other => {
@@ -549,71 +908,129 @@ pub fn parse(text: &str) -> Result<Scenario, ScenarioError> {
         }
         scripts.push(script);
     }
-    if !f.runnable && !finalizes {
+    if !runnable && first_finalize.is_none() {
         return Err(field_err(
             "runnable",
             "a TD that starts at build time needs a host action `finalize`".into(),
         ));
     }
-    let expect = match &f.expect {
-        None => None,
-        Some(e) => Some(parse_verdict(e).ok_or_else(|| {
-            field_err(
-                "expect",
-                format!(
-                    "'{e}' names no verdict (known: {})",
-                    VERDICTS.map(|v| v.name()).join(", ")
-                ),
-            )
-        })?),
-    };
-    let scheduler = match f.scheduler.as_deref() {
-        None | Some("random") => SchedulerKind::Random,
-        Some("pct") => SchedulerKind::Pct(3),
-        Some("priority") => SchedulerKind::Priority,
-        Some(other) => {
+    Ok((scripts, warnings))
+}
+
+/// The priority order: actors the scenario has (vCPUs by number, host actor i as
+/// `MAX_VCPUS + i`), each once.
+fn parse_order(order: &[u64], vcpus: usize, hosts: usize) -> Result<Vec<u8>, ScenarioError> {
+    let actors = MAX_VCPUS + MAX_HOSTS;
+    let mut out: Vec<u8> = Vec::new();
+    for &a in order {
+        let (id, name, present) = match u8::try_from(a) {
+            Ok(id) if usize::from(id) < MAX_VCPUS => {
+                (id, format!("vCPU {id}"), usize::from(id) < vcpus)
+            }
+            Ok(id) if usize::from(id) < actors => {
+                let h = usize::from(id) - MAX_VCPUS;
+                (id, format!("host actor {h}"), h < hosts)
+            }
+            _ => {
+                return Err(field_err(
+                    "order",
+                    format!(
+                        "{a} names no actor (vCPUs 0..{MAX_VCPUS}, host actors \
+                         {MAX_VCPUS}..{actors})"
+                    ),
+                ));
+            }
+        };
+        if !present {
+            let hosts = match hosts {
+                0 => "no host actors".to_owned(),
+                n => format!("host actors {MAX_VCPUS}..{}", MAX_VCPUS + n),
+            };
             return Err(field_err(
-                "scheduler",
-                format!("'{other}' (known: random, pct, priority)"),
+                "order",
+                format!(
+                    "{a} names {name}, which the scenario does not have (it has vCPUs \
+                     0..{vcpus} and {hosts})"
+                ),
             ));
         }
-    };
-    let order = f.order.unwrap_or_default();
-    if let Some(bad) = order
-        .iter()
-        .find(|&&a| usize::from(a) >= MAX_VCPUS + MAX_HOSTS)
-    {
-        return Err(field_err(
-            "order",
-            format!(
-                "{bad} names no actor (vCPUs 0..{MAX_VCPUS}, host actors {MAX_VCPUS}..{})",
-                MAX_VCPUS + MAX_HOSTS
-            ),
-        ));
+        if out.contains(&id) {
+            return Err(field_err("order", format!("{a} names {name} twice")));
+        }
+        out.push(id);
     }
-    Ok(Scenario {
-        name: f.name.unwrap_or_else(|| "unnamed".into()),
-        profile,
-        policy,
-        config,
-        tables: f.tables.map_or(f.regions as usize, |t| t as usize),
-        runnable: f.runnable,
-        schedules: if scheduler == SchedulerKind::Priority {
-            1
+    Ok(out)
+}
+
+/// The first span two ascending lists of disjoint spans share.
+fn first_overlap(a: &[(u64, u64)], b: &[(u64, u64)]) -> Option<(u64, u64)> {
+    overlaps(a, b).into_iter().next()
+}
+
+/// Every span two ascending lists of disjoint spans share, ascending.
+fn overlaps(a: &[(u64, u64)], b: &[(u64, u64)]) -> Vec<(u64, u64)> {
+    let mut out = Vec::new();
+    let (mut i, mut j) = (0, 0);
+    while let (Some(&(s1, e1)), Some(&(s2, e2))) = (a.get(i), b.get(j)) {
+        let (s, e) = (s1.max(s2), e1.min(e2));
+        if s < e {
+            out.push((s, e));
+        }
+        if e1 <= e2 {
+            i += 1;
         } else {
-            f.schedules.unwrap_or(32)
-        },
-        steps: f.steps.unwrap_or(5_000_000),
-        patience: f.patience.unwrap_or(20_000).max(1),
-        scheduler,
-        order,
-        expect,
-        memslots,
-        unaccepted,
-        programs,
-        interrupts,
-        scripts,
-    })
+            j += 1;
+        }
+    }
+    out
+}
+
+/// Markers one vCPU writes over markers another reads back, at a time the other may still
+/// read them: in the same stage (stage k+1 starts on any vCPU only once every vCPU finished
+/// stage k, world::World::with_programs, so stages of one number run together), or between
+/// a stage that writes them and a later `verify_only` stage of its vCPU. A guest that finds
+/// another tag where its marker was ends in data-loss (guest module, markers).
+fn marker_warnings(marks: &[Marking]) -> Vec<String> {
+    let mut warnings = Vec::new();
+    for w in marks.iter().filter(|m| m.writes) {
+        for x in marks
+            .iter()
+            .filter(|x| x.writes && x.vcpu != w.vcpu && x.tag != w.tag)
+        {
+            if x.stage == w.stage {
+                // Reported once per pair.
+                if w.vcpu < x.vcpu
+                    && let Some((s, e)) = first_overlap(&w.spans, &x.spans)
+                {
+                    warnings.push(format!(
+                        "{} and {} write markers over [{s:#x}, {e:#x}) in the same stage: a \
+                         schedule where one overwrites the other's markers before they are read \
+                         back ends in data-loss",
+                        w.at, x.at
+                    ));
+                }
+                continue;
+            }
+            let later_read = marks.iter().find_map(|v| {
+                let read = v.vcpu == w.vcpu
+                    && v.reads_back
+                    && v.tag == w.tag
+                    && (w.stage..=v.stage).contains(&x.stage);
+                if !read {
+                    return None;
+                }
+                first_overlap(&overlaps(&w.spans, &v.spans), &x.spans).map(|span| (v, span))
+            });
+            if let Some((v, (s, e))) = later_read {
+                warnings.push(format!(
+                    "{} writes markers over [{s:#x}, {e:#x}), where {} wrote markers that {} \
+                     reads back: it finds the other tag and the run ends in data-loss",
+                    x.at, w.at, v.at
+                ));
+            }
+        }
+    }
+    warnings
 }
 
 impl Scenario {
