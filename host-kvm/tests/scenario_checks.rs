@@ -546,3 +546,25 @@ fn sim_explore_and_replay_print_the_warnings() {
     assert!(ok, "{err}");
     assert!(!err.contains("warning"), "{err}");
 }
+
+/// A file that expects a livelock but whose `patience` exceeds its `steps` can never get one:
+/// every run that does not end uses its budget first.
+#[test]
+fn a_livelock_expected_beyond_the_budget_is_a_warning() {
+    let w = warnings(&text(
+        "expect = \"livelock\"\nsteps = 100\npatience = 200",
+        "",
+    ));
+    assert!(
+        w.iter()
+            .any(|w| w.contains("`patience` 200 exceeds `steps` 100")),
+        "{w:?}"
+    );
+    assert!(
+        warnings(&text(
+            "expect = \"livelock\"\nsteps = 300\npatience = 200",
+            ""
+        ))
+        .is_empty()
+    );
+}

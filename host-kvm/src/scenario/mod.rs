@@ -504,6 +504,13 @@ pub fn parse(text: &str) -> Result<Scenario, ScenarioError> {
         )?,
         None => 20_000,
     };
+    if patience > steps && expect == Some(Verdict::Livelock) {
+        warnings.push(format!(
+            "`patience` {patience} exceeds `steps` {steps}: no run can go {patience} steps \
+             without progress, so none ends in the livelock this file expects (a run that uses \
+             its budget has no verdict)"
+        ));
+    }
     Ok(Scenario {
         name: f.name.unwrap_or_else(|| "unnamed".into()),
         profile,
