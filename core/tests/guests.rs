@@ -66,6 +66,7 @@ impl Td {
                 vcpu: &mut self.vcpu,
                 event_pending: false,
                 stats: &mut self.stats,
+                decision: None,
             },
             FaultPath::new(e),
             100_000,

@@ -164,6 +164,7 @@ impl World {
                     vcpu: &mut self.policy_state[i],
                     event_pending: false,
                     stats: &mut stats.fault[i],
+                    decision: None,
                 };
                 let r = path.step(&mut ctx).unwrap();
                 match r {
@@ -620,6 +621,7 @@ fn explicit_demotion_refuses_tdx_1_5() {
         vcpu: &mut w.policy_state[0],
         event_pending: false,
         stats: &mut stats.fault[0],
+        decision: None,
     };
     assert_eq!(
         path.step(&mut ctx),

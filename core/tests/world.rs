@@ -358,6 +358,7 @@ fn the_invariant_checks_catch_what_they_are_for() {
             vcpu: &mut v,
             event_pending: false,
             stats: &mut stats,
+            decision: None,
         },
         p,
         100,
@@ -435,6 +436,33 @@ fn steps_read_as_the_domain_writes_them() {
     assert_eq!(Choice::Interrupt(0).to_string(), "i0");
     assert_eq!(Choice::Host(1).to_string(), "h1");
     assert_eq!(StepNote::default().to_string(), "");
+    // A guest's end reads decoded: the operand and the status by name, not a debug dump.
+    let panic = hugesept_core::guest::GuestEnd::Panic {
+        op: AcceptOperand {
+            gpa: Gpa(0x4020_0000),
+            level: PageLevel::Size2M,
+        },
+        status: busy,
+    };
+    let text = panic.to_string();
+    assert!(
+        text.starts_with("panicked: TDG.MEM.PAGE.ACCEPT 0x40200000 2M → TDX_OPERAND_BUSY"),
+        "{text}"
+    );
+    // A design's decision on the fault path names the question and the answer.
+    use hugesept_core::policy::{Decision, HugeLeafQuery, SplitDecision};
+    let refuse = Decision::HugeLeaf {
+        query: HugeLeafQuery {
+            gfn: Gpa(0x4020_0000).gfn(),
+            goal: PageLevel::Size4K,
+            leaf: PageLevel::Size2M,
+        },
+        decision: SplitDecision::Refuse,
+    };
+    assert_eq!(
+        refuse.to_string(),
+        "2M leaf in the way, fault at 4K: refuses the split → RET_PF_RETRY"
+    );
 }
 
 /// A schedule that runs out of its step budget while every step still makes progress has no

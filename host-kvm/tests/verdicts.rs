@@ -130,6 +130,14 @@ fn a_livelock_trace_carries_its_cycle_and_replay_checks_it() {
             && out.contains("no end is reachable"),
         "{out}"
     );
+    // The steps read as the design's decisions, with the cycle marked.
+    let (ok, out, err) = hugesept(&["replay", file.to_str().unwrap(), "--last", "12"]);
+    assert!(ok, "{err}");
+    assert!(
+        out.contains("rfc-v1: 2M leaf in the way, fault at 4K: refuses the split → RET_PF_RETRY"),
+        "{out}"
+    );
+    assert!(out.contains("── the cycle: steps"), "{out}");
     // The explorer's livelock trace carries one too.
     let ex = temp("touch-first.explore.trace.toml");
     let (_, out, err) = hugesept(&[

@@ -3,7 +3,7 @@
 
 use core::fmt;
 
-use super::{GuestEvent, GuestOp};
+use super::{GuestEnd, GuestEvent, GuestOp};
 
 impl fmt::Display for GuestOp {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -39,6 +39,25 @@ impl fmt::Display for GuestEvent {
             GuestEvent::UnitClaimed => f.write_str("claimed (bit set)"),
             GuestEvent::UnitAccepted => f.write_str("already accepted (bit clear)"),
             GuestEvent::UnitReleased => f.write_str("bit cleared"),
+        }
+    }
+}
+
+impl fmt::Display for GuestEnd {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match *self {
+            GuestEnd::Done => f.write_str("done, every marker intact"),
+            GuestEnd::Panic { op, status } => write!(
+                f,
+                "panicked: TDG.MEM.PAGE.ACCEPT {} {} → {status}",
+                op.gpa, op.level
+            ),
+            GuestEnd::DataLoss {
+                gpa,
+                expected,
+                found,
+            } => write!(f, "data lost at {gpa}: expected {expected}, found {found}"),
+            GuestEnd::Confused => f.write_str("confused: an event it has no handling for"),
         }
     }
 }

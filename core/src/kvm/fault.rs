@@ -26,7 +26,7 @@
 use crate::abi::{
     AbiError, ExitQualification, ExtendedExitQualification, Gfn, Gpa, Gpaw, PageLevel, TdxStatus,
 };
-use crate::policy::{AcceptPlan, MaxLevelQuery, Policy, PrivateExit, VcpuPolicyState};
+use crate::policy::{AcceptPlan, Decision, MaxLevelQuery, Policy, PrivateExit, VcpuPolicyState};
 use crate::sept::{EptViolationExit, HostOp, OpState, Sept, SeptStorage};
 
 use super::split::{Split, SplitStep};
@@ -133,6 +133,8 @@ pub struct FaultCtx<'a, KS, SS, P> {
     pub event_pending: bool,
     /// Counters.
     pub stats: &'a mut FaultStats,
+    /// The policy's last decision in this step, for traces (the caller clears it).
+    pub decision: Option<Decision>,
 }
 
 /// The fault being handled.
@@ -373,6 +375,10 @@ impl FaultPath {
                     self.fault.prefetch,
                     ctx.sept.op_state() == OpState::Runnable,
                 );
+                ctx.decision = Some(Decision::MaxLevel {
+                    gfn: self.fault.gfn,
+                    level: goal,
+                });
                 self.go(Phase::Walk { goal })
             }
             Phase::Walk { goal } => self.walk(ctx, goal),
@@ -430,7 +436,9 @@ impl FaultPath {
             accept_level: exit.eeq.accept_level(),
         };
         self.fault.max_level = ctx.policy.fault_max_level(&pexit);
-        match ctx.policy.on_private_exit(ctx.vcpu, &pexit) {
+        let plan = ctx.policy.on_private_exit(ctx.vcpu, &pexit);
+        ctx.decision = Some(Decision::Exit { exit: pexit, plan });
+        match plan {
             AcceptPlan::Nothing => self.go(Phase::FaultIn),
             AcceptPlan::GuestInhibit { level, precheck } => {
                 self.go(Phase::InhibitCheck { level, precheck })

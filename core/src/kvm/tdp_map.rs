@@ -4,7 +4,7 @@
 //! huge leaf above the goal, and the release of the lock.
 
 use crate::abi::{PageLevel, StatusCode, TdxStatus};
-use crate::policy::{HugeLeafQuery, Policy, SplitDecision};
+use crate::policy::{Decision, HugeLeafQuery, Policy, SplitDecision};
 use crate::sept::{Content, HostCall, HostOp, HostStart, OpState, SeptStorage};
 
 use super::fault::{FaultCtx, FaultPath, FaultStep, Phase, RetPf};
@@ -152,7 +152,9 @@ impl FaultPath {
             goal,
             leaf,
         };
-        match ctx.policy.on_huge_leaf(ctx.vcpu, &q) {
+        let decision = ctx.policy.on_huge_leaf(ctx.vcpu, &q);
+        ctx.decision = Some(Decision::HugeLeaf { query: q, decision });
+        match decision {
             SplitDecision::Refuse => self.go(Phase::ReleaseRead(RetPf::Retry)),
             SplitDecision::KeepHugeLeaf => self.go(Phase::ReleaseRead(RetPf::Spurious)),
             SplitDecision::BugVm => self.bug(ctx, None),

@@ -13,6 +13,7 @@
 //!   the read-lock demote sequence, keep the huge leaf, or bug the VM.
 
 mod designs;
+mod display;
 
 use core::fmt;
 
@@ -83,6 +84,34 @@ pub enum SplitDecision {
     KeepHugeLeaf,
     /// KVM_BUG_ON: the VM is bugged.
     BugVm,
+}
+
+/// A decision a policy took on the fault path, with what it was asked: what a trace shows
+/// beside the step, so a reader sees which design choice produced a RET_PF value.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Decision {
+    /// `on_private_exit`: the plan for a private EPT violation.
+    Exit {
+        /// The exit.
+        exit: PrivateExit,
+        /// The plan.
+        plan: AcceptPlan,
+    },
+    /// The level the fault maps at most: `private_max_mapping_level` under mmu_lock, with
+    /// the fault's own max level and lpage_info.
+    MaxLevel {
+        /// The faulting GFN.
+        gfn: Gfn,
+        /// The level.
+        level: PageLevel,
+    },
+    /// `on_huge_leaf`: mapping met a huge leaf above the goal.
+    HugeLeaf {
+        /// The question.
+        query: HugeLeafQuery,
+        /// The answer.
+        decision: SplitDecision,
+    },
 }
 
 /// A policy cannot run with this module.

@@ -64,8 +64,13 @@ impl<SS: SeptStorage, KS: KvmStorage> World<SS, KS> {
             vcpu,
             event_pending,
             stats: &mut m.fault,
+            decision: None,
         };
-        path.step(&mut ctx)
+        let r = path.step(&mut ctx);
+        if let Some(d) = ctx.decision {
+            m.note.decision = Some(d);
+        }
+        r
     }
 
     fn step_vcpu(

@@ -99,6 +99,8 @@ pub struct StepNote {
     pub fault_end: Option<FaultEnd>,
     /// How a host operation ended.
     pub host_end: Option<HostOpEnd>,
+    /// The design's decision the step took on a fault path (shown with the design's name).
+    pub decision: Option<crate::policy::Decision>,
 }
 
 /// Why a seeded schedule stopped before a verdict.

@@ -48,8 +48,8 @@ fn vcpu_state(s: VcpuState) -> String {
             Some(e) => format!("exited to KVM: {e}"),
             None => format!("in KVM's fault path for {}: {}", p.gfn(), p.phase_name()),
         },
-        VcpuState::Finished(e) => format!("finished: {e:?}"),
-        VcpuState::Stopped(e) => format!("stopped: {e:?}"),
+        VcpuState::Finished(e) => format!("finished: {e}"),
+        VcpuState::Stopped(e) => format!("stopped: {e}"),
     }
 }
 
@@ -318,6 +318,12 @@ pub fn replay(t: &Trace, opts: Options, out: &mut impl Write) -> Result<Claim, C
     for (k, &c) in choices.iter().enumerate() {
         if t.cycle == Some(k) {
             cycle_start = Some((w.clone(), false));
+            writeln!(
+                out,
+                "── the cycle: steps {k}..{} lead back to the state before step {k} ──",
+                choices.len().saturating_sub(1)
+            )
+            .map_err(io)?;
         }
         if w.ended().is_some() {
             return Err(CliError::Trace(t.diverged(
@@ -357,6 +363,14 @@ pub fn replay(t: &Trace, opts: Options, out: &mut impl Write) -> Result<Claim, C
         }
         if k >= first_shown {
             let mut what = m.note.to_string();
+            if let Some(d) = m.note.decision {
+                let d = format!("{}: {d}", sc.policy);
+                what = if what.is_empty() {
+                    d
+                } else {
+                    format!("{d}; {what}")
+                };
+            }
             if let Some(a) = action.and_then(|a| started_action_text(a, &before)) {
                 what = if what.is_empty() {
                     a
