@@ -66,7 +66,7 @@ impl Td {
                 vcpu: &mut self.vcpu,
                 event_pending: false,
                 stats: &mut self.stats,
-                decision: None,
+                decision: &mut None,
             },
             FaultPath::new(e),
             100_000,

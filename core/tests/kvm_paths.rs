@@ -59,7 +59,7 @@ impl Td {
                 vcpu: &mut self.vcpu,
                 event_pending: event,
                 stats: &mut self.stats,
-                decision: None,
+                decision: &mut None,
             },
             path,
             limit,

@@ -164,7 +164,7 @@ impl World {
                     vcpu: &mut self.policy_state[i],
                     event_pending: false,
                     stats: &mut stats.fault[i],
-                    decision: None,
+                    decision: &mut None,
                 };
                 let r = path.step(&mut ctx).unwrap();
                 match r {

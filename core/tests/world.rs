@@ -358,7 +358,7 @@ fn the_invariant_checks_catch_what_they_are_for() {
             vcpu: &mut v,
             event_pending: false,
             stats: &mut stats,
-            decision: None,
+            decision: &mut None,
         },
         p,
         100,

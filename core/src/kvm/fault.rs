@@ -133,8 +133,8 @@ pub struct FaultCtx<'a, KS, SS, P> {
     pub event_pending: bool,
     /// Counters.
     pub stats: &'a mut FaultStats,
-    /// The policy's last decision in this step, for traces (the caller clears it).
-    pub decision: Option<Decision>,
+    /// Where the policy's decisions go, for traces (the last one of a step stays).
+    pub decision: &'a mut Option<Decision>,
 }
 
 /// The fault being handled.
@@ -375,7 +375,7 @@ impl FaultPath {
                     self.fault.prefetch,
                     ctx.sept.op_state() == OpState::Runnable,
                 );
-                ctx.decision = Some(Decision::MaxLevel {
+                *ctx.decision = Some(Decision::MaxLevel {
                     gfn: self.fault.gfn,
                     level: goal,
                 });
@@ -437,7 +437,7 @@ impl FaultPath {
         };
         self.fault.max_level = ctx.policy.fault_max_level(&pexit);
         let plan = ctx.policy.on_private_exit(ctx.vcpu, &pexit);
-        ctx.decision = Some(Decision::Exit { exit: pexit, plan });
+        *ctx.decision = Some(Decision::Exit { exit: pexit, plan });
         match plan {
             AcceptPlan::Nothing => self.go(Phase::FaultIn),
             AcceptPlan::GuestInhibit { level, precheck } => {

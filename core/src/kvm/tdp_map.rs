@@ -153,7 +153,7 @@ impl FaultPath {
             leaf,
         };
         let decision = ctx.policy.on_huge_leaf(ctx.vcpu, &q);
-        ctx.decision = Some(Decision::HugeLeaf { query: q, decision });
+        *ctx.decision = Some(Decision::HugeLeaf { query: q, decision });
         match decision {
             SplitDecision::Refuse => self.go(Phase::ReleaseRead(RetPf::Retry)),
             SplitDecision::KeepHugeLeaf => self.go(Phase::ReleaseRead(RetPf::Spurious)),

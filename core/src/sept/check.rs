@@ -72,6 +72,7 @@ impl<S: SeptStorage> Sept<S> {
     /// they reference before or after are read: a table changes only with the region or
     /// operation that references it (the change record's promise, which the full checks
     /// verify). Everything is checked from scratch when the record says everything.
+    #[inline]
     pub fn check_pool_step(&self, before: &Self) -> Result<(), SeptError> {
         if self.dirty.is_all() || self.dirty.gigs() {
             return self.check_consistency(false);
@@ -97,6 +98,12 @@ impl<S: SeptStorage> Sept<S> {
         {
             return Ok(());
         }
+        self.check_pool_counts(before)
+    }
+
+    /// [`Sept::check_pool_step`] for a step that took, returned or moved a table.
+    #[inline(never)]
+    fn check_pool_counts(&self, before: &Self) -> Result<(), SeptError> {
         let bad = Err(SeptError::StorageInconsistent);
         // The tables the step can have taken, returned or moved, each once.
         let mut tables = [usize::MAX; 2 * (super::dirty::TRACKED + MAX_IN_FLIGHT)];

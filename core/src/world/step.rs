@@ -64,13 +64,9 @@ impl<SS: SeptStorage, KS: KvmStorage> World<SS, KS> {
             vcpu,
             event_pending,
             stats: &mut m.fault,
-            decision: None,
+            decision: &mut m.note.decision,
         };
-        let r = path.step(&mut ctx);
-        if let Some(d) = ctx.decision {
-            m.note.decision = Some(d);
-        }
-        r
+        path.step(&mut ctx)
     }
 
     fn step_vcpu(
