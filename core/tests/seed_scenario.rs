@@ -621,7 +621,7 @@ fn explicit_demotion_refuses_tdx_1_5() {
         vcpu: &mut w.policy_state[0],
         event_pending: false,
         stats: &mut stats.fault[0],
-        decision: None,
+        decision: &mut None,
     };
     assert_eq!(
         path.step(&mut ctx),
