@@ -1,10 +1,12 @@
 //! hugesept-host-kvm: the host side of hugesept — scenario files and the worlds they describe
-//! (`scenario`), the exhaustive explorer (`explore`), livelock cycles (`cycle`), trace files (`trace`), the policy × guest
-//! matrix (`matrix`), and the `hugesept` command line over them (`cli`).
+//! (`scenario`), the exhaustive explorer (`explore`), livelock cycles (`cycle`), trace files
+//! (`trace`) and their minimisation (`minimise`), the policy × guest matrix (`matrix`), and
+//! the `hugesept` command line over them (`cli`).
 
 pub mod cli;
 pub mod cycle;
 pub mod explore;
 pub mod matrix;
+pub mod minimise;
 pub mod scenario;
 pub mod trace;

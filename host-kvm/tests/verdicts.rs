@@ -191,3 +191,42 @@ fn a_run_out_of_budget_is_its_own_outcome() {
     assert!(ok, "{err}");
     assert!(out.contains("reproduced: budget exhausted"), "{out}");
 }
+
+/// A failing run's trace is minimised: it still ends the same way, and no single step of it
+/// can be dropped (the rest would not run, or would end otherwise).
+#[test]
+fn a_failing_runs_trace_is_one_minimal() {
+    use hugesept_host_kvm::{minimise, scenario};
+    let text = std::fs::read_to_string(scenario("seed-rfc-v1.toml")).unwrap();
+    let sc = scenario::parse(&text).unwrap();
+    let sum = scenario::run_with(&sc, 1, 32, false, &|| true).unwrap();
+    let run = sum.traced.expect("a guest-panic among 32 schedules");
+    assert_eq!(run.outcome, "guest-panic");
+    let start = sc.world().unwrap();
+    let min = minimise::minimise(&start, &run.choices, run.outcome);
+    assert!(min.len() <= run.choices.len());
+    let ends_in = |choices: &[hugesept_core::world::Choice]| {
+        let mut w = start.clone();
+        let mut m = hugesept_core::world::Metrics::default();
+        for &c in choices {
+            if let Some(v) = w.ended() {
+                return Some(v.name());
+            }
+            if !w.is_enabled(c) {
+                return None;
+            }
+            w.step(c, &mut m).unwrap();
+        }
+        w.ended().map(|v| v.name())
+    };
+    assert_eq!(ends_in(&min), Some("guest-panic"));
+    for i in 0..min.len() {
+        let mut fewer = min.clone();
+        fewer.remove(i);
+        assert_ne!(
+            ends_in(&fewer),
+            Some("guest-panic"),
+            "step {i} was not needed"
+        );
+    }
+}

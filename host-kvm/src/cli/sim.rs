@@ -199,7 +199,26 @@ pub fn run(args: &Args, out: &mut impl Write) -> Result<(), CliError> {
     // The first run that did not end as expected (or not ok); with `--trace` given, the first
     // run when every run ended ok. Its choices were recorded as it ran.
     if let Some(run) = &sum.traced {
-        let t = trace::Trace::of_run(&text, &sc.scheduler.name(), run);
+        // A run that went wrong: the fewest of its steps that end the same way (replay
+        // re-checks them). A run asked for as it is (ok) is kept whole.
+        let mut run = run.clone();
+        let recorded = run.choices.len();
+        if run.outcome != hugesept_core::world::Verdict::Ok.name() {
+            let start = sc
+                .world()
+                .map_err(|e| CliError::Scenario(path.clone(), e))?;
+            run.choices = crate::minimise::minimise(&start, &run.choices, run.outcome);
+        }
+        let minimised = if run.choices.len() < recorded {
+            format!(" (minimised from {recorded})")
+        } else {
+            String::new()
+        };
+        let run = &run;
+        let mut t = trace::Trace::of_run(&text, &sc.scheduler.name(), run);
+        if !minimised.is_empty() {
+            t.schedule += ", minimised";
+        }
         let file = args.trace.clone().unwrap_or_else(|| {
             let stem = args
                 .scenario
@@ -217,7 +236,7 @@ pub fn run(args: &Args, out: &mut impl Write) -> Result<(), CliError> {
         };
         writeln!(
             out,
-            "first run ending in {}: seed {}, {} steps{cycle}; trace saved to {} \
+            "first run ending in {}: seed {}, {} steps{minimised}{cycle}; trace saved to {} \
              (hugesept replay {})",
             run.outcome,
             run.seed,
