@@ -7,6 +7,10 @@
 //!   the fuzz targets and their corpus.
 //! - `guest`: build the TD payload.
 //! - `fuzz [--seconds N] [TARGET...]`: run fuzz targets, growing their corpus.
+//! - `soak [--runs N] [--seed S] [--timeout SECS]`: the command line under random and extreme
+//!   input ([`soak`]); CI runs a shortened soak.
+
+mod soak;
 
 use std::env;
 use std::ffi::OsStr;
@@ -32,9 +36,11 @@ fn main() -> ExitCode {
         Some("test") => setup().and_then(|()| test()),
         Some("guest") => setup().and_then(|()| build_guest()),
         Some("fuzz") => setup().and_then(|()| fuzz(&args[1..])),
+        Some("soak") => soak::soak(&args[1..], &root()),
         _ => {
             eprintln!(
-                "usage: cargo xtask <setup | demo | test | guest | fuzz [--seconds N] [TARGET...]>"
+                "usage: cargo xtask <setup | demo | test | guest | fuzz [--seconds N] [TARGET...] \
+                 | soak [--runs N] [--seed S] [--timeout SECS]>"
             );
             return ExitCode::FAILURE;
         }
