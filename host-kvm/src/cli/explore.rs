@@ -8,7 +8,7 @@ use std::path::PathBuf;
 use hugesept_core::world::{Choice, Metrics, RandomScheduler, Verdict};
 
 use crate::cycle::Followed;
-use crate::explore::{self, Bounds};
+use crate::explore::{self, Bounds, Stop};
 use crate::scenario;
 use crate::trace::Trace;
 
@@ -22,11 +22,74 @@ pub struct Args {
     /// Distinct states to explore at most.
     #[arg(long, default_value_t = 2_000_000)]
     max_states: usize,
+    /// Memory the exploration may hold, in bytes (K, M, G: KiB, MiB, GiB), by its estimate
+    /// of its state table, graph and copies of the world; past it the exploration stops,
+    /// partial. Default: half the memory /proc/meminfo reports available, at most 2 GiB
+    /// (1 GiB when it cannot be read): the default --max-states takes a few hundred MiB, so
+    /// the bound stops only a search that --max-states was raised for, before it crowds out
+    /// the rest of the machine.
+    #[arg(long, value_parser = parse_bytes)]
+    max_memory: Option<u64>,
     /// Where to save the shortest trace of the worst outcome found (default:
     /// `<scenario>.explore.trace.toml` in the current directory); given, the shortest trace
     /// to an ok end is saved there when nothing worse was found.
     #[arg(long)]
     trace: Option<PathBuf>,
+}
+
+/// The default memory bound when /proc/meminfo cannot tell: 1 GiB.
+const FALLBACK_MEMORY: u64 = 1 << 30;
+
+/// The default memory bound is at most this: 2 GiB.
+const DEFAULT_MEMORY_CAP: u64 = 2 << 30;
+
+/// Parses a byte count: digits, then optionally K, M or G (KiB, MiB, GiB; `KiB`, `MB` and
+/// lower case are read the same).
+fn parse_bytes(s: &str) -> Result<u64, String> {
+    let t = s.trim();
+    let digits = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+    let (number, unit) = t.split_at(digits);
+    let shift = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 0,
+        "k" | "kb" | "kib" => 10,
+        "m" | "mb" | "mib" => 20,
+        "g" | "gb" | "gib" => 30,
+        _ => return Err(format!("'{s}': expected bytes, as 512M or 2G")),
+    };
+    let n: u64 = number
+        .parse()
+        .map_err(|_| format!("'{s}': expected bytes, as 512M or 2G"))?;
+    let bytes = n
+        .checked_mul(1 << shift)
+        .ok_or_else(|| format!("'{s}': too large"))?;
+    if bytes == 0 {
+        return Err(format!("'{s}': the bound must be more than 0 bytes"));
+    }
+    Ok(bytes)
+}
+
+/// `MemAvailable` of a /proc/meminfo text, in bytes.
+fn mem_available(meminfo: &str) -> Option<u64> {
+    let line = meminfo
+        .lines()
+        .find_map(|l| l.strip_prefix("MemAvailable:"))?;
+    let mut words = line.split_whitespace();
+    let n: u64 = words.next()?.parse().ok()?;
+    match words.next() {
+        Some("kB") => n.checked_mul(1024),
+        None => Some(n),
+        Some(_) => None,
+    }
+}
+
+/// The default memory bound for a machine whose /proc/meminfo reads `meminfo`: half of what
+/// is available, at most [`DEFAULT_MEMORY_CAP`]; [`FALLBACK_MEMORY`] without it.
+fn default_memory(meminfo: Option<&str>) -> u64 {
+    meminfo
+        .and_then(mem_available)
+        .map_or(FALLBACK_MEMORY, |available| {
+            (available / 2).min(DEFAULT_MEMORY_CAP)
+        })
 }
 
 /// Steps a livelock trace may follow the run on from the state it enters, looking for the
@@ -41,12 +104,21 @@ pub fn run(args: &Args, out: &mut impl Write) -> Result<(), CliError> {
     let start = sc
         .world()
         .map_err(|e| CliError::Scenario(path.clone(), e))?;
+    if let Some(file) = &args.trace {
+        super::check_output_path(file)?;
+    }
+    let max_memory = args.max_memory.unwrap_or_else(|| {
+        default_memory(std::fs::read_to_string("/proc/meminfo").ok().as_deref())
+    });
+    super::interrupt::install()?;
     let bar = super::progress_spinner("states");
     let t0 = std::time::Instant::now();
     let ex = explore::explore(
         &start,
         Bounds {
             max_states: args.max_states.max(1),
+            max_memory: usize::try_from(max_memory).unwrap_or(usize::MAX),
+            stop: Some(super::interrupt::interrupted),
             ..Bounds::default()
         },
         &mut |states, depth| {
@@ -67,14 +139,32 @@ pub fn run(args: &Args, out: &mut impl Write) -> Result<(), CliError> {
         ex.states as f64 / secs.max(1e-9)
     )
     .map_err(io)?;
-    if ex.bounded {
-        writeln!(
+    writeln!(
+        out,
+        "  memory: {:.1} MiB ({} bytes per state)",
+        ex.memory as f64 / f64::from(1 << 20),
+        ex.memory / ex.states.max(1)
+    )
+    .map_err(io)?;
+    // The bound that cut the exploration short, as the command line names it.
+    let bound = match ex.stopped {
+        Some(Stop::MaxStates) => format!("--max-states {}", args.max_states),
+        Some(Stop::MaxMemory) => format!("--max-memory {}", super::human_bytes(max_memory)),
+        Some(Stop::Interrupted) | None => String::new(),
+    };
+    match ex.stopped {
+        Some(Stop::Interrupted) => writeln!(
             out,
-            "  stopped at --max-states {}: the exploration is partial (no liveness verdict); \
-             raise the bound or shrink the world",
-            args.max_states
+            "  interrupted (Ctrl-C): the exploration is partial (no liveness verdict)"
         )
-        .map_err(io)?;
+        .map_err(io)?,
+        Some(_) => writeln!(
+            out,
+            "  stopped at {bound}: the exploration is partial (no liveness verdict); \
+             raise the bound or shrink the world"
+        )
+        .map_err(io)?,
+        None => {}
     }
     writeln!(out, "end states:").map_err(io)?;
     for (v, n) in &ex.ends {
@@ -112,7 +202,7 @@ pub fn run(args: &Args, out: &mut impl Write) -> Result<(), CliError> {
         match ex.end_traces.get(Verdict::Ok.name()) {
             Some(choices) => {
                 let t = Trace::new(&text, "explore, shortest".into(), choices, Verdict::Ok);
-                std::fs::write(file, t.to_toml()).map_err(io)?;
+                super::write_output(file, t.to_toml())?;
                 writeln!(
                     out,
                     "no outcome worse than ok; shortest trace to an ok end saved to {} \
@@ -152,7 +242,7 @@ pub fn run(args: &Args, out: &mut impl Write) -> Result<(), CliError> {
                 .map_or("scenario".into(), |s| s.to_string_lossy().into_owned());
             PathBuf::from(format!("{stem}.explore.trace.toml"))
         });
-        std::fs::write(&file, t.to_toml()).map_err(io)?;
+        super::write_output(&file, t.to_toml())?;
         writeln!(
             out,
             "worst outcome: {w}; shortest trace saved to {} (hugesept replay {})",
@@ -160,6 +250,9 @@ pub fn run(args: &Args, out: &mut impl Write) -> Result<(), CliError> {
             file.display()
         )
         .map_err(io)?;
+    }
+    if ex.stopped == Some(Stop::Interrupted) {
+        return Err(CliError::Interrupted);
     }
     // Every reachable outcome must be the one the scenario expects.
     if let Some(e) = sc.expect {
@@ -178,15 +271,15 @@ pub fn run(args: &Args, out: &mut impl Write) -> Result<(), CliError> {
                 e.name(),
                 found.join(", "),
                 if ex.bounded {
-                    " (and maybe more: the exploration hit --max-states)"
+                    format!(" (and maybe more: the exploration hit {bound})")
                 } else {
-                    ""
+                    String::new()
                 }
             )));
         }
         if ex.bounded {
             return Err(CliError::Unexpected(format!(
-                "{path}: the exploration hit --max-states; it cannot confirm `expect = \"{}\"`",
+                "{path}: the exploration hit {bound}; it cannot confirm `expect = \"{}\"`",
                 e.name()
             )));
         }
@@ -221,4 +314,35 @@ fn extend_livelock(
         }
         Followed::NoCycle => None,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn byte_counts_take_binary_suffixes() {
+        assert_eq!(parse_bytes("4096"), Ok(4096));
+        assert_eq!(parse_bytes("8K"), Ok(8 << 10));
+        assert_eq!(parse_bytes("512M"), Ok(512 << 20));
+        assert_eq!(parse_bytes("512MiB"), Ok(512 << 20));
+        assert_eq!(parse_bytes("2g"), Ok(2 << 30));
+        assert_eq!(parse_bytes("3 GB"), Ok(3 << 30));
+        for bad in ["", "M", "12X", "-1", "1.5G", "0", "0K", "99999999999G"] {
+            assert!(parse_bytes(bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn the_default_memory_bound_is_half_the_available_memory_capped() {
+        let meminfo = |kb: u64| format!("MemTotal: 99 kB\nMemFree: 1 kB\nMemAvailable: {kb} kB\n");
+        assert_eq!(default_memory(Some(&meminfo(1 << 20))), 512 << 20);
+        assert_eq!(default_memory(Some(&meminfo(20 << 20))), DEFAULT_MEMORY_CAP);
+        assert_eq!(default_memory(Some("MemTotal: 1 kB\n")), FALLBACK_MEMORY);
+        assert_eq!(
+            default_memory(Some("MemAvailable: lots\n")),
+            FALLBACK_MEMORY
+        );
+        assert_eq!(default_memory(None), FALLBACK_MEMORY);
+    }
 }

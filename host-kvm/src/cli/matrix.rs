@@ -126,15 +126,20 @@ pub fn run(args: &Args, out: &mut impl Write) -> Result<(), CliError> {
     if let Some(t) = args.threads {
         spec.threads = t.max(1);
     }
+    // The output files are opened before the matrix is computed: a path that cannot be
+    // written fails now, not after the run.
+    for p in args.json.iter().chain(&args.svg) {
+        super::create_output(p)?;
+    }
     let bar = super::progress(matrix::cell_count(&spec) as u64, "cells");
     let m =
         matrix::run(&spec, &|| bar.inc(1)).map_err(|e| CliError::Scenario("matrix".into(), e))?;
     bar.finish_and_clear();
     if let Some(p) = &args.json {
-        std::fs::write(p, json(&m)?).map_err(io)?;
+        super::write_output(p, json(&m)?)?;
     }
     if let Some(p) = &args.svg {
-        std::fs::write(p, svg(&m)).map_err(io)?;
+        super::write_output(p, svg(&m))?;
     }
     match args.format {
         Format::Markdown => write!(out, "{}", markdown(&m)).map_err(io)?,

@@ -593,8 +593,7 @@ fn livelock_evidence(
 
 /// Runs `replay`.
 pub fn run(args: &Args, out: &mut impl Write) -> Result<(), CliError> {
-    let text = std::fs::read_to_string(&args.trace)
-        .map_err(|e| CliError::Usage(format!("{}: {e}", args.trace.display())))?;
+    let text = super::read_input(&args.trace, "trace", super::TRACE_CAP)?;
     let t = Trace::parse(&text).map_err(CliError::Trace)?;
     if let Ok(sc) = t.scenario() {
         for w in &sc.warnings {

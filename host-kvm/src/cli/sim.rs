@@ -52,9 +52,7 @@ pub const MAX_RUNS: u32 = 1_000_000;
 /// Reads and parses a scenario file; its warnings go to stderr.
 pub(crate) fn load(path: &PathBuf) -> Result<(String, scenario::Scenario), CliError> {
     let name = path.display().to_string();
-    let text = std::fs::read_to_string(path).map_err(|e| {
-        CliError::Scenario(name.clone(), scenario::ScenarioError::Syntax(e.to_string()))
-    })?;
+    let text = super::read_input(path, "scenario", super::SCENARIO_CAP)?;
     let sc = scenario::parse(&text).map_err(|e| CliError::Scenario(name.clone(), e))?;
     for w in &sc.warnings {
         eprintln!("warning: {name}: {w}");
@@ -226,7 +224,7 @@ pub fn run(args: &Args, out: &mut impl Write) -> Result<(), CliError> {
                 .map_or("scenario".into(), |s| s.to_string_lossy().into_owned());
             PathBuf::from(format!("{stem}.trace.toml"))
         });
-        std::fs::write(&file, t.to_toml()).map_err(io)?;
+        super::write_output(&file, t.to_toml())?;
         let cycle = match run.cycle {
             Some(k) => format!(
                 ", ending in a cycle of {} steps from step {k}",

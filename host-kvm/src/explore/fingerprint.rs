@@ -117,6 +117,21 @@ impl StateTable {
         }
     }
 
+    /// Bytes the table holds once `k` more states are inserted (an upper bound): the
+    /// fingerprints' capacity as the vector grows, the slots doubled each time they pass five
+    /// eighths full, and while the last doubling rebuilds them, the slots it replaces.
+    pub(crate) fn bytes_after(&self, k: usize) -> usize {
+        let states = self.fps.len() + k;
+        let mut slots = self.slots.len();
+        let mut replaced = 0;
+        while states * 8 > slots * 5 {
+            replaced = slots;
+            slots *= 2;
+        }
+        super::capacity_after(&self.fps, k) * size_of::<u128>()
+            + (slots + replaced) * size_of::<u64>()
+    }
+
     /// The slot a search for `fp` starts at, in a table of `len` slots (a power of two).
     fn home(fp: u128, len: usize) -> usize {
         (fp >> 64) as usize & (len - 1)

@@ -5,8 +5,8 @@ use std::collections::BTreeMap;
 
 use hugesept_core::world::{Choice, Verdict, Violation};
 
-use super::Exploration;
 use super::fingerprint::{Lookup, StateTable};
+use super::{Exploration, Stop};
 
 /// The explored graph: the states by fingerprint, transitions between distinct states, and
 /// which states are ends. Both searches build it the same way.
@@ -51,6 +51,34 @@ impl Graph {
 
     pub(super) fn states(&self) -> usize {
         self.verdicts.len()
+    }
+
+    /// Edges recorded.
+    pub(super) fn edges(&self) -> usize {
+        self.edges.len()
+    }
+
+    /// Bytes the graph holds once `states` more states and `edges` more edges are added (an
+    /// upper bound): each vector's capacity as it grows times its element's size (the state
+    /// table's slots and fingerprints, the edges, the verdicts).
+    pub(super) fn bytes_after(&self, states: usize, edges: usize) -> usize {
+        self.ids.bytes_after(states)
+            + super::capacity_after(&self.edges, edges) * size_of::<(u32, u32, Choice)>()
+            + super::capacity_after(&self.verdicts, states) * size_of::<Option<Verdict>>()
+    }
+
+    /// Bytes [`Graph::exploration`] allocates at most beyond the graph, for a graph of
+    /// `states` states and `edges` edges: the rows of the edges by source and the distances
+    /// and first steps of the shortest paths; then, with the distances kept, the rows by
+    /// target and the marks and stack of the liveness pass.
+    pub(super) fn summary_bytes(states: usize, edges: usize) -> usize {
+        let rows = 2 * (states + 1) * size_of::<u32>();
+        let shortest = states * (size_of::<u32>() + size_of::<(u32, Choice)>());
+        let queue = states * size_of::<u32>();
+        let by_source = rows + edges * size_of::<(u32, Choice)>() + shortest + queue;
+        let marks = 2 * states * size_of::<bool>() + states * size_of::<u32>();
+        let by_target = shortest + rows + edges * size_of::<u32>() + marks;
+        by_source.max(by_target)
     }
 
     /// Starts loading where [`Graph::reach`] will look for `fp`.
@@ -98,8 +126,9 @@ impl Graph {
     pub(super) fn exploration(
         &self,
         transitions: u64,
-        bounded: bool,
+        stopped: Option<Stop>,
         broken: Option<Broken>,
+        memory: usize,
     ) -> Exploration {
         let shortest = self.shortest();
         let violation = broken.map(|(from, c, v)| {
@@ -107,7 +136,9 @@ impl Graph {
             p.push(c);
             (v, p)
         });
-        summarise(self, &shortest, transitions, bounded, violation)
+        let mut ex = summarise(self, &shortest, transitions, stopped, violation);
+        ex.memory = memory;
+        ex
     }
 }
 
@@ -205,9 +236,10 @@ fn summarise(
     graph: &Graph,
     shortest: &Shortest,
     transitions: u64,
-    bounded: bool,
+    stopped: Option<Stop>,
     violation: Option<(Violation, Vec<Choice>)>,
 ) -> Exploration {
+    let bounded = stopped.is_some();
     let reached = |&d: &u32| d != u32::MAX;
     let states = graph.states();
     let mut ex = Exploration {
@@ -221,6 +253,8 @@ fn summarise(
             .copied()
             .unwrap_or(0) as usize,
         bounded,
+        stopped,
+        memory: 0,
         ends: BTreeMap::new(),
         end_traces: BTreeMap::new(),
         livelock_states: 0,

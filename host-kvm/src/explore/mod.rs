@@ -29,6 +29,16 @@ use graph::{Broken, Graph};
 pub struct Bounds {
     /// Distinct states at most; the exploration stops (partial) when it would exceed them.
     pub max_states: usize,
+    /// Bytes the exploration may hold by its estimate ([`Exploration::memory`]: the state
+    /// table, the graph, the copies of the world it keeps, and what the summary after the
+    /// search needs); checked every [`CHECK_EDGES`] edges recorded (each new state records
+    /// one), and before every edge once that many more might pass it, it stops the
+    /// exploration (partial) when one more state would. 0: no bound.
+    pub max_memory: usize,
+    /// Asked at the checks of `max_memory` (every [`CHECK_EDGES`] edges, so new states, at
+    /// most); `true` stops the exploration (partial), as the bounds do. `hugesept explore`
+    /// passes Ctrl-C's flag.
+    pub stop: Option<fn() -> bool>,
     /// Recompute every fingerprint from scratch as well and fail on a difference (tests).
     pub verify_fingerprints: bool,
     /// Memory the depth-first path's copies of the world may take (0: 256 MiB); states found
@@ -79,6 +89,90 @@ pub fn fingerprint(parts: &PartHashes, regions: u128) -> u128 {
     parts.iter().fold(regions, |acc, p| acc ^ p)
 }
 
+/// Why an exploration stopped before it was complete.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stop {
+    /// It held [`Bounds::max_states`] states.
+    MaxStates,
+    /// One more state would have taken its memory estimate past [`Bounds::max_memory`].
+    MaxMemory,
+    /// [`Bounds::stop`] said so.
+    Interrupted,
+}
+
+/// The capacity `v` has after `k` more pushes: doubling each time it is full, as `Vec`
+/// grows.
+fn capacity_after<T>(v: &Vec<T>, k: usize) -> usize {
+    let need = v.len() + k;
+    let mut cap = v.capacity();
+    while cap < need {
+        cap = (cap * 2).max(4);
+    }
+    cap
+}
+
+/// Bytes a vector of `T` holds once `k` more are pushed.
+fn vec_bytes_after<T>(v: &Vec<T>, k: usize) -> usize {
+    capacity_after(v, k) * size_of::<T>()
+}
+
+/// Edges the explorer records at most between two checks of [`Bounds::stop`] and
+/// [`Bounds::max_memory`] (each new state brings one, so new states too); once its memory
+/// estimate for that many more would pass the bound, it checks before every edge.
+pub const CHECK_EDGES: usize = 1 << 10;
+
+/// The explorer's checks of its stop and its memory bound: each is made when the graph holds
+/// the edges the one before set, and sets the next.
+struct Checks {
+    edges: usize,
+    /// The most bytes a check found held.
+    memory: usize,
+}
+
+impl Checks {
+    /// The first check is due at once.
+    fn new() -> Self {
+        Checks {
+            edges: 0,
+            memory: 0,
+        }
+    }
+
+    /// Whether a check is due before the next transition is recorded.
+    #[inline]
+    fn due(&self, graph: &Graph) -> bool {
+        graph.edges() >= self.edges
+    }
+
+    /// Checks, with `estimate(k)` the bytes held once `k` more states and `k` more edges are
+    /// added: stops when [`Bounds::stop`] says so, or when one more state and edge would take
+    /// the estimate past [`Bounds::max_memory`]; else sets the next check. Made once per
+    /// [`CHECK_EDGES`] edges at most, so kept out of the search's loop.
+    #[cold]
+    #[inline(never)]
+    fn check(
+        &mut self,
+        bounds: &Bounds,
+        graph: &Graph,
+        estimate: impl Fn(usize) -> usize,
+    ) -> Option<Stop> {
+        if bounds.stop.is_some_and(|stop| stop()) {
+            return Some(Stop::Interrupted);
+        }
+        self.memory = self.memory.max(estimate(0));
+        let max = bounds.max_memory;
+        let k = if max == 0 || estimate(CHECK_EDGES) <= max {
+            CHECK_EDGES
+        } else if estimate(1) <= max {
+            1
+        } else {
+            return Some(Stop::MaxMemory);
+        };
+        self.edges = graph.edges() + k;
+        None
+    }
+}
+
 /// What an exploration found.
 #[derive(Debug, Clone)]
 pub struct Exploration {
@@ -88,8 +182,15 @@ pub struct Exploration {
     pub transitions: u64,
     /// The most steps any explored state needs from the start (its breadth-first level).
     pub depth: usize,
-    /// Whether `max_states` cut it short.
+    /// Whether it was cut short ([`Exploration::stopped`] says why).
     pub bounded: bool,
+    /// What cut it short, if anything.
+    pub stopped: Option<Stop>,
+    /// The bytes it held at most by its estimate: the capacities of the state table's and the
+    /// graph's vectors times their elements' sizes, the copies of the world kept (the search
+    /// path, the states set aside or in the frontier, the scratch world), and what the summary
+    /// of the graph allocates after the search.
+    pub memory: usize,
     /// Distinct end states per verdict.
     pub ends: BTreeMap<&'static str, usize>,
     /// A shortest path to an end state per verdict.
@@ -123,7 +224,7 @@ where
         start.ended(),
     );
     let mut transitions = 0u64;
-    let mut bounded = false;
+    let mut stopped = None;
     let mut violation: Option<Broken> = None;
     let mut frontier: Vec<(u32, u128, World<SS, KS>)> = Vec::new();
     if start.ended().is_none() {
@@ -132,8 +233,19 @@ where
     let mut m = Metrics::default();
     let mut next_frontier = Vec::new();
     let mut level = 0;
+    // The copies of the world held once `n` more states are added: the frontiers' (each
+    // world's storage beyond what its vector holds of it), the scratch world and a copy of
+    // the state stepped to.
+    let one = world_bytes(start);
+    let storage = one.saturating_sub(size_of::<World<SS, KS>>());
+    let held = |frontier: usize, next: &Vec<(u32, u128, World<SS, KS>)>, n: usize| {
+        frontier + vec_bytes_after(next, n) + (next.len() + n) * storage + 2 * one
+    };
+    let mut checks = Checks::new();
     'levels: while !frontier.is_empty() {
         level += 1;
+        // What the level being searched holds while it is drained.
+        let level_bytes = vec_bytes_after(&frontier, 0) + frontier.len() * storage;
         for (id, w_regions, w) in frontier.drain(..) {
             let mut choices = [Choice::Vcpu(0); MAX_CHOICES];
             let n = w.enabled(&mut choices);
@@ -173,10 +285,21 @@ where
                     return Err(hugesept_core::kvm::KvmError::Inconsistent);
                 }
                 let fp = fingerprint(&part_hashes(target), s_regions);
+                if checks.due(&graph) {
+                    let estimate = |k| {
+                        graph.bytes_after(k, k)
+                            + held(level_bytes, &next_frontier, k)
+                            + Graph::summary_bytes(graph.states() + k, graph.edges() + k)
+                    };
+                    if let Some(why) = checks.check(&bounds, &graph, estimate) {
+                        stopped = Some(why);
+                        break 'levels;
+                    }
+                }
                 if let Some(unknown) = graph.reach(id, c, fp) {
                     let verdict = target.ended();
                     let Some(new) = graph.add(unknown, id, c, verdict, bounds.max_states) else {
-                        bounded = true;
+                        stopped = Some(Stop::MaxStates);
                         break 'levels;
                     };
                     if verdict.is_none() {
@@ -191,7 +314,14 @@ where
         std::mem::swap(&mut frontier, &mut next_frontier);
         progress(graph.states(), level);
     }
-    Ok(graph.exploration(transitions, bounded, violation))
+    let now = graph.bytes_after(0, 0)
+        + held(
+            vec_bytes_after(&frontier, 0) + frontier.len() * storage,
+            &next_frontier,
+            0,
+        )
+        + Graph::summary_bytes(graph.states(), graph.edges());
+    Ok(graph.exploration(transitions, stopped, violation, checks.memory.max(now)))
 }
 
 /// Bytes of memory one copy of `w` holds (its fields and its storage), to size the
@@ -293,7 +423,7 @@ where
     let start_parts = part_hashes(start);
     let mut graph = Graph::new(fingerprint(&start_parts, start_regions), start.ended());
     let mut transitions = 0u64;
-    let mut bounded = false;
+    let mut stopped = None;
     let mut violation: Option<Broken> = None;
     let path_bytes = if bounds.path_bytes == 0 {
         PATH_BYTES
@@ -321,6 +451,19 @@ where
     }
     let mut m = Metrics::default();
     let mut reported = 0usize;
+    // The copies of the world held once `n` more states are added (each on the path or set
+    // aside, with a frame): the path's and the set-aside states' (each world's storage
+    // beyond what its vector holds of it), the scratch world; and the frames.
+    let one = world_bytes(start);
+    let storage = one.saturating_sub(size_of::<World<SS, KS>>());
+    let held = |path: &Vec<World<SS, KS>>, aside: &Vec<_>, frames: &Vec<Frame>, n: usize| {
+        vec_bytes_after(path, n)
+            + vec_bytes_after::<(u32, u128, PartHashes, World<SS, KS>)>(aside, n)
+            + (path.len() + aside.len() + n) * storage
+            + vec_bytes_after(frames, n)
+            + one
+    };
+    let mut checks = Checks::new();
     loop {
         let d = frames.len().saturating_sub(1);
         let Some(f) = frames.last_mut() else {
@@ -433,6 +576,17 @@ where
             break;
         }
         let id = f.id;
+        if checks.due(&graph) {
+            let estimate = |k| {
+                graph.bytes_after(k, k)
+                    + held(&path, &aside, &frames, k)
+                    + Graph::summary_bytes(graph.states() + k, graph.edges() + k)
+            };
+            if let Some(why) = checks.check(&bounds, &graph, estimate) {
+                stopped = Some(why);
+                break;
+            }
+        }
         let Some(unknown) = graph.reach(id, c, fp) else {
             s.revert_to(w);
             s.clear_changes();
@@ -444,7 +598,7 @@ where
         }
         let verdict = s.ended();
         let Some(new) = graph.add(unknown, id, c, verdict, bounds.max_states) else {
-            bounded = true;
+            stopped = Some(Stop::MaxStates);
             break;
         };
         if graph.states() >= reported + (1 << 16) {
@@ -507,7 +661,10 @@ where
             return Ok(bfs);
         }
     }
-    Ok(graph.exploration(transitions, bounded, violation))
+    let now = graph.bytes_after(0, 0)
+        + held(&path, &aside, &frames, 0)
+        + Graph::summary_bytes(graph.states(), graph.edges());
+    Ok(graph.exploration(transitions, stopped, violation, checks.memory.max(now)))
 }
 
 /// The verdict name of the worst outcome an exploration found, for traces and exit codes.
