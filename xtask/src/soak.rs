@@ -214,7 +214,7 @@ fn mutate(rng: &mut Rng, text: &str) -> String {
     let mut lines: Vec<String> = text.lines().map(str::to_owned).collect();
     for line in &mut lines {
         let is_value = line.contains(" = ") && !line.trim_start().starts_with('#');
-        if is_value && rng.chance(25) {
+        if is_value && rng.chance(7) {
             let key = line.split(" = ").next().unwrap_or("").to_owned();
             let value = if rng.chance(80) {
                 rng.pick(NUMBERS)
@@ -252,8 +252,11 @@ fn mutate(rng: &mut Rng, text: &str) -> String {
     }
     let mut out = lines.join("\n");
     if rng.chance(5) {
-        let cut = rng.below(out.len().max(1));
-        out.truncate(out.floor_char_boundary(cut));
+        let mut cut = rng.below(out.len().max(1));
+        while !out.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        out.truncate(cut);
     }
     out
 }
@@ -276,7 +279,7 @@ fn make_case(rng: &mut Rng, scenarios: &[String], dir: &Path, work: &Path) -> Re
         .get(rng.below(scenarios.len()))
         .cloned()
         .unwrap_or_default();
-    let text = if rng.chance(85) {
+    let text = if rng.chance(70) {
         mutate(rng, &base)
     } else {
         base
