@@ -386,6 +386,52 @@ fn ctrl_c_stops_explore_with_a_partial_result() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
+/// Ctrl-C stops `sim` too, even inside a long schedule: it prints the schedules that ran and
+/// exits 130, never 0.
+#[test]
+fn ctrl_c_stops_sim_with_the_schedules_that_ran() {
+    let mut child = hugesept()
+        .args([
+            "sim",
+            &scenario("linux-boot-rfc-v1.toml"),
+            "--runs",
+            "1000000",
+        ])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_secs(1));
+    assert!(
+        child.try_wait().unwrap().is_none(),
+        "sim ended before Ctrl-C"
+    );
+    let kill = Command::new("sh")
+        .args(["-c", "kill -INT \"$0\"", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(kill.success());
+    let status = wait_at_most(&mut child, Duration::from_secs(30), "sim after Ctrl-C");
+    let (mut out, mut err) = (String::new(), String::new());
+    child
+        .stdout
+        .take()
+        .unwrap()
+        .read_to_string(&mut out)
+        .unwrap();
+    child
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut err)
+        .unwrap();
+    assert_eq!(status.code(), Some(130), "{status}: {out}{err}");
+    assert!(out.contains("interrupted (Ctrl-C) after"), "{out}");
+    assert!(out.contains("of 1000000 schedules"), "{out}");
+    assert!(out.contains("outcomes:"), "{out}");
+    assert!(err.contains("hugesept: interrupted"), "{err}");
+}
+
 /// The explorer's own bounds, both searches: the memory estimate stays within
 /// `max_memory` and the stop is reported as the memory bound; a `stop` that answers true
 /// stops it as an interruption; without either it runs to completion and reports its memory.

@@ -199,7 +199,7 @@ fn a_failing_runs_trace_is_one_minimal() {
     use hugesept_host_kvm::{minimise, scenario};
     let text = std::fs::read_to_string(scenario("seed-rfc-v1.toml")).unwrap();
     let sc = scenario::parse(&text).unwrap();
-    let sum = scenario::run_with(&sc, 1, 32, false, &|| true).unwrap();
+    let sum = scenario::run_with(&sc, 1, 32, false, &|| {}, &|| false).unwrap();
     let run = sum.traced.expect("a guest-panic among 32 schedules");
     assert_eq!(run.outcome, "guest-panic");
     let start = sc.world().unwrap();

@@ -21,6 +21,12 @@ pub trait Observer<W> {
     /// The copy of the state before each step was brought up to `world` by the change record
     /// (so a shadow check can compare the two).
     fn synced(&mut self, _copy: &W, _world: &W) {}
+
+    /// Asked before each step: false stops the schedule there with
+    /// [`ScheduleError::Stopped`] (a user's Ctrl-C, a deadline).
+    fn keep_going(&mut self) -> bool {
+        true
+    }
 }
 
 impl<W, F: FnMut(Choice, Stepped)> Observer<W> for F {
@@ -96,6 +102,9 @@ impl<SS: SeptStorage, KS: KvmStorage> World<SS, KS> {
         for step in 0..limits.bound {
             if let Some(v) = w.ended() {
                 return Ok(v);
+            }
+            if !observer.keep_going() {
+                return Err(ScheduleError::Stopped { steps: step });
             }
             let mut choices = [Choice::Vcpu(0); MAX_CHOICES];
             let n = w.enabled(&mut choices);

@@ -124,6 +124,11 @@ pub enum ScheduleError {
         /// The steps taken (the budget).
         steps: u32,
     },
+    /// The observer asked to stop ([`super::Observer::keep_going`]): no verdict.
+    Stopped {
+        /// The steps taken.
+        steps: u32,
+    },
 }
 
 /// A broken safety invariant (design.md): a bug in a model or a policy.

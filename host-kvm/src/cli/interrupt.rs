@@ -5,9 +5,9 @@
 //! result, and ends with [`super::CliError::Interrupted`] (exit code 130).
 //!
 //! Only a command that asks the flag should install the handler: elsewhere Ctrl-C would be
-//! ignored. `sim` can do as `explore` does: call [`install`] before its runs and stop
-//! between schedules once [`interrupted`] answers true. A second Ctrl-C ends the process at
-//! once with 130, for when the stop takes longer than the user will wait.
+//! ignored. `explore` and `sim` do (`sim` looks between schedules and every few thousand
+//! steps inside one). A second Ctrl-C ends the process at once with 130, for when the stop
+//! takes longer than the user will wait.
 
 use std::sync::Once;
 use std::sync::atomic::{AtomicBool, Ordering};

@@ -104,25 +104,39 @@ pub fn run(args: &Args, out: &mut impl Write) -> Result<(), CliError> {
              for more)"
         )));
     }
+    // Ctrl-C ends the runs at the next look; what ran is printed, and the exit says so.
+    super::interrupt::install()?;
     let bar = super::progress(u64::from(runs), "schedules");
     let started = std::time::Instant::now();
-    let sum = scenario::run_with(&sc, args.seed, runs, args.trace.is_some(), &|| {
-        bar.inc(1);
-        true
-    })
+    let sum = scenario::run_with(
+        &sc,
+        args.seed,
+        runs,
+        args.trace.is_some(),
+        &|| bar.inc(1),
+        &super::interrupt::interrupted,
+    )
     .map_err(|e| CliError::Scenario(path.clone(), e))?;
     bar.finish_and_clear();
     let done = u32::try_from(sum.runs.len()).unwrap_or(u32::MAX);
-    if done != runs {
+    let interrupted = done != runs && super::interrupt::interrupted();
+    if done != runs && !interrupted {
         return Err(CliError::Unexpected(format!(
             "{path}: {done} of {runs} schedules ran"
         )));
     }
     let secs = started.elapsed().as_secs_f64();
     let io = CliError::Io;
+    if interrupted {
+        writeln!(
+            out,
+            "interrupted (Ctrl-C) after {done} of {runs} schedules: the numbers are theirs"
+        )
+        .map_err(io)?;
+    }
     writeln!(
         out,
-        "{path}: {} — {} on {}, {runs} {} schedules from seed {}",
+        "{path}: {} — {} on {}, {done} {} schedules from seed {}",
         sc.name,
         sc.policy,
         sc.profile,
@@ -243,6 +257,9 @@ pub fn run(args: &Args, out: &mut impl Write) -> Result<(), CliError> {
             file.display()
         )
         .map_err(io)?;
+    }
+    if interrupted {
+        return Err(CliError::Interrupted);
     }
     match (sc.expect, sum.first_unexpected) {
         (Some(e), Some((seed, got))) => Err(CliError::Unexpected(format!(

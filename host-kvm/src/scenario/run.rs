@@ -22,6 +22,33 @@ pub fn outcome_name(r: &Result<Verdict, ScheduleError>) -> Result<&'static str, 
         Err(ScheduleError::Invariant { .. }) => Ok(VIOLATION),
         Err(ScheduleError::BudgetExhausted { .. }) => Ok(BUDGET_EXHAUSTED),
         Err(ScheduleError::Model(e)) => Err(e.to_string()),
+        Err(ScheduleError::Stopped { steps }) => Err(format!("stopped after {steps} steps")),
+    }
+}
+
+/// Steps between two looks at the stop request inside a schedule.
+const STOP_EVERY: u32 = 4096;
+
+/// The observer of [`run_with`]'s schedules: records the choices and stops the schedule when
+/// asked (looking every [`STOP_EVERY`] steps).
+struct Recorder<'a> {
+    choices: &'a mut Vec<Choice>,
+    stop: &'a dyn Fn() -> bool,
+    countdown: u32,
+}
+
+impl<W> hugesept_core::world::Observer<W> for Recorder<'_> {
+    fn stepped(&mut self, _n: u32, choice: Choice, _s: Stepped, _before: &W, _after: &W) {
+        self.choices.push(choice);
+    }
+
+    fn keep_going(&mut self) -> bool {
+        if self.countdown == 0 {
+            self.countdown = STOP_EVERY;
+            return !(self.stop)();
+        }
+        self.countdown -= 1;
+        true
     }
 }
 
@@ -95,14 +122,16 @@ pub struct Summary {
 
 /// Runs `scenario` under `schedules` seeds from `first_seed` (seeds wrap around at 2^64),
 /// with its scheduler, recording the choices of the run to trace (the first run too when
-/// `trace_first`); `tick` is called after each schedule and stops the runs when it returns
-/// false (then `runs` holds fewer than `schedules`).
+/// `trace_first`); `tick` is called after each schedule. When `stop` answers true (it is
+/// asked between schedules and every few thousand steps) the runs end: the schedule it
+/// stopped is not counted, and `runs` holds fewer than `schedules`.
 pub fn run_with(
     scenario: &Scenario,
     first_seed: u64,
     schedules: u32,
     trace_first: bool,
-    tick: &dyn Fn() -> bool,
+    tick: &dyn Fn(),
+    stop: &dyn Fn() -> bool,
 ) -> Result<Summary, ScenarioError> {
     let start = scenario.world()?;
     let mut sum = Summary::default();
@@ -117,13 +146,23 @@ pub fn run_with(
         let mut steps = 0;
         let mut scheduler = scenario.scheduler(seed);
         choices.clear();
+        if stop() {
+            break;
+        }
         let r = w.advance_schedule(
             &mut scheduler,
             scenario.limits(),
             &mut m,
             &mut steps,
-            |c: Choice, _: Stepped| choices.push(c),
+            Recorder {
+                choices: &mut choices,
+                stop,
+                countdown: STOP_EVERY,
+            },
         );
+        if matches!(r, Err(ScheduleError::Stopped { .. })) {
+            break;
+        }
         let name =
             outcome_name(&r).map_err(|e| ScenarioError::Model(format!("seed {seed}: {e}")))?;
         *sum.verdicts.entry(name).or_default() += 1;
@@ -167,9 +206,7 @@ pub fn run_with(
             metrics: m,
             coverage_2m: coverage_2m(&w),
         });
-        if !tick() {
-            break;
-        }
+        tick();
     }
     Ok(sum)
 }
@@ -198,5 +235,5 @@ fn follow_livelock(
 
 /// Runs `scenario` under `schedules` seeds from `first_seed`, with its scheduler.
 pub fn run(scenario: &Scenario, first_seed: u64, schedules: u32) -> Result<Summary, ScenarioError> {
-    run_with(scenario, first_seed, schedules, false, &|| true)
+    run_with(scenario, first_seed, schedules, false, &|| {}, &|| false)
 }
