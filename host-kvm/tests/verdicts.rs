@@ -230,3 +230,22 @@ fn a_failing_runs_trace_is_one_minimal() {
         );
     }
 }
+
+/// The matrix says what its marks mean, and refuses counts it cannot honour.
+#[test]
+fn the_matrix_explains_its_marks_and_refuses_zero_seeds() {
+    let (ok, out, err) = hugesept(&["matrix", "--seeds", "1", "--policy", "explicit-demotion"]);
+    assert!(ok, "{err}");
+    assert!(out.contains("ok*"), "{out}");
+    let legend = out
+        .lines()
+        .find(|l| l.starts_with("Legend:"))
+        .unwrap_or_else(|| panic!("no legend in\n{out}"));
+    for mark in ["`ok*`", "`*`", "`adversarial`", "`budget-exhausted`"] {
+        assert!(legend.contains(mark), "{mark} not explained: {legend}");
+    }
+    for (flag, value) in [("--seeds", "0"), ("--threads", "0")] {
+        let (ok, _, err) = hugesept(&["matrix", flag, value]);
+        assert!(!ok && err.contains(&format!("{flag} {value}")), "{err}");
+    }
+}

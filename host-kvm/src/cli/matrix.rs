@@ -41,6 +41,11 @@ pub struct Args {
     show: Option<String>,
 }
 
+/// The most schedules per cell (the full matrix runs about a hundred cells).
+const MAX_SEEDS: u32 = 100_000;
+/// The most worker threads.
+const MAX_THREADS: usize = 256;
+
 /// Output formats.
 #[derive(Debug, Clone, Copy, clap::ValueEnum)]
 pub enum Format {
@@ -117,14 +122,25 @@ pub fn run(args: &Args, out: &mut impl Write) -> Result<(), CliError> {
         write!(out, "{}", show(s)?).map_err(io)?;
         return Ok(());
     }
+    if args.seeds == 0 || args.seeds > MAX_SEEDS {
+        return Err(CliError::Usage(format!(
+            "--seeds {}: a cell runs 1 to {MAX_SEEDS} schedules",
+            args.seeds
+        )));
+    }
     let mut spec = MatrixSpec {
         policies: policies(&args.policy)?,
         guests: guests(&args.guest)?,
-        seeds: args.seeds.max(1),
+        seeds: args.seeds,
         ..MatrixSpec::default()
     };
     if let Some(t) = args.threads {
-        spec.threads = t.max(1);
+        if t == 0 || t > MAX_THREADS {
+            return Err(CliError::Usage(format!(
+                "--threads {t}: 1 to {MAX_THREADS} workers"
+            )));
+        }
+        spec.threads = t;
     }
     // The output files are opened before the matrix is computed: a path that cannot be
     // written fails now, not after the run.
@@ -226,6 +242,15 @@ pub fn markdown(m: &Matrix) -> String {
             s += "\n";
         }
         s += "\n";
+        s += "Legend: `ok` — every world and schedule ended ok. A verdict name alone (`livelock`, \
+              `guest-panic`, `data-loss`, `vm-bugged`, `vm-killed`) — every world ended so. \
+              `world: outcome n, …` — the worlds that did not end ok, with their schedules per \
+              outcome; `budget-exhausted` counts a run that used its whole step budget (no \
+              verdict; it is left out of the costs). `*` — the design does not claim this guest \
+              (`world::supports`): `ok*` is ok without a promise, and a failure there is not a \
+              bug of the design. `adversarial` — a guest issuing arbitrary ACCEPTs and touches \
+              in and around its range: no design claims it ends ok; a design keeps its \
+              declaration there when the VM is never bugged and no data is lost.\n\n";
     }
     let boot: Vec<&Cell> = m.cells.iter().filter(|c| c.guest == "boot").collect();
     if !boot.is_empty() {
