@@ -215,7 +215,7 @@ fn matrix_refuses_an_unwritable_output_before_computing() {
     let missing = dir.join("no-such-dir").join("m.json");
     let m = missing.to_str().unwrap();
     let (status, out, err) = run_at_most(
-        &["matrix", "--seeds", "100000000", "--json", m],
+        &["matrix", "--seeds", "100000", "--json", m],
         Duration::from_secs(30),
     );
     assert_eq!(status.code(), Some(1), "{out}{err}");
@@ -227,7 +227,7 @@ fn matrix_refuses_an_unwritable_output_before_computing() {
         &[
             "matrix",
             "--seeds",
-            "100000000",
+            "100000",
             "--svg",
             dir.to_str().unwrap(),
         ],

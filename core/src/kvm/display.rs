@@ -1,4 +1,5 @@
-//! How the fault path's and the host operations' ends read in traces and logs.
+//! How the fault path's and the host operations' ends, mirror SPTEs and mirror-vs-S-EPT
+//! mismatches read in traces and logs.
 
 use core::fmt;
 
@@ -35,6 +36,38 @@ impl fmt::Display for HostOpEnd {
             }
             HostOpEnd::VmBugged(Some(s)) => write!(f, "KVM_BUG_ON after SEAMCALL status {s}"),
             HostOpEnd::VmBugged(None) => f.write_str("KVM_BUG_ON"),
+        }
+    }
+}
+
+impl fmt::Display for super::Spte {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let kind = if self.is_leaf() {
+            "leaf"
+        } else if self.is_table() {
+            "table"
+        } else {
+            "not present"
+        };
+        f.write_str(kind)?;
+        if self.is_frozen() {
+            f.write_str(" (frozen)")?;
+        }
+        Ok(())
+    }
+}
+
+impl fmt::Display for super::MirrorMismatch {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "at {} {}: the mirror has ", self.gpa, self.level)?;
+        match self.mirror {
+            Some(s) => write!(f, "a {s}")?,
+            None => f.write_str("no table holding the entry")?,
+        }
+        f.write_str(", the S-EPT ")?;
+        match self.sept {
+            Some(s) => write!(f, "{s}"),
+            None => f.write_str("no table holding the entry"),
         }
     }
 }

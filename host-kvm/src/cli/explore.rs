@@ -168,13 +168,22 @@ pub fn run(args: &Args, out: &mut impl Write) -> Result<(), CliError> {
     }
     writeln!(out, "end states:").map_err(io)?;
     for (v, n) in &ex.ends {
-        let len = ex.end_traces.get(v).map_or(0, Vec::len);
+        let path = ex.end_traces.get(v);
+        let len = path.map_or(0, Vec::len);
         writeln!(out, "  {v:<14} {n:>8} (shortest run: {len} steps)").map_err(io)?;
+        // What went wrong at the end of the shortest run, decoded.
+        if *v != Verdict::Ok.name()
+            && let Some(p) = path
+        {
+            for line in end_text(&start, p)? {
+                writeln!(out, "      {line}").map_err(io)?;
+            }
+        }
     }
     if let Some((v, p)) = &ex.violation {
         writeln!(
             out,
-            "safety invariant broken: {v:?}, after {} steps (shortest)",
+            "safety invariant broken: {v}, after {} steps (shortest)",
             p.len()
         )
         .map_err(io)?;
@@ -227,6 +236,9 @@ pub fn run(args: &Args, out: &mut impl Write) -> Result<(), CliError> {
             v => ex.end_traces.get(v).cloned(),
         }
         .unwrap_or_default();
+        // The shortest path is minimal in length; a partial search's may not be: the fewest of
+        // its steps that end the same way (livelock traces are kept, and extended to a cycle).
+        choices = crate::minimise::minimise(&start, &choices, w);
         let cycle = if w == "livelock" {
             extend_livelock(&start, &mut choices)?
         } else {
@@ -286,6 +298,34 @@ pub fn run(args: &Args, out: &mut impl Write) -> Result<(), CliError> {
         writeln!(out, "as expected: every reachable outcome is {}", e.name()).map_err(io)?;
     }
     Ok(())
+}
+
+/// The end of the run along `choices` from `start`: each vCPU that did not finish with its
+/// markers intact, and how it ended.
+fn end_text(
+    start: &crate::scenario::ScenarioWorld,
+    choices: &[Choice],
+) -> Result<Vec<String>, CliError> {
+    use hugesept_core::guest::GuestEnd;
+    use hugesept_core::world::VcpuState;
+    let mut w = start.clone();
+    let mut m = Metrics::default();
+    for &c in choices {
+        w.step(c, &mut m)
+            .map_err(|e| CliError::Usage(format!("model error: {e}")))?;
+    }
+    Ok(w.vcpus()
+        .enumerate()
+        .filter_map(|(i, v)| {
+            let how = match v.state() {
+                VcpuState::Finished(GuestEnd::Done) => return None,
+                VcpuState::Finished(e) => e.to_string(),
+                VcpuState::Stopped(e) => format!("stopped: {e}"),
+                _ => return None,
+            };
+            Some(format!("vCPU {i} ({}): {how}", v.guest().kind()))
+        })
+        .collect())
 }
 
 /// Follows the path `choices` into a state from which no end is reachable on (seeded

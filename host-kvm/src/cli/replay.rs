@@ -435,7 +435,7 @@ pub fn replay(t: &Trace, opts: Options, out: &mut impl Write) -> Result<Claim, C
             }
         }
         if let Err(v) = check {
-            writeln!(out, "safety invariant broken after step {k}: {v:?}").map_err(io)?;
+            writeln!(out, "safety invariant broken after step {k}: {v}").map_err(io)?;
             violation = Some(v);
             break;
         }
@@ -536,7 +536,7 @@ fn livelock_evidence(
             .or_else(|| {
                 ex.violation
                     .as_ref()
-                    .map(|(v, p)| format!("{v:?} in {} steps", p.len()))
+                    .map(|(v, p)| format!("a broken invariant ({v}) in {} steps", p.len()))
             })
     };
     let others = if proved {
