@@ -4,7 +4,7 @@
 //! - `setup`: toolchains, targets, components, cargo-fuzz, Debian packages.
 //! - `demo`: setup, then the main job (the policy × guest matrix on the standard worlds).
 //! - `test`: setup, then everything CI checks: fmt, clippy, tests, docs, the bare-metal builds,
-//!   the fuzz targets and their corpus.
+//!   a shortened CLI soak, the fuzz targets and their corpus.
 //! - `guest`: build the TD payload.
 //! - `fuzz [--seconds N] [TARGET...]`: run fuzz targets, growing their corpus.
 //! - `soak [--runs N] [--seed S] [--timeout SECS]`: the command line under random and extreme
@@ -389,6 +389,17 @@ fn test() -> Result {
                 "--locked",
             ],
         ),
+    );
+    // The command line under random and extreme input, shortened (`cargo xtask soak` runs
+    // 10,000).
+    check(
+        "CLI soak (400 runs)",
+        Box::new(|| {
+            let args: Vec<String> = ["--runs", "400", "--timeout", "10"]
+                .map(String::from)
+                .to_vec();
+            soak::soak(&args, &root())
+        }),
     );
     // The TD payload, with its own toolchain.
     check(
