@@ -332,20 +332,11 @@ fn explore_stops_at_its_memory_bound_with_a_partial_result() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
-/// Ctrl-C during a long exploration: it stops at its next check, prints what it found as a
-/// partial result, and exits with 130.
-#[test]
-fn ctrl_c_stops_explore_with_a_partial_result() {
-    let dir = temp_dir("ctrl-c");
+/// Runs `hugesept args`, sends it SIGINT after a second (it must still be running then), and
+/// waits at most `limit` for it to end: its exit status, stdout and stderr.
+fn interrupted_after_a_second(args: &[&str], limit: Duration) -> (ExitStatus, String, String) {
     let mut child = hugesept()
-        .args([
-            "explore",
-            &scenario("linux-boot-rfc-v1.toml"),
-            "--max-states",
-            "1000000000",
-            "--trace",
-            dir.join("t.toml").to_str().unwrap(),
-        ])
+        .args(args)
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
@@ -353,14 +344,14 @@ fn ctrl_c_stops_explore_with_a_partial_result() {
     std::thread::sleep(Duration::from_secs(1));
     assert!(
         child.try_wait().unwrap().is_none(),
-        "the exploration ended before Ctrl-C"
+        "{args:?} ended before Ctrl-C"
     );
     let kill = Command::new("sh")
         .args(["-c", "kill -INT \"$0\"", &child.id().to_string()])
         .status()
         .unwrap();
     assert!(kill.success());
-    let status = wait_at_most(&mut child, Duration::from_secs(60), "explore after Ctrl-C");
+    let status = wait_at_most(&mut child, limit, "the command after Ctrl-C");
     let (mut out, mut err) = (String::new(), String::new());
     child
         .stdout
@@ -374,6 +365,25 @@ fn ctrl_c_stops_explore_with_a_partial_result() {
         .unwrap()
         .read_to_string(&mut err)
         .unwrap();
+    (status, out, err)
+}
+
+/// Ctrl-C during a long exploration: it stops at its next check, prints what it found as a
+/// partial result, and exits with 130.
+#[test]
+fn ctrl_c_stops_explore_with_a_partial_result() {
+    let dir = temp_dir("ctrl-c");
+    let (status, out, err) = interrupted_after_a_second(
+        &[
+            "explore",
+            &scenario("linux-boot-rfc-v1.toml"),
+            "--max-states",
+            "1000000000",
+            "--trace",
+            dir.join("t.toml").to_str().unwrap(),
+        ],
+        Duration::from_secs(60),
+    );
     assert_eq!(status.code(), Some(130), "{status}: {out}{err}");
     assert!(out.contains("distinct states"), "{out}");
     assert!(
@@ -390,41 +400,15 @@ fn ctrl_c_stops_explore_with_a_partial_result() {
 /// exits 130, never 0.
 #[test]
 fn ctrl_c_stops_sim_with_the_schedules_that_ran() {
-    let mut child = hugesept()
-        .args([
+    let (status, out, err) = interrupted_after_a_second(
+        &[
             "sim",
             &scenario("linux-boot-rfc-v1.toml"),
             "--runs",
             "1000000",
-        ])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    std::thread::sleep(Duration::from_secs(1));
-    assert!(
-        child.try_wait().unwrap().is_none(),
-        "sim ended before Ctrl-C"
+        ],
+        Duration::from_secs(30),
     );
-    let kill = Command::new("sh")
-        .args(["-c", "kill -INT \"$0\"", &child.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(kill.success());
-    let status = wait_at_most(&mut child, Duration::from_secs(30), "sim after Ctrl-C");
-    let (mut out, mut err) = (String::new(), String::new());
-    child
-        .stdout
-        .take()
-        .unwrap()
-        .read_to_string(&mut out)
-        .unwrap();
-    child
-        .stderr
-        .take()
-        .unwrap()
-        .read_to_string(&mut err)
-        .unwrap();
     assert_eq!(status.code(), Some(130), "{status}: {out}{err}");
     assert!(out.contains("interrupted (Ctrl-C) after"), "{out}");
     assert!(out.contains("of 1000000 schedules"), "{out}");

@@ -24,7 +24,7 @@ pub struct Args {
     max_states: usize,
     /// Memory the exploration may hold, in bytes (K, M, G: KiB, MiB, GiB), by its estimate
     /// of its state table, graph and copies of the world; past it the exploration stops,
-    /// partial. Default: half the memory /proc/meminfo reports available, at most 2 GiB
+    /// partial. Default: half the memory /proc/meminfo reports available, at most 1.5 GiB
     /// (1 GiB when it cannot be read): the default --max-states takes a few hundred MiB, so
     /// the bound stops only a search that --max-states was raised for, before it crowds out
     /// the rest of the machine.
@@ -40,8 +40,9 @@ pub struct Args {
 /// The default memory bound when /proc/meminfo cannot tell: 1 GiB.
 const FALLBACK_MEMORY: u64 = 1 << 30;
 
-/// The default memory bound is at most this: 2 GiB.
-const DEFAULT_MEMORY_CAP: u64 = 2 << 30;
+/// The default memory bound is at most this: 1.5 GiB (the estimate counts reserved capacity,
+/// so a process at the bound stays well below 2 GiB resident).
+const DEFAULT_MEMORY_CAP: u64 = 3 << 29;
 
 /// Parses a byte count: digits, then optionally K, M or G (KiB, MiB, GiB; `KiB`, `MB` and
 /// lower case are read the same).
