@@ -150,7 +150,16 @@ fn grid(vcpus: u32, regions: u32) -> Scenario {
 }
 
 fn growth(c: &mut Criterion) {
-    for (vcpus, regions) in [(1, 2), (2, 2), (4, 4), (1, 16), (4, 16), (4, 128)] {
+    for (vcpus, regions) in [
+        (1, 2),
+        (2, 2),
+        (4, 4),
+        (1, 16),
+        (4, 16),
+        (4, 128),
+        (4, 1024),
+        (4, 4096),
+    ] {
         sim_throughput(
             c,
             "sim-growth",

@@ -332,7 +332,7 @@ fn make_case(rng: &mut Rng, scenarios: &[String], dir: &Path, work: &Path) -> Re
                     rng,
                     args,
                     "--max-memory",
-                    &["0", "1", "4K", "64M", "1G", "3G", "99999999999G", "abc"],
+                    &["0", "1", "4K", "64M", "1G", "1536M", "99999999999G", "abc"],
                 );
             }
             if rng.chance(30) {
