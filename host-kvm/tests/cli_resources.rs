@@ -50,16 +50,10 @@ fn wait_at_most(child: &mut Child, limit: Duration, what: &str) -> ExitStatus {
     }
 }
 
-/// Runs `hugesept args`, piped, for at most `limit`: its status, standard output and error.
-fn run_at_most(args: &[&str], limit: Duration) -> (ExitStatus, String, String) {
-    let mut child = hugesept()
-        .args(args)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("run hugesept");
-    // What these commands print fits a pipe's buffer: the child never waits on it.
-    let status = wait_at_most(&mut child, limit, &args.join(" "));
+/// Waits at most `limit` for `child`, whose output is piped: its status, standard output and
+/// error. (What these commands print fits a pipe's buffer: the child never waits on it.)
+fn collect(mut child: Child, limit: Duration, what: &str) -> (ExitStatus, String, String) {
+    let status = wait_at_most(&mut child, limit, what);
     let (mut out, mut err) = (String::new(), String::new());
     child
         .stdout
@@ -74,6 +68,21 @@ fn run_at_most(args: &[&str], limit: Duration) -> (ExitStatus, String, String) {
         .read_to_string(&mut err)
         .unwrap();
     (status, out, err)
+}
+
+/// `hugesept args` with its output piped.
+fn spawn_piped(args: &[&str]) -> Child {
+    hugesept()
+        .args(args)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run hugesept")
+}
+
+/// Runs `hugesept args`, piped, for at most `limit`: its status, standard output and error.
+fn run_at_most(args: &[&str], limit: Duration) -> (ExitStatus, String, String) {
+    collect(spawn_piped(args), limit, &args.join(" "))
 }
 
 /// A sparse file of `len` zero bytes.
@@ -335,12 +344,7 @@ fn explore_stops_at_its_memory_bound_with_a_partial_result() {
 /// Runs `hugesept args`, sends it SIGINT after a second (it must still be running then), and
 /// waits at most `limit` for it to end: its exit status, stdout and stderr.
 fn interrupted_after_a_second(args: &[&str], limit: Duration) -> (ExitStatus, String, String) {
-    let mut child = hugesept()
-        .args(args)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let mut child = spawn_piped(args);
     std::thread::sleep(Duration::from_secs(1));
     assert!(
         child.try_wait().unwrap().is_none(),
@@ -351,21 +355,7 @@ fn interrupted_after_a_second(args: &[&str], limit: Duration) -> (ExitStatus, St
         .status()
         .unwrap();
     assert!(kill.success());
-    let status = wait_at_most(&mut child, limit, "the command after Ctrl-C");
-    let (mut out, mut err) = (String::new(), String::new());
-    child
-        .stdout
-        .take()
-        .unwrap()
-        .read_to_string(&mut out)
-        .unwrap();
-    child
-        .stderr
-        .take()
-        .unwrap()
-        .read_to_string(&mut err)
-        .unwrap();
-    (status, out, err)
+    collect(child, limit, "the command after Ctrl-C")
 }
 
 /// Ctrl-C during a long exploration: it stops at its next check, prints what it found as a

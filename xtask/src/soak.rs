@@ -445,8 +445,9 @@ fn watch(bin: &Path, case: &Case, dir: &Path, timeout: Duration) -> Result<(Clas
         }
         match interrupted {
             None if started.elapsed() > timeout => {
-                let _ = Command::new("kill")
-                    .args(["-INT", &child.id().to_string()])
+                // The shell's own kill: no procps needed.
+                let _ = Command::new("sh")
+                    .args(["-c", "kill -INT \"$0\"", &child.id().to_string()])
                     .status();
                 interrupted = Some(Instant::now());
             }
