@@ -16,7 +16,8 @@
 //! - [`guest`]: how real TD firmware and kernels accept memory, as step machines.
 //! - [`world`]: vCPUs, host actors, the module and KVM composed into one deterministic world.
 //!
-//! Beside them, [`snapshot`]: the explorer's incremental-state plumbing (change records,
+//! Beside them, [`payload`]: the contract between the hugesept VMM and the guest-td payload
+//! (boot block, reports, hugesept calls, content in real memory); and [`snapshot`]: the explorer's incremental-state plumbing (change records,
 //! copies by what changed, hashing apart), one trait that the S-EPT model, KVM's model and
 //! the world implement in their own `snapshot.rs`.
 //!
@@ -31,6 +32,7 @@
 pub mod abi;
 pub mod guest;
 pub mod kvm;
+pub mod payload;
 pub mod policy;
 pub mod sept;
 pub mod snapshot;

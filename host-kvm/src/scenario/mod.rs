@@ -12,6 +12,7 @@ use std::fmt;
 use hugesept_core::abi::{Gfn, Gpa, PAGE_SIZE_2M, PageLevel};
 use hugesept_core::guest::{Guest, GuestKind, MAILBOX_CHUNK_SHIFT};
 use hugesept_core::kvm::{HostOpKind, Kvm, KvmError, MAX_MEMSLOTS, Memslot};
+use hugesept_core::payload::{ProgramSpec, StrideSpec};
 use hugesept_core::policy::PolicyId;
 use hugesept_core::sept::{Content, ModuleProfile, Sept, SeptConfig};
 use hugesept_core::world::{
@@ -320,7 +321,7 @@ pub struct Scenario {
     /// vCPUs write over each other's, a second `finalize`): one sentence each, naming the
     /// fields.
     pub warnings: Vec<String>,
-    programs: Vec<Vec<Guest>>,
+    programs: Vec<Vec<ProgramSpec>>,
     interrupts: u8,
     scripts: Vec<Vec<HostAction>>,
 }
@@ -558,7 +559,7 @@ struct Marking {
 /// What the [[vcpu]] tables give.
 struct Vcpus {
     /// Each vCPU's program.
-    programs: Vec<Vec<Guest>>,
+    programs: Vec<Vec<ProgramSpec>>,
     /// The interrupts a vCPU may take.
     interrupts: u8,
     /// What each stage does with markers.
@@ -627,15 +628,24 @@ fn parse_vcpus(vcpus: &[FileVcpu], window: Window) -> Result<Vcpus, ScenarioErro
                 )?,
                 None => u16::try_from(i + 1).unwrap_or(Content::MAX_TAG),
             };
-            let mut g = Guest::new(kind, Gpa(start), Gpa(end), tag);
+            let mut spec = ProgramSpec {
+                kind,
+                start: Gpa(start),
+                end: Gpa(end),
+                tag,
+                markers: st.markers,
+                verify_only: st.verify_only,
+                stride: None,
+            };
             let mut spans = vec![(start, end)];
             if let Some(sd) = &st.stride {
                 let (index, count, chunk_shift) = parse_stride(&at, sd, vcpus.len())?;
                 spans = stride_spans(start, end, index, count, 1 << chunk_shift);
-                g = g.strided(index, count, chunk_shift);
-            }
-            if st.verify_only {
-                g = g.verify_only();
+                spec.stride = Some(StrideSpec {
+                    index,
+                    count,
+                    chunk_shift,
+                });
             }
             // single-accept writes no markers; adversarial writes none either (guest::GuestKind).
             let marking = st.markers && kind != GuestKind::SingleAccept;
@@ -648,7 +658,7 @@ fn parse_vcpus(vcpus: &[FileVcpu], window: Window) -> Result<Vcpus, ScenarioErro
                 reads_back: marking && st.verify_only,
                 spans,
             });
-            program.push(if st.markers { g } else { g.without_markers() });
+            program.push(spec);
         }
         programs.push(program);
         let at = format!("vcpu[{i}].interrupts");
@@ -1041,6 +1051,17 @@ fn marker_warnings(marks: &[Marking]) -> Vec<String> {
 }
 
 impl Scenario {
+    /// Each vCPU's program, stage by stage (what [`Scenario::world`] builds its guests from and
+    /// what `hugesept run` writes into the payload's boot block).
+    pub fn programs(&self) -> &[Vec<ProgramSpec>] {
+        &self.programs
+    }
+
+    /// Interrupts each vCPU may take during 2M accepts.
+    pub fn interrupts(&self) -> u8 {
+        self.interrupts
+    }
+
     /// The world at its start: the TD finalized (unless it starts at build time), the
     /// memslots with their folio orders, the lazy-accept bitmap set.
     pub fn world(&self) -> Result<ScenarioWorld, ScenarioError> {
@@ -1073,7 +1094,12 @@ impl Scenario {
             }
         }
         let scripts: Vec<&[HostAction]> = self.scripts.iter().map(Vec::as_slice).collect();
-        let programs: Vec<&[Guest]> = self.programs.iter().map(Vec::as_slice).collect();
+        let guests: Vec<Vec<Guest>> = self
+            .programs
+            .iter()
+            .map(|p| p.iter().map(ProgramSpec::guest).collect())
+            .collect();
+        let programs: Vec<&[Guest]> = guests.iter().map(Vec::as_slice).collect();
         let mut w =
             World::with_programs(sept, kvm, self.policy, &programs, &scripts, self.interrupts)
                 .map_err(world_error)?;
@@ -1081,7 +1107,7 @@ impl Scenario {
             .programs
             .iter()
             .flatten()
-            .any(|g| g.kind() == GuestKind::LinuxLazy);
+            .any(|g| g.kind == GuestKind::LinuxLazy);
         match self.unaccepted {
             Some((s, e)) => w.set_unaccepted(s, e).map_err(world_error)?,
             None if lazy => {
