@@ -68,26 +68,122 @@ pub const GHCI_HLT: u64 = 12;
 /// GHCI `Instruction.IO`: R12 size, R13 direction (1 write), R14 port, R15 data.
 pub const GHCI_IO: u64 = 30;
 
-/// A hugesept call (R11 of a TDG.VP.VMCALL whose R10 is [`VMCALL_VENDOR`]).
+/// A hugesept call (R11 of a TDG.VP.VMCALL whose R10 is [`VMCALL_VENDOR`]; its arguments in
+/// R12 and R13, its answer in R11-R13 with R10 = 0, or R10 = [`VMCALL_INVALID_OPERAND`] for a
+/// call the VMM refuses).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Call {
-    /// A guest memory operation begins: R12 the [`AccessKind`], R13 the GPA, R14 the level (0
-    /// 4K, 1 2M), R15 the content raw. Answers R11 an [`AccessAnswer`] code, R12 a content raw
-    /// (what the model's read returned or its verify found), R13 a GPA (a verify's mismatch).
+    /// A guest memory operation begins: an [`AccessRequest`] in R12/R13. Answers R11 an
+    /// [`AccessAnswer`] code, R12 the raw content the model's read returned.
     AccessBegin,
-    /// The operation's real loads or stores are done: R12 the [`AccessKind`], R13 what the
-    /// payload saw (a content raw; for a verify the first page that differed, or all ones),
-    /// R14 the content it found there. The VMM compares them with the model.
+    /// The operation's real loads or stores are done: an [`AccessResult`] in R12/R13, which the
+    /// VMM compares with the model. Answers R11 0 (go on) or [`AccessAnswer::Stop`]'s code.
     AccessEnd,
     /// linux-lazy's unaccepted bitmap: R12 0 claim / 1 release, R13 the unit's GPA. Answers
-    /// R11: 0 claimed (accept it now), 1 already accepted, 2 released.
+    /// R11: 0 claimed (accept it now), 1 already accepted, 2 released, 3 stop.
     Unit,
-    /// The payload's program ended: R12 the [`EndCode`], R13 the detail word. Answers R11 0
-    /// (the next stage starts) or 1 (finished: halt).
+    /// The payload's program ended: R12 the [`EndCode`], R13 the detail word (a status, a GPA).
+    /// Answers R11 0 (the next stage starts), 1 (finished: write the report and halt) or 3
+    /// (stop).
     ProgramEnd,
-    /// The payload could not run: R12 a [`BootError`] code or a payload error code. The VMM
-    /// ends this vCPU with the report.
+    /// The payload cannot run: R12 a [`BootError::code`] or [`FAULT_PANIC`]. The VMM ends
+    /// this vCPU with the error.
     Fault,
+}
+
+/// [`Call::Fault`]'s code for a payload panic.
+pub const FAULT_PANIC: u64 = 0xffff_0000;
+/// [`Call::Fault`]'s code for a vCPU index the boot block does not describe.
+pub const FAULT_NO_PROGRAM: u64 = 0xffff_0001;
+/// [`Call::Fault`]'s code for an answer the payload cannot use (the VMM broke the protocol).
+pub const FAULT_PROTOCOL: u64 = 0xffff_0002;
+
+/// A memory operation as [`Call::AccessBegin`] carries it: R12 = kind (bits 7:0) | level
+/// (15:8) | content raw (31:16), R13 = the GPA.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct AccessRequest {
+    /// What it does.
+    pub kind: AccessKind,
+    /// The page's level (4K for a read).
+    pub level: PageLevel,
+    /// The marker written or checked ([`Content::NONE`] for a read).
+    pub content: Content,
+    /// The page.
+    pub gpa: Gpa,
+}
+
+impl AccessRequest {
+    /// R12 and R13.
+    pub const fn encode(self) -> (u64, u64) {
+        (
+            self.kind.code() | (level_code(self.level) << 8) | ((self.content.raw() as u64) << 16),
+            self.gpa.raw(),
+        )
+    }
+
+    /// From R12 and R13 (any values).
+    pub const fn decode(r12: u64, r13: u64) -> Option<AccessRequest> {
+        let Some(kind) = AccessKind::from_code(r12 & 0xff) else {
+            return None;
+        };
+        let Some(level) = level_from_code((r12 >> 8) & 0xff) else {
+            return None;
+        };
+        if r12 >> 32 != 0 {
+            return None;
+        }
+        Some(AccessRequest {
+            kind,
+            level,
+            content: Content::from_raw((r12 >> 16) as u16),
+            gpa: Gpa(r13),
+        })
+    }
+}
+
+/// What the payload's real loads and stores saw, as [`Call::AccessEnd`] carries it: R12 = kind
+/// (bits 7:0) | 1 << 8 when a page's words encode no content | the content found (31:16), R13
+/// = the page it is about (a read's page, a verify's first page without its marker, or 0 when
+/// every page held it).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct AccessResult {
+    /// The operation.
+    pub kind: AccessKind,
+    /// The content found: `None` when the words were torn or foreign.
+    pub found: Option<Content>,
+    /// The page (0 for a write or a verify that found every marker).
+    pub page: Gpa,
+}
+
+impl AccessResult {
+    /// R12 and R13.
+    pub const fn encode(self) -> (u64, u64) {
+        let found = match self.found {
+            Some(c) => (c.raw() as u64) << 16,
+            None => 1 << 8,
+        };
+        (self.kind.code() | found, self.page.raw())
+    }
+
+    /// From R12 and R13 (any values).
+    pub const fn decode(r12: u64, r13: u64) -> Option<AccessResult> {
+        let Some(kind) = AccessKind::from_code(r12 & 0xff) else {
+            return None;
+        };
+        if r12 >> 32 != 0 || (r12 >> 9) & 0x7f != 0 {
+            return None;
+        }
+        let found = if r12 & (1 << 8) != 0 {
+            None
+        } else {
+            Some(Content::from_raw((r12 >> 16) as u16))
+        };
+        Some(AccessResult {
+            kind,
+            found,
+            page: Gpa(r13),
+        })
+    }
 }
 
 impl Call {
@@ -744,10 +840,6 @@ pub const fn word_content(w: u64) -> Option<Content> {
     }
 }
 
-/// The raw value [`Call::AccessEnd`] carries for a page whose words are not one content (torn
-/// or foreign data).
-pub const CONTENT_UNREADABLE: u64 = u64::MAX;
-
 /// What a 4K page of real memory holds, read word by word: the content every word encodes,
 /// or `None` when the words differ or encode nothing.
 pub fn page_content(words: impl IntoIterator<Item = u64>) -> Option<Content> {
@@ -1188,5 +1280,25 @@ mod tests {
         for k in GuestKind::ALL {
             assert_eq!(kind_from_code(kind_code(k)), Some(k));
         }
+        let req = AccessRequest {
+            kind: AccessKind::Verify,
+            level: PageLevel::Size2M,
+            content: Content::data(9),
+            gpa: Gpa(0x4020_0000),
+        };
+        let (a, b) = req.encode();
+        assert_eq!(AccessRequest::decode(a, b), Some(req));
+        assert_eq!(AccessRequest::decode(u64::MAX, 0), None);
+        assert_eq!(AccessRequest::decode(0, 0), None);
+        for found in [None, Some(Content::ZERO), Some(Content::data(3))] {
+            let r = AccessResult {
+                kind: AccessKind::Read,
+                found,
+                page: Gpa(0x4000_1000),
+            };
+            let (a, b) = r.encode();
+            assert_eq!(AccessResult::decode(a, b), Some(r));
+        }
+        assert_eq!(AccessResult::decode(u64::MAX, 0), None);
     }
 }

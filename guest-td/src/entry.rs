@@ -1,19 +1,21 @@
-//! The entry point, `_start`.
+//! The entry point, `_start`, shared by every vCPU.
 //!
-//! Contract with the loader: the CPU is in 64-bit long mode at CPL 0 with paging enabled and
-//! the image identity-mapped at its link address (link.ld), interrupts disabled. No register
-//! value is expected, and no stack: `_start` switches to its own stack, zeroes .bss and calls
-//! [`crate::guest_main`], which never returns.
+//! Contract with the loader (guest-td/README.md): 64-bit long mode, CPL 0, paging on with
+//! the image and the window identity-mapped, interrupts disabled; RDI = this vCPU's index
+//! (0 for the boot vCPU), RSI = the boot block's GPA; .bss zeroed by the loader (the ELF
+//! rule: memory past a segment's file size reads as zero). `_start` switches to the stack of
+//! its index and calls [`crate::guest_main`]`(index, boot)`, which never returns. An index
+//! without a stack halts at once.
 
-/// Size of the boot stack (in .bss).
-const STACK_SIZE: usize = 64 * 1024;
+/// Stack bytes per vCPU (in .bss), as a shift.
+const STACK_SHIFT: u32 = 15;
+/// vCPUs with a stack (the boot block's [`hugesept_core::payload::MAX_BOOT_VCPUS`]).
+const STACKS: usize = hugesept_core::payload::MAX_BOOT_VCPUS;
 
-// `_start` touches only memory the linker script reserves for it: the stack below
-// `__stack_top` and the range [`__bss_start`, `__bss_end`), both inside the loaded image. It
-// zeroes .bss before any Rust code runs, which is what Rust expects of zero-initialised
-// statics. The stack top is 16-byte aligned, so the `call` leaves the stack aligned the way
-// the System V ABI expects at function entry. Nothing is on the stack while .bss (which holds
-// the stack) is cleared.
+// `_start` touches only its own stack: [__stacks + index << STACK_SHIFT, + 1 << STACK_SHIFT),
+// inside .bss. The top of each stack is 16-byte aligned, so the `call` leaves the stack
+// aligned the way the System V ABI expects at function entry. RDI and RSI pass through to
+// guest_main as its two arguments.
 core::arch::global_asm!(
     ".section .text.entry, \"ax\", @progbits",
     ".global _start",
@@ -21,23 +23,25 @@ core::arch::global_asm!(
     "_start:",
     "    cli",
     "    cld",
-    "    lea rsp, [rip + __stack_top]",
+    "    cmp rdi, {stacks}",
+    "    jae 2f",
+    "    lea rsp, [rip + __stacks]",
+    "    mov rax, rdi",
+    "    inc rax",
+    "    shl rax, {shift}",
+    "    add rsp, rax",
     "    xor ebp, ebp",
-    "    lea rdi, [rip + __bss_start]",
-    "    lea rcx, [rip + __bss_end]",
-    "    sub rcx, rdi",
-    "    xor eax, eax",
-    "    rep stosb",
     "    call {main}",
     "2:  hlt",
     "    jmp 2b",
     ".size _start, . - _start",
     "",
-    ".section .bss.stack, \"aw\", @nobits",
-    ".balign 16",
-    "__stack_bottom:",
-    "    .skip {stack_size}",
-    "__stack_top:",
+    ".section .bss.stacks, \"aw\", @nobits",
+    ".balign 4096",
+    "__stacks:",
+    "    .skip {bytes}",
     main = sym crate::guest_main,
-    stack_size = const STACK_SIZE,
+    stacks = const STACKS,
+    shift = const STACK_SHIFT,
+    bytes = const STACKS << STACK_SHIFT,
 );

@@ -2,7 +2,7 @@
 //! and how to halt.
 //!
 //! Inside a TD, `in`/`out` and `hlt` raise #VE (and this payload has no #VE handler), so both go
-//! to the VMM as TDG.VP.VMCALL requests through tdx-guest. Outside a TD the plain instructions
+//! to the VMM as TDG.VP.VMCALL requests (src/tdcall.rs). Outside a TD the plain instructions
 //! are used.
 
 use core::{
@@ -10,7 +10,6 @@ use core::{
     sync::atomic::{AtomicBool, Ordering},
 };
 
-use tdx_guest::tdvmcall::{self, IoSize};
 use x86_64::instructions::{self, port::PortWriteOnly};
 
 /// The CPUID leaf that identifies a TD.
@@ -71,9 +70,7 @@ pub fn in_td() -> bool {
 pub fn outb(port: Port, value: u8) {
     let port = port.number();
     if in_td() {
-        // TDG.VP.VMCALL<Instruction.IO>, write, 1 byte. A failed request cannot be reported
-        // anywhere but this same port, so it is dropped.
-        let _ = tdvmcall::io_write(IoSize::Size1, port, u32::from(value));
+        crate::tdcall::io_write_byte(port, value);
     } else {
         let mut port = PortWriteOnly::<u8>::new(port);
         // SAFETY: `Port` names only the COM1 UART data register and the debug-exit port, both
@@ -88,7 +85,7 @@ pub fn halt_forever() -> ! {
     loop {
         if in_td() {
             // TDG.VP.VMCALL<Instruction.HLT> with interrupts blocked.
-            tdvmcall::hlt();
+            crate::tdcall::hlt();
         } else {
             instructions::hlt();
         }

@@ -1,32 +1,51 @@
-//! TDG.MEM.PAGE.ACCEPT, issued through tdx-guest, with the complete 64-bit completion status.
+//! The TDCALLs this payload issues, with their complete register results: TDG.MEM.PAGE.ACCEPT
+//! (full 64-bit status), TDG.VP.VMCALL for the console, HLT and the hugesept calls.
 //!
-//! tdx-guest's public `tdx_guest::accept_page(sept_level: u64, gpa: u64) -> Result<(),
-//! TdCallError>` keeps only `status >> 32` and maps it onto an enum: the low 32 bits, which for
-//! ACCEPT carry the S-EPT level of the leaf (PAGE_ALREADY_ACCEPTED, PAGE_SIZE_MISMATCH; see
-//! shared/reference/tdx-module.md), are lost, and codes it does not know become `Other`. No
-//! public tdx-guest function returns RAX. The lowest-level call in tdx-guest that does is
-//! `asm_td_call` (tdx-guest 0.6.0 src/asm/tdcall.asm, a global assembly symbol behind the
-//! crate-private `td_call`): it loads RAX, RCX, RDX, R8-R13 from an argument block, executes
-//! TDCALL and returns RAX unmodified. This module calls that routine; Cargo.toml pins
+//! Every call goes through tdx-guest 0.6.0's TDCALL routine (`asm_td_call`, src/asm/tdcall.asm,
+//! a global assembly symbol behind the crate-private `td_call`): it loads RAX, RCX, RDX and
+//! R8-R13 from an argument block, executes TDCALL and returns RAX unmodified, writing the output
+//! registers back only when RAX is 0. tdx-guest's public `accept_page` keeps only
+//! `status >> 32` (the low 32 bits carry the S-EPT level of PAGE_ALREADY_ACCEPTED and
+//! PAGE_SIZE_MISMATCH, shared/reference/tdx-module.md), so it is not used. Cargo.toml pins
 //! tdx-guest to exactly 0.6.0 because the argument block's layout is internal to that release.
+//!
+//! With [`hugesept_core::payload::BOOT_FLAG_TDCALL_BY_PORT`] set, the instruction is not
+//! executed: the registers go to the VMM through the documented port protocol
+//! ([`hugesept_core::payload::TDCALL_PORT`]), the path a #UD handler takes on hosts where
+//! TDCALL raises #UD.
 
-use hugesept_core::abi::{AcceptOperand, TdcallLeaf, TdcallRax, TdxStatus};
+use core::sync::atomic::{AtomicBool, Ordering};
+
+use hugesept_core::abi::{TdcallLeaf, TdcallRax, TdxStatus};
+use hugesept_core::payload::{self, Call, GHCI_HLT, GHCI_IO, TDCALL_PORT, VMCALL_VENDOR};
+use x86_64::instructions::port::PortWriteOnly;
+
+// The crate is linked for its TDCALL routine only.
+use tdx_guest as _;
 
 /// tdx-guest 0.6.0's `TdcallArgs` (src/tdcall.rs): the registers `asm_td_call` loads before
-/// TDCALL, in this order (offsets 0x0..0x40 in src/asm/tdcall.asm). On success (RAX = 0) the
-/// routine writes the output registers back into it; on failure it leaves it alone.
+/// TDCALL, in this order (offsets 0x0..0x40 in src/asm/tdcall.asm).
 #[repr(C)]
-#[derive(Default)]
-struct TdcallArgs {
-    rax: u64,
-    rcx: u64,
-    rdx: u64,
-    r8: u64,
-    r9: u64,
-    r10: u64,
-    r11: u64,
-    r12: u64,
-    r13: u64,
+#[derive(Default, Clone, Copy)]
+pub struct TdcallArgs {
+    /// RAX: the leaf in, the completion status out.
+    pub rax: u64,
+    /// RCX.
+    pub rcx: u64,
+    /// RDX.
+    pub rdx: u64,
+    /// R8.
+    pub r8: u64,
+    /// R9.
+    pub r9: u64,
+    /// R10.
+    pub r10: u64,
+    /// R11.
+    pub r11: u64,
+    /// R12.
+    pub r12: u64,
+    /// R13.
+    pub r13: u64,
 }
 
 unsafe extern "C" {
@@ -34,23 +53,146 @@ unsafe extern "C" {
     fn asm_td_call(args: *mut TdcallArgs) -> u64;
 }
 
-/// Issues TDG.MEM.PAGE.ACCEPT for `op` and returns RAX.
-///
-/// On success the TDX module zeroes the page(s) with the TD's private key. The caller must make
-/// sure the range holds nothing this program uses (see `accept::run`).
-pub fn accept(op: AcceptOperand) -> TdxStatus {
-    let mut args = TdcallArgs {
-        rax: TdcallRax::new(TdcallLeaf::MemPageAccept).encode(),
-        rcx: op.encode(),
-        ..TdcallArgs::default()
+/// Set from the boot block: TDCALLs go through the port protocol.
+static BY_PORT: AtomicBool = AtomicBool::new(false);
+
+/// Selects the port protocol for every later call.
+pub fn forward_by_port(on: bool) {
+    BY_PORT.store(on, Ordering::Relaxed);
+}
+
+/// A forwarded TDCALL's register block ([`payload::PORT_TDCALL_SIZE`] bytes): RAX, RCX, RDX,
+/// R8-R15.
+#[repr(C, align(16))]
+#[derive(Default)]
+struct PortBlock {
+    regs: [u64; 11],
+}
+
+const _: () = assert!(core::mem::size_of::<PortBlock>() >= payload::PORT_TDCALL_SIZE);
+
+/// Sends `args` to the VMM through [`TDCALL_PORT`] and returns RAX, with the outputs in `args`
+/// as the instruction would leave them.
+fn by_port(args: &mut TdcallArgs) -> u64 {
+    let mut block = PortBlock {
+        regs: [
+            args.rax, args.rcx, args.rdx, args.r8, args.r9, args.r10, args.r11, args.r12,
+            args.r13, 0, 0,
+        ],
     };
+    let gpa = (&raw mut block).addr();
+    // The protocol carries a 32-bit GPA: the payload's image (and its stacks) sit below 4 GiB
+    // (link.ld), so this never truncates.
+    let mut port = PortWriteOnly::<u32>::new(TDCALL_PORT);
+    // SAFETY: the port is the VMM's TDCALL forwarding port; the VMM reads and writes only the
+    // 88-byte block at `gpa`, which is this live, exclusively borrowed stack value, before the
+    // `out` retires.
+    unsafe { port.write(gpa as u32) };
+    // The VMM wrote the block behind the compiler's back: read it as volatile memory.
+    // SAFETY: `block` is a live, aligned local; a volatile read of it is always valid.
+    let regs = unsafe { core::ptr::read_volatile(&raw const block.regs) };
+    let [rax, rcx, rdx, r8, r9, r10, r11, r12, r13, _, _] = regs;
+    if rax == 0 {
+        *args = TdcallArgs {
+            rax,
+            rcx,
+            rdx,
+            r8,
+            r9,
+            r10,
+            r11,
+            r12,
+            r13,
+        };
+    }
+    rax
+}
+
+/// Issues one TDCALL with `args`; returns RAX.
+pub fn tdcall(args: &mut TdcallArgs) -> u64 {
+    if BY_PORT.load(Ordering::Relaxed) {
+        return by_port(args);
+    }
     // SAFETY: `args` is a live, exclusively borrowed block with the layout `asm_td_call` reads
     // and writes (72 bytes: RAX, RCX, RDX, R8-R13), and the routine touches no other memory
     // than it and its own stack frame; it follows the C calling convention (it saves RBX, RBP,
-    // R12-R15). The TDCALL itself changes only the accepted GPA range, which the caller keeps
-    // clear of this image. Outside a TD the instruction is either emulated by the VMM with the
-    // same register contract or raises #UD, which without an IDT ends the vCPU; either way no
-    // Rust code resumes in a state other than the one described here.
-    let rax = unsafe { asm_td_call(&mut args) };
-    TdxStatus(rax)
+    // R12-R15). The leaves this payload issues change no memory this program uses: ACCEPT
+    // zeroes pages of the window, which the program touches only through `memory.rs` after
+    // the model says they are accepted.
+    unsafe { asm_td_call(args) }
+}
+
+/// TDG.MEM.PAGE.ACCEPT with RCX = `rcx` (possibly invalid): the full status.
+pub fn accept(rcx: u64) -> TdxStatus {
+    let mut args = TdcallArgs {
+        rax: TdcallRax::new(TdcallLeaf::MemPageAccept).encode(),
+        rcx,
+        ..TdcallArgs::default()
+    };
+    TdxStatus(tdcall(&mut args))
+}
+
+/// RCX of a TDG.VP.VMCALL: R10-R13 passed to the VMM (bits 10-13; GHCI's GPR mask).
+const VMCALL_EXPOSE_R10_R13: u64 = 0x3c00;
+
+/// TDG.VP.VMCALL with R10-R13 = `r`: R10 (the VMCALL status) and R11-R13 after it, or `None`
+/// when the TDCALL itself failed.
+fn vmcall(r: [u64; 4]) -> Option<[u64; 4]> {
+    let mut args = TdcallArgs {
+        rax: TdcallRax::new(TdcallLeaf::VpVmcall).encode(),
+        rcx: VMCALL_EXPOSE_R10_R13,
+        r10: r[0],
+        r11: r[1],
+        r12: r[2],
+        r13: r[3],
+        ..TdcallArgs::default()
+    };
+    (tdcall(&mut args) == 0).then_some([args.r10, args.r11, args.r12, args.r13])
+}
+
+/// A hugesept call ([`payload::Call`]): R11-R13 of the answer, or `None` when the VMM refused
+/// it (R10 not 0) or the TDCALL failed.
+pub fn hugesept(call: Call, r12: u64, r13: u64) -> Option<[u64; 3]> {
+    let [status, r11, r12, r13] = vmcall([VMCALL_VENDOR, call.number(), r12, r13])?;
+    (status == 0).then_some([r11, r12, r13])
+}
+
+/// TDG.VP.VMCALL<Instruction.IO>: a one-byte write of `value` to `port` (GHCI: R11 30, R12
+/// size, R13 direction 1 = write, R14 port, R15 data), through tdx-guest's VMCALL routine, or
+/// through the port protocol, whose block carries R14 and R15.
+pub fn io_write_byte(port: u16, value: u8) {
+    if BY_PORT.load(Ordering::Relaxed) {
+        // The forwarded block carries R14 and R15 too.
+        let mut block = PortBlock {
+            regs: [
+                TdcallRax::new(TdcallLeaf::VpVmcall).encode(),
+                0xfc00,
+                0,
+                0,
+                0,
+                0,
+                GHCI_IO,
+                1,
+                1,
+                u64::from(port),
+                u64::from(value),
+            ],
+        };
+        let gpa = (&raw mut block).addr();
+        let mut p = PortWriteOnly::<u32>::new(TDCALL_PORT);
+        // SAFETY: as in `by_port`: the VMM touches only this live 88-byte block.
+        unsafe { p.write(gpa as u32) };
+        return;
+    }
+    // A failed write cannot be reported anywhere but this same console: dropped.
+    let _ = tdx_guest::tdvmcall::io_write(tdx_guest::tdvmcall::IoSize::Size1, port, value.into());
+}
+
+/// TDG.VP.VMCALL<Instruction.HLT> (GHCI 12), interrupts blocked: the VMM ends this vCPU.
+pub fn hlt() {
+    if BY_PORT.load(Ordering::Relaxed) {
+        let _ = vmcall([0, GHCI_HLT, 1, 0]);
+        return;
+    }
+    tdx_guest::tdvmcall::hlt();
 }
