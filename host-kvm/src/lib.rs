@@ -10,3 +10,5 @@ pub mod matrix;
 pub mod minimise;
 pub mod scenario;
 pub mod trace;
+#[cfg(target_os = "linux")]
+pub mod vmm;

@@ -5,6 +5,8 @@ mod explore;
 pub mod interrupt;
 mod matrix;
 mod replay;
+#[cfg(target_os = "linux")]
+pub mod run;
 mod sim;
 
 use std::fmt;
@@ -40,6 +42,10 @@ enum Command {
     Explore(explore::Args),
     /// Replay a trace step by step.
     Replay(replay::Args),
+    /// Run a scenario on real vCPUs: the guest-td payload in the /dev/kvm VMM, every TDCALL
+    /// served by the core; prints the outcome and metrics and saves a replayable trace.
+    #[cfg(target_os = "linux")]
+    Run(run::Args),
 }
 
 /// A failure the command line reports and exits non-zero for.
@@ -229,6 +235,8 @@ pub fn run(cli: Cli) -> Result<(), CliError> {
         Command::Matrix(args) => matrix::run(&args, out),
         Command::Explore(args) => explore::run(&args, out),
         Command::Replay(args) => replay::run(&args, out),
+        #[cfg(target_os = "linux")]
+        Command::Run(args) => run::run(&args, out),
     }
     .and_then(|()| out.flush().map_err(CliError::Io));
     match result {

@@ -6,6 +6,8 @@
 use std::io::Write;
 use std::path::PathBuf;
 
+use hugesept_core::world::Metrics;
+
 use crate::scenario::{self, RunStats, SchedulerKind};
 use crate::trace;
 
@@ -62,6 +64,25 @@ pub(crate) fn load(path: &PathBuf) -> Result<(String, scenario::Scenario), CliEr
 
 /// A metric row: its name and how to read it off a run.
 type Row = (&'static str, fn(&RunStats) -> u64);
+
+/// The metrics rows `sim` and `run` print: a name and how to read it off a run's metrics.
+pub(crate) const METRIC_ROWS: [(&str, fn(&Metrics) -> u64); 9] = [
+    ("ACCEPT TDCALLs", |m| u64::from(m.tdcalls)),
+    ("TD exits", |m| u64::from(m.exits_accept) + u64::from(m.exits_other)),
+    ("entries without progress", |m| {
+        u64::from(m.entries_without_progress)
+    }),
+    ("local retries", |m| u64::from(m.fault.local_retries)),
+    ("SEAMCALLs", |m| {
+        u64::from(m.fault.seamcalls) + u64::from(m.host_seamcalls)
+    }),
+    ("SEAMCALL BUSY", |m| u64::from(m.fault.seamcall_busy)),
+    ("write locks", |m| u64::from(m.fault.write_locks)),
+    ("demotions", |m| {
+        u64::from(m.fault.demotions) + u64::from(m.host_demotions)
+    }),
+    ("spurious faults", |m| u64::from(m.fault.spurious)),
+];
 
 /// min, median, 90th percentile and max of `values`.
 fn spread<T: Copy + Default + PartialOrd>(mut values: Vec<T>) -> (T, T, T, T) {
@@ -173,32 +194,11 @@ pub fn run(args: &Args, out: &mut impl Write) -> Result<(), CliError> {
         ended.len()
     )
     .map_err(io)?;
-    let rows: [Row; 10] = [
-        ("world steps", |r| r.steps),
-        ("ACCEPT TDCALLs", |r| u64::from(r.metrics.tdcalls)),
-        ("TD exits", |r| {
-            u64::from(r.metrics.exits_accept) + u64::from(r.metrics.exits_other)
-        }),
-        ("entries without progress", |r| {
-            u64::from(r.metrics.entries_without_progress)
-        }),
-        ("local retries", |r| {
-            u64::from(r.metrics.fault.local_retries)
-        }),
-        ("SEAMCALLs", |r| {
-            u64::from(r.metrics.fault.seamcalls) + u64::from(r.metrics.host_seamcalls)
-        }),
-        ("SEAMCALL BUSY", |r| {
-            u64::from(r.metrics.fault.seamcall_busy)
-        }),
-        ("write locks", |r| u64::from(r.metrics.fault.write_locks)),
-        ("demotions", |r| {
-            u64::from(r.metrics.fault.demotions) + u64::from(r.metrics.host_demotions)
-        }),
-        ("spurious faults", |r| u64::from(r.metrics.fault.spurious)),
-    ];
-    for (name, f) in rows {
-        let (lo, med, p90, hi) = spread(ended.iter().map(|r| f(r)).collect());
+    let steps: Row = ("world steps", |r| r.steps);
+    let (lo, med, p90, hi) = spread(ended.iter().map(|r| (steps.1)(r)).collect());
+    writeln!(out, "  {:<24} {lo:>6} {med:>8} {p90:>8} {hi:>8}", steps.0).map_err(io)?;
+    for (name, f) in METRIC_ROWS {
+        let (lo, med, p90, hi) = spread(ended.iter().map(|r| f(&r.metrics)).collect());
         writeln!(out, "  {name:<24} {lo:>6} {med:>8} {p90:>8} {hi:>8}").map_err(io)?;
     }
     let (lo, med, p90, hi) = spread(ended.iter().map(|r| r.coverage_2m * 100.0).collect());

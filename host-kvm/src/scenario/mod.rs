@@ -1057,6 +1057,11 @@ impl Scenario {
         &self.programs
     }
 
+    /// How many host actors run.
+    pub fn host_count(&self) -> usize {
+        self.scripts.len()
+    }
+
     /// Interrupts each vCPU may take during 2M accepts.
     pub fn interrupts(&self) -> u8 {
         self.interrupts

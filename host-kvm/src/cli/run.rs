@@ -1,0 +1,267 @@
+//! `hugesept run`: a scenario on real vCPUs — the guest-td payload in the /dev/kvm VMM, one
+//! thread per vCPU and per host actor, every TDCALL served by the core — printing the outcome,
+//! the same metrics as `sim`, wall time, exits and TDCALLs per vCPU, whether the payload's
+//! report agrees with the model's count, and saving the trace `replay` reproduces.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use hugesept_core::policy::Policy;
+use hugesept_core::world::{RandomScheduler, Verdict};
+
+use crate::cycle::{self, Followed};
+use crate::trace::Trace;
+use crate::vmm::{self, RunOptions, service::RunEnd};
+
+use super::CliError;
+
+/// Options of `run`.
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// The scenario file.
+    scenario: PathBuf,
+    /// The design to run under (default: the scenario's `policy`).
+    #[arg(long)]
+    policy: Option<String>,
+    /// Where to save the run's trace (default: `<scenario>.run.trace.toml`).
+    #[arg(long)]
+    trace: Option<PathBuf>,
+    /// Seconds the run may take before it is stopped (no verdict).
+    #[arg(long, default_value_t = 60.0)]
+    timeout: f64,
+    /// The payload ELF (default: guest-td's release build, found from the current directory
+    /// or the executable's; or $HUGESEPT_PAYLOAD).
+    #[arg(long)]
+    payload: Option<PathBuf>,
+    /// Have the payload forward every TDCALL through the port protocol (the path a #UD
+    /// handler takes on hosts that deliver #UD for TDCALL) instead of executing it.
+    #[arg(long)]
+    tdcall_by_port: bool,
+}
+
+/// Where guest-td's release build sits inside the repository.
+const PAYLOAD_IN_REPO: &str = "guest-td/target/x86_64-unknown-none/release/hugesept-guest-td";
+
+/// The payload: the option, $HUGESEPT_PAYLOAD, or guest-td's build found from the current
+/// directory or from the executable (target/<profile>/hugesept → the repository).
+pub fn find_payload(given: Option<&Path>) -> Result<PathBuf, CliError> {
+    if let Some(p) = given {
+        return Ok(p.to_path_buf());
+    }
+    if let Some(p) = std::env::var_os("HUGESEPT_PAYLOAD") {
+        return Ok(PathBuf::from(p));
+    }
+    let mut candidates = vec![PathBuf::from(PAYLOAD_IN_REPO)];
+    if let Ok(exe) = std::env::current_exe() {
+        for dir in exe.ancestors().skip(1).take(4) {
+            candidates.push(dir.join(PAYLOAD_IN_REPO));
+        }
+    }
+    candidates.into_iter().find(|p| p.is_file()).ok_or_else(|| {
+        CliError::Usage(format!(
+            "no payload: build it with `cargo xtask guest` (it lands in {PAYLOAD_IN_REPO}) or \
+             pass --payload"
+        ))
+    })
+}
+
+/// Runs the command.
+pub fn run(args: &Args, out: &mut impl Write) -> Result<(), CliError> {
+    let path = args.scenario.display().to_string();
+    let (text, mut sc) = super::sim::load(&args.scenario)?;
+    if let Some(p) = &args.policy {
+        sc.policy = hugesept_core::policy::PolicyId::parse(p).ok_or_else(|| {
+            CliError::Usage(format!(
+                "--policy {p}: no such design (known: {})",
+                hugesept_core::policy::PolicyId::ALL.map(|d| d.name()).join(", ")
+            ))
+        })?;
+    }
+    if !(args.timeout > 0.0 && args.timeout <= 86_400.0) {
+        return Err(CliError::Usage(format!(
+            "--timeout {}: 0 to 86400 seconds",
+            args.timeout
+        )));
+    }
+    let payload_path = find_payload(args.payload.as_deref())?;
+    let payload = std::fs::read(&payload_path)
+        .map_err(|e| CliError::Input(payload_path.clone(), super::InputError::Read(e)))?;
+    let opts = RunOptions {
+        payload,
+        timeout: Duration::from_secs_f64(args.timeout),
+        tdcall_by_port: args.tdcall_by_port,
+    };
+    let r = vmm::run(&sc, &opts).map_err(|e| CliError::Unexpected(format!("{path}: {e}")))?;
+    let io = CliError::Io;
+    let vcpus = r.vcpus.len();
+    writeln!(
+        out,
+        "{path}: {} — {} on {}; {vcpus} vCPU thread(s) and {} host thread(s) on /dev/kvm, \
+         TDCALLs {}",
+        sc.name,
+        sc.policy,
+        sc.profile,
+        r.host_steps.len(),
+        if args.tdcall_by_port {
+            "forwarded by port"
+        } else {
+            "as emulation-failure exits"
+        }
+    )
+    .map_err(io)?;
+    writeln!(out, "outcome: {}", r.end).map_err(io)?;
+    let secs = r.wall.as_secs_f64();
+    writeln!(
+        out,
+        "  {} world steps in {:.1} ms of wall time ({:.0} steps/s)",
+        r.choices.len(),
+        secs * 1e3,
+        r.choices.len() as f64 / secs.max(1e-9)
+    )
+    .map_err(io)?;
+    writeln!(out, "metrics (as sim counts them):").map_err(io)?;
+    for (name, f) in super::sim::METRIC_ROWS {
+        writeln!(out, "  {name:<24} {:>8}", f(&r.metrics)).map_err(io)?;
+    }
+    let (two_m, four_k) = r.world.mapping_histogram();
+    writeln!(
+        out,
+        "  {:<24} {:>8} at 2M, {} at 4K ({:.1}% at 2M)",
+        "private memory mapped",
+        super::human_bytes(two_m),
+        super::human_bytes(four_k),
+        crate::scenario::coverage_2m(&r.world) * 100.0
+    )
+    .map_err(io)?;
+    writeln!(
+        out,
+        "per vCPU:  exits  TDCALL exits  ACCEPT  re-executed  VP.INFO  VMCALL  other  \
+         hugesept calls  ends"
+    )
+    .map_err(io)?;
+    for (i, v) in r.vcpus.iter().enumerate() {
+        writeln!(
+            out,
+            "  {i:<3} {:>9} {:>13} {:>7} {:>12} {:>8} {:>7} {:>6} {:>15}  {:?}",
+            v.exits,
+            v.tdcall_exits,
+            v.tdcalls[0],
+            v.accept_reexecuted,
+            v.tdcalls[1],
+            v.tdcalls[3],
+            v.tdcalls[2] + v.tdcalls[4],
+            v.hugesept_calls,
+            v.end
+        )
+        .map_err(io)?;
+    }
+    let exits: u64 = r.vcpus.iter().map(|v| v.exits).sum();
+    let tdcalls: u64 = r.vcpus.iter().map(|v| v.tdcall_exits).sum();
+    writeln!(
+        out,
+        "  all {exits:>9} {tdcalls:>13}   ({:.1} µs of wall time per exit)",
+        secs * 1e6 / (exits.max(1) as f64)
+    )
+    .map_err(io)?;
+    let agree = r
+        .reports
+        .iter()
+        .zip(&r.model_reports)
+        .all(|(a, m)| a.as_ref().is_ok_and(|a| a.differences(m).next().is_none()));
+    writeln!(
+        out,
+        "payload reports: {}",
+        if agree {
+            "every vCPU's count of statuses, levels and markers agrees with the model's"
+        } else {
+            "see the outcome"
+        }
+    )
+    .map_err(io)?;
+    for v in &r.vcpus {
+        for line in v.console.lines() {
+            writeln!(out, "  | {line}").map_err(io)?;
+        }
+    }
+    // The trace: the threads' choices; a livelock is followed on, in-process, round its cycle.
+    let mut choices = r.choices.clone();
+    let mut cycle_at = None;
+    if r.end == RunEnd::Verdict(Verdict::Livelock) {
+        let limit = sc.patience.max(10_000);
+        if let Ok(Followed::Cycle(c)) = cycle::follow(&r.world, &mut RandomScheduler::new(1), limit)
+        {
+            cycle_at = Some(choices.len() + c.start);
+            choices.extend(c.tail);
+        }
+    }
+    let traceable = matches!(
+        r.end,
+        RunEnd::Verdict(_) | RunEnd::Violation { .. } | RunEnd::BudgetExhausted | RunEnd::Timeout
+    );
+    if traceable {
+        let mut t = Trace::new(
+            &text,
+            format!(
+                "hugesept run: the order of {vcpus} vCPU thread(s) on /dev/kvm{}",
+                if cycle_at.is_some() {
+                    ", then followed in-process round its cycle"
+                } else {
+                    ""
+                }
+            ),
+            &choices,
+            Verdict::Ok,
+        );
+        t.verdict = r.end.name().into();
+        t.cycle = cycle_at;
+        // The design the run used is the trace's: a --policy override is written into it.
+        if args.policy.is_some() {
+            t.scenario = with_policy(&text, sc.policy.name());
+        }
+        let file = args.trace.clone().unwrap_or_else(|| {
+            let stem = args
+                .scenario
+                .file_stem()
+                .map_or("scenario".into(), |s| s.to_string_lossy().into_owned());
+            PathBuf::from(format!("{stem}.run.trace.toml"))
+        });
+        super::write_output(&file, t.to_toml())?;
+        writeln!(
+            out,
+            "trace: {} steps saved to {} (hugesept replay {})",
+            choices.len(),
+            file.display(),
+            file.display()
+        )
+        .map_err(io)?;
+    }
+    match (&r.end, sc.expect) {
+        (RunEnd::Verdict(v), Some(e)) if *v == e => Ok(()),
+        (RunEnd::Verdict(_), None) => Ok(()),
+        (end, Some(e)) => Err(CliError::Unexpected(format!(
+            "{path}: the run ended in {end}; the scenario expects {e}"
+        ))),
+        (end, None) => Err(CliError::Unexpected(format!("{path}: the run ended in {end}"))),
+    }
+}
+
+/// The scenario text with its `policy` line replaced (or added) so a trace names the design
+/// it ran under.
+pub fn with_policy(text: &str, policy: &str) -> String {
+    let mut out = String::new();
+    let mut done = false;
+    for line in text.lines() {
+        if !done && line.trim_start().starts_with("policy") && line.contains('=') {
+            out.push_str(&format!("policy = \"{policy}\"\n"));
+            done = true;
+        } else {
+            out.push_str(line);
+            out.push('\n');
+        }
+    }
+    if !done {
+        out = format!("policy = \"{policy}\"\n{out}");
+    }
+    out
+}

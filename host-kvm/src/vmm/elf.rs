@@ -1,0 +1,203 @@
+//! Loading the payload: an ELF64 x86_64 executable whose PT_LOAD segments are copied to their
+//! physical addresses, the bytes past each segment's file size left zero (the ELF rule the
+//! payload's .bss relies on). Every header field is checked against the file and against the
+//! build-time memory the segments must land in; a bad file is an [`ElfError`].
+
+use std::fmt;
+
+/// Why a file cannot be loaded.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ElfError {
+    /// Not an ELF64 little-endian x86_64 executable.
+    NotElf64,
+    /// A header or segment points outside the file.
+    Truncated,
+    /// A segment lands outside the memory the payload may occupy.
+    Placement {
+        /// The segment's physical address.
+        paddr: u64,
+        /// Its size in memory.
+        memsz: u64,
+    },
+    /// No PT_LOAD segment, or the entry point is in none of them.
+    Entry(u64),
+}
+
+impl fmt::Display for ElfError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ElfError::NotElf64 => f.write_str("not an ELF64 little-endian x86_64 executable"),
+            ElfError::Truncated => f.write_str("a header or segment points past the end of the file"),
+            ElfError::Placement { paddr, memsz } => write!(
+                f,
+                "segment [{paddr:#x}, +{memsz:#x}) is outside the payload's memory"
+            ),
+            ElfError::Entry(e) => write!(f, "entry point {e:#x} is in no loadable segment"),
+        }
+    }
+}
+
+impl std::error::Error for ElfError {}
+
+/// One segment to copy.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Segment {
+    /// Where it goes.
+    pub paddr: u64,
+    /// Its bytes from the file.
+    pub data: Vec<u8>,
+    /// Its size in memory (at least `data.len()`).
+    pub memsz: u64,
+}
+
+/// A parsed payload.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Image {
+    /// The entry point.
+    pub entry: u64,
+    /// The segments.
+    pub segments: Vec<Segment>,
+}
+
+impl Image {
+    /// The range [start, end) the segments occupy.
+    pub fn span(&self) -> (u64, u64) {
+        let start = self.segments.iter().map(|s| s.paddr).min().unwrap_or(0);
+        let end = self
+            .segments
+            .iter()
+            .map(|s| s.paddr + s.memsz)
+            .max()
+            .unwrap_or(0);
+        (start, end)
+    }
+}
+
+fn u16_at(b: &[u8], at: usize) -> Result<u16, ElfError> {
+    let s = b.get(at..at + 2).ok_or(ElfError::Truncated)?;
+    Ok(u16::from_le_bytes([s[0], s[1]]))
+}
+
+fn u32_at(b: &[u8], at: usize) -> Result<u32, ElfError> {
+    let s = b.get(at..at + 4).ok_or(ElfError::Truncated)?;
+    Ok(u32::from_le_bytes(s.try_into().map_err(|_| ElfError::Truncated)?))
+}
+
+fn u64_at(b: &[u8], at: usize) -> Result<u64, ElfError> {
+    let s = b.get(at..at + 8).ok_or(ElfError::Truncated)?;
+    Ok(u64::from_le_bytes(s.try_into().map_err(|_| ElfError::Truncated)?))
+}
+
+/// PT_LOAD.
+const PT_LOAD: u32 = 1;
+/// ET_EXEC.
+const ET_EXEC: u16 = 2;
+/// EM_X86_64.
+const EM_X86_64: u16 = 62;
+
+/// Parses `file`; its segments must lie inside `[lo, hi)`.
+pub fn parse(file: &[u8], lo: u64, hi: u64) -> Result<Image, ElfError> {
+    if file.get(..4) != Some(b"\x7fELF".as_slice())
+        || file.get(4) != Some(&2)
+        || file.get(5) != Some(&1)
+        || u16_at(file, 16)? != ET_EXEC
+        || u16_at(file, 18)? != EM_X86_64
+    {
+        return Err(ElfError::NotElf64);
+    }
+    let entry = u64_at(file, 24)?;
+    let phoff = usize::try_from(u64_at(file, 32)?).map_err(|_| ElfError::Truncated)?;
+    let phentsize = usize::from(u16_at(file, 54)?);
+    let phnum = usize::from(u16_at(file, 56)?);
+    if phentsize < 56 {
+        return Err(ElfError::NotElf64);
+    }
+    let mut segments = Vec::new();
+    for i in 0..phnum {
+        let at = phentsize
+            .checked_mul(i)
+            .and_then(|o| o.checked_add(phoff))
+            .ok_or(ElfError::Truncated)?;
+        if u32_at(file, at)? != PT_LOAD {
+            continue;
+        }
+        let offset = u64_at(file, at + 8)?;
+        let paddr = u64_at(file, at + 24)?;
+        let filesz = u64_at(file, at + 32)?;
+        let memsz = u64_at(file, at + 40)?;
+        if filesz > memsz {
+            return Err(ElfError::Truncated);
+        }
+        let end = paddr.checked_add(memsz);
+        if paddr < lo || end.is_none_or(|e| e > hi) {
+            return Err(ElfError::Placement { paddr, memsz });
+        }
+        let start = usize::try_from(offset).map_err(|_| ElfError::Truncated)?;
+        let len = usize::try_from(filesz).map_err(|_| ElfError::Truncated)?;
+        let data = file
+            .get(start..start.checked_add(len).ok_or(ElfError::Truncated)?)
+            .ok_or(ElfError::Truncated)?
+            .to_vec();
+        segments.push(Segment { paddr, data, memsz });
+    }
+    if !segments
+        .iter()
+        .any(|s| (s.paddr..s.paddr + s.memsz).contains(&entry))
+    {
+        return Err(ElfError::Entry(entry));
+    }
+    Ok(Image { entry, segments })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A minimal ELF: one PT_LOAD of `code` at `paddr`, entry at its start.
+    pub(crate) fn tiny(paddr: u64, code: &[u8], memsz: u64) -> Vec<u8> {
+        let mut f = vec![0u8; 120];
+        f[..4].copy_from_slice(b"\x7fELF");
+        f[4] = 2;
+        f[5] = 1;
+        f[6] = 1;
+        f[16..18].copy_from_slice(&ET_EXEC.to_le_bytes());
+        f[18..20].copy_from_slice(&EM_X86_64.to_le_bytes());
+        f[24..32].copy_from_slice(&paddr.to_le_bytes());
+        f[32..40].copy_from_slice(&64u64.to_le_bytes());
+        f[54..56].copy_from_slice(&56u16.to_le_bytes());
+        f[56..58].copy_from_slice(&1u16.to_le_bytes());
+        let ph = 64;
+        f[ph..ph + 4].copy_from_slice(&PT_LOAD.to_le_bytes());
+        f[ph + 8..ph + 16].copy_from_slice(&120u64.to_le_bytes());
+        f[ph + 16..ph + 24].copy_from_slice(&paddr.to_le_bytes());
+        f[ph + 24..ph + 32].copy_from_slice(&paddr.to_le_bytes());
+        f[ph + 32..ph + 40].copy_from_slice(&(code.len() as u64).to_le_bytes());
+        f[ph + 40..ph + 48].copy_from_slice(&memsz.to_le_bytes());
+        f.extend_from_slice(code);
+        f
+    }
+
+    #[test]
+    fn loads_and_refuses() {
+        let f = tiny(0x10_0000, &[0xf4], 0x1000);
+        let img = parse(&f, 0x10_0000, 0x100_0000).unwrap();
+        assert_eq!(img.entry, 0x10_0000);
+        assert_eq!(img.span(), (0x10_0000, 0x10_1000));
+        assert_eq!(
+            parse(&f, 0x20_0000, 0x100_0000),
+            Err(ElfError::Placement {
+                paddr: 0x10_0000,
+                memsz: 0x1000
+            })
+        );
+        assert_eq!(parse(&f[..100], 0, u64::MAX), Err(ElfError::Truncated));
+        assert_eq!(parse(b"garbage", 0, u64::MAX), Err(ElfError::NotElf64));
+        let mut bad = f.clone();
+        bad[24..32].copy_from_slice(&0x5000u64.to_le_bytes());
+        assert_eq!(parse(&bad, 0, u64::MAX), Err(ElfError::Entry(0x5000)));
+        // Every truncation is refused, never a panic.
+        for cut in 0..f.len() {
+            assert!(parse(&f[..cut], 0, u64::MAX).is_err());
+        }
+    }
+}

@@ -1,0 +1,455 @@
+//! The world the VMM's threads share: the scenario's [`ScenarioWorld`] behind one lock, stepped
+//! by whichever thread's actor moves — a vCPU thread after its guest's TDCALL or access, a host
+//! thread for its script — each step checked, recorded as a choice, and mirrored into real
+//! guest memory.
+//!
+//! **One lock per step.** The models are one deterministic state whose steps are atomic by
+//! construction (`World::step` is one actor's atomic step, with mmu_lock, entry locks and the
+//! S-EPT tree lock modelled inside it). Running each step under one mutex makes the real threads'
+//! order a sequence of choices `replay` can reproduce exactly, and keeps the per-step invariant
+//! checks of `sim` and `explore`. A step that has to wait (an actor blocked on the modelled
+//! mmu_lock, a claim another vCPU holds, a finalize not yet done) releases the mutex and waits
+//! for another step to move the state, so a waiting vCPU never blocks the others: the modelled
+//! locks block exactly where the real host's would, the mutex only for the length of a step.
+//!
+//! **Real memory follows the model.** After every step the S-EPT model's change record names
+//! the regions whose pages may have changed content; each page whose model content changed is
+//! written into guest memory as [`hugesept_core::payload::content_word`] says: zeroed when
+//! ACCEPT zeroed it, overwritten with the removed pattern when PAGE.REMOVE took it, the
+//! PAGE.ADD source content when INIT_MEM_REGION added it. Markers are the one exception: the
+//! guest's own stores write them, after the model retired its write. A guest's loads and stores
+//! happen between its access call and its end call, outside the mutex; a region with guest
+//! accesses in flight is written only after they end (a per-region gate), so the bytes a guest
+//! reads are always those of the model's state at the step its access retired.
+
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::sync::{Condvar, Mutex, MutexGuard};
+use std::time::Duration;
+
+use hugesept_core::abi::{Gpa, PAGE_SIZE_2M, PAGE_SIZE_4K};
+use hugesept_core::guest::{GuestEvent, GuestOp};
+use hugesept_core::kvm::KvmError;
+use hugesept_core::payload::{Report, content_word};
+use hugesept_core::sept::Content;
+use hugesept_core::snapshot::Snapshot;
+use hugesept_core::world::{Choice, Limits, Metrics, StepNote, Stepped, Verdict, Violation};
+
+use super::memory::GuestMemory;
+use crate::scenario::ScenarioWorld;
+
+/// How a run ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RunEnd {
+    /// The world reached a verdict (a livelock: the scenario's patience ran out).
+    Verdict(Verdict),
+    /// A safety invariant broke.
+    Violation {
+        /// The step (from 0).
+        step: u32,
+        /// Its choice.
+        choice: Choice,
+        /// What broke.
+        violation: Violation,
+    },
+    /// The models refused a step (a model bug).
+    Model(KvmError),
+    /// The scenario's step budget ran out with the world still moving.
+    BudgetExhausted,
+    /// The wall-clock timeout.
+    Timeout,
+    /// The payload and the model disagree (an operation, a status, a content): an error.
+    Disagreement {
+        /// The vCPU.
+        vcpu: u8,
+        /// What differed.
+        what: String,
+    },
+    /// The guest broke the VMM's contract (a bad boot block, an instruction KVM cannot run,
+    /// bad port data, a halt before its program ended): the VM is stopped.
+    GuestFault {
+        /// The vCPU.
+        vcpu: u8,
+        /// What it did.
+        what: String,
+    },
+    /// The VMM itself failed (a KVM ioctl).
+    Vmm(String),
+}
+
+impl RunEnd {
+    /// The outcome's name: a verdict's, `invariant-violation`, `budget-exhausted` (also for a
+    /// timeout: no verdict), or an error's.
+    pub fn name(&self) -> &'static str {
+        match self {
+            RunEnd::Verdict(v) => v.name(),
+            RunEnd::Violation { .. } => crate::scenario::VIOLATION,
+            RunEnd::BudgetExhausted | RunEnd::Timeout => crate::scenario::BUDGET_EXHAUSTED,
+            RunEnd::Model(_) => "model-error",
+            RunEnd::Disagreement { .. } => "disagreement",
+            RunEnd::GuestFault { .. } => "guest-fault",
+            RunEnd::Vmm(_) => "vmm-error",
+        }
+    }
+}
+
+impl std::fmt::Display for RunEnd {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            RunEnd::Verdict(v) => write!(f, "{v}"),
+            RunEnd::Violation {
+                step,
+                choice,
+                violation,
+            } => write!(f, "invariant broken at step {step} ({choice}): {violation}"),
+            RunEnd::Model(e) => write!(f, "the model failed: {e}"),
+            RunEnd::BudgetExhausted => f.write_str("the step budget ran out (no verdict)"),
+            RunEnd::Timeout => f.write_str("the timeout passed (no verdict)"),
+            RunEnd::Disagreement { vcpu, what } => {
+                write!(f, "vCPU {vcpu}: the payload and the model disagree: {what}")
+            }
+            RunEnd::GuestFault { vcpu, what } => write!(f, "vCPU {vcpu}: guest fault: {what}"),
+            RunEnd::Vmm(e) => write!(f, "VMM error: {e}"),
+        }
+    }
+}
+
+/// What a step gave the thread that took it.
+#[derive(Debug, Clone, Copy)]
+pub struct Taken {
+    /// What the step did.
+    pub stepped: Stepped,
+    /// Its note (the operation that retired, the fault path's end).
+    pub note: StepNote,
+}
+
+struct Shared {
+    world: ScenarioWorld,
+    before: ScenarioWorld,
+    metrics: Metrics,
+    choices: Vec<Choice>,
+    idle: u32,
+    end: Option<RunEnd>,
+    /// The content each 4K page of the window holds in guest memory (raw).
+    shadow: Vec<u16>,
+    /// Per vCPU: the model's side of the payload's report.
+    counts: Vec<Report>,
+    /// Bumped by every step that moved the state.
+    generation: u64,
+}
+
+/// The shared world.
+pub struct Service<'m> {
+    shared: Mutex<Shared>,
+    changed: Condvar,
+    mem: &'m GuestMemory,
+    /// Per region: guest accesses between their access call and their end call.
+    gates: Vec<AtomicU32>,
+    stop: AtomicBool,
+    base: u64,
+    limits: Limits,
+}
+
+impl<'m> Service<'m> {
+    /// The service over `world`, mirrored into `mem` (whose window must hold the world's).
+    pub fn new(world: ScenarioWorld, mem: &'m GuestMemory, limits: Limits) -> Service<'m> {
+        let regions = world.regions();
+        let base = world.sept().config().base.raw();
+        let vcpus = world.vcpus().count();
+        let mut shared = Shared {
+            before: world.clone(),
+            world,
+            metrics: Metrics::default(),
+            choices: Vec::new(),
+            idle: 0,
+            end: None,
+            shadow: vec![Content::NONE.raw(); regions * 512],
+            counts: (0..vcpus)
+                .map(|i| Report {
+                    vcpu: i as u32,
+                    ..Report::default()
+                })
+                .collect(),
+            generation: 0,
+        };
+        shared.world.clear_changes();
+        let s = Service {
+            shared: Mutex::new(shared),
+            changed: Condvar::new(),
+            mem,
+            gates: (0..regions).map(|_| AtomicU32::new(0)).collect(),
+            stop: AtomicBool::new(false),
+            base,
+            limits,
+        };
+        // What the world starts with (a runnable TD's window is all NONE; pages added by a
+        // build-time world are not there yet) goes to memory once.
+        {
+            let mut sh = s.lock();
+            let all: Vec<usize> = (0..regions).collect();
+            s.mirror(&mut sh, &all, None);
+        }
+        s
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Shared> {
+        // A thread that panicked while stepping leaves the state as it was after its last
+        // complete step: keep going with it (the run reports whatever ends it).
+        self.shared.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Ends the run with `end` (the first end sticks) and wakes every waiting thread. The
+    /// guests are not stopped: each learns of the end at its next request, writes its report
+    /// and halts; one that errs or never asks again ends at [`Service::halt_all`].
+    pub fn finish(&self, end: RunEnd) {
+        let mut sh = self.lock();
+        let hard = !matches!(end, RunEnd::Verdict(_) | RunEnd::BudgetExhausted);
+        if sh.end.is_none() {
+            sh.end = Some(end);
+        }
+        drop(sh);
+        if hard {
+            self.stop.store(true, Ordering::SeqCst);
+        }
+        self.changed.notify_all();
+    }
+
+    /// Stops every thread now: vCPU threads leave KVM_RUN at their next exit (the watchdog
+    /// kicks them out of it), waits on gates give up.
+    pub fn halt_all(&self) {
+        self.stop.store(true, Ordering::SeqCst);
+        self.changed.notify_all();
+    }
+
+    /// Whether the threads must stop now.
+    pub fn stopped(&self) -> bool {
+        self.stop.load(Ordering::SeqCst)
+    }
+
+    /// Whether the run has an end.
+    pub fn ended(&self) -> bool {
+        self.lock().end.is_some()
+    }
+
+    /// Runs `f` on the world under the lock (reads: a vCPU's state, a mapping).
+    pub fn with_world<T>(&self, f: impl FnOnce(&ScenarioWorld) -> T) -> T {
+        f(&self.lock().world)
+    }
+
+    /// The generation (steps that moved the state so far).
+    pub fn generation(&self) -> u64 {
+        self.lock().generation
+    }
+
+    /// Waits until a step moves the state past `seen`, the run ends, or `at_most` passes.
+    pub fn wait_change(&self, seen: u64, at_most: Duration) {
+        let sh = self.lock();
+        if sh.generation != seen || sh.end.is_some() {
+            return;
+        }
+        let _ = self
+            .changed
+            .wait_timeout_while(sh, at_most, |sh| sh.generation == seen && sh.end.is_none());
+    }
+
+    /// Takes one step of `choice` if `pre` (shown the world before it) allows it; `post` runs
+    /// under the same lock after it (to open an access's gate). `None`: the run is over, or
+    /// `pre` ended it.
+    pub fn step(
+        &self,
+        choice: Choice,
+        pre: impl FnOnce(&ScenarioWorld) -> Result<(), RunEnd>,
+        post: impl FnOnce(&Taken),
+    ) -> Option<Taken> {
+        let mut sh = self.lock();
+        if sh.end.is_some() {
+            return None;
+        }
+        if let Some(v) = sh.world.ended() {
+            drop(sh);
+            self.finish(RunEnd::Verdict(v));
+            return None;
+        }
+        if let Err(e) = pre(&sh.world) {
+            drop(sh);
+            self.finish(e);
+            return None;
+        }
+        if !sh.world.is_enabled(choice) {
+            return Some(Taken {
+                stepped: Stepped::Invalid,
+                note: StepNote::default(),
+            });
+        }
+        let n = sh.choices.len() as u32;
+        let sh_ref = &mut *sh;
+        let stepped = match sh_ref.world.step(choice, &mut sh_ref.metrics) {
+            Ok(s) => s,
+            Err(e) => {
+                drop(sh);
+                self.finish(RunEnd::Model(e));
+                return None;
+            }
+        };
+        sh.choices.push(choice);
+        let note = sh.metrics.note;
+        if let Err(violation) = sh.world.check_step(&sh.before) {
+            drop(sh);
+            self.finish(RunEnd::Violation {
+                step: n,
+                choice,
+                violation,
+            });
+            return None;
+        }
+        // Real memory follows what the step changed; then the copy and a fresh record.
+        let dirty = sh.world.sept().changes();
+        let regions: Vec<usize> = if dirty.is_all() {
+            (0..self.gates.len()).collect()
+        } else {
+            dirty.regions().iter().map(|&r| r as usize).collect()
+        };
+        let guest_wrote = match (choice, note.retired) {
+            (Choice::Vcpu(_), Some((GuestOp::Write { gpa, level, .. }, GuestEvent::Wrote))) => {
+                Some((gpa.raw(), level.bytes()))
+            }
+            _ => None,
+        };
+        if !self.mirror(&mut sh, &regions, guest_wrote) {
+            drop(sh);
+            self.finish(RunEnd::Timeout);
+            return None;
+        }
+        let Shared { world, before, .. } = &mut *sh;
+        before.sync_from(world);
+        world.clear_changes();
+        if let (Choice::Vcpu(i), Some((op, ev))) = (choice, note.retired)
+            && let Some(c) = sh.counts.get_mut(usize::from(i))
+        {
+            c.count(op, ev);
+        }
+        sh.idle = match stepped {
+            Stepped::Moved { progress: true } => 0,
+            _ => sh.idle.saturating_add(1),
+        };
+        post(&Taken { stepped, note });
+        let end = if let Some(v) = sh.world.ended() {
+            Some(RunEnd::Verdict(v))
+        } else if sh.idle >= self.limits.patience {
+            Some(RunEnd::Verdict(Verdict::Livelock))
+        } else if sh.choices.len() >= self.limits.bound as usize {
+            Some(RunEnd::BudgetExhausted)
+        } else {
+            None
+        };
+        if matches!(stepped, Stepped::Moved { .. }) {
+            sh.generation += 1;
+        }
+        drop(sh);
+        if let Some(e) = end {
+            self.finish(e);
+        } else if matches!(stepped, Stepped::Moved { .. }) {
+            self.changed.notify_all();
+        }
+        Some(Taken { stepped, note })
+    }
+
+    /// The region index of `gpa`, if it is in the window.
+    pub fn region_of(&self, gpa: Gpa) -> Option<usize> {
+        let r = gpa.raw().checked_sub(self.base)? / PAGE_SIZE_2M;
+        let r = usize::try_from(r).ok()?;
+        (r < self.gates.len()).then_some(r)
+    }
+
+    /// A guest access to region `r` begins (under the lock, in the step that retired it).
+    pub fn open_gate(&self, r: usize) {
+        if let Some(g) = self.gates.get(r) {
+            g.fetch_add(1, Ordering::SeqCst);
+        }
+    }
+
+    /// The access ends.
+    pub fn close_gate(&self, r: usize) {
+        if let Some(g) = self.gates.get(r) {
+            let _ = g.fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1));
+        }
+    }
+
+    /// Waits until no guest access is in flight on region `r`; false when the run was stopped
+    /// meanwhile (a guest that never ends its access is stopped by the timeout).
+    fn gate_clear(&self, r: usize) -> bool {
+        let Some(g) = self.gates.get(r) else {
+            return true;
+        };
+        let mut spins = 0u32;
+        while g.load(Ordering::SeqCst) != 0 {
+            if self.stop.load(Ordering::SeqCst) {
+                return false;
+            }
+            spins = spins.saturating_add(1);
+            if spins < 64 {
+                std::hint::spin_loop();
+            } else {
+                std::thread::yield_now();
+            }
+        }
+        true
+    }
+
+    /// Writes the model's content of `regions` into guest memory where it changed (all but
+    /// the range the guest just wrote itself). False: stopped while waiting on a gate.
+    fn mirror(&self, sh: &mut Shared, regions: &[usize], guest_wrote: Option<(u64, u64)>) -> bool {
+        let sept = sh.world.sept();
+        for &r in regions {
+            let region_base = self.base + (r as u64) * PAGE_SIZE_2M;
+            let Some(shadow) = sh.shadow.get_mut(r * 512..(r + 1) * 512) else {
+                continue;
+            };
+            let mut changes: Vec<(usize, Content)> = Vec::new();
+            for (p, old) in shadow.iter_mut().enumerate() {
+                let gpa = region_base + (p as u64) * PAGE_SIZE_4K;
+                let now = sept.content(Gpa(gpa)).unwrap_or(Content::NONE);
+                if now.raw() == *old {
+                    continue;
+                }
+                *old = now.raw();
+                let by_guest =
+                    guest_wrote.is_some_and(|(at, len)| (at..at.saturating_add(len)).contains(&gpa));
+                if !by_guest {
+                    changes.push((p, now));
+                }
+            }
+            if changes.is_empty() {
+                continue;
+            }
+            if !self.gate_clear(r) {
+                return false;
+            }
+            let uniform = changes.len() == 512 && changes.iter().all(|c| c.1 == changes[0].1);
+            if uniform {
+                self.write_content(region_base, PAGE_SIZE_2M, changes[0].1);
+            } else {
+                for (p, c) in changes {
+                    self.write_content(region_base + (p as u64) * PAGE_SIZE_4K, PAGE_SIZE_4K, c);
+                }
+            }
+        }
+        true
+    }
+
+    fn write_content(&self, gpa: u64, len: u64, c: Content) {
+        // The window is backed by construction (the VMM maps the whole window), so these cannot
+        // fail; a failure would leave the bytes as they were and show as a disagreement.
+        let _ = if c == Content::ZERO {
+            self.mem.zero_pages(gpa, len)
+        } else {
+            self.mem.fill_words(gpa, len, content_word(c))
+        };
+    }
+
+    /// What the run recorded: its end (if it ended), the metrics, the choices, the model's
+    /// per-vCPU counts and the world as it was left.
+    pub fn into_parts(self) -> (Option<RunEnd>, Metrics, Vec<Choice>, Vec<Report>, ScenarioWorld) {
+        let sh = self.shared.into_inner().unwrap_or_else(|e| e.into_inner());
+        (sh.end, sh.metrics, sh.choices, sh.counts, sh.world)
+    }
+}

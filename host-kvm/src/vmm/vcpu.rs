@@ -1,0 +1,848 @@
+//! One vCPU thread: KVM_RUN, the exits decoded, every TDCALL the payload issues served by the
+//! core, on this thread, as the TDX module and KVM would serve it.
+//!
+//! A TDCALL reaches the VMM two ways: on these hosts as KVM_EXIT_INTERNAL_ERROR (emulation
+//! failure) at the instruction `66 0F 01 CC`, which the VMM completes itself (outputs set,
+//! RIP += 4); or forwarded through [`TDCALL_PORT`] by a payload that took #UD (the block's
+//! registers in, the outputs written back). Either way the leaf is served here:
+//!
+//! - TDG.MEM.PAGE.ACCEPT: the guest's operation in the world, stepped on this thread —
+//!   the module's walk and zeroing, and after an EPT-violation exit KVM's fault path with the
+//!   policy — until it retires with a status (RAX) or the fault path resumes the guest without
+//!   retiring it (RIP unchanged: the guest re-executes the TDCALL, as with the module);
+//! - TDG.VP.INFO and TDG.MEM.PAGE.ATTR.RD: answered from the model's configuration and S-EPT;
+//! - TDG.VP.VMCALL: GHCI's Instruction.IO (the console) and Instruction.HLT, and the hugesept
+//!   calls through which the payload hands over its memory operations, lazy-accept claims and
+//!   program ends ([`hugesept_core::payload::Call`]);
+//! - any other leaf: TDX_OPERAND_INVALID (operand RAX), counted.
+//!
+//! Before the world steps a guest operation, the operation the payload issued is compared with
+//! the one the model's copy of the same guest program issues next; a difference ends the run as
+//! a disagreement. The run's order is whatever these threads produce; every step is a choice in
+//! the trace.
+
+use std::fmt::Write as _;
+use std::time::Duration;
+
+use hugesept_core::abi::{
+    Gpa, Gpaw, OperandId, PageLevel, StatusCode, TdcallLeaf, TdcallRax, TdxStatus,
+};
+use hugesept_core::guest::{GuestEnd, GuestEvent, GuestOp, GuestStep};
+use hugesept_core::payload::{
+    AccessAnswer, AccessKind, AccessRequest, AccessResult, BootError, Call, EndCode, FAULT_NO_PROGRAM,
+    FAULT_PANIC, FAULT_PROTOCOL, GHCI_HLT, GHCI_IO, PORT_TDCALL_SIZE, TDCALL_PORT, VMCALL_INVALID_OPERAND,
+    VMCALL_VENDOR,
+};
+use hugesept_core::sept::Content;
+use hugesept_core::world::{Choice, Stepped, VcpuState};
+use kvm_bindings::kvm_regs;
+use kvm_ioctls::{VcpuExit, VcpuFd};
+
+use super::cpu::LOW_END;
+use super::memory::GuestMemory;
+use super::service::{RunEnd, Service};
+use crate::scenario::ScenarioWorld;
+
+/// The TDCALL instruction.
+const TDCALL_BYTES: [u8; 4] = [0x66, 0x0f, 0x01, 0xcc];
+/// KVM_INTERNAL_ERROR_EMULATION.
+const KVM_INTERNAL_ERROR_EMULATION: u32 = 1;
+/// COM1's data register.
+const COM1: u16 = 0x3f8;
+/// The isa-debug-exit style port.
+const DEBUG_EXIT: u16 = 0xf4;
+/// How long a waiting step sleeps at most before it looks again.
+const WAIT: Duration = Duration::from_millis(1);
+/// Console bytes kept per vCPU at most (a guest printing forever cannot fill the VMM's memory).
+const CONSOLE_LIMIT: usize = 64 << 10;
+
+/// What one vCPU did, seen from the VMM.
+#[derive(Debug, Clone, Default)]
+pub struct VcpuStats {
+    /// KVM_RUN exits in all.
+    pub exits: u64,
+    /// Exits that were TDCALLs (emulation failures at TDCALL, or forwarded by port).
+    pub tdcall_exits: u64,
+    /// TDCALLs by leaf: ACCEPT, VP.INFO, ATTR.RD, VMCALL, others.
+    pub tdcalls: [u64; 5],
+    /// ACCEPT exits the guest re-executes (not retired: the fault path resumed it).
+    pub accept_reexecuted: u64,
+    /// hugesept calls.
+    pub hugesept_calls: u64,
+    /// Port writes and reads to ports the VMM does not serve.
+    pub stray_ports: u64,
+    /// The console's text.
+    pub console: String,
+    /// How the thread ended.
+    pub end: VcpuEnd,
+}
+
+/// How a vCPU thread ended.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum VcpuEnd {
+    /// Still running (never seen after a run).
+    #[default]
+    Running,
+    /// The guest halted (GHCI HLT or `hlt`).
+    Halted,
+    /// The run ended under it.
+    Stopped,
+    /// It wrote the exit port.
+    Exited(u8),
+    /// It broke the contract (the run's end says how).
+    Fault,
+}
+
+/// A guest request that steps the world.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Request {
+    Accept(u64),
+    Access(AccessRequest),
+    Unit { release: bool, unit: Gpa },
+    End(EndCode, u64),
+}
+
+/// The answer to a request.
+#[derive(Debug, Clone, Copy)]
+enum Answer {
+    /// The operation retired with this event.
+    Retired(GuestEvent),
+    /// The fault path resumed the guest: the instruction runs again.
+    Retry,
+    /// The next stage starts.
+    NextStage,
+    /// The program is over.
+    Finished,
+    /// The run is over.
+    Stop,
+}
+
+/// What the thread does after an exit.
+enum Flow {
+    Continue,
+    Halt,
+    Stop,
+}
+
+/// The registers a TDCALL reads and writes.
+#[derive(Debug, Clone, Copy, Default)]
+struct TdRegs {
+    rax: u64,
+    rcx: u64,
+    rdx: u64,
+    r8: u64,
+    r9: u64,
+    r10: u64,
+    r11: u64,
+    r12: u64,
+    r13: u64,
+    r14: u64,
+    r15: u64,
+}
+
+impl TdRegs {
+    fn of(r: &kvm_regs) -> TdRegs {
+        TdRegs {
+            rax: r.rax,
+            rcx: r.rcx,
+            rdx: r.rdx,
+            r8: r.r8,
+            r9: r.r9,
+            r10: r.r10,
+            r11: r.r11,
+            r12: r.r12,
+            r13: r.r13,
+            r14: r.r14,
+            r15: r.r15,
+        }
+    }
+
+    fn store(&self, r: &mut kvm_regs) {
+        r.rax = self.rax;
+        r.rcx = self.rcx;
+        r.rdx = self.rdx;
+        r.r8 = self.r8;
+        r.r9 = self.r9;
+        r.r10 = self.r10;
+        r.r11 = self.r11;
+        r.r12 = self.r12;
+        r.r13 = self.r13;
+        r.r14 = self.r14;
+        r.r15 = self.r15;
+    }
+
+    fn words(&self) -> [u64; 11] {
+        [
+            self.rax, self.rcx, self.rdx, self.r8, self.r9, self.r10, self.r11, self.r12,
+            self.r13, self.r14, self.r15,
+        ]
+    }
+
+    fn from_words(w: [u64; 11]) -> TdRegs {
+        let [rax, rcx, rdx, r8, r9, r10, r11, r12, r13, r14, r15] = w;
+        TdRegs {
+            rax,
+            rcx,
+            rdx,
+            r8,
+            r9,
+            r10,
+            r11,
+            r12,
+            r13,
+            r14,
+            r15,
+        }
+    }
+}
+
+/// One vCPU thread's state.
+pub struct VcpuThread<'s, 'm> {
+    index: u8,
+    vcpus: u8,
+    service: &'s Service<'m>,
+    mem: &'m GuestMemory,
+    gpaw: Gpaw,
+    ve_disable: bool,
+    /// An access between its begin and end calls: the request, the model's event, its region.
+    open: Option<(AccessRequest, GuestEvent, Option<usize>)>,
+    /// The console line being written.
+    line: String,
+    /// The statistics.
+    pub stats: VcpuStats,
+}
+
+impl<'s, 'm> VcpuThread<'s, 'm> {
+    /// vCPU `index` of `vcpus` over `service`.
+    pub fn new(index: u8, vcpus: u8, service: &'s Service<'m>, mem: &'m GuestMemory) -> Self {
+        let (gpaw, ve_disable) = service.with_world(|w| {
+            let c = w.sept().config();
+            (c.gpaw, c.pending_ve_disable)
+        });
+        VcpuThread {
+            index,
+            vcpus,
+            service,
+            mem,
+            gpaw,
+            ve_disable,
+            open: None,
+            line: String::new(),
+            stats: VcpuStats::default(),
+        }
+    }
+
+    fn fault(&mut self, what: String) -> Flow {
+        self.stats.end = VcpuEnd::Fault;
+        self.service.finish(RunEnd::GuestFault {
+            vcpu: self.index,
+            what,
+        });
+        Flow::Stop
+    }
+
+    fn disagree(&self, what: String) -> RunEnd {
+        RunEnd::Disagreement {
+            vcpu: self.index,
+            what,
+        }
+    }
+
+    /// Runs the vCPU until the guest halts or the run ends.
+    pub fn run(&mut self, vcpu: &mut VcpuFd) {
+        loop {
+            if self.service.stopped() {
+                self.stats.end = match self.stats.end {
+                    VcpuEnd::Running => VcpuEnd::Stopped,
+                    e => e,
+                };
+                break;
+            }
+            let flow = self.one_exit(vcpu);
+            match flow {
+                Flow::Continue => {}
+                Flow::Halt => {
+                    if self.stats.end == VcpuEnd::Running {
+                        self.stats.end = VcpuEnd::Halted;
+                    }
+                    break;
+                }
+                Flow::Stop => break,
+            }
+        }
+        if !self.line.is_empty() {
+            let l = std::mem::take(&mut self.line);
+            self.push_console(&l);
+        }
+        // An access left open by a stopped guest must not hold a region's gate.
+        if let Some((_, _, Some(r))) = self.open.take() {
+            self.service.close_gate(r);
+        }
+    }
+
+    fn one_exit(&mut self, vcpu: &mut VcpuFd) -> Flow {
+        enum Exit {
+            Internal,
+            Out(u16, [u8; 4], usize),
+            In,
+            Hlt,
+            Other(String),
+        }
+        let exit = match vcpu.run() {
+            Ok(VcpuExit::InternalError) => Exit::Internal,
+            Ok(VcpuExit::IoOut(port, data)) => {
+                let mut b = [0u8; 4];
+                let n = data.len().min(4);
+                b[..n].copy_from_slice(&data[..n]);
+                Exit::Out(port, b, data.len())
+            }
+            Ok(VcpuExit::IoIn(_, data)) => {
+                data.fill(0xff);
+                Exit::In
+            }
+            Ok(VcpuExit::Hlt) => Exit::Hlt,
+            Ok(VcpuExit::Shutdown) => Exit::Other("triple fault (shutdown)".into()),
+            Ok(VcpuExit::MmioRead(a, _)) | Ok(VcpuExit::MmioWrite(a, _)) => {
+                Exit::Other(format!("access to unbacked GPA {a:#x}"))
+            }
+            Ok(other) => Exit::Other(format!("unexpected exit {other:?}")),
+            Err(e) if e.errno() == libc::EINTR || e.errno() == libc::EAGAIN => {
+                return Flow::Continue;
+            }
+            Err(e) => {
+                self.service.finish(RunEnd::Vmm(format!("KVM_RUN: {e}")));
+                return Flow::Stop;
+            }
+        };
+        self.stats.exits += 1;
+        match exit {
+            Exit::Internal => self.internal_error(vcpu),
+            Exit::Out(port, b, len) => self.port_out(port, b, len),
+            Exit::In => {
+                self.stats.stray_ports += 1;
+                Flow::Continue
+            }
+            Exit::Hlt => self.halted(),
+            Exit::Other(what) => self.fault(what),
+        }
+    }
+
+    /// KVM_EXIT_INTERNAL_ERROR: an emulation failure at a TDCALL is served; anything else
+    /// ends the VM.
+    fn internal_error(&mut self, vcpu: &mut VcpuFd) -> Flow {
+        // SAFETY: the exit reason was KVM_EXIT_INTERNAL_ERROR (kvm-ioctls decoded it so), for
+        // which KVM fills the `internal` member of the kvm_run union; reading a plain u32 field
+        // of it is valid for any bit pattern.
+        let suberror = unsafe { vcpu.get_kvm_run().__bindgen_anon_1.internal.suberror };
+        let mut regs = match vcpu.get_regs() {
+            Ok(r) => r,
+            Err(e) => {
+                self.service.finish(RunEnd::Vmm(format!("KVM_GET_REGS: {e}")));
+                return Flow::Stop;
+            }
+        };
+        // The payload runs identity-mapped (the loader's page tables), so RIP is the GPA of the
+        // instruction; a guest that remapped its code shows up as bytes that are not TDCALL.
+        let mut insn = [0u8; 4];
+        let readable = self.mem.read(regs.rip, &mut insn).is_ok();
+        if suberror != KVM_INTERNAL_ERROR_EMULATION || !readable || insn != TDCALL_BYTES {
+            return self.fault(format!(
+                "KVM internal error (suberror {suberror}) at RIP {:#x}, bytes {insn:02x?}: not a \
+                 TDCALL",
+                regs.rip
+            ));
+        }
+        self.stats.tdcall_exits += 1;
+        let mut td = TdRegs::of(&regs);
+        let (flow, retire) = self.tdcall(&mut td);
+        td.store(&mut regs);
+        if retire {
+            regs.rip = regs.rip.wrapping_add(4);
+        }
+        if let Err(e) = vcpu.set_regs(&regs) {
+            self.service.finish(RunEnd::Vmm(format!("KVM_SET_REGS: {e}")));
+            return Flow::Stop;
+        }
+        flow
+    }
+
+    fn port_out(&mut self, port: u16, b: [u8; 4], len: usize) -> Flow {
+        match (port, len) {
+            (COM1, 1) => {
+                self.console_byte(b[0]);
+                Flow::Continue
+            }
+            (DEBUG_EXIT, 1) => {
+                self.stats.end = VcpuEnd::Exited(b[0]);
+                Flow::Halt
+            }
+            (TDCALL_PORT, 4) => self.forwarded(u64::from(u32::from_le_bytes(b))),
+            (TDCALL_PORT, _) => self.fault(format!(
+                "a {len}-byte write to the TDCALL port (the protocol takes 4 bytes)"
+            )),
+            _ => {
+                self.stats.stray_ports += 1;
+                Flow::Continue
+            }
+        }
+    }
+
+    /// A TDCALL forwarded through the port: its register block at `gpa`.
+    fn forwarded(&mut self, gpa: u64) -> Flow {
+        let len = PORT_TDCALL_SIZE as u64;
+        if !gpa.is_multiple_of(16) || gpa.checked_add(len).is_none_or(|e| e > LOW_END) {
+            return self.fault(format!(
+                "TDCALL port: block at {gpa:#x} is unaligned or outside build-time memory"
+            ));
+        }
+        let mut raw = [0u8; PORT_TDCALL_SIZE];
+        if self.mem.read(gpa, &mut raw).is_err() {
+            return self.fault(format!("TDCALL port: block at {gpa:#x} is not backed"));
+        }
+        let mut w = [0u64; 11];
+        for (i, c) in raw.chunks_exact(8).enumerate() {
+            w[i] = u64::from_le_bytes(c.try_into().unwrap_or([0; 8]));
+        }
+        self.stats.tdcall_exits += 1;
+        let mut td = TdRegs::from_words(w);
+        let (flow, retire) = self.tdcall(&mut td);
+        if !retire {
+            // The forwarded call did not retire: the payload's handler re-issues it, as the
+            // instruction would run again. Its block says so with RAX unchanged.
+            return flow;
+        }
+        let mut out = [0u8; PORT_TDCALL_SIZE];
+        for (i, v) in td.words().iter().enumerate() {
+            out[i * 8..i * 8 + 8].copy_from_slice(&v.to_le_bytes());
+        }
+        if self.mem.write(gpa, &out).is_err() {
+            return self.fault(format!("TDCALL port: block at {gpa:#x} is not backed"));
+        }
+        flow
+    }
+
+    fn halted(&mut self) -> Flow {
+        let live = self.service.with_world(|w| {
+            w.vcpus()
+                .nth(usize::from(self.index))
+                .is_some_and(|v| !matches!(v.state(), VcpuState::Finished(_) | VcpuState::Stopped(_)))
+                && w.ended().is_none()
+        });
+        if live && !self.service.stopped() {
+            return self.fault("halted before its program ended".into());
+        }
+        Flow::Halt
+    }
+
+    fn push_console(&mut self, line: &str) {
+        if self.stats.console.len() < CONSOLE_LIMIT {
+            let _ = writeln!(self.stats.console, "{line}");
+        }
+    }
+
+    fn console_byte(&mut self, b: u8) {
+        if b == b'\n' {
+            let l = std::mem::take(&mut self.line);
+            self.push_console(&l);
+        } else if self.line.len() < 4096 {
+            self.line.push(char::from(b));
+        }
+    }
+
+    /// Serves one TDCALL: what the thread does next, and whether the call retired (RIP moves
+    /// past it; else the guest executes it again).
+    fn tdcall(&mut self, r: &mut TdRegs) -> (Flow, bool) {
+        let leaf = match TdcallRax::decode(r.rax) {
+            Ok(l) => l.leaf,
+            Err(_) => {
+                self.stats.tdcalls[4] += 1;
+                r.rax = TdxStatus::with_operand(StatusCode::OperandInvalid, OperandId::RAX).raw();
+                return (Flow::Continue, true);
+            }
+        };
+        match leaf {
+            TdcallLeaf::MemPageAccept => {
+                self.stats.tdcalls[0] += 1;
+                match self.serve(Request::Accept(r.rcx)) {
+                    Answer::Retired(GuestEvent::Status(s)) => {
+                        r.rax = s.raw();
+                        (Flow::Continue, true)
+                    }
+                    Answer::Retry => {
+                        self.stats.accept_reexecuted += 1;
+                        (Flow::Continue, false)
+                    }
+                    Answer::Stop => (Flow::Stop, false),
+                    other => {
+                        let e = self.disagree(format!("an ACCEPT ended as {other:?}"));
+                        self.service.finish(e);
+                        (Flow::Stop, false)
+                    }
+                }
+            }
+            TdcallLeaf::VpInfo => {
+                self.stats.tdcalls[1] += 1;
+                self.vp_info(r);
+                (Flow::Continue, true)
+            }
+            TdcallLeaf::MemPageAttrRd => {
+                self.stats.tdcalls[2] += 1;
+                self.attr_rd(r);
+                (Flow::Continue, true)
+            }
+            TdcallLeaf::VpVmcall => {
+                self.stats.tdcalls[3] += 1;
+                let flow = self.vmcall(r);
+                (flow, true)
+            }
+            _ => {
+                self.stats.tdcalls[4] += 1;
+                r.rax = TdxStatus::with_operand(StatusCode::OperandInvalid, OperandId::RAX).raw();
+                (Flow::Continue, true)
+            }
+        }
+    }
+
+    /// TDG.VP.INFO (TDX module ABI): RCX GPAW (bits 5:0), RDX the TD attributes (bit 28
+    /// SEPT_VE_DISABLE), R8 vCPUs now (31:0) and at most (63:32), R9 this vCPU's index, R10 and
+    /// R11 0.
+    fn vp_info(&self, r: &mut TdRegs) {
+        r.rax = 0;
+        r.rcx = u64::from(self.gpaw.bits());
+        r.rdx = if self.ve_disable { 1 << 28 } else { 0 };
+        r.r8 = u64::from(self.vcpus) | (u64::from(self.vcpus) << 32);
+        r.r9 = u64::from(self.index);
+        r.r10 = 0;
+        r.r11 = 0;
+    }
+
+    /// TDG.MEM.PAGE.ATTR.RD (shared/reference/tdx-module.md, tdg_mem_page_attr_rd.c): for a
+    /// mapped or pending leaf, RCX = the aligned GPA | the level (bits 2:0) | PENDING (bit 62).
+    /// The module first takes an EPT violation on a missing or blocked entry; that path is not
+    /// modelled here and answers TDX_OPERAND_INVALID (operand RCX).
+    fn attr_rd(&self, r: &mut TdRegs) {
+        use hugesept_core::abi::SeptEntryState as S;
+        let gpa = Gpa(r.rcx & !0xfff & 0x000f_ffff_ffff_f000);
+        let m = self.service.with_world(|w| w.sept().mapping(gpa).ok());
+        match m {
+            Some(m) if matches!(m.state, S::Mapped | S::Pending) => {
+                let pending = if m.state == S::Pending { 1 << 62 } else { 0 };
+                r.rax = 0;
+                r.rcx = gpa.align_down(m.level).raw() | u64::from(m.level.tdx().raw()) | pending;
+            }
+            _ => {
+                r.rax = TdxStatus::with_operand(StatusCode::OperandInvalid, OperandId::RCX).raw();
+            }
+        }
+    }
+
+    /// TDG.VP.VMCALL: RAX 0 (the TDCALL completed); R10 the GHCI status.
+    fn vmcall(&mut self, r: &mut TdRegs) -> Flow {
+        r.rax = 0;
+        let ok = |r: &mut TdRegs| r.r10 = 0;
+        match r.r10 {
+            0 => match r.r11 {
+                GHCI_HLT => {
+                    ok(r);
+                    return self.halted();
+                }
+                GHCI_IO => {
+                    let (size, write, port, data) = (r.r12, r.r13, r.r14, r.r15);
+                    ok(r);
+                    if write == 1 && size == 1 && port == u64::from(COM1) {
+                        self.console_byte(data as u8);
+                    } else if write == 1 && size == 1 && port == u64::from(DEBUG_EXIT) {
+                        self.stats.end = VcpuEnd::Exited(data as u8);
+                        return Flow::Halt;
+                    } else {
+                        self.stats.stray_ports += 1;
+                        if write == 0 {
+                            r.r11 = u64::MAX >> (64 - 8 * size.clamp(1, 8));
+                        }
+                    }
+                }
+                _ => r.r10 = VMCALL_INVALID_OPERAND,
+            },
+            VMCALL_VENDOR => {
+                self.stats.hugesept_calls += 1;
+                return self.hugesept(r);
+            }
+            _ => r.r10 = VMCALL_INVALID_OPERAND,
+        }
+        Flow::Continue
+    }
+
+    /// A hugesept call.
+    fn hugesept(&mut self, r: &mut TdRegs) -> Flow {
+        let Some(call) = Call::from_number(r.r11) else {
+            r.r10 = VMCALL_INVALID_OPERAND;
+            return Flow::Continue;
+        };
+        r.r10 = 0;
+        let stop = |r: &mut TdRegs| {
+            r.r11 = AccessAnswer::Stop.code();
+            Flow::Stop
+        };
+        match call {
+            Call::AccessBegin => {
+                let Some(req) = AccessRequest::decode(r.r12, r.r13) else {
+                    r.r10 = VMCALL_INVALID_OPERAND;
+                    return Flow::Continue;
+                };
+                if self.open.is_some() {
+                    return self.fault("an access began inside another".into());
+                }
+                match self.serve(Request::Access(req)) {
+                    Answer::Retired(GuestEvent::VirtualizationException) => {
+                        r.r11 = AccessAnswer::VirtualizationException.code();
+                    }
+                    Answer::Retired(ev) => {
+                        r.r11 = AccessAnswer::Go.code();
+                        r.r12 = match ev {
+                            GuestEvent::Read(c) => u64::from(c.raw()),
+                            _ => 0,
+                        };
+                    }
+                    Answer::Retry => r.r11 = AccessAnswer::Retry.code(),
+                    _ => return stop(r),
+                }
+            }
+            Call::AccessEnd => {
+                let Some(res) = AccessResult::decode(r.r12, r.r13) else {
+                    r.r10 = VMCALL_INVALID_OPERAND;
+                    return Flow::Continue;
+                };
+                let Some((req, ev, region)) = self.open.take() else {
+                    return self.fault("an access ended that had not begun".into());
+                };
+                if let Some(g) = region {
+                    self.service.close_gate(g);
+                }
+                if let Some(what) = compare(req, ev, res) {
+                    self.service.finish(self.disagree(what));
+                    return stop(r);
+                }
+                r.r11 = 0;
+            }
+            Call::Unit => {
+                let release = match r.r12 {
+                    0 => false,
+                    1 => true,
+                    _ => {
+                        r.r10 = VMCALL_INVALID_OPERAND;
+                        return Flow::Continue;
+                    }
+                };
+                match self.serve(Request::Unit {
+                    release,
+                    unit: Gpa(r.r13),
+                }) {
+                    Answer::Retired(GuestEvent::UnitClaimed) => r.r11 = 0,
+                    Answer::Retired(GuestEvent::UnitAccepted) => r.r11 = 1,
+                    Answer::Retired(GuestEvent::UnitReleased) => r.r11 = 2,
+                    _ => return stop(r),
+                }
+            }
+            Call::ProgramEnd => {
+                let Some(code) = EndCode::from_code(r.r12) else {
+                    r.r10 = VMCALL_INVALID_OPERAND;
+                    return Flow::Continue;
+                };
+                match self.serve(Request::End(code, r.r13)) {
+                    Answer::NextStage => r.r11 = 0,
+                    Answer::Finished => r.r11 = 1,
+                    _ => return stop(r),
+                }
+            }
+            Call::Fault => {
+                return self.fault(fault_text(r.r12));
+            }
+        }
+        Flow::Continue
+    }
+
+    /// Steps this vCPU's actor until the request retires, the fault path resumes the guest,
+    /// or the run ends.
+    fn serve(&mut self, req: Request) -> Answer {
+        let i = self.index;
+        let mut first = true;
+        loop {
+            let seen = self.service.generation();
+            let mut state_before = None;
+            let mut stage_before = 0;
+            let check = first;
+            let open = &mut self.open;
+            let service = self.service;
+            let taken = service.step(
+                Choice::Vcpu(i),
+                |w| {
+                    let v = w.vcpus().nth(usize::from(i));
+                    state_before = v.map(|v| v.state());
+                    stage_before = v.map_or(0, |v| v.stage());
+                    if check { expect(w, i, req) } else { Ok(()) }
+                },
+                |t| {
+                    if let (Request::Access(r), Some((_, ev))) = (req, t.note.retired)
+                        && ev != GuestEvent::VirtualizationException
+                    {
+                        let region = service.region_of(r.gpa);
+                        if let Some(g) = region {
+                            service.open_gate(g);
+                        }
+                        *open = Some((r, ev, region));
+                    }
+                },
+            );
+            let Some(t) = taken else {
+                return Answer::Stop;
+            };
+            match state_before {
+                // A kick bounced: the request is still to come.
+                Some(VcpuState::InGuest { kicked: true, .. }) => continue,
+                Some(VcpuState::Finished(_) | VcpuState::Stopped(_)) | None => return Answer::Stop,
+                _ => {}
+            }
+            first = false;
+            if let Some((_, ev)) = t.note.retired {
+                return Answer::Retired(ev);
+            }
+            let (now, stage) = self.service.with_world(|w| {
+                let v = w.vcpus().nth(usize::from(i));
+                (v.map(|v| v.state()), v.map_or(0, |v| v.stage()))
+            });
+            match (t.stepped, state_before, now) {
+                (Stepped::Blocked, _, _) => {
+                    // Waiting for another actor (a lock, a claim, the finalize, a stage): the
+                    // first step is checked again when it is retried.
+                    first = matches!(state_before, Some(VcpuState::InGuest { .. }));
+                    self.service.wait_change(seen, WAIT);
+                }
+                (Stepped::Invalid, _, _) => return Answer::Stop,
+                (_, Some(VcpuState::InHost(_)), Some(VcpuState::InGuest { .. })) => {
+                    return Answer::Retry;
+                }
+                (_, _, Some(VcpuState::Finished(_))) if matches!(req, Request::End(..)) => {
+                    return Answer::Finished;
+                }
+                _ if matches!(req, Request::End(..)) && stage != stage_before => {
+                    return Answer::NextStage;
+                }
+                (_, _, Some(VcpuState::Stopped(_)) | Some(VcpuState::Finished(_))) => {
+                    return Answer::Stop;
+                }
+                _ => {}
+            }
+        }
+    }
+}
+
+/// Checks that the payload's request is what the model's guest does next (vCPU `i`, in the
+/// guest, not kicked); other states pass (the request continues an operation in flight).
+fn expect(w: &ScenarioWorld, i: u8, req: Request) -> Result<(), RunEnd> {
+    let Some(v) = w.vcpus().nth(usize::from(i)) else {
+        return Ok(());
+    };
+    if !matches!(v.state(), VcpuState::InGuest { kicked: false, .. }) {
+        return Ok(());
+    }
+    let mut g = *v.guest();
+    let next = g.next_op();
+    let agrees = match (next, req) {
+        (GuestStep::Op(GuestOp::Accept(a)), Request::Accept(rcx)) => a.encode() == rcx,
+        (GuestStep::Op(GuestOp::AcceptRaw(x)), Request::Accept(rcx)) => x == rcx,
+        (GuestStep::Op(GuestOp::Read(gpa)), Request::Access(r)) => {
+            r.kind == AccessKind::Read && r.gpa == gpa && r.level == PageLevel::Size4K
+        }
+        (
+            GuestStep::Op(GuestOp::Write {
+                gpa,
+                level,
+                content,
+            }),
+            Request::Access(r),
+        ) => r.kind == AccessKind::Write && (r.gpa, r.level, r.content) == (gpa, level, content),
+        (
+            GuestStep::Op(GuestOp::Verify {
+                gpa,
+                level,
+                content,
+            }),
+            Request::Access(r),
+        ) => r.kind == AccessKind::Verify && (r.gpa, r.level, r.content) == (gpa, level, content),
+        (GuestStep::Op(GuestOp::ClaimUnit(u)), Request::Unit { release, unit }) => {
+            !release && u == unit
+        }
+        (GuestStep::Op(GuestOp::ReleaseUnit(u)), Request::Unit { release, unit }) => {
+            release && u == unit
+        }
+        (GuestStep::End(end), Request::End(code, detail)) => end_of(end) == (code, detail),
+        _ => false,
+    };
+    if agrees {
+        Ok(())
+    } else {
+        Err(RunEnd::Disagreement {
+            vcpu: i,
+            what: format!("the payload asked for {req:?}; the model's guest does {next:?} next"),
+        })
+    }
+}
+
+/// The end code and detail of a guest end (the payload's src/program.rs makes the same).
+fn end_of(end: GuestEnd) -> (EndCode, u64) {
+    match end {
+        GuestEnd::Done => (EndCode::Done, 0),
+        GuestEnd::Panic { status, .. } => (EndCode::Panic, status.raw()),
+        GuestEnd::DataLoss { gpa, .. } => (EndCode::DataLoss, gpa.raw()),
+        GuestEnd::Confused => (EndCode::Confused, 0),
+    }
+}
+
+/// What the payload's loads and stores saw against what the model's step retired with; a
+/// difference, in words.
+fn compare(req: AccessRequest, model: GuestEvent, real: AccessResult) -> Option<String> {
+    if real.kind != req.kind {
+        return Some(format!("an access of kind {:?} ended as {:?}", req.kind, real.kind));
+    }
+    let show = |c: Option<Content>| c.map_or("unreadable (torn or foreign) data".into(), |c| c.to_string());
+    match (req.kind, model) {
+        (AccessKind::Read, GuestEvent::Read(c)) if real.found == Some(c) => None,
+        (AccessKind::Read, GuestEvent::Read(c)) => Some(format!(
+            "the read of {} returned {} in memory, {c} in the model",
+            req.gpa,
+            show(real.found)
+        )),
+        (AccessKind::Write, GuestEvent::Wrote) if real.found == Some(req.content) => None,
+        (AccessKind::Write, _) => Some(format!("the payload could not write {}", req.gpa)),
+        (AccessKind::Verify, GuestEvent::Verified)
+            if real.found == Some(req.content) && real.page == Gpa(0) =>
+        {
+            None
+        }
+        (AccessKind::Verify, GuestEvent::Mismatch { gpa, found })
+            if real.page == gpa && real.found == Some(found) =>
+        {
+            None
+        }
+        (AccessKind::Verify, m) => Some(format!(
+            "the verify of {} found {} at {} in memory; the model says {m:?}",
+            req.gpa,
+            show(real.found),
+            real.page
+        )),
+        (_, m) => Some(format!("the access retired as {m:?} in the model")),
+    }
+}
+
+/// A fault code in words.
+fn fault_text(code: u64) -> String {
+    match code {
+        FAULT_PANIC => "the payload panicked".into(),
+        FAULT_NO_PROGRAM => "the boot block has no program for this vCPU".into(),
+        FAULT_PROTOCOL => "the payload could not use the VMM's answer".into(),
+        c => match BootError::from_code(c) {
+            Some(e) => format!("the payload refused its boot block: {e}"),
+            None => format!("the payload reported fault {c:#x}"),
+        },
+    }
+}
