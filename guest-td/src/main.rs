@@ -20,7 +20,9 @@ mod tdcall;
 
 use core::panic::PanicInfo;
 
-use hugesept_core::payload::{BOOT_FLAG_TDCALL_BY_PORT, Call, EndCode, FAULT_NO_PROGRAM, FAULT_PANIC};
+use hugesept_core::payload::{
+    BOOT_FLAG_TDCALL_BY_PORT, Call, EndCode, FAULT_NO_PROGRAM, FAULT_PANIC,
+};
 
 use platform::Port;
 
@@ -87,7 +89,10 @@ extern "C" fn guest_main(index: u64, boot: u64) -> ! {
         );
     }
     let window = memory::Window::new(info.window.0, info.window.1);
-    let report = program::run(&info, i, window);
+    let publish = |r: &hugesept_core::payload::Report| {
+        let _ = boot::write_report(&info, i, r, image);
+    };
+    let report = program::run(&info, i, window, &publish);
     let end = EndCode::from_code(u64::from(report.end));
     println!(
         "vCPU {index}: {:?} after {} stage(s): {} ACCEPTs retired ({} succeeded), {} marker \

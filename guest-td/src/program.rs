@@ -37,13 +37,17 @@ fn end_code(end: GuestEnd) -> (EndCode, u64) {
     }
 }
 
-/// Runs vCPU `index`'s program to its end; the report says how it went.
-pub fn run(info: &BootInfo, index: usize, window: Window) -> Report {
+/// Runs vCPU `index`'s program to its end; the report says how it went. `publish` gets the
+/// report after every operation that retired (with the end "stopped" until the program
+/// ends), so the VMM finds it current even if this vCPU never runs again.
+pub fn run(info: &BootInfo, index: usize, window: Window, publish: &dyn Fn(&Report)) -> Report {
     let mut report = Report {
         vcpu: index as u32,
+        end: EndCode::Stopped.code() as u32,
         ..Report::default()
     };
-    let (end, detail) = match run_stages(info, index, window, &mut report) {
+    publish(&report);
+    let (end, detail) = match run_stages(info, index, window, &mut report, publish) {
         Ok(e) => e,
         Err(Stop::Stopped) => (EndCode::Stopped, 0),
         Err(Stop::Protocol) => (EndCode::Fault, hugesept_core::payload::FAULT_PROTOCOL),
@@ -58,6 +62,7 @@ fn run_stages(
     index: usize,
     window: Window,
     report: &mut Report,
+    publish: &dyn Fn(&Report),
 ) -> Result<(EndCode, u64), Stop> {
     let program = info.program(index).ok_or(Stop::Protocol)?;
     let mut stage = 0usize;
@@ -69,6 +74,7 @@ fn run_stages(
                 GuestStep::Op(op) => {
                     let ev = perform(op, window)?;
                     report.count(op, ev);
+                    publish(report);
                     guest.complete(ev);
                 }
             }
@@ -76,9 +82,10 @@ fn run_stages(
         let (code, detail) = end_code(end);
         if code == EndCode::Done {
             report.stages_done = report.stages_done.saturating_add(1);
+            publish(report);
         }
-        let [answer, _, _] = tdcall::hugesept(Call::ProgramEnd, code.code(), detail)
-            .ok_or(Stop::Protocol)?;
+        let [answer, _, _] =
+            tdcall::hugesept(Call::ProgramEnd, code.code(), detail).ok_or(Stop::Protocol)?;
         match answer {
             0 if code == EndCode::Done => stage = stage.saturating_add(1),
             1 => return Ok((code, detail)),
@@ -149,8 +156,7 @@ fn unit_call(what: u64, unit: Gpa) -> Result<GuestEvent, Stop> {
 fn access(req: AccessRequest, window: Window) -> Result<GuestEvent, Stop> {
     let (r12, r13) = req.encode();
     loop {
-        let [answer, _, _] =
-            tdcall::hugesept(Call::AccessBegin, r12, r13).ok_or(Stop::Protocol)?;
+        let [answer, _, _] = tdcall::hugesept(Call::AccessBegin, r12, r13).ok_or(Stop::Protocol)?;
         match AccessAnswer::from_code(answer).ok_or(Stop::Protocol)? {
             AccessAnswer::Go => break,
             // The access exited and the host resolved the fault: the instruction runs again.

@@ -76,8 +76,8 @@ const _: () = assert!(core::mem::size_of::<PortBlock>() >= payload::PORT_TDCALL_
 fn by_port(args: &mut TdcallArgs) -> u64 {
     let mut block = PortBlock {
         regs: [
-            args.rax, args.rcx, args.rdx, args.r8, args.r9, args.r10, args.r11, args.r12,
-            args.r13, 0, 0,
+            args.rax, args.rcx, args.rdx, args.r8, args.r9, args.r10, args.r11, args.r12, args.r13,
+            0, 0,
         ],
     };
     let gpa = (&raw mut block).addr();

@@ -74,7 +74,9 @@ pub fn run(args: &Args, out: &mut impl Write) -> Result<(), CliError> {
         sc.policy = hugesept_core::policy::PolicyId::parse(p).ok_or_else(|| {
             CliError::Usage(format!(
                 "--policy {p}: no such design (known: {})",
-                hugesept_core::policy::PolicyId::ALL.map(|d| d.name()).join(", ")
+                hugesept_core::policy::PolicyId::ALL
+                    .map(|d| d.name())
+                    .join(", ")
             ))
         })?;
     }
@@ -242,7 +244,9 @@ pub fn run(args: &Args, out: &mut impl Write) -> Result<(), CliError> {
         (end, Some(e)) => Err(CliError::Unexpected(format!(
             "{path}: the run ended in {end}; the scenario expects {e}"
         ))),
-        (end, None) => Err(CliError::Unexpected(format!("{path}: the run ended in {end}"))),
+        (end, None) => Err(CliError::Unexpected(format!(
+            "{path}: the run ended in {end}"
+        ))),
     }
 }
 

@@ -68,7 +68,9 @@ type Row = (&'static str, fn(&RunStats) -> u64);
 /// The metrics rows `sim` and `run` print: a name and how to read it off a run's metrics.
 pub(crate) const METRIC_ROWS: [(&str, fn(&Metrics) -> u64); 9] = [
     ("ACCEPT TDCALLs", |m| u64::from(m.tdcalls)),
-    ("TD exits", |m| u64::from(m.exits_accept) + u64::from(m.exits_other)),
+    ("TD exits", |m| {
+        u64::from(m.exits_accept) + u64::from(m.exits_other)
+    }),
     ("entries without progress", |m| {
         u64::from(m.entries_without_progress)
     }),

@@ -27,7 +27,9 @@ impl fmt::Display for ElfError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             ElfError::NotElf64 => f.write_str("not an ELF64 little-endian x86_64 executable"),
-            ElfError::Truncated => f.write_str("a header or segment points past the end of the file"),
+            ElfError::Truncated => {
+                f.write_str("a header or segment points past the end of the file")
+            }
             ElfError::Placement { paddr, memsz } => write!(
                 f,
                 "segment [{paddr:#x}, +{memsz:#x}) is outside the payload's memory"
@@ -80,12 +82,16 @@ fn u16_at(b: &[u8], at: usize) -> Result<u16, ElfError> {
 
 fn u32_at(b: &[u8], at: usize) -> Result<u32, ElfError> {
     let s = b.get(at..at + 4).ok_or(ElfError::Truncated)?;
-    Ok(u32::from_le_bytes(s.try_into().map_err(|_| ElfError::Truncated)?))
+    Ok(u32::from_le_bytes(
+        s.try_into().map_err(|_| ElfError::Truncated)?,
+    ))
 }
 
 fn u64_at(b: &[u8], at: usize) -> Result<u64, ElfError> {
     let s = b.get(at..at + 8).ok_or(ElfError::Truncated)?;
-    Ok(u64::from_le_bytes(s.try_into().map_err(|_| ElfError::Truncated)?))
+    Ok(u64::from_le_bytes(
+        s.try_into().map_err(|_| ElfError::Truncated)?,
+    ))
 }
 
 /// PT_LOAD.

@@ -240,10 +240,12 @@ mod tests {
         m.zero_pages(0x4000_0000, 0x20_0000).unwrap();
         assert_eq!(m.read_u64(0x401f_fff8), Ok(0));
         assert!(m.zero_pages(0x4000_0800, 0x1000).is_err());
-        assert!(GuestMemory::new(vec![
-            Area::new(0, 0x2000).unwrap(),
-            Area::new(0x1000, 0x1000).unwrap()
-        ])
-        .is_err());
+        assert!(
+            GuestMemory::new(vec![
+                Area::new(0, 0x2000).unwrap(),
+                Area::new(0x1000, 0x1000).unwrap()
+            ])
+            .is_err()
+        );
     }
 }

@@ -197,7 +197,9 @@ pub fn run(sc: &Scenario, opts: &RunOptions) -> Result<RunResult, VmmError> {
         .map_err(|e| VmmError::Layout(e.to_string()))?;
     mem.write(cpu::BOOT_BLOCK, &block[..n]).map_err(bad)?;
 
-    let vm = kvm.create_vm().map_err(|e| VmmError::Kvm("KVM_CREATE_VM", e))?;
+    let vm = kvm
+        .create_vm()
+        .map_err(|e| VmmError::Kvm("KVM_CREATE_VM", e))?;
     for (slot, a) in mem.areas().iter().enumerate() {
         let region = kvm_userspace_memory_region {
             slot: slot as u32,
@@ -242,6 +244,9 @@ pub fn run(sc: &Scenario, opts: &RunOptions) -> Result<RunResult, VmmError> {
                 threads[i].store(me as u64, Ordering::SeqCst);
                 let mut t = VcpuThread::new(i as u8, vcpus, service, mem);
                 t.run(&mut fd);
+                if std::env::var_os("HUGESEPT_DEBUG_TIMES").is_some() {
+                    eprintln!("vCPU {i} thread ends after {:?}", start.elapsed());
+                }
                 threads[i].store(0, Ordering::SeqCst);
                 running.fetch_sub(1, Ordering::SeqCst);
                 t.stats
@@ -252,6 +257,9 @@ pub fn run(sc: &Scenario, opts: &RunOptions) -> Result<RunResult, VmmError> {
             let (service, running) = (&service, running.clone());
             hh.push(s.spawn(move || {
                 let steps = host_thread(service, h as u8);
+                if std::env::var_os("HUGESEPT_DEBUG_TIMES").is_some() {
+                    eprintln!("host {h} thread ends after {:?}", start.elapsed());
+                }
                 running.fetch_sub(1, Ordering::SeqCst);
                 steps
             }));

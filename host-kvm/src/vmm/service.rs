@@ -412,8 +412,8 @@ impl<'m> Service<'m> {
                     continue;
                 }
                 *old = now.raw();
-                let by_guest =
-                    guest_wrote.is_some_and(|(at, len)| (at..at.saturating_add(len)).contains(&gpa));
+                let by_guest = guest_wrote
+                    .is_some_and(|(at, len)| (at..at.saturating_add(len)).contains(&gpa));
                 if !by_guest {
                     changes.push((p, now));
                 }
@@ -448,7 +448,15 @@ impl<'m> Service<'m> {
 
     /// What the run recorded: its end (if it ended), the metrics, the choices, the model's
     /// per-vCPU counts and the world as it was left.
-    pub fn into_parts(self) -> (Option<RunEnd>, Metrics, Vec<Choice>, Vec<Report>, ScenarioWorld) {
+    pub fn into_parts(
+        self,
+    ) -> (
+        Option<RunEnd>,
+        Metrics,
+        Vec<Choice>,
+        Vec<Report>,
+        ScenarioWorld,
+    ) {
         let sh = self.shared.into_inner().unwrap_or_else(|e| e.into_inner());
         (sh.end, sh.metrics, sh.choices, sh.counts, sh.world)
     }

@@ -29,9 +29,9 @@ use hugesept_core::abi::{
 };
 use hugesept_core::guest::{GuestEnd, GuestEvent, GuestOp, GuestStep};
 use hugesept_core::payload::{
-    AccessAnswer, AccessKind, AccessRequest, AccessResult, BootError, Call, EndCode, FAULT_NO_PROGRAM,
-    FAULT_PANIC, FAULT_PROTOCOL, GHCI_HLT, GHCI_IO, PORT_TDCALL_SIZE, TDCALL_PORT, VMCALL_INVALID_OPERAND,
-    VMCALL_VENDOR,
+    AccessAnswer, AccessKind, AccessRequest, AccessResult, BootError, Call, EndCode,
+    FAULT_NO_PROGRAM, FAULT_PANIC, FAULT_PROTOCOL, GHCI_HLT, GHCI_IO, PORT_TDCALL_SIZE,
+    TDCALL_PORT, VMCALL_INVALID_OPERAND, VMCALL_VENDOR,
 };
 use hugesept_core::sept::Content;
 use hugesept_core::world::{Choice, Stepped, VcpuState};
@@ -173,8 +173,8 @@ impl TdRegs {
 
     fn words(&self) -> [u64; 11] {
         [
-            self.rax, self.rcx, self.rdx, self.r8, self.r9, self.r10, self.r11, self.r12,
-            self.r13, self.r14, self.r15,
+            self.rax, self.rcx, self.rdx, self.r8, self.r9, self.r10, self.r11, self.r12, self.r13,
+            self.r14, self.r15,
         ]
     }
 
@@ -337,7 +337,8 @@ impl<'s, 'm> VcpuThread<'s, 'm> {
         let mut regs = match vcpu.get_regs() {
             Ok(r) => r,
             Err(e) => {
-                self.service.finish(RunEnd::Vmm(format!("KVM_GET_REGS: {e}")));
+                self.service
+                    .finish(RunEnd::Vmm(format!("KVM_GET_REGS: {e}")));
                 return Flow::Stop;
             }
         };
@@ -360,7 +361,8 @@ impl<'s, 'm> VcpuThread<'s, 'm> {
             regs.rip = regs.rip.wrapping_add(4);
         }
         if let Err(e) = vcpu.set_regs(&regs) {
-            self.service.finish(RunEnd::Vmm(format!("KVM_SET_REGS: {e}")));
+            self.service
+                .finish(RunEnd::Vmm(format!("KVM_SET_REGS: {e}")));
             return Flow::Stop;
         }
         flow
@@ -423,10 +425,9 @@ impl<'s, 'm> VcpuThread<'s, 'm> {
 
     fn halted(&mut self) -> Flow {
         let live = self.service.with_world(|w| {
-            w.vcpus()
-                .nth(usize::from(self.index))
-                .is_some_and(|v| !matches!(v.state(), VcpuState::Finished(_) | VcpuState::Stopped(_)))
-                && w.ended().is_none()
+            w.vcpus().nth(usize::from(self.index)).is_some_and(|v| {
+                !matches!(v.state(), VcpuState::Finished(_) | VcpuState::Stopped(_))
+            }) && w.ended().is_none()
         });
         if live && !self.service.stopped() {
             return self.fault("halted before its program ended".into());
@@ -472,7 +473,10 @@ impl<'s, 'm> VcpuThread<'s, 'm> {
                         self.stats.accept_reexecuted += 1;
                         (Flow::Continue, false)
                     }
-                    Answer::Stop => (Flow::Stop, false),
+                    Answer::Stop => {
+                        self.stats.end = VcpuEnd::Stopped;
+                        (Flow::Stop, false)
+                    }
                     other => {
                         let e = self.disagree(format!("an ACCEPT ended as {other:?}"));
                         self.service.finish(e);
@@ -802,9 +806,16 @@ fn end_of(end: GuestEnd) -> (EndCode, u64) {
 /// difference, in words.
 fn compare(req: AccessRequest, model: GuestEvent, real: AccessResult) -> Option<String> {
     if real.kind != req.kind {
-        return Some(format!("an access of kind {:?} ended as {:?}", req.kind, real.kind));
+        return Some(format!(
+            "an access of kind {:?} ended as {:?}",
+            req.kind, real.kind
+        ));
     }
-    let show = |c: Option<Content>| c.map_or("unreadable (torn or foreign) data".into(), |c| c.to_string());
+    let show = |c: Option<Content>| {
+        c.map_or("unreadable (torn or foreign) data".into(), |c| {
+            c.to_string()
+        })
+    };
     match (req.kind, model) {
         (AccessKind::Read, GuestEvent::Read(c)) if real.found == Some(c) => None,
         (AccessKind::Read, GuestEvent::Read(c)) => Some(format!(
