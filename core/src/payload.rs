@@ -51,12 +51,16 @@ pub const REPORT_SIZE: usize = 256;
 /// The report's first word: "hsreport".
 pub const REPORT_MAGIC: u64 = u64::from_le_bytes(*b"hsreport");
 
-/// The I/O port a forwarded TDCALL goes to: a 32-bit write of the GPA of a [`PortTdcall`]
-/// block (16-byte aligned, inside the payload's build-time memory); the VMM serves the call
-/// and writes the outputs back into the block before the `out` retires.
+/// The I/O port a forwarded TDCALL goes to: a 32-bit write of the GPA of a register block
+/// ([`PORT_TDCALL_SIZE`] bytes, 16-byte aligned, inside the payload's build-time memory): RAX,
+/// RCX, RDX, R8-R15 as the instruction would see them, then a completion word the payload
+/// sets to 0. When the call retires, the VMM writes the output registers and a completion
+/// word of 1 back into the block before the `out` retires; a call that did not retire (an
+/// ACCEPT whose EPT violation the host resolved) leaves the block as it was, and the payload
+/// writes the port again, as the instruction would run again.
 pub const TDCALL_PORT: u16 = 0x5e0;
-/// Bytes of a forwarded TDCALL's register block: RAX, RCX, RDX, R8-R15, each a u64.
-pub const PORT_TDCALL_SIZE: usize = 11 * 8;
+/// Bytes of a forwarded TDCALL's block: eleven registers and the completion word.
+pub const PORT_TDCALL_SIZE: usize = 12 * 8;
 
 /// R10 of a hugesept call (a vendor-specific TDG.VP.VMCALL: GHCI reserves R10 = 0 for the
 /// standard sub-functions): "HSEPT".

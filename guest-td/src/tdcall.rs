@@ -62,36 +62,50 @@ pub fn forward_by_port(on: bool) {
 }
 
 /// A forwarded TDCALL's register block ([`payload::PORT_TDCALL_SIZE`] bytes): RAX, RCX, RDX,
-/// R8-R15.
+/// R8-R15, and the completion word the VMM sets when the call retired.
 #[repr(C, align(16))]
 #[derive(Default)]
 struct PortBlock {
-    regs: [u64; 11],
+    regs: [u64; 12],
+}
+
+/// Writes the block's GPA to the port until the VMM says the call retired; the outputs.
+fn forward(regs: [u64; 11]) -> [u64; 11] {
+    let mut block = PortBlock::default();
+    let gpa = (&raw mut block).addr();
+    let mut port = PortWriteOnly::<u32>::new(TDCALL_PORT);
+    loop {
+        let mut w = [0u64; 12];
+        w[..11].copy_from_slice(&regs);
+        // SAFETY: `block` is a live, aligned local; the VMM reads it only during the `out`.
+        unsafe { core::ptr::write_volatile(&raw mut block.regs, w) };
+        // The protocol carries a 32-bit GPA: the payload's image (and its stacks) sit below 4
+        // GiB (link.ld), so this never truncates.
+        // SAFETY: the port is the VMM's TDCALL forwarding port; the VMM reads and writes only
+        // the 96-byte block at `gpa`, this live, exclusively borrowed stack value, before the
+        // `out` retires.
+        unsafe { port.write(gpa as u32) };
+        // The VMM wrote the block behind the compiler's back: read it as volatile memory.
+        // SAFETY: `block` is a live, aligned local; a volatile read of it is always valid.
+        let out = unsafe { core::ptr::read_volatile(&raw const block.regs) };
+        let [r @ .., done] = out;
+        if done == 1 {
+            return r;
+        }
+        // Not retired: the call runs again, as the instruction would.
+    }
 }
 
 const _: () = assert!(core::mem::size_of::<PortBlock>() >= payload::PORT_TDCALL_SIZE);
 
 /// Sends `args` to the VMM through [`TDCALL_PORT`] and returns RAX, with the outputs in `args`
-/// as the instruction would leave them.
+/// as the instruction would leave them (only when RAX is 0, as `asm_td_call` does).
 fn by_port(args: &mut TdcallArgs) -> u64 {
-    let mut block = PortBlock {
-        regs: [
-            args.rax, args.rcx, args.rdx, args.r8, args.r9, args.r10, args.r11, args.r12, args.r13,
-            0, 0,
-        ],
-    };
-    let gpa = (&raw mut block).addr();
-    // The protocol carries a 32-bit GPA: the payload's image (and its stacks) sit below 4 GiB
-    // (link.ld), so this never truncates.
-    let mut port = PortWriteOnly::<u32>::new(TDCALL_PORT);
-    // SAFETY: the port is the VMM's TDCALL forwarding port; the VMM reads and writes only the
-    // 88-byte block at `gpa`, which is this live, exclusively borrowed stack value, before the
-    // `out` retires.
-    unsafe { port.write(gpa as u32) };
-    // The VMM wrote the block behind the compiler's back: read it as volatile memory.
-    // SAFETY: `block` is a live, aligned local; a volatile read of it is always valid.
-    let regs = unsafe { core::ptr::read_volatile(&raw const block.regs) };
-    let [rax, rcx, rdx, r8, r9, r10, r11, r12, r13, _, _] = regs;
+    let out = forward([
+        args.rax, args.rcx, args.rdx, args.r8, args.r9, args.r10, args.r11, args.r12, args.r13, 0,
+        0,
+    ]);
+    let [rax, rcx, rdx, r8, r9, r10, r11, r12, r13, _, _] = out;
     if rax == 0 {
         *args = TdcallArgs {
             rax,
@@ -163,25 +177,19 @@ pub fn hugesept(call: Call, r12: u64, r13: u64) -> Option<[u64; 3]> {
 pub fn io_write_byte(port: u16, value: u8) {
     if BY_PORT.load(Ordering::Relaxed) {
         // The forwarded block carries R14 and R15 too.
-        let mut block = PortBlock {
-            regs: [
-                TdcallRax::new(TdcallLeaf::VpVmcall).encode(),
-                0xfc00,
-                0,
-                0,
-                0,
-                0,
-                GHCI_IO,
-                1,
-                1,
-                u64::from(port),
-                u64::from(value),
-            ],
-        };
-        let gpa = (&raw mut block).addr();
-        let mut p = PortWriteOnly::<u32>::new(TDCALL_PORT);
-        // SAFETY: as in `by_port`: the VMM touches only this live 88-byte block.
-        unsafe { p.write(gpa as u32) };
+        let _ = forward([
+            TdcallRax::new(TdcallLeaf::VpVmcall).encode(),
+            0xfc00,
+            0,
+            0,
+            0,
+            0,
+            GHCI_IO,
+            1,
+            1,
+            u64::from(port),
+            u64::from(value),
+        ]);
         return;
     }
     // A failed write cannot be reported anywhere but this same console: dropped.

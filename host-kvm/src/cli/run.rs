@@ -93,6 +93,7 @@ pub fn run(args: &Args, out: &mut impl Write) -> Result<(), CliError> {
         payload,
         timeout: Duration::from_secs_f64(args.timeout),
         tdcall_by_port: args.tdcall_by_port,
+        boot_block: None,
     };
     let r = vmm::run(&sc, &opts).map_err(|e| CliError::Unexpected(format!("{path}: {e}")))?;
     let io = CliError::Io;

@@ -65,8 +65,11 @@ pub(crate) fn load(path: &PathBuf) -> Result<(String, scenario::Scenario), CliEr
 /// A metric row: its name and how to read it off a run.
 type Row = (&'static str, fn(&RunStats) -> u64);
 
-/// The metrics rows `sim` and `run` print: a name and how to read it off a run's metrics.
-pub(crate) const METRIC_ROWS: [(&str, fn(&Metrics) -> u64); 9] = [
+/// A metric read off a run's metrics.
+pub(crate) type MetricRow = (&'static str, fn(&Metrics) -> u64);
+
+/// The metrics rows `sim` and `run` print.
+pub(crate) const METRIC_ROWS: [MetricRow; 9] = [
     ("ACCEPT TDCALLs", |m| u64::from(m.tdcalls)),
     ("TD exits", |m| {
         u64::from(m.exits_accept) + u64::from(m.exits_other)

@@ -96,7 +96,7 @@ impl Area {
     /// The offset of [gpa, gpa + len) in this area, if it lies inside.
     fn offset(&self, gpa: u64, len: u64) -> Option<usize> {
         let off = gpa.checked_sub(self.gpa)?;
-        (off.checked_add(len)? <= self.len).then(|| off as usize)
+        (off.checked_add(len)? <= self.len).then_some(off as usize)
     }
 }
 

@@ -48,6 +48,9 @@ pub struct RunOptions {
     pub timeout: Duration,
     /// The payload forwards its TDCALLs through the port protocol instead of executing them.
     pub tdcall_by_port: bool,
+    /// Bytes to write as the boot block instead of the scenario's (to check that the payload
+    /// refuses a bad block); `None` in every real run.
+    pub boot_block: Option<Vec<u8>>,
 }
 
 /// Why the VMM could not run at all.
@@ -195,7 +198,11 @@ pub fn run(sc: &Scenario, opts: &RunOptions) -> Result<RunResult, VmmError> {
     let n = info
         .encode(&mut block)
         .map_err(|e| VmmError::Layout(e.to_string()))?;
-    mem.write(cpu::BOOT_BLOCK, &block[..n]).map_err(bad)?;
+    match &opts.boot_block {
+        Some(b) => mem.write(cpu::BOOT_BLOCK, &b[..b.len().min(BOOT_MAX_SIZE)]),
+        None => mem.write(cpu::BOOT_BLOCK, &block[..n]),
+    }
+    .map_err(bad)?;
 
     let vm = kvm
         .create_vm()

@@ -402,20 +402,23 @@ impl<'s, 'm> VcpuThread<'s, 'm> {
             return self.fault(format!("TDCALL port: block at {gpa:#x} is not backed"));
         }
         let mut w = [0u64; 11];
-        for (i, c) in raw.chunks_exact(8).enumerate() {
-            w[i] = u64::from_le_bytes(c.try_into().unwrap_or([0; 8]));
+        for (slot, c) in w.iter_mut().zip(raw.chunks_exact(8)) {
+            *slot = u64::from_le_bytes(c.try_into().unwrap_or([0; 8]));
         }
         self.stats.tdcall_exits += 1;
         let mut td = TdRegs::from_words(w);
         let (flow, retire) = self.tdcall(&mut td);
         if !retire {
-            // The forwarded call did not retire: the payload's handler re-issues it, as the
-            // instruction would run again. Its block says so with RAX unchanged.
+            // The forwarded call did not retire: the block stays as it was (completion word
+            // 0), and the payload writes the port again, as the instruction would run again.
             return flow;
         }
         let mut out = [0u8; PORT_TDCALL_SIZE];
-        for (i, v) in td.words().iter().enumerate() {
-            out[i * 8..i * 8 + 8].copy_from_slice(&v.to_le_bytes());
+        for (chunk, v) in out
+            .chunks_exact_mut(8)
+            .zip(td.words().iter().chain([&1u64]))
+        {
+            chunk.copy_from_slice(&v.to_le_bytes());
         }
         if self.mem.write(gpa, &out).is_err() {
             return self.fault(format!("TDCALL port: block at {gpa:#x} is not backed"));
