@@ -938,8 +938,15 @@ impl fmt::Display for ReportError {
     }
 }
 
-/// The report's checksum field.
-const REPORT_CHECKSUM_AT: usize = REPORT_SIZE - 8;
+/// Words of a report.
+pub const REPORT_WORDS: usize = REPORT_SIZE / 8;
+
+/// FNV-1a over 64-bit words.
+fn word_checksum(words: &[u64]) -> u64 {
+    words.iter().fold(0xcbf2_9ce4_8422_2325u64, |h, w| {
+        (h ^ w).wrapping_mul(0x0100_0000_01b3)
+    })
+}
 
 impl Report {
     fn words(&self) -> [u64; 20] {
@@ -967,20 +974,29 @@ impl Report {
         ]
     }
 
+    /// The report as [`REPORT_WORDS`] little-endian words: the magic, the fields, zeros, and
+    /// a checksum (FNV-1a over the words before it, word by word, so a payload can afford to
+    /// rewrite its report after every operation).
+    pub fn to_words(&self) -> [u64; REPORT_WORDS] {
+        let mut out = [0u64; REPORT_WORDS];
+        for (o, w) in out
+            .iter_mut()
+            .zip(core::iter::once(REPORT_MAGIC).chain(self.words()))
+        {
+            *o = w;
+        }
+        let sum = word_checksum(out.get(..REPORT_WORDS - 1).unwrap_or(&[]));
+        if let Some(last) = out.last_mut() {
+            *last = sum;
+        }
+        out
+    }
+
     /// Writes the report into `out` (at least [`REPORT_SIZE`] bytes).
     pub fn encode(&self, out: &mut [u8]) -> Result<(), ReportError> {
         let b = out.get_mut(..REPORT_SIZE).ok_or(ReportError::Size)?;
-        b.fill(0);
-        let mut at = 0usize;
-        for w in core::iter::once(REPORT_MAGIC).chain(self.words()) {
-            if let Some(d) = b.get_mut(at..at.saturating_add(8)) {
-                d.copy_from_slice(&w.to_le_bytes());
-            }
-            at = at.saturating_add(8);
-        }
-        let sum = checksum(b, REPORT_CHECKSUM_AT);
-        if let Some(d) = b.get_mut(REPORT_CHECKSUM_AT..) {
-            d.copy_from_slice(&sum.to_le_bytes());
+        for (d, w) in b.chunks_exact_mut(8).zip(self.to_words()) {
+            d.copy_from_slice(&w.to_le_bytes());
         }
         Ok(())
     }
@@ -988,11 +1004,17 @@ impl Report {
     /// Reads a report (from guest memory: any bytes).
     pub fn decode(b: &[u8]) -> Result<Report, ReportError> {
         let b = b.get(..REPORT_SIZE).ok_or(ReportError::Size)?;
-        let w = |i: usize| get_u64(b, i.saturating_mul(8)).unwrap_or(0);
+        let mut words = [0u64; REPORT_WORDS];
+        for (w, c) in words.iter_mut().zip(b.chunks_exact(8)) {
+            let mut a = [0u8; 8];
+            a.copy_from_slice(c);
+            *w = u64::from_le_bytes(a);
+        }
+        let w = |i: usize| words.get(i).copied().unwrap_or(0);
         if w(0) != REPORT_MAGIC {
             return Err(ReportError::Magic);
         }
-        if get_u64(b, REPORT_CHECKSUM_AT) != Some(checksum(b, REPORT_CHECKSUM_AT)) {
+        if w(REPORT_WORDS - 1) != word_checksum(words.get(..REPORT_WORDS - 1).unwrap_or(&[])) {
             return Err(ReportError::Checksum);
         }
         Ok(Report {

@@ -53,16 +53,13 @@ pub fn write_report(info: &BootInfo, index: usize, report: &Report, image: (u64,
     if !usable(area, len, image) {
         return false;
     }
-    let mut bytes = [0u8; REPORT_SIZE];
-    if report.encode(&mut bytes).is_err() {
-        return false;
-    }
-    let dst = at as *mut u8;
-    for (i, b) in bytes.iter().enumerate() {
+    let dst = at as *mut u64;
+    for (i, w) in report.to_words().iter().enumerate() {
         // SAFETY: the report area (all vCPUs' reports, rounded up to pages) is below 4 GiB and
         // clear of the image (checked above), and the boot block's decoder checked it is
-        // outside the window; this vCPU writes only its own REPORT_SIZE bytes of it.
-        unsafe { dst.wrapping_add(i).write_volatile(*b) };
+        // outside the window; this vCPU writes only its own REPORT_SIZE bytes of it, 8-byte
+        // aligned (REPORT_SIZE is a multiple of 8 and the area is page aligned).
+        unsafe { dst.wrapping_add(i).write_volatile(*w) };
     }
     true
 }

@@ -155,37 +155,12 @@ start = "0x40000000"
 end = "0x40002000"
 "#;
 
-/// A minimal ELF64 whose one segment holds `code` at 1 MiB, the entry at its first byte.
-fn tiny_elf(code: &[u8]) -> Vec<u8> {
-    let paddr: u64 = 0x10_0000;
-    let mut f = vec![0u8; 120];
-    f[..4].copy_from_slice(b"\x7fELF");
-    f[4] = 2;
-    f[5] = 1;
-    f[6] = 1;
-    f[16..18].copy_from_slice(&2u16.to_le_bytes());
-    f[18..20].copy_from_slice(&62u16.to_le_bytes());
-    f[24..32].copy_from_slice(&paddr.to_le_bytes());
-    f[32..40].copy_from_slice(&64u64.to_le_bytes());
-    f[54..56].copy_from_slice(&56u16.to_le_bytes());
-    f[56..58].copy_from_slice(&1u16.to_le_bytes());
-    let ph = 64;
-    f[ph..ph + 4].copy_from_slice(&1u32.to_le_bytes());
-    f[ph + 8..ph + 16].copy_from_slice(&120u64.to_le_bytes());
-    f[ph + 16..ph + 24].copy_from_slice(&paddr.to_le_bytes());
-    f[ph + 24..ph + 32].copy_from_slice(&paddr.to_le_bytes());
-    f[ph + 32..ph + 40].copy_from_slice(&(code.len() as u64).to_le_bytes());
-    f[ph + 40..ph + 48].copy_from_slice(&0x1000u64.to_le_bytes());
-    f.extend_from_slice(code);
-    f
-}
-
 fn hostile(code: &[u8], timeout: Duration) -> RunResult {
     let sc = scenario::parse(ONE_VCPU).unwrap();
     vmm::run(
         &sc,
         &RunOptions {
-            payload: tiny_elf(code),
+            payload: vmm::elf::tiny_image(code),
             timeout,
             tdcall_by_port: false,
             boot_block: None,

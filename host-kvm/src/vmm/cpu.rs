@@ -1,5 +1,5 @@
 //! The payload's build-time memory layout and each vCPU's initial state: identity-mapped long
-//! mode (4-level tables of 2M pages), a flat GDT, the CPUID the guest sees — the host's, with
+//! mode (4-level tables: 4K pages over build-time memory, 2M pages above), a flat GDT, the CPUID the guest sees — the host's, with
 //! the TDX leaf 0x21 ("IntelTDX    ") so the payload takes its TD paths — and the entry
 //! registers of the payload's contract (RIP = entry, RDI = vCPU index, RSI = boot block).
 //!
@@ -22,10 +22,14 @@ pub const BOOT_BLOCK: u64 = 0x2000;
 pub const REPORTS: u64 = 0x8000;
 /// The PML4; the PDPT follows, then one page directory per GiB mapped.
 pub const PML4: u64 = 0x1_0000;
+/// The page tables that map build-time memory with 4K pages (one per 2 MiB of it).
+pub const LOW_TABLES: u64 = 0x8_0000;
 /// Where the image may start.
 pub const IMAGE_LOW: u64 = 0x10_0000;
-/// GiBs the identity map can cover (page directories between the PDPT and the image).
-pub const MAX_MAPPED_GIBS: u64 = (IMAGE_LOW - PML4 - 0x2000) / 0x1000;
+/// GiBs the identity map can cover (page directories between the PDPT and the low tables).
+pub const MAX_MAPPED_GIBS: u64 = (LOW_TABLES - PML4 - 0x2000) / 0x1000;
+
+const _: () = assert!(LOW_TABLES + (LOW_END >> 21) * 0x1000 <= IMAGE_LOW);
 
 const _: () = assert!(
     BOOT_BLOCK + hugesept_core::payload::BOOT_MAX_SIZE as u64 <= REPORTS
@@ -47,7 +51,22 @@ pub fn write_tables(mem: &GuestMemory, gibs: u64) -> Result<(), OutOfRange> {
         let mut page = [0u8; 4096];
         for (i, e) in page.chunks_exact_mut(8).enumerate() {
             let addr = (g << 30) | ((i as u64) << 21);
-            e.copy_from_slice(&(addr | PRESENT | WRITABLE | HUGE).to_le_bytes());
+            let entry = if addr < LOW_END {
+                // Build-time memory in 4K pages: the payload's code, stacks and data touch a
+                // few pages of it, and KVM's shadow of a guest 2M page is costly to rebuild
+                // after each exit on hosts without EPT (docs/benchmarks.md).
+                let pt = LOW_TABLES + (addr >> 21) * 0x1000;
+                let mut table = [0u8; 4096];
+                for (k, pte) in table.chunks_exact_mut(8).enumerate() {
+                    let a = addr | ((k as u64) << 12);
+                    pte.copy_from_slice(&(a | PRESENT | WRITABLE).to_le_bytes());
+                }
+                mem.write(pt, &table)?;
+                pt | PRESENT | WRITABLE
+            } else {
+                addr | PRESENT | WRITABLE | HUGE
+            };
+            e.copy_from_slice(&entry.to_le_bytes());
         }
         mem.write(pd, &page)?;
     }

@@ -155,12 +155,55 @@ pub fn parse(file: &[u8], lo: u64, hi: u64) -> Result<Image, ElfError> {
     Ok(Image { entry, segments })
 }
 
+/// A minimal ELF64 executable: one segment holding `code` at 1 MiB (the payload's load
+/// address), the entry at its first byte, 4K in memory. Hand-written guests for tests and
+/// benchmarks (a TDCALL storm, a guest that never exits) are built with it.
+pub fn tiny_image(code: &[u8]) -> Vec<u8> {
+    let paddr: u64 = 0x10_0000;
+    let mut f = vec![0u8; 120];
+    f[..4].copy_from_slice(b"\x7fELF");
+    f[4] = 2;
+    f[5] = 1;
+    f[6] = 1;
+    f[16..18].copy_from_slice(&ET_EXEC.to_le_bytes());
+    f[18..20].copy_from_slice(&EM_X86_64.to_le_bytes());
+    f[24..32].copy_from_slice(&paddr.to_le_bytes());
+    f[32..40].copy_from_slice(&64u64.to_le_bytes());
+    f[54..56].copy_from_slice(&56u16.to_le_bytes());
+    f[56..58].copy_from_slice(&1u16.to_le_bytes());
+    let ph = 64;
+    f[ph..ph + 4].copy_from_slice(&PT_LOAD.to_le_bytes());
+    f[ph + 8..ph + 16].copy_from_slice(&120u64.to_le_bytes());
+    f[ph + 16..ph + 24].copy_from_slice(&paddr.to_le_bytes());
+    f[ph + 24..ph + 32].copy_from_slice(&paddr.to_le_bytes());
+    f[ph + 32..ph + 40].copy_from_slice(&(code.len() as u64).to_le_bytes());
+    f[ph + 40..ph + 48].copy_from_slice(&(code.len() as u64).max(0x1000).to_le_bytes());
+    f.extend_from_slice(code);
+    f
+}
+
+/// Guest code that issues `n` TDCALLs of a leaf that does not exist (each one emulation-failure
+/// exit the VMM answers with TDX_OPERAND_INVALID, nothing else), then halts: the bare cost of a
+/// TDCALL exit.
+pub fn tdcall_loop(n: u32) -> Vec<u8> {
+    let mut c = vec![0x41, 0xbf]; // mov r15d, n
+    c.extend_from_slice(&n.to_le_bytes());
+    c.extend_from_slice(&[
+        0xb8, 0xff, 0xff, 0x00, 0x00, // mov eax, 0xffff
+        0x66, 0x0f, 0x01, 0xcc, // tdcall
+        0x41, 0xff, 0xcf, // dec r15d
+        0x75, 0xf2, // jnz back to the mov
+        0xf4, // hlt
+    ]);
+    c
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     /// A minimal ELF: one PT_LOAD of `code` at `paddr`, entry at its start.
-    pub(crate) fn tiny(paddr: u64, code: &[u8], memsz: u64) -> Vec<u8> {
+    fn tiny(paddr: u64, code: &[u8], memsz: u64) -> Vec<u8> {
         let mut f = vec![0u8; 120];
         f[..4].copy_from_slice(b"\x7fELF");
         f[4] = 2;
@@ -197,6 +240,8 @@ mod tests {
             })
         );
         assert_eq!(parse(&f[..100], 0, u64::MAX), Err(ElfError::Truncated));
+        let t = parse(&tiny_image(&tdcall_loop(3)), 0x10_0000, 0x100_0000).unwrap();
+        assert_eq!(t.entry, 0x10_0000);
         assert_eq!(parse(b"garbage", 0, u64::MAX), Err(ElfError::NotElf64));
         let mut bad = f.clone();
         bad[24..32].copy_from_slice(&0x5000u64.to_le_bytes());

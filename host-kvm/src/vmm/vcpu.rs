@@ -71,6 +71,12 @@ pub struct VcpuStats {
     pub hugesept_calls: u64,
     /// Port writes and reads to ports the VMM does not serve.
     pub stray_ports: u64,
+    /// Nanoseconds inside KVM_RUN (the guest running, and KVM's own exit and entry).
+    pub run_ns: u64,
+    /// Nanoseconds the VMM spent serving exits (from KVM_RUN's return to the next call).
+    pub serve_ns: u64,
+    /// Of those, serving ACCEPT TDCALLs (the core's steps, locks, memory mirroring).
+    pub accept_serve_ns: u64,
     /// The console's text.
     pub console: String,
     /// How the thread ended.
@@ -281,6 +287,21 @@ impl<'s, 'm> VcpuThread<'s, 'm> {
     }
 
     fn one_exit(&mut self, vcpu: &mut VcpuFd) -> Flow {
+        let entered = std::time::Instant::now();
+        let accepts = self.stats.tdcalls[0];
+        let mut returned = entered;
+        let flow = self.exit_of(vcpu, &mut returned);
+        let done = std::time::Instant::now();
+        self.stats.run_ns += returned.duration_since(entered).as_nanos() as u64;
+        let served = done.duration_since(returned).as_nanos() as u64;
+        self.stats.serve_ns += served;
+        if self.stats.tdcalls[0] != accepts {
+            self.stats.accept_serve_ns += served;
+        }
+        flow
+    }
+
+    fn exit_of(&mut self, vcpu: &mut VcpuFd, returned: &mut std::time::Instant) -> Flow {
         enum Exit {
             Internal,
             Out(u16, [u8; 4], usize),
@@ -314,6 +335,7 @@ impl<'s, 'm> VcpuThread<'s, 'm> {
                 return Flow::Stop;
             }
         };
+        *returned = std::time::Instant::now();
         self.stats.exits += 1;
         match exit {
             Exit::Internal => self.internal_error(vcpu),
