@@ -203,3 +203,30 @@ fn the_per_step_checks_agree_with_the_full_checks() {
     }
     assert!(compared > 10_000, "{compared}");
 }
+
+/// The large scenarios (scenarios/large: too large for the exhaustive checks, run through
+/// `hugesept run` by `cargo xtask test`) parse without warnings and end as they expect under a
+/// seeded schedule.
+#[test]
+fn the_large_scenarios_end_as_they_expect() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../scenarios/large");
+    let mut ran = 0;
+    for entry in std::fs::read_dir(&dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.extension().is_none_or(|e| e != "toml") {
+            continue;
+        }
+        let text = std::fs::read_to_string(&path).unwrap();
+        let sc = scenario::parse(&text).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+        assert!(
+            sc.warnings.is_empty(),
+            "{}: {:?}",
+            path.display(),
+            sc.warnings
+        );
+        let sum = scenario::run(&sc, 1, 1).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+        assert_eq!(sum.first_unexpected, None, "{}", path.display());
+        ran += 1;
+    }
+    assert!(ran >= 2, "{ran}");
+}

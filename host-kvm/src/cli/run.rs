@@ -38,7 +38,18 @@ pub struct Args {
     /// handler takes on hosts that deliver #UD for TDCALL) instead of executing it.
     #[arg(long)]
     tdcall_by_port: bool,
+    /// One line: design, outcome, TDCALLs, exits, wall time, bytes mapped at 2M (with
+    /// `--brief-header` first for a table).
+    #[arg(long)]
+    brief: bool,
+    /// With `--brief`: the table's header line first.
+    #[arg(long)]
+    brief_header: bool,
 }
+
+/// The columns of `--brief`.
+const BRIEF_HEADER: &str = "| world | design | outcome | ACCEPT TDCALLs | TD exits (all) | wall | \
+                            at 2M | at 4K |\n|---|---|---|---:|---:|---:|---:|---:|";
 
 /// Where guest-td's release build sits inside the repository.
 const PAYLOAD_IN_REPO: &str = "guest-td/target/x86_64-unknown-none/release/hugesept-guest-td";
@@ -97,9 +108,15 @@ pub fn run(args: &Args, out: &mut impl Write) -> Result<(), CliError> {
     };
     let r = vmm::run(&sc, &opts).map_err(|e| CliError::Unexpected(format!("{path}: {e}")))?;
     let io = CliError::Io;
+    let full = &mut if args.brief {
+        Vec::new()
+    } else {
+        Vec::with_capacity(4096)
+    };
+
     let vcpus = r.vcpus.len();
     writeln!(
-        out,
+        full,
         "{path}: {} — {} on {}; {vcpus} vCPU thread(s) and {} host thread(s) on /dev/kvm, \
          TDCALLs {}",
         sc.name,
@@ -113,23 +130,23 @@ pub fn run(args: &Args, out: &mut impl Write) -> Result<(), CliError> {
         }
     )
     .map_err(io)?;
-    writeln!(out, "outcome: {}", r.end).map_err(io)?;
+    writeln!(full, "outcome: {}", r.end).map_err(io)?;
     let secs = r.wall.as_secs_f64();
     writeln!(
-        out,
+        full,
         "  {} world steps in {:.1} ms of wall time ({:.0} steps/s)",
         r.choices.len(),
         secs * 1e3,
         r.choices.len() as f64 / secs.max(1e-9)
     )
     .map_err(io)?;
-    writeln!(out, "metrics (as sim counts them):").map_err(io)?;
+    writeln!(full, "metrics (as sim counts them):").map_err(io)?;
     for (name, f) in super::sim::METRIC_ROWS {
-        writeln!(out, "  {name:<24} {:>8}", f(&r.metrics)).map_err(io)?;
+        writeln!(full, "  {name:<24} {:>8}", f(&r.metrics)).map_err(io)?;
     }
     let (two_m, four_k) = r.world.mapping_histogram();
     writeln!(
-        out,
+        full,
         "  {:<24} {:>8} at 2M, {} at 4K ({:.1}% at 2M)",
         "private memory mapped",
         super::human_bytes(two_m),
@@ -138,14 +155,14 @@ pub fn run(args: &Args, out: &mut impl Write) -> Result<(), CliError> {
     )
     .map_err(io)?;
     writeln!(
-        out,
+        full,
         "per vCPU:  exits  TDCALL exits  ACCEPT  re-executed  VP.INFO  VMCALL  other  \
          hugesept calls  ends"
     )
     .map_err(io)?;
     for (i, v) in r.vcpus.iter().enumerate() {
         writeln!(
-            out,
+            full,
             "  {i:<3} {:>9} {:>13} {:>7} {:>12} {:>8} {:>7} {:>6} {:>15}  {:?}",
             v.exits,
             v.tdcall_exits,
@@ -164,7 +181,7 @@ pub fn run(args: &Args, out: &mut impl Write) -> Result<(), CliError> {
     let accepts: u64 = r.vcpus.iter().map(|v| v.tdcalls[0]).sum();
     let sum = |f: fn(&vmm::vcpu::VcpuStats) -> u64| r.vcpus.iter().map(f).sum::<u64>() as f64;
     writeln!(
-        out,
+        full,
         "  all {exits:>9} {tdcalls:>13} {accepts:>7}   per exit: {:.1} µs in KVM_RUN (the guest and \
          KVM), {:.1} µs in the VMM; per ACCEPT exit {:.1} µs in the VMM",
         sum(|v| v.run_ns) / 1e3 / exits.max(1) as f64,
@@ -178,7 +195,7 @@ pub fn run(args: &Args, out: &mut impl Write) -> Result<(), CliError> {
         .zip(&r.model_reports)
         .all(|(a, m)| a.as_ref().is_ok_and(|a| a.differences(m).next().is_none()));
     writeln!(
-        out,
+        full,
         "payload reports: {}",
         if agree {
             "every vCPU's count of statuses, levels and markers agrees with the model's"
@@ -189,8 +206,11 @@ pub fn run(args: &Args, out: &mut impl Write) -> Result<(), CliError> {
     .map_err(io)?;
     for v in &r.vcpus {
         for line in v.console.lines() {
-            writeln!(out, "  | {line}").map_err(io)?;
+            writeln!(full, "  | {line}").map_err(io)?;
         }
+    }
+    if !args.brief {
+        out.write_all(full).map_err(io)?;
     }
     // The trace: the threads' choices; a livelock is followed on, in-process, round its cycle.
     let mut choices = r.choices.clone();
@@ -235,16 +255,42 @@ pub fn run(args: &Args, out: &mut impl Write) -> Result<(), CliError> {
             PathBuf::from(format!("{stem}.run.trace.toml"))
         });
         super::write_output(&file, t.to_toml())?;
+        if !args.brief {
+            writeln!(
+                out,
+                "trace: {} steps saved to {} (hugesept replay {})",
+                choices.len(),
+                file.display(),
+                file.display()
+            )
+            .map_err(io)?;
+        }
+    }
+    if args.brief {
+        if args.brief_header {
+            writeln!(out, "{BRIEF_HEADER}").map_err(io)?;
+        }
+        let (two_m, four_k) = r.world.mapping_histogram();
+        let exits: u64 = r.vcpus.iter().map(|v| v.exits).sum();
         writeln!(
             out,
-            "trace: {} steps saved to {} (hugesept replay {})",
-            choices.len(),
-            file.display(),
-            file.display()
+            "| {} | {} | {} | {} | {exits} | {:.2} s | {} | {} |",
+            sc.name,
+            sc.policy,
+            r.end.name(),
+            r.metrics.tdcalls,
+            r.wall.as_secs_f64(),
+            super::human_bytes(two_m),
+            super::human_bytes(four_k)
         )
         .map_err(io)?;
     }
-    match (&r.end, sc.expect) {
+    expected(&path, &r.end, sc.expect)
+}
+
+/// Ok when the run ended as the scenario expects (or in any verdict when it expects none).
+fn expected(path: &str, end: &RunEnd, expect: Option<Verdict>) -> Result<(), CliError> {
+    match (end, expect) {
         (RunEnd::Verdict(v), Some(e)) if *v == e => Ok(()),
         (RunEnd::Verdict(_), None) => Ok(()),
         (end, Some(e)) => Err(CliError::Unexpected(format!(
