@@ -347,7 +347,6 @@ fn host_thread(service: &Service<'_>, h: u8) -> u64 {
         if service.stopped() || service.ended() {
             return steps;
         }
-        let seen = service.generation();
         let Some(t) = service.step(Choice::Host(h), |_| Ok(()), |_| {}) else {
             return steps;
         };
@@ -355,7 +354,7 @@ fn host_thread(service: &Service<'_>, h: u8) -> u64 {
             Stepped::Invalid => return steps,
             Stepped::Blocked => {
                 steps += 1;
-                service.wait_change(seen, Duration::from_millis(1));
+                service.wait_change(t.generation, Duration::from_millis(1));
             }
             Stepped::Moved { .. } => steps += 1,
         }

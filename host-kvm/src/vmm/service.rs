@@ -120,6 +120,10 @@ pub struct Taken {
     pub stepped: Stepped,
     /// Its note (the operation that retired, the fault path's end).
     pub note: StepNote,
+    /// The generation after it.
+    pub generation: u64,
+    /// For a vCPU's step: where that vCPU is after it, and its stage.
+    pub vcpu: Option<(hugesept_core::world::VcpuState, u8)>,
 }
 
 struct Shared {
@@ -135,6 +139,8 @@ struct Shared {
     counts: Vec<Report>,
     /// Bumped by every step that moved the state.
     generation: u64,
+    /// Threads waiting for it to move (a step wakes them only when there are any).
+    waiters: u32,
 }
 
 /// The shared world.
@@ -170,6 +176,7 @@ impl<'m> Service<'m> {
                 })
                 .collect(),
             generation: 0,
+            waiters: 0,
         };
         shared.world.clear_changes();
         let s = Service {
@@ -185,7 +192,7 @@ impl<'m> Service<'m> {
         // build-time world are not there yet) goes to memory once.
         {
             let mut sh = s.lock();
-            let all: Vec<usize> = (0..regions).collect();
+            let all: Vec<(usize, Option<Vec<u16>>)> = (0..regions).map(|r| (r, None)).collect();
             s.mirror(&mut sh, &all, None);
         }
         s
@@ -242,13 +249,16 @@ impl<'m> Service<'m> {
 
     /// Waits until a step moves the state past `seen`, the run ends, or `at_most` passes.
     pub fn wait_change(&self, seen: u64, at_most: Duration) {
-        let sh = self.lock();
+        let mut sh = self.lock();
         if sh.generation != seen || sh.end.is_some() {
             return;
         }
-        let _ = self
+        sh.waiters += 1;
+        let (mut sh, _) = self
             .changed
-            .wait_timeout_while(sh, at_most, |sh| sh.generation == seen && sh.end.is_none());
+            .wait_timeout_while(sh, at_most, |sh| sh.generation == seen && sh.end.is_none())
+            .unwrap_or_else(|e| e.into_inner());
+        sh.waiters -= 1;
     }
 
     /// Takes one step of `choice` if `pre` (shown the world before it) allows it; `post` runs
@@ -278,6 +288,8 @@ impl<'m> Service<'m> {
             return Some(Taken {
                 stepped: Stepped::Invalid,
                 note: StepNote::default(),
+                generation: sh.generation,
+                vcpu: None,
             });
         }
         let n = sh.choices.len() as u32;
@@ -303,10 +315,17 @@ impl<'m> Service<'m> {
         }
         // Real memory follows what the step changed; then the copy and a fresh record.
         let dirty = sh.world.sept().changes();
-        let regions: Vec<usize> = if dirty.is_all() {
-            (0..self.gates.len()).collect()
+        let regions: Vec<(usize, Option<Vec<u16>>)> = if dirty.is_all() {
+            (0..self.gates.len()).map(|r| (r, None)).collect()
         } else {
-            dirty.regions().iter().map(|&r| r as usize).collect()
+            dirty
+                .regions()
+                .iter()
+                .map(|&r| {
+                    let r = r as usize;
+                    (r, dirty.pages_of(r).map(<[u16]>::to_vec))
+                })
+                .collect()
         };
         let guest_wrote = match (choice, note.retired) {
             (Choice::Vcpu(_), Some((GuestOp::Write { gpa, level, .. }, GuestEvent::Wrote))) => {
@@ -331,7 +350,12 @@ impl<'m> Service<'m> {
             Stepped::Moved { progress: true } => 0,
             _ => sh.idle.saturating_add(1),
         };
-        post(&Taken { stepped, note });
+        post(&Taken {
+            stepped,
+            note,
+            generation: 0,
+            vcpu: None,
+        });
         let end = if let Some(v) = sh.world.ended() {
             Some(RunEnd::Verdict(v))
         } else if sh.idle >= self.limits.patience {
@@ -344,13 +368,28 @@ impl<'m> Service<'m> {
         if matches!(stepped, Stepped::Moved { .. }) {
             sh.generation += 1;
         }
+        let wake = sh.waiters > 0 && matches!(stepped, Stepped::Moved { .. });
+        let generation = sh.generation;
+        let vcpu = match choice {
+            Choice::Vcpu(i) => sh
+                .world
+                .vcpus()
+                .nth(usize::from(i))
+                .map(|v| (v.state(), v.stage())),
+            _ => None,
+        };
         drop(sh);
         if let Some(e) = end {
             self.finish(e);
-        } else if matches!(stepped, Stepped::Moved { .. }) {
+        } else if wake {
             self.changed.notify_all();
         }
-        Some(Taken { stepped, note })
+        Some(Taken {
+            stepped,
+            note,
+            generation,
+            vcpu,
+        })
     }
 
     /// The region index of `gpa`, if it is in the window.
@@ -397,15 +436,35 @@ impl<'m> Service<'m> {
 
     /// Writes the model's content of `regions` into guest memory where it changed (all but
     /// the range the guest just wrote itself). False: stopped while waiting on a gate.
-    fn mirror(&self, sh: &mut Shared, regions: &[usize], guest_wrote: Option<(u64, u64)>) -> bool {
+    fn mirror(
+        &self,
+        sh: &mut Shared,
+        regions: &[(usize, Option<Vec<u16>>)],
+        guest_wrote: Option<(u64, u64)>,
+    ) -> bool {
         let sept = sh.world.sept();
-        for &r in regions {
+        for (r, pages) in regions {
+            let r = *r;
             let region_base = self.base + (r as u64) * PAGE_SIZE_2M;
             let Some(shadow) = sh.shadow.get_mut(r * 512..(r + 1) * 512) else {
                 continue;
             };
             let mut changes: Vec<(usize, Content)> = Vec::new();
-            for (p, old) in shadow.iter_mut().enumerate() {
+            // The record names the pages of a table that changed (none: only its record), or
+            // the whole region.
+            let all: Vec<u16>;
+            let which: &[u16] = match pages {
+                Some(p) => p,
+                None => {
+                    all = (0..512).collect();
+                    &all
+                }
+            };
+            for &p in which {
+                let p = usize::from(p);
+                let Some(old) = shadow.get_mut(p) else {
+                    continue;
+                };
                 let gpa = region_base + (p as u64) * PAGE_SIZE_4K;
                 let now = sept.content(Gpa(gpa)).unwrap_or(Content::NONE);
                 if now.raw() == *old {

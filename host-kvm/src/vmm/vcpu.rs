@@ -696,7 +696,6 @@ impl<'s, 'm> VcpuThread<'s, 'm> {
         let i = self.index;
         let mut first = true;
         loop {
-            let seen = self.service.generation();
             let mut state_before = None;
             let mut stage_before = 0;
             let check = first;
@@ -735,16 +734,16 @@ impl<'s, 'm> VcpuThread<'s, 'm> {
             if let Some((_, ev)) = t.note.retired {
                 return Answer::Retired(ev);
             }
-            let (now, stage) = self.service.with_world(|w| {
-                let v = w.vcpus().nth(usize::from(i));
-                (v.map(|v| v.state()), v.map_or(0, |v| v.stage()))
-            });
+            let (now, stage) = match t.vcpu {
+                Some((s, k)) => (Some(s), k),
+                None => (None, 0),
+            };
             match (t.stepped, state_before, now) {
                 (Stepped::Blocked, _, _) => {
                     // Waiting for another actor (a lock, a claim, the finalize, a stage): the
                     // first step is checked again when it is retried.
                     first = matches!(state_before, Some(VcpuState::InGuest { .. }));
-                    self.service.wait_change(seen, WAIT);
+                    self.service.wait_change(t.generation, WAIT);
                 }
                 (Stepped::Invalid, _, _) => return Answer::Stop,
                 (_, Some(VcpuState::InHost(_)), Some(VcpuState::InGuest { .. })) => {
