@@ -266,3 +266,39 @@ fn the_payload_refuses_a_bad_boot_block() {
     .unwrap();
     guest_fault(&r, &BootError::Magic.to_string());
 }
+
+/// Every guest strategy the core has runs in the payload with real instructions: a vCPU running
+/// it over two regions beside a 4K-only vCPU inside its second 2M page, under two designs. The
+/// verdict is whatever the model says for the order the threads took (the adversarial guest may
+/// break things); the payload's reports must agree and the replay must match.
+#[test]
+fn every_guest_strategy_runs_in_the_payload() {
+    let Some(payload) = prerequisites() else {
+        return;
+    };
+    for policy in ["guest-inhibit", "upstream-4k"] {
+        for kind in hugesept_core::guest::GuestKind::ALL {
+            let text = format!(
+                "name = \"{kind} beside a 4K-only vCPU\"\npolicy = \"{policy}\"\nregions = 2\n\
+                 ve = {}\n\n[[vcpu]]\nguest = \"{kind}\"\nstart = \"0x40000000\"\nend = \
+                 \"0x40400000\"\n\n[[vcpu]]\nguest = \"accept-4k-only\"\nstart = \"0x40201000\"\n\
+                 end = \"0x40202000\"\nmarkers = false\n",
+                kind == hugesept_core::guest::GuestKind::TouchFirst
+            );
+            let sc = scenario::parse(&text).unwrap();
+            let r = vmm::run(&sc, &options(payload.clone())).unwrap();
+            let name = format!("{kind} under {policy}");
+            let RunEnd::Verdict(v) = r.end else {
+                panic!("{name}: {}", r.end);
+            };
+            for (i, (rep, m)) in r.reports.iter().zip(&r.model_reports).enumerate() {
+                assert_eq!(rep.as_ref().ok(), Some(m), "{name}: vCPU {i}");
+            }
+            let (ended, metrics) = replay(&sc, &r.choices);
+            if v != Verdict::Livelock {
+                assert_eq!(ended, Some(v), "{name}");
+            }
+            assert_eq!(metrics, r.metrics, "{name}");
+        }
+    }
+}

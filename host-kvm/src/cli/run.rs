@@ -81,6 +81,12 @@ pub fn find_payload(given: Option<&Path>) -> Result<PathBuf, CliError> {
 pub fn run(args: &Args, out: &mut impl Write) -> Result<(), CliError> {
     let path = args.scenario.display().to_string();
     let (text, mut sc) = super::sim::load(&args.scenario)?;
+    // A name that ends with the file's own design ("…, guest-inhibit") drops it in the table.
+    let world = sc
+        .name
+        .strip_suffix(&format!(", {}", sc.policy.name()))
+        .unwrap_or(&sc.name)
+        .to_owned();
     if let Some(p) = &args.policy {
         sc.policy = hugesept_core::policy::PolicyId::parse(p).ok_or_else(|| {
             CliError::Usage(format!(
@@ -274,8 +280,7 @@ pub fn run(args: &Args, out: &mut impl Write) -> Result<(), CliError> {
         let exits: u64 = r.vcpus.iter().map(|v| v.exits).sum();
         writeln!(
             out,
-            "| {} | {} | {} | {} | {exits} | {:.2} s | {} | {} |",
-            sc.name,
+            "| {world} | {} | {} | {} | {exits} | {:.2} s | {} | {} |",
             sc.policy,
             r.end.name(),
             r.metrics.tdcalls,
