@@ -532,37 +532,12 @@ impl<'s, 'm> VcpuThread<'s, 'm> {
         }
     }
 
-    /// TDG.VP.INFO (TDX module ABI): RCX GPAW (bits 5:0), RDX the TD attributes (bit 28
-    /// SEPT_VE_DISABLE), R8 vCPUs now (31:0) and at most (63:32), R9 this vCPU's index, R10 and
-    /// R11 0.
     fn vp_info(&self, r: &mut TdRegs) {
-        r.rax = 0;
-        r.rcx = u64::from(self.gpaw.bits());
-        r.rdx = if self.ve_disable { 1 << 28 } else { 0 };
-        r.r8 = u64::from(self.vcpus) | (u64::from(self.vcpus) << 32);
-        r.r9 = u64::from(self.index);
-        r.r10 = 0;
-        r.r11 = 0;
+        vp_info(self.gpaw, self.ve_disable, self.vcpus, self.index, r);
     }
 
-    /// TDG.MEM.PAGE.ATTR.RD (shared/reference/tdx-module.md, tdg_mem_page_attr_rd.c): for a
-    /// mapped or pending leaf, RCX = the aligned GPA | the level (bits 2:0) | PENDING (bit 62).
-    /// The module first takes an EPT violation on a missing or blocked entry; that path is not
-    /// modelled here and answers TDX_OPERAND_INVALID (operand RCX).
     fn attr_rd(&self, r: &mut TdRegs) {
-        use hugesept_core::abi::SeptEntryState as S;
-        let gpa = Gpa(r.rcx & !0xfff & 0x000f_ffff_ffff_f000);
-        let m = self.service.with_world(|w| w.sept().mapping(gpa).ok());
-        match m {
-            Some(m) if matches!(m.state, S::Mapped | S::Pending) => {
-                let pending = if m.state == S::Pending { 1 << 62 } else { 0 };
-                r.rax = 0;
-                r.rcx = gpa.align_down(m.level).raw() | u64::from(m.level.tdx().raw()) | pending;
-            }
-            _ => {
-                r.rax = TdxStatus::with_operand(StatusCode::OperandInvalid, OperandId::RCX).raw();
-            }
-        }
+        self.service.with_world(|w| attr_rd(w, r));
     }
 
     /// TDG.VP.VMCALL: RAX 0 (the TDCALL completed); R10 the GHCI status.
@@ -764,6 +739,38 @@ impl<'s, 'm> VcpuThread<'s, 'm> {
     }
 }
 
+/// TDG.VP.INFO (TDX module ABI): RCX GPAW (bits 5:0), RDX the TD attributes (bit 28
+/// SEPT_VE_DISABLE), R8 vCPUs now (31:0) and at most (63:32), R9 this vCPU's index, R10 and
+/// R11 0.
+fn vp_info(gpaw: Gpaw, ve_disable: bool, vcpus: u8, index: u8, r: &mut TdRegs) {
+    r.rax = 0;
+    r.rcx = u64::from(gpaw.bits());
+    r.rdx = if ve_disable { 1 << 28 } else { 0 };
+    r.r8 = u64::from(vcpus) | (u64::from(vcpus) << 32);
+    r.r9 = u64::from(index);
+    r.r10 = 0;
+    r.r11 = 0;
+}
+
+/// TDG.MEM.PAGE.ATTR.RD (shared/reference/tdx-module.md, tdg_mem_page_attr_rd.c): for a
+/// mapped or pending leaf, RCX = the aligned GPA | the level (bits 2:0) | PENDING (bit 62).
+/// The module first takes an EPT violation on a missing or blocked entry; that path is not
+/// modelled here and answers TDX_OPERAND_INVALID (operand RCX).
+fn attr_rd(w: &ScenarioWorld, r: &mut TdRegs) {
+    use hugesept_core::abi::SeptEntryState as S;
+    let gpa = Gpa(r.rcx & 0x000f_ffff_ffff_f000);
+    match w.sept().mapping(gpa).ok() {
+        Some(m) if matches!(m.state, S::Mapped | S::Pending) => {
+            let pending = if m.state == S::Pending { 1 << 62 } else { 0 };
+            r.rax = 0;
+            r.rcx = gpa.align_down(m.level).raw() | u64::from(m.level.tdx().raw()) | pending;
+        }
+        _ => {
+            r.rax = TdxStatus::with_operand(StatusCode::OperandInvalid, OperandId::RCX).raw();
+        }
+    }
+}
+
 /// Checks that the payload's request is what the model's guest does next (vCPU `i`, in the
 /// guest, not kicked); other states pass (the request continues an operation in flight).
 fn expect(w: &ScenarioWorld, i: u8, req: Request) -> Result<(), RunEnd> {
@@ -879,5 +886,50 @@ fn fault_text(code: u64) -> String {
             Some(e) => format!("the payload refused its boot block: {e}"),
             None => format!("the payload reported fault {c:#x}"),
         },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use hugesept_core::world::Metrics;
+
+    #[test]
+    fn vp_info_reports_the_td() {
+        let mut r = TdRegs::default();
+        vp_info(Gpaw::Bits48, true, 3, 2, &mut r);
+        assert_eq!((r.rax, r.rcx, r.rdx), (0, 48, 1 << 28));
+        assert_eq!((r.r8, r.r9), (3 | (3 << 32), 2));
+    }
+
+    #[test]
+    fn attr_rd_reads_the_leaf_level_and_pending_bit() {
+        let text = include_str!("../../../scenarios/prefetch-then-4k.toml");
+        let sc = crate::scenario::parse(text).unwrap();
+        let mut w = sc.world().unwrap();
+        let mut m = Metrics::default();
+        // The host's prefetch alone: the 2M page is AUGed, pending.
+        while w.is_enabled(Choice::Host(0)) {
+            w.step(Choice::Host(0), &mut m).unwrap();
+        }
+        let mut r = TdRegs {
+            rcx: 0x4020_1000,
+            ..TdRegs::default()
+        };
+        attr_rd(&w, &mut r);
+        assert_eq!(r.rax, 0);
+        assert_eq!(r.rcx, 0x4020_0000 | 1 | (1 << 62), "{:#x}", r.rcx);
+        // Nothing mapped at the first region: the EPT-violation path is not modelled.
+        let mut r = TdRegs {
+            rcx: 0x4000_0000,
+            ..TdRegs::default()
+        };
+        attr_rd(&w, &mut r);
+        assert_eq!(
+            TdxStatus(r.rax).code(),
+            StatusCode::OperandInvalid,
+            "{:#x}",
+            r.rax
+        );
     }
 }
