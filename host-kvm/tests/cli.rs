@@ -440,3 +440,30 @@ fn replay_shows_the_1g_lpage_info_of_a_touched_range() {
         assert!(l.contains("; lpage_info 1G 0x40000000: count "), "{l}");
     }
 }
+
+/// `run`'s bad input: a broken scenario, a payload that is not there or not an ELF, a timeout
+/// out of range, an unknown design — each a clear error before any vCPU runs.
+#[test]
+fn run_refuses_bad_input_clearly() {
+    let broken = temp("broken-run.toml");
+    std::fs::write(&broken, "regions = \"many\"\n").unwrap();
+    let (ok, _, err) = hugesept(&["run", broken.to_str().unwrap()]);
+    assert!(!ok);
+    assert!(err.contains("regions"), "{err}");
+    let seed = scenario("seed-rfc-v1.toml");
+    let (ok, _, err) = hugesept(&["run", &seed, "--payload", "/nonexistent/payload"]);
+    assert!(!ok);
+    assert!(err.contains("/nonexistent/payload"), "{err}");
+    let (ok, _, err) = hugesept(&["run", &seed, "--payload", broken.to_str().unwrap()]);
+    assert!(!ok);
+    assert!(
+        err.contains("not an ELF64") || err.contains("/dev/kvm is not usable"),
+        "{err}"
+    );
+    let (ok, _, err) = hugesept(&["run", &seed, "--timeout", "0"]);
+    assert!(!ok);
+    assert!(err.contains("--timeout 0"), "{err}");
+    let (ok, _, err) = hugesept(&["run", &seed, "--policy", "no-such-design"]);
+    assert!(!ok);
+    assert!(err.contains("no such design"), "{err}");
+}
