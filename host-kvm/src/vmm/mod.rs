@@ -361,7 +361,8 @@ fn host_thread(service: &Service<'_>, h: u8) -> u64 {
     }
 }
 
-/// Waits for every thread to end; past the deadline, ends the run with a timeout. Once the run
+/// Waits for every thread to end, ticking the host's timer on every vCPU as it goes; past the
+/// deadline, ends the run with a timeout. Once the run
 /// has ended, vCPUs get a grace period to write their reports and halt; then they are stopped.
 /// A stopped vCPU thread in KVM_RUN is kicked out with a signal, again until it leaves.
 fn watchdog(service: &Service<'_>, running: &AtomicU64, threads: &[AtomicU64], deadline: Instant) {
@@ -370,6 +371,8 @@ fn watchdog(service: &Service<'_>, running: &AtomicU64, threads: &[AtomicU64], d
     let kicking = AtomicBool::new(false);
     while running.load(Ordering::SeqCst) > 0 {
         std::thread::sleep(Duration::from_millis(2));
+        // The host's timer: a tick on every vCPU every 2 ms (an interrupt where one can land).
+        service.tick();
         let now = Instant::now();
         if ended_at.is_none() && service.ended() {
             ended_at = Some(now);

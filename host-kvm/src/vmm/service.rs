@@ -151,6 +151,9 @@ pub struct Service<'m> {
     /// Per region: guest accesses between their access call and their end call.
     gates: Vec<AtomicU32>,
     stop: AtomicBool,
+    /// Per vCPU: a host timer tick is pending (the watchdog sets them; a vCPU's next step
+    /// takes it as an interrupt where one can land).
+    ticks: Vec<AtomicBool>,
     base: u64,
     limits: Limits,
 }
@@ -185,6 +188,7 @@ impl<'m> Service<'m> {
             mem,
             gates: (0..regions).map(|_| AtomicU32::new(0)).collect(),
             stop: AtomicBool::new(false),
+            ticks: (0..vcpus).map(|_| AtomicBool::new(false)).collect(),
             base,
             limits,
         };
@@ -227,6 +231,13 @@ impl<'m> Service<'m> {
         self.changed.notify_all();
     }
 
+    /// A host timer ticks on every vCPU.
+    pub fn tick(&self) {
+        for t in &self.ticks {
+            t.store(true, Ordering::Relaxed);
+        }
+    }
+
     /// Whether the threads must stop now.
     pub fn stopped(&self) -> bool {
         self.stop.load(Ordering::SeqCst)
@@ -266,11 +277,23 @@ impl<'m> Service<'m> {
     /// `pre` ended it.
     pub fn step(
         &self,
-        choice: Choice,
+        mut choice: Choice,
         pre: impl FnOnce(&ScenarioWorld) -> Result<(), RunEnd>,
         post: impl FnOnce(&Taken),
     ) -> Option<Taken> {
         let mut sh = self.lock();
+        // A pending timer tick lands as an interrupt where one can: during a 2M ACCEPT
+        // between its phases (it returns without retiring) or while KVM handles the vCPU's
+        // exit (the fault path's local retry loop stops at it). Elsewhere it is simply handled.
+        if let Choice::Vcpu(i) = choice
+            && self
+                .ticks
+                .get(usize::from(i))
+                .is_some_and(|t| t.swap(false, Ordering::Relaxed))
+            && sh.world.is_enabled(Choice::Interrupt(i))
+        {
+            choice = Choice::Interrupt(i);
+        }
         if sh.end.is_some() {
             return None;
         }
@@ -328,9 +351,10 @@ impl<'m> Service<'m> {
                 .collect()
         };
         let guest_wrote = match (choice, note.retired) {
-            (Choice::Vcpu(_), Some((GuestOp::Write { gpa, level, .. }, GuestEvent::Wrote))) => {
-                Some((gpa.raw(), level.bytes()))
-            }
+            (
+                Choice::Vcpu(_) | Choice::Interrupt(_),
+                Some((GuestOp::Write { gpa, level, .. }, GuestEvent::Wrote)),
+            ) => Some((gpa.raw(), level.bytes())),
             _ => None,
         };
         if !self.mirror(&mut sh, &regions, guest_wrote) {
@@ -341,7 +365,7 @@ impl<'m> Service<'m> {
         let Shared { world, before, .. } = &mut *sh;
         before.sync_from(world);
         world.clear_changes();
-        if let (Choice::Vcpu(i), Some((op, ev))) = (choice, note.retired)
+        if let (Choice::Vcpu(i) | Choice::Interrupt(i), Some((op, ev))) = (choice, note.retired)
             && let Some(c) = sh.counts.get_mut(usize::from(i))
         {
             c.count(op, ev);
@@ -371,7 +395,7 @@ impl<'m> Service<'m> {
         let wake = sh.waiters > 0 && matches!(stepped, Stepped::Moved { .. });
         let generation = sh.generation;
         let vcpu = match choice {
-            Choice::Vcpu(i) => sh
+            Choice::Vcpu(i) | Choice::Interrupt(i) => sh
                 .world
                 .vcpus()
                 .nth(usize::from(i))

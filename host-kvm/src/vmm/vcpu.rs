@@ -724,6 +724,11 @@ impl<'s, 'm> VcpuThread<'s, 'm> {
                 (_, Some(VcpuState::InHost(_)), Some(VcpuState::InGuest { .. })) => {
                     return Answer::Retry;
                 }
+                // An interrupt landed during a 2M ACCEPT: it returns without retiring, and the
+                // guest executes it again after the interrupt.
+                (_, Some(VcpuState::InTdcall { .. }), Some(VcpuState::InGuest { .. })) => {
+                    return Answer::Retry;
+                }
                 (_, _, Some(VcpuState::Finished(_))) if matches!(req, Request::End(..)) => {
                     return Answer::Finished;
                 }
