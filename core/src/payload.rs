@@ -314,6 +314,18 @@ impl EndCode {
         }
     }
 
+    /// The code and detail word of a guest program's end: the status of a panic's ACCEPT, the
+    /// page of a data loss, 0 otherwise (the payload reports it, the VMM expects it).
+    pub const fn of(end: crate::guest::GuestEnd) -> (EndCode, u64) {
+        use crate::guest::GuestEnd;
+        match end {
+            GuestEnd::Done => (EndCode::Done, 0),
+            GuestEnd::Panic { status, .. } => (EndCode::Panic, status.0),
+            GuestEnd::DataLoss { gpa, .. } => (EndCode::DataLoss, gpa.raw()),
+            GuestEnd::Confused => (EndCode::Confused, 0),
+        }
+    }
+
     /// The end with this code.
     pub const fn from_code(c: u64) -> Option<EndCode> {
         Some(match c {

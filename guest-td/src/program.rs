@@ -9,7 +9,7 @@
 //! - the program's end: the hugesept end call, whose answer starts the next stage or ends.
 
 use hugesept_core::abi::{Gpa, PageLevel};
-use hugesept_core::guest::{GuestEnd, GuestEvent, GuestOp, GuestStep};
+use hugesept_core::guest::{GuestEvent, GuestOp, GuestStep};
 use hugesept_core::payload::{
     AccessAnswer, AccessKind, AccessRequest, AccessResult, BootInfo, Call, EndCode, Report,
 };
@@ -25,16 +25,6 @@ pub enum Stop {
     Stopped,
     /// The VMM refused a call or answered something this payload cannot use.
     Protocol,
-}
-
-/// The end code and detail of a guest's end.
-fn end_code(end: GuestEnd) -> (EndCode, u64) {
-    match end {
-        GuestEnd::Done => (EndCode::Done, 0),
-        GuestEnd::Panic { status, .. } => (EndCode::Panic, status.0),
-        GuestEnd::DataLoss { gpa, .. } => (EndCode::DataLoss, gpa.raw()),
-        GuestEnd::Confused => (EndCode::Confused, 0),
-    }
 }
 
 /// Runs vCPU `index`'s program to its end; the report says how it went. `publish` gets the
@@ -79,7 +69,7 @@ fn run_stages(
                 }
             }
         };
-        let (code, detail) = end_code(end);
+        let (code, detail) = EndCode::of(end);
         if code == EndCode::Done {
             report.stages_done = report.stages_done.saturating_add(1);
             publish(report);

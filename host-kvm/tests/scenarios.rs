@@ -9,15 +9,24 @@ use hugesept_core::world::{
 
 use hugesept_host_kvm::scenario::{self, ScenarioError};
 
+/// The scenario files in `scenarios/<sub>` (sorted).
+fn scenario_files(sub: &str) -> Vec<std::path::PathBuf> {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../scenarios")
+        .join(sub);
+    let mut files: Vec<_> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "toml"))
+        .collect();
+    files.sort();
+    files
+}
+
 #[test]
 fn every_scenario_ends_as_it_expects() {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../scenarios");
     let mut ran = 0;
-    for entry in std::fs::read_dir(&dir).unwrap() {
-        let path = entry.unwrap().path();
-        if path.extension().is_none_or(|e| e != "toml") {
-            continue;
-        }
+    for path in scenario_files("") {
         let text = std::fs::read_to_string(&path).unwrap();
         let sc = scenario::parse(&text).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
         let Some(expect) = sc.expect else {
@@ -209,13 +218,8 @@ fn the_per_step_checks_agree_with_the_full_checks() {
 /// seeded schedule.
 #[test]
 fn the_large_scenarios_end_as_they_expect() {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../scenarios/large");
     let mut ran = 0;
-    for entry in std::fs::read_dir(&dir).unwrap() {
-        let path = entry.unwrap().path();
-        if path.extension().is_none_or(|e| e != "toml") {
-            continue;
-        }
+    for path in scenario_files("large") {
         let text = std::fs::read_to_string(&path).unwrap();
         let sc = scenario::parse(&text).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
         assert!(

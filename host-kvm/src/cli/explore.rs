@@ -248,13 +248,7 @@ pub fn run(args: &Args, out: &mut impl Write) -> Result<(), CliError> {
         let mut t = Trace::new(&text, "explore, shortest".into(), &choices, Verdict::Ok);
         t.verdict = w.into();
         t.cycle = cycle;
-        let file = args.trace.clone().unwrap_or_else(|| {
-            let stem = args
-                .scenario
-                .file_stem()
-                .map_or("scenario".into(), |s| s.to_string_lossy().into_owned());
-            PathBuf::from(format!("{stem}.explore.trace.toml"))
-        });
+        let file = super::trace_path(args.trace.as_deref(), &args.scenario, ".explore.trace.toml");
         super::write_output(&file, t.to_toml())?;
         writeln!(
             out,

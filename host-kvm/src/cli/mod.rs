@@ -133,6 +133,17 @@ impl fmt::Display for InputError {
     }
 }
 
+/// The trace file a command writes when `--trace` names none: `<scenario stem><suffix>` in
+/// the current directory.
+pub(crate) fn trace_path(given: Option<&Path>, scenario: &Path, suffix: &str) -> PathBuf {
+    given.map(Path::to_path_buf).unwrap_or_else(|| {
+        let stem = scenario
+            .file_stem()
+            .map_or("scenario".into(), |s| s.to_string_lossy().into_owned());
+        PathBuf::from(format!("{stem}{suffix}"))
+    })
+}
+
 /// A byte count in the largest binary unit that divides it (`1 MiB`, `64 MiB`, `1536 KiB`).
 pub(crate) fn human_bytes(n: u64) -> String {
     for (shift, unit) in [(30, "GiB"), (20, "MiB"), (10, "KiB")] {

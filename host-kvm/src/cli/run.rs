@@ -253,13 +253,7 @@ pub fn run(args: &Args, out: &mut impl Write) -> Result<(), CliError> {
         if args.policy.is_some() {
             t.scenario = with_policy(&text, sc.policy.name());
         }
-        let file = args.trace.clone().unwrap_or_else(|| {
-            let stem = args
-                .scenario
-                .file_stem()
-                .map_or("scenario".into(), |s| s.to_string_lossy().into_owned());
-            PathBuf::from(format!("{stem}.run.trace.toml"))
-        });
+        let file = super::trace_path(args.trace.as_deref(), &args.scenario, ".run.trace.toml");
         super::write_output(&file, t.to_toml())?;
         if !args.brief {
             writeln!(

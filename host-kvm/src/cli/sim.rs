@@ -236,13 +236,7 @@ pub fn run(args: &Args, out: &mut impl Write) -> Result<(), CliError> {
         if !minimised.is_empty() {
             t.schedule += ", minimised";
         }
-        let file = args.trace.clone().unwrap_or_else(|| {
-            let stem = args
-                .scenario
-                .file_stem()
-                .map_or("scenario".into(), |s| s.to_string_lossy().into_owned());
-            PathBuf::from(format!("{stem}.trace.toml"))
-        });
+        let file = super::trace_path(args.trace.as_deref(), &args.scenario, ".trace.toml");
         super::write_output(&file, t.to_toml())?;
         let cycle = match run.cycle {
             Some(k) => format!(

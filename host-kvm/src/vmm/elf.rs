@@ -202,33 +202,9 @@ pub fn tdcall_loop(n: u32) -> Vec<u8> {
 mod tests {
     use super::*;
 
-    /// A minimal ELF: one PT_LOAD of `code` at `paddr`, entry at its start.
-    fn tiny(paddr: u64, code: &[u8], memsz: u64) -> Vec<u8> {
-        let mut f = vec![0u8; 120];
-        f[..4].copy_from_slice(b"\x7fELF");
-        f[4] = 2;
-        f[5] = 1;
-        f[6] = 1;
-        f[16..18].copy_from_slice(&ET_EXEC.to_le_bytes());
-        f[18..20].copy_from_slice(&EM_X86_64.to_le_bytes());
-        f[24..32].copy_from_slice(&paddr.to_le_bytes());
-        f[32..40].copy_from_slice(&64u64.to_le_bytes());
-        f[54..56].copy_from_slice(&56u16.to_le_bytes());
-        f[56..58].copy_from_slice(&1u16.to_le_bytes());
-        let ph = 64;
-        f[ph..ph + 4].copy_from_slice(&PT_LOAD.to_le_bytes());
-        f[ph + 8..ph + 16].copy_from_slice(&120u64.to_le_bytes());
-        f[ph + 16..ph + 24].copy_from_slice(&paddr.to_le_bytes());
-        f[ph + 24..ph + 32].copy_from_slice(&paddr.to_le_bytes());
-        f[ph + 32..ph + 40].copy_from_slice(&(code.len() as u64).to_le_bytes());
-        f[ph + 40..ph + 48].copy_from_slice(&memsz.to_le_bytes());
-        f.extend_from_slice(code);
-        f
-    }
-
     #[test]
     fn loads_and_refuses() {
-        let f = tiny(0x10_0000, &[0xf4], 0x1000);
+        let f = tiny_image(&[0xf4]);
         let img = parse(&f, 0x10_0000, 0x100_0000).unwrap();
         assert_eq!(img.entry, 0x10_0000);
         assert_eq!(img.span(), (0x10_0000, 0x10_1000));

@@ -151,17 +151,15 @@ pub fn boot_info(sc: &Scenario, by_port: bool) -> Result<BootInfo, VmmError> {
     })
 }
 
-/// The model's expectation of a vCPU's report end fields: how its program ended and the stages
-/// it finished.
-fn model_end(state: VcpuState, stage: u8, guest_done: bool) -> (u32, u32, u64) {
+/// The end fields the model expects in a vCPU's report: how its program ended (or "stopped",
+/// while it runs) with the detail word, and the stages it finished (the current one too once
+/// its program ended well).
+fn model_end(state: VcpuState, stage: u8, guest: Option<GuestEnd>) -> (u32, u32, u64) {
     let (code, detail) = match state {
-        VcpuState::Finished(GuestEnd::Done) => (EndCode::Done, 0),
-        VcpuState::Finished(GuestEnd::Panic { status, .. }) => (EndCode::Panic, status.raw()),
-        VcpuState::Finished(GuestEnd::DataLoss { gpa, .. }) => (EndCode::DataLoss, gpa.raw()),
-        VcpuState::Finished(GuestEnd::Confused) => (EndCode::Confused, 0),
+        VcpuState::Finished(end) => EndCode::of(end),
         _ => (EndCode::Stopped, 0),
     };
-    let done = u32::from(stage) + u32::from(guest_done);
+    let done = u32::from(stage) + u32::from(guest == Some(GuestEnd::Done));
     (code.code() as u32, done, detail)
 }
 
@@ -293,14 +291,16 @@ pub fn run(sc: &Scenario, opts: &RunOptions) -> Result<RunResult, VmmError> {
         .collect();
     let mut model_reports = model_reports;
     for (i, (m, v)) in model_reports.iter_mut().zip(world.vcpus()).enumerate() {
-        let done = v.guest().ended() == Some(GuestEnd::Done)
-            && !matches!(v.state(), VcpuState::Finished(_) | VcpuState::Stopped(_));
-        let (code, stages, detail) = model_end(v.state(), v.stage(), done);
-        m.end = code;
-        m.stages_done = match v.state() {
-            VcpuState::Finished(GuestEnd::Done) => u32::from(v.stage()) + 1,
-            _ => stages,
+        // A finished vCPU's guest has ended; a live one's current program may have ended too
+        // (waiting at the stage barrier); a stopped one's did not.
+        let guest = match v.state() {
+            VcpuState::Finished(end) => Some(end),
+            VcpuState::Stopped(_) => None,
+            _ => v.guest().ended(),
         };
+        let (code, stages, detail) = model_end(v.state(), v.stage(), guest);
+        m.end = code;
+        m.stages_done = stages;
         m.detail = detail;
         m.vcpu = i as u32;
     }

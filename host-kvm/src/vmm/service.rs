@@ -253,11 +253,6 @@ impl<'m> Service<'m> {
         f(&self.lock().world)
     }
 
-    /// The generation (steps that moved the state so far).
-    pub fn generation(&self) -> u64 {
-        self.lock().generation
-    }
-
     /// Waits until a step moves the state past `seen`, the run ends, or `at_most` passes.
     pub fn wait_change(&self, seen: u64, at_most: Duration) {
         let mut sh = self.lock();

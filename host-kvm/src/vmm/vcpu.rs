@@ -27,7 +27,7 @@ use std::time::Duration;
 use hugesept_core::abi::{
     Gpa, Gpaw, OperandId, PageLevel, StatusCode, TdcallLeaf, TdcallRax, TdxStatus,
 };
-use hugesept_core::guest::{GuestEnd, GuestEvent, GuestOp, GuestStep};
+use hugesept_core::guest::{GuestEvent, GuestOp, GuestStep};
 use hugesept_core::payload::{
     AccessAnswer, AccessKind, AccessRequest, AccessResult, BootError, Call, EndCode,
     FAULT_NO_PROGRAM, FAULT_PANIC, FAULT_PROTOCOL, GHCI_HLT, GHCI_IO, PORT_TDCALL_SIZE,
@@ -815,7 +815,7 @@ fn expect(w: &ScenarioWorld, i: u8, req: Request) -> Result<(), RunEnd> {
         (GuestStep::Op(GuestOp::ReleaseUnit(u)), Request::Unit { release, unit }) => {
             release && u == unit
         }
-        (GuestStep::End(end), Request::End(code, detail)) => end_of(end) == (code, detail),
+        (GuestStep::End(end), Request::End(code, detail)) => EndCode::of(end) == (code, detail),
         _ => false,
     };
     if agrees {
@@ -825,16 +825,6 @@ fn expect(w: &ScenarioWorld, i: u8, req: Request) -> Result<(), RunEnd> {
             vcpu: i,
             what: format!("the payload asked for {req:?}; the model's guest does {next:?} next"),
         })
-    }
-}
-
-/// The end code and detail of a guest end (the payload's src/program.rs makes the same).
-fn end_of(end: GuestEnd) -> (EndCode, u64) {
-    match end {
-        GuestEnd::Done => (EndCode::Done, 0),
-        GuestEnd::Panic { status, .. } => (EndCode::Panic, status.raw()),
-        GuestEnd::DataLoss { gpa, .. } => (EndCode::DataLoss, gpa.raw()),
-        GuestEnd::Confused => (EndCode::Confused, 0),
     }
 }
 
