@@ -539,3 +539,49 @@ impl<'m> Service<'m> {
         (sh.end, sh.metrics, sh.choices, sh.counts, sh.world)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::vmm::memory::Area;
+    use hugesept_core::world::VcpuState;
+
+    /// A timer tick lands as the model's interrupt during a 2M ACCEPT between its phases, is
+    /// recorded as the choice, and the ACCEPT returns without retiring; without a tick the same
+    /// step is the vCPU's own.
+    #[test]
+    fn a_tick_lands_as_an_interrupt_in_a_2m_accept() {
+        let sc =
+            crate::scenario::parse(include_str!("../../../scenarios/seed-rfc-v1.toml")).unwrap();
+        let mem = GuestMemory::new(vec![Area::new(0x4000_0000, 4 << 20).unwrap()]).unwrap();
+        let s = Service::new(sc.world().unwrap(), &mem, Limits::steps(10_000));
+        let state = |s: &Service<'_>| s.with_world(|w| w.vcpus().next().map(|v| v.state()));
+        // vCPU 0 (OVMF, 2M): exit, fault path, re-entry, and the ACCEPT that zeroes the page.
+        for _ in 0..100 {
+            if matches!(state(&s), Some(VcpuState::InTdcall { .. })) {
+                break;
+            }
+            s.step(Choice::Vcpu(0), |_| Ok(()), |_| {}).unwrap();
+        }
+        assert!(matches!(state(&s), Some(VcpuState::InTdcall { .. })));
+        s.tick();
+        let t = s.step(Choice::Vcpu(0), |_| Ok(()), |_| {}).unwrap();
+        assert_eq!(t.note.retired, None);
+        assert!(
+            matches!(t.vcpu, Some((VcpuState::InGuest { .. }, 0))),
+            "{:?}",
+            t.vcpu
+        );
+        // The tick was taken: the next step of vCPU 0 is its own again.
+        let t = s.step(Choice::Vcpu(0), |_| Ok(()), |_| {}).unwrap();
+        assert!(
+            matches!(t.vcpu, Some((VcpuState::InTdcall { .. }, 0))),
+            "{:?}",
+            t.vcpu
+        );
+        let (_, _, choices, _, _) = s.into_parts();
+        let n = choices.len();
+        assert_eq!(choices[n - 2], Choice::Interrupt(0));
+        assert_eq!(choices[n - 1], Choice::Vcpu(0));
+    }
+}
