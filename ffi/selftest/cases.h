@@ -25,6 +25,7 @@
 #define HUGESEPT_SELFTEST_HOSTILE_LOOKUP_FAILS 0x40u
 
 #define HUGESEPT_SELFTEST_CASE_COUNT 1539
+#define HUGESEPT_SELFTEST_DIGEST 0x773e5c31924b3792ull
 
 static const struct hugesept_case hugesept_selftest_cases[HUGESEPT_SELFTEST_CASE_COUNT] = {
     {1, 0x0, {0x0ull, 0x20ull, 0x0ull, 0x0ull, 0x0ull, 0x0ull}, 0x0u, 0x0u, 0, 1, {0x0ull, 0x0ull, 0x0ull, 0x0ull, 0x0ull, 0x0ull, 0x0ull, 0x0ull, 0x0ull}},

@@ -333,6 +333,7 @@ void hugesept_selftest_run(hugesept_print_fn print, void *ctx, int verbose,
 			   struct hugesept_selftest_result *result)
 {
 	uint32_t i, passed = 0, failed = 0;
+	uint64_t digest = 0xcbf29ce484222325ull;
 	struct line l;
 
 	for (i = 0; i < HUGESEPT_SELFTEST_CASE_COUNT; i++) {
@@ -341,6 +342,9 @@ void hugesept_selftest_run(hugesept_print_fn print, void *ctx, int verbose,
 		unsigned int k, bad = 9;
 
 		run_case(c, &o);
+		digest = (digest ^ (uint64_t)(uint32_t)o.rc) * 0x00000100000001b3ull;
+		for (k = 0; k < 9; k++)
+			digest = (digest ^ o.out[k]) * 0x00000100000001b3ull;
 		for (k = 0; k < 9; k++) {
 			if (o.out[k] != c->expect_out[k]) {
 				bad = k;
@@ -384,11 +388,14 @@ void hugesept_selftest_run(hugesept_print_fn print, void *ctx, int verbose,
 	put_dec(&l, passed);
 	put_str(&l, " passed, ");
 	put_dec(&l, failed);
-	put_str(&l, " failed");
+	put_str(&l, " failed, digest ");
+	put_hex(&l, digest);
 	print(ctx, l.buf);
 	if (result) {
 		result->cases = HUGESEPT_SELFTEST_CASE_COUNT;
 		result->passed = passed;
 		result->failed = failed;
+		result->digest = digest;
+		result->expected_digest = HUGESEPT_SELFTEST_DIGEST;
 	}
 }

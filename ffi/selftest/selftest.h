@@ -27,10 +27,15 @@ struct hugesept_selftest_result {
 	uint32_t cases;
 	uint32_t passed;
 	uint32_t failed;
+	/* The digest of the outcomes (ffi/src/selftest.rs `digest_step`); equal to
+	 * HUGESEPT_SELFTEST_DIGEST when every case gave Rust's result. */
+	uint64_t digest;
+	/* HUGESEPT_SELFTEST_DIGEST: the digest of Rust's results. */
+	uint64_t expected_digest;
 };
 
 /* Runs every case; prints one line per case when `verbose`, each failure always, and the
- * summary line "hugesept selftest: N cases, P passed, F failed". */
+ * summary line "hugesept selftest: N cases, P passed, F failed, digest 0x…". */
 void hugesept_selftest_run(hugesept_print_fn print, void *ctx, int verbose,
 			   struct hugesept_selftest_result *result);
 

@@ -657,7 +657,7 @@ const ERROR_NAMES: [(i32, &core::ffi::CStr); 19] = [
     ),
 ];
 
-#[cfg(all(not(test), feature = "panic-handler"))]
+#[cfg(not(test))]
 #[panic_handler]
 fn panic(_: &core::panic::PanicInfo<'_>) -> ! {
     // No code path reaches this (the lints deny panicking constructs and the symbol audit

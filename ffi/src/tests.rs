@@ -145,8 +145,10 @@ fn render_cases() -> String {
     }
     s.push('\n');
     let mut rows = Vec::new();
+    let mut digest = DIGEST_INIT;
     selftest::for_each_case(&mut |c: &Case| {
         let e = selftest::expected(c);
+        digest = digest_step(digest, &e);
         let words = |w: &[u64]| {
             w.iter()
                 .map(|v| format!("{v:#x}ull"))
@@ -165,7 +167,8 @@ fn render_cases() -> String {
             words(&e.out)
         ));
     });
-    let _ = writeln!(s, "#define HUGESEPT_SELFTEST_CASE_COUNT {}\n", rows.len());
+    let _ = writeln!(s, "#define HUGESEPT_SELFTEST_CASE_COUNT {}", rows.len());
+    let _ = writeln!(s, "#define HUGESEPT_SELFTEST_DIGEST {digest:#018x}ull\n");
     s.push_str("static const struct hugesept_case hugesept_selftest_cases[HUGESEPT_SELFTEST_CASE_COUNT] = {\n");
     for r in rows {
         s.push_str(&r);
