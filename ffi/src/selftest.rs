@@ -457,15 +457,12 @@ pub fn for_each_case(f: &mut dyn FnMut(&Case)) {
 /// an unsigned 32-bit word, then the nine output words). The digest of every expected outcome
 /// is in the generated header (`HUGESEPT_SELFTEST_DIGEST`); each runner prints the digest of
 /// what it got, so a run elsewhere (in the kernel, under OVMF) is checked against the host's.
-pub const fn digest_step(mut h: u64, o: &Outcome) -> u64 {
+pub fn digest_step(h: u64, o: &Outcome) -> u64 {
     const PRIME: u64 = 0x0000_0100_0000_01b3;
-    h = (h ^ (o.rc as u32 as u64)).wrapping_mul(PRIME);
-    let mut i = 0;
-    while i < OUT_WORDS {
-        h = (h ^ o.out[i]).wrapping_mul(PRIME);
-        i += 1;
-    }
-    h
+    let h = (h ^ u64::from(o.rc as u32)).wrapping_mul(PRIME);
+    o.out
+        .iter()
+        .fold(h, |h, &word| (h ^ word).wrapping_mul(PRIME))
 }
 
 /// The digest's start.
