@@ -373,3 +373,180 @@ fn selftest_rdx_accept_4k() -> u64 {
     })
     .encode()
 }
+
+type Window = hugesept_core::kvm::Kvm<hugesept_core::kvm::KvmArrayStorage<1, 512, 8>>;
+
+/// The caller's lpage_info lookup over a core `Kvm`: its `disallow_lpage` words.
+unsafe extern "C" fn kvm_lpage(ctx: *mut c_void, gfn: u64, level: u32, out: *mut u32) -> i32 {
+    use hugesept_core::abi::{Gfn, PageLevel};
+    // SAFETY: the test passes a live `Window` as ctx and reads nothing else through it.
+    let kvm = unsafe { &*(ctx as *const Window) };
+    let level = match level {
+        HUGESEPT_LEVEL_2M => PageLevel::Size2M,
+        HUGESEPT_LEVEL_1G => PageLevel::Size1G,
+        _ => return 1,
+    };
+    match kvm.lpage(Gfn(gfn), level) {
+        Some(l) => {
+            // SAFETY: the library passes a live u32.
+            unsafe { out.write(l.raw()) };
+            0
+        }
+        None => 1,
+    }
+}
+
+/// The exported `hugesept_max_mapping_level` against the core's own walk
+/// (`Kvm::max_mapping_level`, the one the world and the VMM use) on KVM states with every cap
+/// the walk reads: memslot edges not aligned (at 2M and 1G), folios of each size, MIXED
+/// ranges, GUEST_INHIBIT at 2M and 1G; every design, with RFC v1's window moved by accept
+/// exits at 4K and 2M and reset by a fault without one, each fault max level and each flag.
+#[test]
+fn the_max_mapping_level_is_the_cores_walk() {
+    use hugesept_core::abi::{AcceptExitInfo, Gfn, Gpa, PageLevel, SeptEntryState};
+    use hugesept_core::kvm::{KvmArrayStorage, Memslot};
+    use hugesept_core::policy::{PrivateExit, VcpuPolicyState};
+    use hugesept_core::sept::SeptConfig;
+
+    const BASE: u64 = 0x4000_0000;
+    let base_gfn = BASE >> 12;
+    let mut worlds: Vec<Window> = Vec::new();
+    for misaligned in [false, true] {
+        let window = SeptConfig::new(Gpa(BASE), 512);
+        let mut kvm: Window = Window::new(&window, KvmArrayStorage::new()).unwrap();
+        let (start, pages) = if misaligned {
+            (base_gfn + 1, 512 * 512 - 3)
+        } else {
+            (base_gfn, 512 * 512)
+        };
+        kvm.add_memslot(Memslot {
+            base: Gfn(start),
+            pages,
+            guest_memfd: true,
+        })
+        .unwrap();
+        let region = |r: u64| Gfn(base_gfn + r * 512);
+        for r in 0..512 {
+            let folio = match r % 5 {
+                0 => PageLevel::Size4K,
+                1 | 2 => PageLevel::Size1G,
+                _ => PageLevel::Size2M,
+            };
+            kvm.set_folio(region(r), folio).unwrap();
+        }
+        kvm.set_guest_inhibit(region(3), PageLevel::Size2M);
+        kvm.set_private(Gfn(region(6).raw() + 17), Gfn(region(6).raw() + 18), false)
+            .unwrap();
+        worlds.push(kvm.clone());
+        kvm.set_guest_inhibit(region(8), PageLevel::Size1G);
+        worlds.push(kvm);
+    }
+    let gfns: Vec<u64> = [0u64, 1, 2, 3, 6, 7, 8, 11, 255, 511]
+        .iter()
+        .flat_map(|r| [0u64, 1, 17, 511].map(|o| base_gfn + r * 512 + o))
+        .collect();
+    let accept = |level: PageLevel| {
+        ExtendedExitQualification::Accept(AcceptExitInfo {
+            requested: level,
+            error_level: PageLevel::Size2M,
+            error_state: SeptEntryState::Pending,
+            error_is_leaf: true,
+            vm_index: 0,
+        })
+        .encode()
+    };
+    // The exits that move a vCPU's state: (RDX, GFN).
+    let exits = [
+        (accept(PageLevel::Size4K), base_gfn + 7 * 512 + 17),
+        (accept(PageLevel::Size2M), base_gfn + 11 * 512),
+        (
+            ExtendedExitQualification::None.encode(),
+            base_gfn + 7 * 512 + 1,
+        ),
+        (accept(PageLevel::Size2M), base_gfn + 2 * 512),
+    ];
+    let mut compared = 0u32;
+    let mut levels = std::collections::BTreeSet::new();
+    for kvm in &worlds {
+        let ctx = kvm as *const Window as *mut c_void;
+        for (code, id) in (0u32..).zip(PolicyId::ALL) {
+            let mut v = core::mem::MaybeUninit::<HugeseptVcpu>::uninit();
+            // SAFETY: a live, aligned local of the state's size.
+            let rc = unsafe { hugesept_vcpu_init(v.as_mut_ptr(), HUGESEPT_VCPU_SIZE, code) };
+            assert_eq!(rc, 0);
+            let mut model = VcpuPolicyState::default();
+            for step in 0..=exits.len() {
+                if let Some(&(rdx, gfn)) = step.checked_sub(1).and_then(|i| exits.get(i)) {
+                    let mut e = HugeseptExit::default();
+                    // SAFETY: a live local.
+                    let rc = unsafe { hugesept_decode_exit(2, rdx, gfn << 12, 48, &mut e) };
+                    assert_eq!(rc, 0);
+                    let mut plan = HugeseptPlan::default();
+                    // SAFETY: every pointer is a live local; ctx is the live `kvm`.
+                    let rc = unsafe {
+                        hugesept_plan_exit(v.as_mut_ptr(), &e, 48, Some(kvm_lpage), ctx, &mut plan)
+                    };
+                    assert_eq!(rc, 0);
+                    let pexit = PrivateExit {
+                        gfn: Gfn(gfn),
+                        accept_level: ExtendedExitQualification::decode(rdx).ok().and_then(|q| {
+                            match q {
+                                ExtendedExitQualification::Accept(a) => Some(a.requested),
+                                _ => None,
+                            }
+                        }),
+                    };
+                    let _ = id.on_private_exit(&mut model, &pexit);
+                }
+                for &gfn in &gfns {
+                    for (fault_code, fault_max) in [
+                        (HUGESEPT_LEVEL_4K, PageLevel::Size4K),
+                        (HUGESEPT_LEVEL_2M, PageLevel::Size2M),
+                        (HUGESEPT_LEVEL_1G, PageLevel::Size1G),
+                    ] {
+                        for flags in 0..4u32 {
+                            let prefetch = flags & HUGESEPT_FAULT_PREFETCH != 0;
+                            let runnable = flags & HUGESEPT_TD_RUNNABLE != 0;
+                            let region = kvm.region_of(Gfn(gfn)).unwrap();
+                            let folio = api::level_code(region.folio);
+                            let mut got = HUGESEPT_LEVEL_NONE;
+                            // SAFETY: every pointer is a live local; ctx is the live `kvm`.
+                            let rc = unsafe {
+                                hugesept_max_mapping_level(
+                                    v.as_ptr(),
+                                    gfn,
+                                    fault_code,
+                                    folio,
+                                    flags,
+                                    Some(kvm_lpage),
+                                    ctx,
+                                    &mut got,
+                                )
+                            };
+                            assert_eq!(rc, 0);
+                            let want = kvm.max_mapping_level(
+                                &id,
+                                &model,
+                                Gfn(gfn),
+                                fault_max,
+                                prefetch,
+                                runnable,
+                            );
+                            assert_eq!(
+                                got,
+                                api::level_code(want),
+                                "{id:?} step {step} gfn {gfn:#x} fault max {fault_max:?} \
+                                 flags {flags}"
+                            );
+                            levels.insert(got);
+                            compared += 1;
+                        }
+                    }
+                }
+            }
+        }
+    }
+    assert!(compared > 10_000, "{compared} comparisons");
+    // The worlds reach every level the walk can give (1G only as a cap: no design maps it).
+    assert!(levels.contains(&HUGESEPT_LEVEL_4K) && levels.contains(&HUGESEPT_LEVEL_2M));
+}
