@@ -19,7 +19,8 @@
 //! Beside them, [`payload`]: the contract between the hugesept VMM and the guest-td payload
 //! (boot block, reports, hugesept calls, content in real memory); and [`snapshot`]: the explorer's incremental-state plumbing (change records,
 //! copies by what changed, hashing apart), one trait that the S-EPT model, KVM's model and
-//! the world implement in their own `snapshot.rs`.
+//! the world implement in their own `snapshot.rs`. [`broken`] holds the deliberately broken
+//! variants the fuzzers are measured against; only the `broken` feature can turn one on.
 //!
 //! Each layer has one error type, `Copy`, whose `Display` names its inner cause:
 //! [`abi::AbiError`], [`sept::SeptError`], [`policy::PolicyError`], [`kvm::KvmError`],
@@ -30,6 +31,7 @@
 #![warn(missing_docs)]
 
 pub mod abi;
+pub mod broken;
 pub mod guest;
 pub mod kvm;
 pub mod payload;

@@ -24,17 +24,82 @@ use hugesept_core::world::{
     Stepped, Verdict, World, supports,
 };
 
+pub mod interleave;
+pub mod policy_decisions;
+
+pub use policy_decisions::policy_decisions;
+
 /// A target's check over one input.
 pub type Check = fn(&[u8]);
 
 /// Every target, by the name of its corpus directory and `fuzz_targets/` file.
-pub const TARGETS: [(&str, Check); 5] = [
+pub const TARGETS: [(&str, Check); 7] = [
     ("abi_status", abi_status),
     ("abi_accept_operand", abi_accept_operand),
     ("abi_exit", abi_exit),
     ("abi_encodings", abi_encodings),
     ("world_schedule", world_schedule),
+    ("interleave", interleave),
+    ("policy_decisions", policy_decisions),
 ];
+
+/// The broken variant named by `HUGESEPT_BROKEN`, turned on once per process (a build with
+/// the `broken` feature only; `cargo xtask fuzz --check-power` sets it).
+pub fn broken_from_env() {
+    #[cfg(feature = "broken")]
+    {
+        static ONCE: std::sync::Once = std::sync::Once::new();
+        ONCE.call_once(|| {
+            let v = std::env::var("HUGESEPT_BROKEN").ok();
+            let variant = v.as_deref().map(|n| {
+                hugesept_core::broken::Variant::from_name(n)
+                    .unwrap_or_else(|| panic!("HUGESEPT_BROKEN={n}: no such broken variant"))
+            });
+            hugesept_core::broken::set(variant);
+        });
+    }
+}
+
+/// The hunt `HUGESEPT_HUNT` names (`verdict[:policy[:guest]]`), read once.
+fn hunt() -> Option<interleave::Hunt> {
+    static HUNT: std::sync::OnceLock<Option<interleave::Hunt>> = std::sync::OnceLock::new();
+    *HUNT.get_or_init(|| {
+        let v = std::env::var("HUGESEPT_HUNT").ok()?;
+        Some(
+            interleave::Hunt::parse(&v)
+                .unwrap_or_else(|| panic!("HUGESEPT_HUNT={v}: not verdict[:policy[:guest]]")),
+        )
+    })
+}
+
+/// The `interleave` target: a small world and a schedule from the input, every step checked,
+/// the end held to the design's claim (see [`interleave`](mod@interleave)).
+pub fn interleave(data: &[u8]) {
+    interleave_spec(&interleave::Spec::decode(data));
+}
+
+/// [`interleave`] over a decoded input (what the libFuzzer target calls with the `Arbitrary`
+/// input).
+pub fn interleave_spec(spec: &interleave::Spec) {
+    broken_from_env();
+    let spec = spec.clone();
+    let run = match interleave::run(&spec) {
+        Ok(r) => r,
+        // A world the model refuses to build is not an input of this target.
+        Err(_) => return,
+    };
+    if let Some(why) = interleave::judge(&spec, &run, hunt()) {
+        panic!(
+            "interleave: {why}\nworld: {spec:?}\nends: {:?}\nchoices: {}",
+            run.ends,
+            run.choices
+                .iter()
+                .map(|c| c.to_string())
+                .collect::<Vec<_>>()
+                .join(" ")
+        );
+    }
+}
 
 /// The first bytes of a formatted value, without allocating (keeps the targets fast).
 struct Prefix {
@@ -263,6 +328,7 @@ pub fn abi_encodings(data: &[u8]) {
 /// the safety invariants; the run must keep the design's declaration (`world::supports`): a
 /// supported guest ends ok, and nothing bugs the host or loses a guest's data.
 pub fn world_schedule(data: &[u8]) {
+    broken_from_env();
     let mut bytes = data.iter().copied();
     let mut next = || bytes.next().unwrap_or(0);
     let policy = PolicyId::ALL[usize::from(next()) % PolicyId::ALL.len()];
@@ -482,6 +548,75 @@ mod tests {
                 n += 1;
             }
             assert!(n > 0, "no corpus for {name} in {}", dir.display());
+        }
+    }
+
+    /// Replays every regression input (`regressions/TARGET/NAME`: inputs that once crashed,
+    /// kept after the fix) through its target's checks.
+    #[test]
+    fn regressions_replay_cleanly() {
+        let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("regressions");
+        let Ok(dirs) = fs::read_dir(&root) else {
+            return;
+        };
+        for d in dirs {
+            let d = d.unwrap().path();
+            let name = d.file_name().unwrap().to_str().unwrap().to_owned();
+            let check = super::TARGETS
+                .iter()
+                .find(|(t, _)| *t == name)
+                .unwrap_or_else(|| panic!("regressions/{name}: no such target"))
+                .1;
+            for entry in fs::read_dir(&d).unwrap() {
+                check(&fs::read(entry.unwrap().path()).unwrap());
+            }
+        }
+    }
+
+    /// The committed seeds of `interleave` are the known interleavings
+    /// ([`super::interleave::seeds`]), byte for byte; `HUGESEPT_BLESS=1` writes them.
+    #[test]
+    fn the_interleave_seeds_are_the_known_interleavings() {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("corpus/interleave");
+        for (name, spec) in super::interleave::seeds() {
+            let bytes = spec.encode();
+            assert_eq!(super::interleave::Spec::decode(&bytes), spec, "{name}");
+            let path = dir.join(name);
+            if std::env::var_os("HUGESEPT_BLESS").is_some() {
+                fs::create_dir_all(&dir).unwrap();
+                fs::write(&path, &bytes).unwrap();
+            }
+            assert_eq!(
+                fs::read(&path).ok().as_deref(),
+                Some(bytes.as_slice()),
+                "{} is stale (HUGESEPT_BLESS=1 cargo test rewrites it)",
+                path.display()
+            );
+        }
+    }
+
+    /// Each seed ends as its scenario file says it does (the scenario tests hold those
+    /// files): the 2M-first seed orders, the prefetch and the conversion end ok, td-shim's
+    /// re-accept in its documented panic, RFC v1's touch-first guest in a livelock and
+    /// GUEST_INHIBIT's ok. The 4K-first orders use the step budget: OVMF's 2M ACCEPT meets
+    /// the 4K mapping (SIZE_MISMATCH) and goes on over 512 4K pages, past the race.
+    #[test]
+    fn the_seeds_end_as_their_scenarios() {
+        use hugesept_core::world::{ScheduleError, Verdict};
+        for (name, spec) in super::interleave::seeds() {
+            let run = super::interleave::run(&spec).unwrap();
+            let want = match name {
+                "td-shim-reaccept-2m" => Ok(Verdict::GuestPanic),
+                "touch-first-4k-rfc-v1" => Ok(Verdict::Livelock),
+                "seed-4k-first-rfc-v1" | "seed-4k-first-guest-inhibit" => {
+                    Err(ScheduleError::BudgetExhausted {
+                        steps: super::interleave::STEP_BUDGET,
+                    })
+                }
+                _ => Ok(Verdict::Ok),
+            };
+            assert_eq!(run.outcome, want, "{name}: {:?}", run.ends);
+            assert_eq!(super::interleave::judge(&spec, &run, None), None, "{name}");
         }
     }
 

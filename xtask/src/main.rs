@@ -15,6 +15,7 @@
 //!   input ([`soak`]); CI runs a shortened soak.
 
 mod ffi;
+mod fuzzpower;
 mod soak;
 
 use std::env;
@@ -406,35 +407,94 @@ fn cargo_fuzz_run(target: &str, libfuzzer_args: &[String]) -> Result {
     run(c)
 }
 
+/// `cargo xtask fuzz [TARGET...] [--seconds N]`: each target for N seconds (default 60) on
+/// its corpus, then a table of runs, exec/s, coverage and crashes (an `interleave` crash
+/// also as a trace `hugesept replay` prints); `--check-power` instead times each broken
+/// variant and each known problem from an empty corpus.
 fn fuzz(args: &[String]) -> Result {
-    let mut seconds = 60u64;
+    let mut seconds = None;
     let mut chosen = Vec::new();
+    let mut power = false;
     let mut it = args.iter();
     while let Some(a) = it.next() {
         if a == "--seconds" {
-            seconds = it
-                .next()
-                .and_then(|s| s.parse().ok())
-                .ok_or("--seconds takes a whole number")?;
+            seconds = Some(
+                it.next()
+                    .and_then(|s| s.parse::<u64>().ok())
+                    .ok_or("--seconds takes a whole number")?,
+            );
+        } else if a == "--check-power" {
+            power = true;
+        } else if a.starts_with('-') {
+            return Err(format!(
+                "fuzz: unknown option {a} (--seconds N, --check-power)"
+            ));
         } else {
             chosen.push(a.clone());
         }
     }
+    if power {
+        return fuzzpower::check_power(seconds.unwrap_or(60));
+    }
+    let seconds = seconds.unwrap_or(60);
+    let all = fuzz_targets()?;
     let targets = if chosen.is_empty() {
-        fuzz_targets()?
+        all.clone()
     } else {
         chosen
     };
-    for t in targets {
-        cargo_fuzz_run(
-            &t,
-            &[
-                format!("-max_total_time={seconds}"),
-                "-print_final_stats=1".into(),
-            ],
-        )?;
+    for t in &targets {
+        if !all.contains(t) {
+            return Err(format!("fuzz: no target {t} (targets: {})", all.join(", ")));
+        }
     }
-    Ok(())
+    let mut rows = Vec::new();
+    let mut failed = Vec::new();
+    for t in &targets {
+        let corpus = root().join("fuzz/corpus").join(t);
+        fs::create_dir_all(&corpus).map_err(|e| format!("{}: {e}", corpus.display()))?;
+        let artifacts = root().join("fuzz/artifacts").join(t);
+        fs::create_dir_all(&artifacts).map_err(|e| format!("{}: {e}", artifacts.display()))?;
+        let mut c = cmd("cargo");
+        c.current_dir(root().join("fuzz"));
+        c.args(["fuzz", "run", "--sanitizer", "none", t]);
+        c.arg(&corpus).arg("--");
+        c.arg(format!("-max_total_time={seconds}"));
+        c.arg("-print_final_stats=1");
+        c.arg(format!("-artifact_prefix={}/", artifacts.display()));
+        let out = fuzzpower::run_captured(c)?;
+        let stats = fuzzpower::Stats::of(&out.text);
+        let mut crash = stats.artifact.clone();
+        if let (Some(a), "interleave") = (&crash, t.as_str()) {
+            let trace = format!("{a}.trace.toml");
+            let mut c = cmd("cargo");
+            c.current_dir(root().join("fuzz"));
+            c.args(["run", "--release", "--quiet", "--example", "to_trace", "--"]);
+            c.arg(a).arg(&trace);
+            if run(c).is_ok() {
+                crash = Some(format!("{a} (trace: {trace})"));
+            }
+        }
+        if !out.success {
+            failed.push(t.clone());
+        }
+        rows.push((t.clone(), stats, crash));
+    }
+    eprintln!("\n| target | runs | exec/s | coverage | crash |\n|---|---:|---:|---:|---|");
+    for (t, s, crash) in &rows {
+        eprintln!(
+            "| {t} | {} | {} | {} | {} |",
+            s.runs.map_or("?".into(), |v| v.to_string()),
+            s.exec_per_sec.map_or("?".into(), |v| v.to_string()),
+            s.coverage.map_or("?".into(), |v| v.to_string()),
+            crash.as_deref().unwrap_or("none")
+        );
+    }
+    if failed.is_empty() {
+        Ok(())
+    } else {
+        Err(format!("fuzz: crashes in {}", failed.join(", ")))
+    }
 }
 
 /// A cargo command in one of the project's workspaces.

@@ -31,7 +31,11 @@ pub fn react(kind: GuestKind, level: PageLevel, status: TdxStatus, retries: u8) 
     match kind {
         // tdx-shared.c try_accept_one: any non-zero status fails this level.
         GuestKind::Linux | GuestKind::LinuxLazy => {
-            if smallest {
+            if code == StatusCode::PageSizeMismatch
+                && crate::broken::active(crate::broken::Variant::LinuxSizeMismatchAdvance)
+            {
+                Reaction::Advance
+            } else if smallest {
                 Reaction::Panic
             } else {
                 Reaction::Smaller

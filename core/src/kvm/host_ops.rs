@@ -215,7 +215,7 @@ impl HostOperation {
         // A huge leaf covering both sides of the boundary, largest first.
         for level in [PageLevel::Size1G, PageLevel::Size2M] {
             let aligned = boundary.round_for_level(level) == boundary;
-            if aligned {
+            if aligned || crate::broken::active(crate::broken::Variant::ConversionRemoves2M) {
                 continue;
             }
             if kvm.mirror(boundary, level).is_some_and(|s| s.is_leaf()) {

@@ -95,7 +95,9 @@ impl Split {
     ) -> Split {
         // Before finalization BLOCK and TRACK are not required (op_state_is_tlb_tracking_required
         // is 0 in INITIALIZED); a non-blocking-resize module demotes without them.
-        let skip_block = (finish == Finish::Demote && sept.profile().non_blocking_resize)
+        let skip_block = (finish == Finish::Demote
+            && (sept.profile().non_blocking_resize
+                || crate::broken::active(crate::broken::Variant::SplitWithoutBlock)))
             || sept.op_state() == crate::sept::OpState::BuildTime;
         let phase = if skip_block {
             SplitPhase::Demote {
@@ -158,7 +160,15 @@ impl Split {
         self.count();
         let s = sept.seamcall(HostCall::block(self.gpa, self.level))?;
         if s == TdxStatus::SUCCESS || s.code() == StatusCode::GpaRangeAlreadyBlocked {
-            self.phase = SplitPhase::Track;
+            self.phase = if self.finish == Finish::Remove
+                && crate::broken::active(crate::broken::Variant::RemoveWithoutTrack)
+            {
+                SplitPhase::Demote {
+                    busy_retried: false,
+                }
+            } else {
+                SplitPhase::Track
+            };
             Ok(SplitStep::Progress)
         } else if busy(s) {
             // A guest ACCEPT holds the entry: kick and retry.

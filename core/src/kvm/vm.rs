@@ -487,7 +487,8 @@ impl<S: KvmStorage> Kvm<S> {
                 };
             }
             self.compact_table(r)?;
-            let mixed = self.region(r)?.attrs == Attrs::Mixed;
+            let mixed = self.region(r)?.attrs == Attrs::Mixed
+                && !crate::broken::active(crate::broken::Variant::MixedNotSet);
             let l = &mut self.region_mut(r)?.lpage;
             *l = l.with_mixed(mixed);
             self.update_gig_mixed(gfn)?;

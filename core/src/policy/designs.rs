@@ -10,8 +10,8 @@ use super::{
 };
 
 /// Before the TD is runnable every private mapping is 4K (PAGE.ADD); every design shares this.
-const fn before_runnable(q: &MaxLevelQuery) -> Option<PageLevel> {
-    if q.runnable {
+fn before_runnable(q: &MaxLevelQuery) -> Option<PageLevel> {
+    if q.runnable || crate::broken::active(crate::broken::Variant::HugeBeforeRunnable) {
         None
     } else {
         Some(PageLevel::Size4K)
@@ -57,6 +57,7 @@ impl Policy for RfcV1 {
     fn on_private_exit(&self, vcpu: &mut VcpuPolicyState, exit: &PrivateExit) -> AcceptPlan {
         match exit.accept_level {
             Some(level) => vcpu.set_window(exit.gfn, level),
+            None if crate::broken::active(crate::broken::Variant::RfcV1WindowKept) => {}
             None => vcpu.reset(),
         }
         AcceptPlan::Nothing
@@ -97,7 +98,15 @@ impl Policy for FaultMaxLevel {
     }
 
     fn fault_max_level(&self, exit: &PrivateExit) -> PageLevel {
-        exit.accept_level.unwrap_or(PageLevel::Size4K)
+        match exit.accept_level {
+            Some(_)
+                if crate::broken::active(crate::broken::Variant::FaultMaxLevelIgnoresAccept) =>
+            {
+                PageLevel::Size2M
+            }
+            Some(l) => l,
+            None => PageLevel::Size4K,
+        }
     }
 
     fn max_mapping_level(&self, _vcpu: &VcpuPolicyState, q: &MaxLevelQuery) -> PageLevel {

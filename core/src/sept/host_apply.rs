@@ -122,7 +122,14 @@ impl<S: SeptStorage> Sept<S> {
     /// state (BLOCKED → MAPPED, PENDING_BLOCKED → PENDING); content stays where it is; the
     /// accept counter is reset (tdh_mem_page_demote.c, `sept_cleanup_if_pending`).
     fn apply_demote(&mut self, loc: Loc, reserved: TableRef, v: View) -> Result<(), SeptError> {
-        let child = v.state.unblocked();
+        let child = match v.state.unblocked() {
+            SeptEntryState::Mapped
+                if crate::broken::active(crate::broken::Variant::DemoteChildrenPending) =>
+            {
+                SeptEntryState::Pending
+            }
+            s => s,
+        };
         match loc {
             Loc::Region(r) => {
                 let region = *self.region(r)?;

@@ -4,7 +4,7 @@ mod accept_matrix;
 mod explore;
 pub mod interrupt;
 mod matrix;
-mod replay;
+pub mod replay;
 #[cfg(target_os = "linux")]
 pub mod run;
 mod sim;
