@@ -620,6 +620,31 @@ mod tests {
         }
     }
 
+    /// Pseudo-random inputs (xorshift) of every length up to 200 bytes.
+    fn inputs(n: usize, seed: u64) -> impl Iterator<Item = Vec<u8>> {
+        let mut x = seed | 1;
+        (0..n).map(move |i| {
+            (0..(i * 37) % 200)
+                .map(|_| {
+                    x ^= x << 13;
+                    x ^= x >> 7;
+                    x ^= x << 17;
+                    x as u8
+                })
+                .collect()
+        })
+    }
+
+    /// The world and decision targets hold on inputs no fuzzer chose (the correct models
+    /// have nothing for them to find).
+    #[test]
+    fn random_inputs_find_nothing_in_the_correct_models() {
+        for data in inputs(3_000, 0x5eed) {
+            super::interleave(&data);
+            super::policy_decisions(&data);
+        }
+    }
+
     /// Values the ABI defines pass every check.
     #[test]
     fn known_values_pass() {
