@@ -6,8 +6,9 @@
 //! and times how long each target takes to report it from an empty corpus.
 //!
 //! Only a build with the `broken` cargo feature (the fuzz crate's test-only feature of the
-//! same name) can turn one on, with [`set`]. In every other build [`active`] is a `const fn`
-//! that returns false, so the variants compile away and cannot be reached.
+//! same name) can turn one on, with `set`, which exists only in that build. In every other
+//! build [`active`] is a `const fn` that returns false, so the variants compile away and
+//! cannot be reached.
 
 /// A broken variant.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]

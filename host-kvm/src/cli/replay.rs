@@ -274,7 +274,8 @@ pub struct Options {
 }
 
 /// Replays `t`, writing the steps to `out`; what it reproduces. A livelock is reproduced only
-/// with evidence ([`livelock_evidence`]).
+/// with evidence: no actor can move, the trace's cycle returns to its start without progress,
+/// or the explorer proves no end reachable within `opts.confirm_states`.
 pub fn replay(t: &Trace, opts: Options, out: &mut impl Write) -> Result<Claim, CliError> {
     let Options { last, brief, .. } = opts;
     let io = CliError::Io;
