@@ -41,11 +41,18 @@ pub enum Variant {
     /// The module's DEMOTE of a mapped (accepted) 2M leaf gives PENDING children
     /// (sept/host_apply.rs; the children take the parent's state).
     DemoteChildrenPending = 9,
+    /// The module's guest-side entry lock ignores the host-priority bit, so an ACCEPT takes
+    /// an entry a SEAMCALL just found locked (sept/accept.rs; tdx_locks.h
+    /// `sept_lock_acquire_guest` backs off with BUSY when the bit is set).
+    AcceptIgnoresHostPriority = 10,
+    /// The module's RANGE.BLOCK keeps a PENDING entry's accept counter (sept/host_apply.rs;
+    /// `sept_cleanup_if_pending` resets it, so an interrupted 2M ACCEPT starts over).
+    BlockKeepsAcceptCounter = 11,
 }
 
 impl Variant {
     /// Every variant, in order.
-    pub const ALL: [Variant; 9] = [
+    pub const ALL: [Variant; 11] = [
         Variant::ConversionRemoves2M,
         Variant::SplitWithoutBlock,
         Variant::RemoveWithoutTrack,
@@ -55,6 +62,8 @@ impl Variant {
         Variant::FaultMaxLevelIgnoresAccept,
         Variant::LinuxSizeMismatchAdvance,
         Variant::DemoteChildrenPending,
+        Variant::AcceptIgnoresHostPriority,
+        Variant::BlockKeepsAcceptCounter,
     ];
 
     /// The name the fuzz tooling uses.
@@ -69,6 +78,8 @@ impl Variant {
             Variant::FaultMaxLevelIgnoresAccept => "fault-max-level-ignores-accept",
             Variant::LinuxSizeMismatchAdvance => "linux-size-mismatch-advance",
             Variant::DemoteChildrenPending => "demote-children-pending",
+            Variant::AcceptIgnoresHostPriority => "accept-ignores-host-priority",
+            Variant::BlockKeepsAcceptCounter => "block-keeps-accept-counter",
         }
     }
 

@@ -8,7 +8,9 @@
     clippy::arithmetic_side_effects
 )]
 
-use hugesept_core::abi::{AcceptOperand, Gpa, PageLevel, SeptEntryState, StatusCode, TdxStatus};
+use hugesept_core::abi::{
+    AcceptOperand, Gpa, OperandId, PageLevel, SeptEntryState, StatusCode, TdxStatus,
+};
 use hugesept_core::sept::{
     AcceptOp, AcceptOutcome, AcceptStart, AccessOutcome, ArrayStorage, Content, HostCall, HostOp,
     HostStart, ModuleProfile, Sept, SeptConfig, SeptError,
@@ -254,4 +256,103 @@ fn too_many_operations_in_flight_is_an_error() {
     .encode();
     assert_eq!(s.accept_begin(rcx), Err(SeptError::TooManyInFlight));
     assert_eq!(s, before);
+}
+
+/// PAGE.ADD holds the TDR exclusively and every other SEAMCALL shared
+/// (`check_lock_and_map_explicit_tdr`): while one is in flight the other fails on the TDR, with
+/// TDX_OPERAND_BUSY | RDX, before any other check; TDH.MEM.TRACK (TDR shared) and
+/// TDH.MR.FINALIZE (exclusive) report the TDR's operand as RCX.
+#[test]
+fn page_add_and_other_seamcalls_exclude_each_other_on_the_tdr() {
+    let mut config = SeptConfig::new(Gpa(BASE), 4);
+    config.profile = ModuleProfile::TDX_1_5;
+    let mut s: TestSept = Sept::new(config, ArrayStorage::new()).unwrap();
+    s.arrange(Gpa(BASE), PageLevel::Size1G, SeptEntryState::NlMapped)
+        .unwrap();
+    s.arrange(R1, PageLevel::Size2M, SeptEntryState::NlMapped)
+        .unwrap();
+    let busy_rdx = TdxStatus::with_operand(StatusCode::OperandBusy, OperandId::RDX);
+    let busy_rcx = TdxStatus::with_operand(StatusCode::OperandBusy, OperandId::RCX);
+    let add = |page: u64| {
+        HostCall::add(
+            Gpa(R1.raw() + page * 0x1000),
+            PageLevel::Size4K,
+            Content::data(3),
+        )
+    };
+    // A PAGE.ADD in flight: every other SEAMCALL, even an invalid one, and TRACK are refused.
+    let op = begin(&mut s, add(0));
+    for call in [
+        HostCall::aug(Gpa(R1.raw() + 0x1000), PageLevel::Size4K),
+        HostCall::block(R1, PageLevel::Size2M),
+        add(1),
+        HostCall::aug(Gpa(R1.raw() + 0x1), PageLevel::Size4K),
+    ] {
+        assert_eq!(
+            s.host_begin(call).unwrap(),
+            HostStart::Done(busy_rdx),
+            "{call:?}"
+        );
+    }
+    assert_eq!(s.track().unwrap(), busy_rcx);
+    assert_eq!(s.finalize(), busy_rcx);
+    assert_eq!(s.host_end(op, false).unwrap(), TdxStatus::SUCCESS);
+    // Another SEAMCALL in flight: PAGE.ADD and FINALIZE are refused, TRACK is not.
+    let aug = begin(
+        &mut s,
+        HostCall::aug(Gpa(R1.raw() + 0x2000), PageLevel::Size4K),
+    );
+    assert_eq!(s.host_begin(add(1)).unwrap(), HostStart::Done(busy_rdx));
+    assert_eq!(s.finalize(), busy_rcx);
+    assert_eq!(s.track().unwrap(), TdxStatus::SUCCESS);
+    assert_eq!(s.host_end(aug, false).unwrap(), TdxStatus::SUCCESS);
+    assert_eq!(s.seamcall(add(1)).unwrap(), TdxStatus::SUCCESS);
+    assert_eq!(s.finalize(), TdxStatus::SUCCESS);
+    s.check_consistency(true).unwrap();
+}
+
+/// SEPT.ADD at 1G links a new table whose entries are all FREE and unlocked, whatever lock
+/// bits the entries of the table an earlier SEPT.REMOVE took away were left with (a host
+/// priority bit a BUSY SEAMCALL set).
+#[test]
+fn a_new_1g_table_starts_with_fresh_entries() {
+    let mut config = SeptConfig::new(Gpa(BASE), 4);
+    config.profile = ModuleProfile::TDX_1_5;
+    let mut s: TestSept = Sept::new(config, ArrayStorage::new()).unwrap();
+    let gig = Gpa(BASE);
+    assert_eq!(
+        s.seamcall(HostCall::sept_add(gig, PageLevel::Size1G))
+            .unwrap(),
+        TdxStatus::SUCCESS
+    );
+    assert_eq!(
+        s.seamcall(HostCall::aug(R1, PageLevel::Size2M)).unwrap(),
+        TdxStatus::SUCCESS
+    );
+    // A REMOVE holds the entry; an AUG finds it locked and sets its host-priority bit.
+    let remove = begin(&mut s, HostCall::remove(R1, PageLevel::Size2M));
+    assert_eq!(
+        s.host_begin(HostCall::aug(R1, PageLevel::Size2M)).unwrap(),
+        HostStart::Done(TdxStatus::with_operand(
+            StatusCode::OperandBusy,
+            OperandId::RCX
+        ))
+    );
+    assert_eq!(s.host_end(remove, false).unwrap(), TdxStatus::SUCCESS);
+    let entry = s.entry(R1, PageLevel::Size2M).unwrap().unwrap();
+    assert!(entry.lock.host_priority());
+    assert_eq!(
+        s.seamcall(HostCall::sept_remove(gig, PageLevel::Size1G))
+            .unwrap(),
+        TdxStatus::SUCCESS
+    );
+    assert_eq!(
+        s.seamcall(HostCall::sept_add(gig, PageLevel::Size1G))
+            .unwrap(),
+        TdxStatus::SUCCESS
+    );
+    let entry = s.entry(R1, PageLevel::Size2M).unwrap().unwrap();
+    assert_eq!(entry.state, SeptEntryState::Free);
+    assert!(!entry.lock.host_priority() && !entry.lock.is_locked());
+    s.check_consistency(true).unwrap();
 }

@@ -26,6 +26,8 @@ use hugesept_core::world::{
 
 pub mod interleave;
 pub mod policy_decisions;
+pub mod sept_ops;
+pub mod sept_ref;
 
 pub use policy_decisions::policy_decisions;
 
@@ -33,7 +35,7 @@ pub use policy_decisions::policy_decisions;
 pub type Check = fn(&[u8]);
 
 /// Every target, by the name of its corpus directory and `fuzz_targets/` file.
-pub const TARGETS: [(&str, Check); 7] = [
+pub const TARGETS: [(&str, Check); 8] = [
     ("abi_status", abi_status),
     ("abi_accept_operand", abi_accept_operand),
     ("abi_exit", abi_exit),
@@ -41,7 +43,14 @@ pub const TARGETS: [(&str, Check); 7] = [
     ("world_schedule", world_schedule),
     ("interleave", interleave),
     ("policy_decisions", policy_decisions),
+    ("sept_ops", sept_ops),
 ];
+
+/// The `sept_ops` target: SEAMCALL and TDCALL sequences on the core's S-EPT model and on the
+/// reference model beside it, compared after every operation (see [`sept_ops`](mod@sept_ops)).
+pub fn sept_ops(data: &[u8]) {
+    sept_ops::run(&sept_ops::Ops::decode(data));
+}
 
 /// The broken variant named by `HUGESEPT_BROKEN`, turned on once per process (a build with
 /// the `broken` feature only; `cargo xtask fuzz --check-power` sets it).
@@ -595,6 +604,30 @@ mod tests {
         }
     }
 
+    /// The committed seeds of `sept_ops` are its known sequences
+    /// ([`super::sept_ops::seeds`]), byte for byte; `HUGESEPT_BLESS=1` writes them. Each
+    /// decodes back to itself and runs without a disagreement.
+    #[test]
+    fn the_sept_ops_seeds_are_the_known_sequences() {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("corpus/sept_ops");
+        for (name, ops) in super::sept_ops::seeds() {
+            let bytes = ops.encode();
+            assert_eq!(super::sept_ops::Ops::decode(&bytes), ops, "{name}");
+            super::sept_ops::run(&ops);
+            let path = dir.join(name);
+            if std::env::var_os("HUGESEPT_BLESS").is_some() {
+                fs::create_dir_all(&dir).unwrap();
+                fs::write(&path, &bytes).unwrap();
+            }
+            assert_eq!(
+                fs::read(&path).ok().as_deref(),
+                Some(bytes.as_slice()),
+                "{} is stale (HUGESEPT_BLESS=1 cargo test rewrites it)",
+                path.display()
+            );
+        }
+    }
+
     /// Each seed ends as its scenario file says it does (the scenario tests hold those
     /// files): the 2M-first seed orders, the prefetch and the conversion end ok, td-shim's
     /// re-accept in its documented panic, RFC v1's touch-first guest in a livelock and
@@ -642,6 +675,7 @@ mod tests {
         for data in inputs(3_000, 0x5eed) {
             super::interleave(&data);
             super::policy_decisions(&data);
+            super::sept_ops(&data);
         }
     }
 

@@ -185,7 +185,9 @@ impl<S: SeptStorage> Sept<S> {
         // C: sept_lock_acquire_guest. A lock held by anyone is BUSY; a free lock with the
         // host-priority bit set is BUSY_HOST_PRIORITY, which the TDCALL path reports to the
         // guest as TDX_OPERAND_BUSY (tdx_td_dispatcher.c `td_call`).
-        if stop.view.lock.is_locked() || stop.view.lock.host_priority() {
+        let host_priority = stop.view.lock.host_priority()
+            && !crate::broken::active(crate::broken::Variant::AcceptIgnoresHostPriority);
+        if stop.view.lock.is_locked() || host_priority {
             return done(AcceptOutcome::Completed(TdxStatus::with_operand(
                 StatusCode::OperandBusy,
                 OperandId::RCX,

@@ -4,6 +4,9 @@
 //! Every call runs the module's checks in the module's order (tdx-module
 //! src/vmm_dispatcher/api_calls/tdh_mem_*.c, helpers.c `check_state_map_tdcs_and_lock`,
 //! `lock_sept_check_and_walk_private_gpa`, include/auto_gen/sept_state_lookup.c):
+//! 0. the TDR lock (`check_lock_and_map_explicit_tdr`): PAGE.ADD takes it exclusively, every
+//!    other SEAMCALL shared, so PAGE.ADD and another SEAMCALL in flight at once make the later
+//!    one fail with TDX_OPERAND_BUSY | RDX (the TDR's operand) before anything else;
 //! 1. op state (TDX_OP_STATE_INCORRECT);
 //! 2. the GPA/level operand (TDX_OPERAND_INVALID | RCX);
 //! 3. the S-EPT tree lock, shared or exclusive per call (TDX_OPERAND_BUSY | SEPT_TREE);
@@ -130,16 +133,20 @@ impl HostCall {
     }
 
     /// Whether the call takes the S-EPT tree lock exclusively (RANGE.BLOCK, RANGE.UNBLOCK,
-    /// SEPT.REMOVE; PAGE.ADD holds the TDR exclusively, which excludes everything) or shared
-    /// (per <https://lore.kernel.org/all/aC6fmIuKgDYHcaLp@yzhao56-desk.sh.intel.com/>).
+    /// SEPT.REMOVE) or shared (per
+    /// <https://lore.kernel.org/all/aC6fmIuKgDYHcaLp@yzhao56-desk.sh.intel.com/>). PAGE.ADD
+    /// takes no tree lock: it holds the TDR exclusively, which excludes every other SEAMCALL
+    /// (tdh_mem_page_add.c: "SEPT tree is implicitly locked in exclusive mode").
     pub const fn tree_exclusive(&self) -> bool {
         matches!(
             self.kind,
-            HostCallKind::RangeBlock
-                | HostCallKind::RangeUnblock
-                | HostCallKind::SeptRemove
-                | HostCallKind::PageAdd { .. }
+            HostCallKind::RangeBlock | HostCallKind::RangeUnblock | HostCallKind::SeptRemove
         )
+    }
+
+    /// Whether the call holds the TDR exclusively (PAGE.ADD) rather than shared.
+    pub const fn tdr_exclusive(&self) -> bool {
+        matches!(self.kind, HostCallKind::PageAdd { .. })
     }
 
     /// The levels the module accepts for this call.
@@ -260,9 +267,17 @@ impl<S: SeptStorage> Sept<S> {
         }))
     }
 
-    /// Checks 1 to 3, before the walk: the op state, the GPA/level operand, the S-EPT tree lock.
+    /// Checks 0 to 3, before the walk: the TDR lock, the op state, the GPA/level operand, the
+    /// S-EPT tree lock.
     #[inline(always)]
     fn check_call(&self, call: HostCall) -> Option<TdxStatus> {
+        // 0. The TDR lock.
+        if self.tdr_held(call.tdr_exclusive()) {
+            return Some(TdxStatus::with_operand(
+                StatusCode::OperandBusy,
+                OperandId::RDX,
+            ));
+        }
         // 1. Op state: PAGE.ADD only at build time; the others in both op states modelled.
         if matches!(call.kind, HostCallKind::PageAdd { .. }) && self.op_state != OpState::BuildTime
         {
@@ -277,8 +292,10 @@ impl<S: SeptStorage> Sept<S> {
         {
             return Some(rcx(StatusCode::OperandInvalid));
         }
-        // 3. Tree lock.
-        if self.tree_exclusive || (call.tree_exclusive() && self.tree_shared > 0) {
+        // 3. Tree lock (PAGE.ADD's TDR excludes every holder already).
+        if !call.tdr_exclusive()
+            && (self.tree_exclusive || (call.tree_exclusive() && self.tree_shared > 0))
+        {
             return Some(TdxStatus::with_operand(
                 StatusCode::OperandBusy,
                 OperandId::SEPT_TREE,
@@ -395,9 +412,11 @@ impl<S: SeptStorage> Sept<S> {
     #[inline(always)]
     fn take_host_locks(&mut self, call: HostCall, loc: Loc) -> Result<(), SeptError> {
         self.dirty.mark_fields();
+        // The TDR is held by being in flight (`tdr_held` reads the slots); PAGE.ADD takes
+        // no tree lock.
         if call.tree_exclusive() {
             self.tree_exclusive = true;
-        } else {
+        } else if !call.tdr_exclusive() {
             // At most MAX_IN_FLIGHT holders.
             self.tree_shared = self.tree_shared.saturating_add(1);
         }
@@ -447,7 +466,7 @@ impl<S: SeptStorage> Sept<S> {
         self.dirty.mark_fields();
         if op.call.tree_exclusive() {
             self.tree_exclusive = false;
-        } else {
+        } else if !op.call.tdr_exclusive() {
             self.tree_shared = self.tree_shared.saturating_sub(1);
         }
         result
@@ -474,6 +493,16 @@ impl<S: SeptStorage> Sept<S> {
                 ..v
             },
         )
+    }
+
+    /// Whether a SEAMCALL in flight holds the TDR so that a new one taking it `exclusive`ly
+    /// (or shared, when `exclusive` is false) cannot: any holder excludes an exclusive taker,
+    /// an exclusive holder (PAGE.ADD) excludes everyone.
+    pub(crate) fn tdr_held(&self, exclusive: bool) -> bool {
+        self.in_flight.iter().flatten().any(|f| match f {
+            Flight::Host { call, .. } => exclusive || call.tdr_exclusive(),
+            Flight::Accept { .. } => false,
+        })
     }
 
     /// A SEAMCALL with nothing interleaved: both phases.

@@ -37,7 +37,14 @@ impl<S: SeptStorage> Sept<S> {
             HostCallKind::SeptAdd => self.apply_sept_add(loc, table, unlocked),
             HostCallKind::PageAug => self.store(loc, released(SeptEntryState::Pending, unlocked)),
             HostCallKind::RangeBlock => self.apply_block(loc, v, unlocked),
-            HostCallKind::RangeUnblock => self.store(loc, released(v.state.unblocked(), unlocked)),
+            // UNBLOCK changes the state bits alone: the accept counter stays (BLOCK reset it).
+            HostCallKind::RangeUnblock => self.store(
+                loc,
+                View {
+                    counter: v.counter,
+                    ..released(v.state.unblocked(), unlocked)
+                },
+            ),
             HostCallKind::PageDemote => self.apply_demote(loc, table, v),
             HostCallKind::PagePromote => self.apply_promote(loc, unlocked),
             HostCallKind::PageRemove => self.apply_page_remove(call, loc, unlocked),
@@ -45,13 +52,21 @@ impl<S: SeptStorage> Sept<S> {
         }
     }
 
-    /// SEPT.ADD: the FREE entry becomes NL_MAPPED over the table taken in the first phase.
+    /// SEPT.ADD: the FREE entry becomes NL_MAPPED over the table taken in the first phase,
+    /// whose 512 entries are all FREE and unlocked (tdh_mem_sept_add.c initialises the new
+    /// page): at 1G the regions' entries start afresh, whatever lock bits the entries of an
+    /// earlier table there (one SEPT.REMOVE took away) were left with.
     fn apply_sept_add(
         &mut self,
         loc: Loc,
         table: TableRef,
         lock: EntryLock,
     ) -> Result<(), SeptError> {
+        if let Loc::Gig(g) = loc {
+            for r in self.regions_of_gig(g) {
+                self.store(Loc::Region(r), View::FREE)?;
+            }
+        }
         if let Loc::Region(r) = loc {
             // A FREE region holds no content table; keep the pool exact anyway.
             if let Some(old) = self.region(r)?.table.index() {
@@ -69,13 +84,18 @@ impl<S: SeptStorage> Sept<S> {
         // block_sept_entry: sept_cleanup_if_pending resets the accept counter; the TD
         // epoch is recorded as the block epoch.
         let blocked = v.state.blocked().ok_or(SeptError::StaleOperation)?;
+        let counter = if crate::broken::active(crate::broken::Variant::BlockKeepsAcceptCounter) {
+            v.counter
+        } else {
+            0
+        };
         self.store(
             loc,
             View {
                 state: blocked,
                 lock,
                 bepoch: self.epochs.epoch(),
-                counter: 0,
+                counter,
             },
         )
     }

@@ -208,7 +208,7 @@ pub(crate) struct View {
 }
 
 impl View {
-    const FREE: View = View {
+    pub(crate) const FREE: View = View {
         state: SeptEntryState::Free,
         lock: EntryLock(0),
         bepoch: 0,
@@ -334,8 +334,16 @@ impl<S: SeptStorage> Sept<S> {
         self.op_state
     }
 
-    /// TDH.MR.FINALIZE: the TD becomes runnable. Returns TDX_OP_STATE_INCORRECT if it already is.
+    /// TDH.MR.FINALIZE: the TD becomes runnable. It takes the TDR exclusively (tdh_mr_finalize.c):
+    /// TDX_OPERAND_BUSY | RCX while a SEAMCALL is in flight; then TDX_OP_STATE_INCORRECT if the
+    /// TD is runnable already.
     pub fn finalize(&mut self) -> crate::abi::TdxStatus {
+        if self.tdr_held(true) {
+            return crate::abi::TdxStatus::with_operand(
+                crate::abi::StatusCode::OperandBusy,
+                crate::abi::OperandId::RCX,
+            );
+        }
         match self.op_state {
             OpState::BuildTime => {
                 self.dirty.mark_fields();
@@ -365,8 +373,15 @@ impl<S: SeptStorage> Sept<S> {
         self.epochs.exit(ticket)
     }
 
-    /// TDH.MEM.TRACK (tdh_mem_track.c): advance the epoch, or TDX_PREVIOUS_TLB_EPOCH_BUSY.
+    /// TDH.MEM.TRACK (tdh_mem_track.c): advance the epoch, or TDX_PREVIOUS_TLB_EPOCH_BUSY. It
+    /// takes the TDR shared: TDX_OPERAND_BUSY | RCX while PAGE.ADD holds it.
     pub fn track(&mut self) -> Result<crate::abi::TdxStatus, SeptError> {
+        if self.tdr_held(false) {
+            return Ok(crate::abi::TdxStatus::with_operand(
+                crate::abi::StatusCode::OperandBusy,
+                crate::abi::OperandId::RCX,
+            ));
+        }
         self.dirty.mark_fields();
         self.epochs.track()
     }

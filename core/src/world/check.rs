@@ -59,8 +59,10 @@ impl<SS: SeptStorage, KS: KvmStorage> World<SS, KS> {
         SS: Clone,
         KS: Clone,
     {
-        self.check_step_state()?;
-        self.check_step_transition(before)
+        // One change set for both halves.
+        let d = self.changed_regions();
+        self.check_step_state_in(&d)?;
+        self.check_step_transition_in(before, &d)
     }
 
     /// The state half of [`World::check_step`]: [`World::check`] over the regions changed
