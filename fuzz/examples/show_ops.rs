@@ -1,6 +1,7 @@
 //! Prints a `sept_ops` input (a crash artifact, a corpus file) as the module profile and the
-//! operations it decodes to, one a line, then runs it on both models: a disagreement panics
-//! with what each model said and the operations up to it.
+//! operations it decodes to, one a line, then runs it on both models and prints each
+//! operation run with what it returned; a disagreement panics with what each model said and
+//! the operations up to it.
 //!
 //! `cargo run --example show_ops -- INPUT`; `cargo xtask fuzz` runs it on every crash of the
 //! target and keeps its output beside the artifact.
@@ -39,7 +40,10 @@ fn main() -> ExitCode {
     for (i, op) in ops.ops.iter().enumerate() {
         println!("{i:4} {op}");
     }
-    run(&ops);
+    println!("run (operations a guest cannot issue yet are skipped):");
+    for line in run(&ops) {
+        println!("     {line}");
+    }
     println!("the core and the reference agree");
     ExitCode::SUCCESS
 }

@@ -131,6 +131,9 @@ pub struct Ops {
     pub ve_disable: bool,
     /// Finalized before the first operation.
     pub runnable: bool,
+    /// The 1G table is linked (TDH.MEM.SEPT.ADD at 1G, compared like any operation) before the
+    /// first operation.
+    pub gig_table: bool,
     /// The operations.
     pub ops: Vec<Op>,
 }
@@ -149,13 +152,33 @@ impl Bytes<'_> {
     }
 }
 
-/// Window pages plus a region past it (accesses and ACCEPTs only).
-const GUEST_PAGES: u32 = r::PAGES as u32 + 512;
+/// The pages inside a region an operand byte can name: the edges and a few neighbours, so
+/// that operations meet on the same entries often.
+const OFFSETS: [u32; 8] = [0, 1, 2, 3, 4, 255, 256, 511];
+
+/// A page from its operand byte: bits 2-0 the offset in the region ([`OFFSETS`]), bits 7-3
+/// the region modulo 5 — the window's four, then one past it (ACCEPTs and accesses only; a
+/// SEAMCALL takes the page modulo the window).
+fn page_of(b: u8) -> u32 {
+    let region = u32::from(b >> 3) % (r::REGIONS as u32 + 1);
+    region * 512 + OFFSETS[usize::from(b & 7)]
+}
+
+/// The operand byte of `page` (for the seeds; a page no byte names panics).
+fn byte_of(page: u32) -> u8 {
+    let (region, offset) = (page / 512, page % 512);
+    let k = OFFSETS
+        .iter()
+        .position(|&o| o == offset)
+        .unwrap_or_else(|| panic!("page {page} has no operand byte"));
+    ((region as u8) << 3) | k as u8
+}
 
 impl Ops {
-    /// Decodes an input: a flags byte (bits 0-2 profile mod 5, bit 6 finalized at the start,
-    /// bit 7 #VE instead of SEPT_VE_DISABLE), then operations, each an opcode byte (mod 11)
-    /// and its operands; a truncated operation ends the list.
+    /// Decodes an input: a flags byte (bits 0-2 profile mod 5, bit 5 no 1G table at the
+    /// start, bit 6 build time at the start, bit 7 #VE instead of SEPT_VE_DISABLE), then
+    /// operations, each an opcode byte (mod 11) and its operands (a page is one byte:
+    /// `page_of`); a truncated operation ends the list.
     pub fn decode(data: &[u8]) -> Ops {
         let mut b = Bytes(data);
         let flags = b.next().unwrap_or(0);
@@ -169,7 +192,8 @@ impl Ops {
         Ops {
             profile: (flags & 7) % PROFILES.len() as u8,
             ve_disable: flags & 0x80 == 0,
-            runnable: flags & 0x40 != 0,
+            runnable: flags & 0x40 == 0,
+            gig_table: flags & 0x20 == 0,
             ops,
         }
     }
@@ -180,7 +204,7 @@ impl Ops {
             0 | 1 => {
                 let call = b.next()? % 9;
                 let level = b.next()? % 3;
-                let page = u32::from(b.u16()?) % r::PAGES as u32;
+                let page = page_of(b.next()?) % r::PAGES as u32;
                 let tag = if call == 0 { b.next()? } else { 0 };
                 Op::Host {
                     call,
@@ -204,7 +228,7 @@ impl Ops {
                 Op::Accept {
                     vcpu: v % VCPUS as u8,
                     level: (v >> 2) % 3,
-                    page: u32::from(b.u16()?) % GUEST_PAGES,
+                    page: page_of(b.next()?),
                     both: code == 4,
                 }
             }
@@ -221,14 +245,14 @@ impl Ops {
             }
             6 => Op::Read {
                 vcpu: b.next()? % VCPUS as u8,
-                page: u32::from(b.u16()?) % GUEST_PAGES,
+                page: page_of(b.next()?),
             },
             7 => {
                 let v = b.next()?;
                 Op::Write {
                     vcpu: v % VCPUS as u8,
                     level: (v >> 2) & 1,
-                    page: u32::from(b.u16()?) % GUEST_PAGES,
+                    page: page_of(b.next()?),
                     tag: b.next()?,
                 }
             }
@@ -247,8 +271,12 @@ impl Ops {
 
     /// The input bytes of these operations ([`Ops::decode`] gives them back).
     pub fn encode(&self) -> Vec<u8> {
-        let mut out =
-            vec![self.profile | (u8::from(self.runnable) << 6) | (u8::from(!self.ve_disable) << 7)];
+        let mut out = vec![
+            self.profile
+                | (u8::from(!self.gig_table) << 5)
+                | (u8::from(!self.runnable) << 6)
+                | (u8::from(!self.ve_disable) << 7),
+        ];
         for op in &self.ops {
             match *op {
                 Op::Host {
@@ -259,7 +287,7 @@ impl Ops {
                     both,
                 } => {
                     out.extend([u8::from(both), call, level]);
-                    out.extend((page as u16).to_le_bytes());
+                    out.push(byte_of(page));
                     if call == 0 {
                         out.push(tag);
                     }
@@ -279,7 +307,7 @@ impl Ops {
                     both,
                 } => {
                     out.extend([3 + u8::from(both), vcpu | (level << 2)]);
-                    out.extend((page as u16).to_le_bytes());
+                    out.push(byte_of(page));
                 }
                 Op::AcceptRaw { vcpu, rcx } => {
                     out.extend([5, vcpu]);
@@ -287,7 +315,7 @@ impl Ops {
                 }
                 Op::Read { vcpu, page } => {
                     out.extend([6, vcpu]);
-                    out.extend((page as u16).to_le_bytes());
+                    out.push(byte_of(page));
                 }
                 Op::Write {
                     vcpu,
@@ -296,7 +324,7 @@ impl Ops {
                     tag,
                 } => {
                     out.extend([7, vcpu | (level << 2)]);
-                    out.extend((page as u16).to_le_bytes());
+                    out.push(byte_of(page));
                     out.push(tag);
                 }
                 Op::Enter(v) => out.extend([8, v]),
@@ -489,6 +517,14 @@ impl Pair {
         }
     }
 
+    /// Adds what the last operation returned to its log line.
+    fn note(&mut self, what: impl std::fmt::Display) {
+        if let Some(l) = self.log.last_mut() {
+            use std::fmt::Write as _;
+            let _ = write!(l, " -> {what}");
+        }
+    }
+
     fn runnable(&self) -> bool {
         self.reference.runnable
     }
@@ -509,14 +545,21 @@ impl Pair {
         let rr = self.reference.host_begin(rcall, gpa, level);
         let what = format!("{rcall:?} {gpa:#x} level {level}");
         let (op, id) = match (m, rr) {
-            (Ok(HostStart::Done(s)), Start::Done(x)) if s.raw() == x => return Ok(()),
+            (Ok(HostStart::Done(s)), Start::Done(x)) if s.raw() == x => {
+                self.note(s);
+                return Ok(());
+            }
             (Ok(HostStart::Started(op)), Start::Started { id, .. }) => (op, id),
-            (Err(SeptError::OutsideModel), Start::Capacity) => return Err(Stop::Capacity),
+            (Err(SeptError::OutsideModel), Start::Capacity) => {
+                self.note("beyond the window (both models stop)");
+                return Err(Stop::Capacity);
+            }
             (m, rr) => self.fail(format!("{what}: core {m:?}, reference {rr:?}")),
         };
         if both {
             self.end_host(op, id, false, &what);
         } else {
+            self.note(format!("in flight as #{}", self.flights.len()));
             self.flights.push(Flight {
                 model: ModelOp::Host(op),
                 reference: id,
@@ -537,6 +580,7 @@ impl Pair {
                 m.raw()
             ));
         }
+        self.note(m);
     }
 
     fn end(&mut self, slot: u8, interrupted: bool, after: u16) {
@@ -558,22 +602,35 @@ impl Pair {
     }
 
     fn end_accept(&mut self, op: AcceptOp, id: usize, after: Option<u32>, gpa: u64) {
-        let m = self.model.accept_finish(op, after);
-        let m = accept_end(self.model_err("ACCEPT end", m));
+        let outcome = self.model.accept_finish(op, after);
+        let outcome = self.model_err("ACCEPT end", outcome);
+        let m = accept_end(outcome);
         let x = self.reference.accept_finish(id, after);
         if m != x {
             self.fail(format!(
                 "ACCEPT {gpa:#x} ended (interrupt after {after:?}): core {m:?}, reference {x:?}"
             ));
         }
+        self.note(outcome);
+    }
+
+    /// A guest operation runs on a vCPU inside the TD: one that is not enters first (as
+    /// its own, compared operation). Whether the operation can run.
+    fn on_vcpu(&mut self, vcpu: u8) -> bool {
+        if !self.runnable() {
+            return false;
+        }
+        if self.inside[usize::from(vcpu)].is_none() {
+            // The entry goes in the log before the operation that needed it.
+            let line = self.log.pop();
+            let _ = self.step(Op::Enter(vcpu));
+            self.log.extend(line);
+        }
+        self.inside[usize::from(vcpu)].is_some()
     }
 
     fn accept(&mut self, vcpu: u8, rcx: u64, both: bool) {
-        if !self.runnable()
-            || self.inside[usize::from(vcpu)].is_none()
-            || self.vcpu_busy(vcpu)
-            || self.flights.len() >= MAX_FLIGHTS
-        {
+        if !self.on_vcpu(vcpu) || self.vcpu_busy(vcpu) || self.flights.len() >= MAX_FLIGHTS {
             return;
         }
         let m = self.model.accept_begin(rcx);
@@ -582,7 +639,10 @@ impl Pair {
         let gpa = rcx & !0xFFF;
         let what = format!("ACCEPT rcx {rcx:#x}");
         let (op, id) = match (m, x) {
-            (AcceptStart::Done(o), Start::Done(e)) if accept_end(o) == e => return,
+            (AcceptStart::Done(o), Start::Done(e)) if accept_end(o) == e => {
+                self.note(o);
+                return;
+            }
             (AcceptStart::Zeroing(op), Start::Started { id, zeroing: true })
             | (AcceptStart::Checking(op), Start::Started { id, zeroing: false }) => (op, id),
             // Outside the window the core answers at once (no operation can hold an entry
@@ -594,6 +654,7 @@ impl Pair {
                 if accept_end(o) != e {
                     self.fail(format!("{what}: core {o:?}, reference {e:?}"));
                 }
+                self.note(o);
                 return;
             }
             (m, x) => self.fail(format!("{what}: core {m:?}, reference {x:?}")),
@@ -601,6 +662,7 @@ impl Pair {
         if both {
             self.end_accept(op, id, None, gpa);
         } else {
+            self.note(format!("in flight as #{}", self.flights.len()));
             self.flights.push(Flight {
                 model: ModelOp::Accept(op),
                 reference: id,
@@ -611,7 +673,7 @@ impl Pair {
     }
 
     fn read(&mut self, vcpu: u8, page: u32) {
-        if !self.runnable() || self.inside[usize::from(vcpu)].is_none() {
+        if !self.on_vcpu(vcpu) {
             return;
         }
         let gpa = gpa_of(page, 0);
@@ -621,10 +683,11 @@ impl Pair {
         if m != x {
             self.fail(format!("read {gpa:#x}: core {m:?}, reference {x:?}"));
         }
+        self.note(format!("{x:?}"));
     }
 
     fn write(&mut self, vcpu: u8, level: u8, page: u32, tag: u8) {
-        if !self.runnable() || self.inside[usize::from(vcpu)].is_none() {
+        if !self.on_vcpu(vcpu) {
             return;
         }
         let level = usize::from(level);
@@ -638,6 +701,7 @@ impl Pair {
                 "write {gpa:#x} level {level}: core {m:?}, reference {x:?}"
             ));
         }
+        self.note(format!("{x:?}"));
     }
 
     fn step(&mut self, op: Op) -> Step {
@@ -699,6 +763,7 @@ impl Pair {
                 if m.raw() != x {
                     self.fail(format!("TDH.MEM.TRACK: core {m}, reference {x:#x}"));
                 }
+                self.note(m);
             }
             Op::Finalize => {
                 let m = self.model.finalize();
@@ -706,6 +771,7 @@ impl Pair {
                 if m.raw() != x {
                     self.fail(format!("TDH.MR.FINALIZE: core {m}, reference {x:#x}"));
                 }
+                self.note(m);
             }
         }
         let idle = self.flights.is_empty();
@@ -795,8 +861,9 @@ impl Pair {
     }
 }
 
-/// Runs `ops` on both models, panicking at the first disagreement.
-pub fn run(ops: &Ops) {
+/// Runs `ops` on both models, panicking at the first disagreement; the operations run, each
+/// with what it returned.
+pub fn run(ops: &Ops) -> Vec<String> {
     let name = PROFILES[usize::from(ops.profile) % PROFILES.len()];
     let Ok(profile) = ModuleProfile::parse(name) else {
         panic!("sept_ops: profile {name} unknown to the core");
@@ -824,6 +891,15 @@ pub fn run(ops: &Ops) {
         flights: Vec::new(),
         log: Vec::new(),
     };
+    if ops.gig_table {
+        let _ = pair.step(Op::Host {
+            call: 1,
+            level: 2,
+            page: 0,
+            tag: 0,
+            both: true,
+        });
+    }
     if ops.runnable {
         let _ = pair.step(Op::Finalize);
     }
@@ -833,7 +909,48 @@ pub fn run(ops: &Ops) {
         }
     }
     pair.compare_all();
+    pair.log
 }
+
+/// What each seed's run must show (a line of [`run`]'s log), so that the seeds keep reaching
+/// what they are there for.
+pub const SEED_LINES: [(&str, &str); 11] = [
+    (
+        "seed-split-for-4k-accept",
+        "TDH.MEM.PAGE.PROMOTE 0x40400000 2M -> TDX_SUCCESS",
+    ),
+    (
+        "seed-block-resets-accept-counter",
+        "(an ACCEPT after 400 pages) -> interrupted",
+    ),
+    (
+        "seed-interrupted-2m-accept",
+        "ACCEPT 0x402ff000 4K -> TDX_PAGE_ALREADY_ACCEPTED",
+    ),
+    (
+        "seed-host-priority",
+        "vCPU 1: TDG.MEM.PAGE.ACCEPT 0x40200000 2M -> TDX_OPERAND_BUSY",
+    ),
+    (
+        "seed-promote-remove",
+        "TDH.MEM.SEPT.REMOVE 0x40000000 2M -> TDX_SUCCESS",
+    ),
+    (
+        "seed-explicit-demotion",
+        "ACCEPT 0x40300000 4K -> TDX_PAGE_SIZE_MISMATCH",
+    ),
+    ("seed-non-blocking-demote", "read 0x40204000 -> Done(11)"),
+    ("seed-demote-restartable", "-> TDX_INTERRUPTED_RESTARTABLE"),
+    (
+        "seed-accept-1g",
+        "ACCEPT 0x40000000 1G -> TDX_PAGE_SIZE_MISMATCH",
+    ),
+    ("seed-build-time-add", "operand RDX"),
+    (
+        "seed-aug-1g-capacity",
+        "TDH.MEM.PAGE.AUG 0x40000000 1G -> beyond the window",
+    ),
+];
 
 /// The known sequences, as inputs: the committed seed corpus (`corpus/sept_ops/seed-*`).
 pub fn seeds() -> Vec<(&'static str, Ops)> {
@@ -861,22 +978,25 @@ pub fn seeds() -> Vec<(&'static str, Ops)> {
         profile,
         ve_disable: true,
         runnable: true,
+        gig_table: true,
         ops,
     };
-    // The 1G table and a 2M PENDING leaf at region 1, a vCPU inside.
+    let build_time = |ops| Ops {
+        runnable: false,
+        ..runnable(0, ops)
+    };
+    // A 2M PENDING leaf at region 1 (under the 1G table), a vCPU inside.
     let aug_2m = |mut rest: Vec<Op>| {
-        let mut v = vec![
-            host(sept_add, 2, 0, true),
-            host(aug, 1, 512, true),
-            Op::Enter(0),
-        ];
+        let mut v = vec![host(aug, 1, 512, true), Op::Enter(0)];
         v.append(&mut rest);
         v
     };
     vec![
         (
             // KVM's split of a pending 2M leaf for a 4K ACCEPT: the exit, BLOCK, TRACK with
-            // the vCPU out, DEMOTE, then the 4K ACCEPT succeeds and the 2M one mismatches.
+            // the vCPU out, DEMOTE, then the 4K ACCEPT succeeds and the 2M one mismatches;
+            // then the 511 pending pages and the accepted one cannot be promoted, while the
+            // second 2M leaf, demoted whole, can.
             "seed-split-for-4k-accept",
             runnable(
                 0,
@@ -896,6 +1016,35 @@ pub fn seeds() -> Vec<(&'static str, Ops)> {
                         tag: 3,
                     },
                     Op::Read { vcpu: 0, page: 513 },
+                    Op::Exit(0),
+                    host(block, 1, 512, true),
+                    Op::Track,
+                    host(promote, 1, 512, true),
+                    host(aug, 1, 1024, true),
+                    host(block, 1, 1024, true),
+                    Op::Track,
+                    host(demote, 1, 1024, true),
+                    host(block, 1, 1024, true),
+                    Op::Track,
+                    host(promote, 1, 1024, true),
+                ]),
+            ),
+        ),
+        (
+            // RANGE.BLOCK resets an interrupted 2M ACCEPT's counter: after BLOCK, TRACK and
+            // UNBLOCK the ACCEPT starts over.
+            "seed-block-resets-accept-counter",
+            runnable(
+                0,
+                aug_2m(vec![
+                    accept(0, 1, 512, false),
+                    end(0, true, 200),
+                    Op::Exit(0),
+                    host(block, 1, 512, true),
+                    Op::Track,
+                    host(unblock, 1, 512, true),
+                    accept(0, 1, 512, false),
+                    end(0, true, 400),
                 ]),
             ),
         ),
@@ -911,7 +1060,7 @@ pub fn seeds() -> Vec<(&'static str, Ops)> {
                     accept(0, 1, 512, false),
                     end(0, true, 300),
                     accept(0, 1, 512, true),
-                    accept(0, 0, 700, true),
+                    accept(0, 0, 767, true),
                 ]),
             ),
         ),
@@ -934,34 +1083,28 @@ pub fn seeds() -> Vec<(&'static str, Ops)> {
         (
             // PROMOTE of 512 accepted 4K pages back to 2M, then REMOVE and SEPT.REMOVE.
             "seed-promote-remove",
-            Ops {
-                profile: 0,
-                ve_disable: true,
-                runnable: false,
-                ops: vec![
-                    host(sept_add, 2, 0, true),
-                    host(sept_add, 1, 0, true),
-                    host(aug, 0, 0, true),
-                    host(promote, 1, 0, true),
-                    Op::Finalize,
-                    host(block, 1, 0, true),
-                    Op::Track,
-                    Op::Track,
-                    host(promote, 1, 0, true),
-                    host(unblock, 1, 0, true),
-                    host(block, 0, 0, true),
-                    Op::Track,
-                    host(remove, 0, 0, true),
-                    host(block, 1, 0, true),
-                    Op::Track,
-                    host(sept_remove, 1, 0, true),
-                ],
-            },
+            build_time(vec![
+                host(sept_add, 1, 0, true),
+                host(aug, 0, 0, true),
+                host(promote, 1, 0, true),
+                Op::Finalize,
+                host(block, 1, 0, true),
+                Op::Track,
+                Op::Track,
+                host(promote, 1, 0, true),
+                host(unblock, 1, 0, true),
+                host(block, 0, 0, true),
+                Op::Track,
+                host(remove, 0, 0, true),
+                host(block, 1, 0, true),
+                Op::Track,
+                host(sept_remove, 1, 0, true),
+            ]),
         ),
         (
             // Explicit demotion: a 4K ACCEPT inside a pending 2M leaf is told SIZE_MISMATCH.
             "seed-explicit-demotion",
-            runnable(1, aug_2m(vec![accept(0, 0, 600, true)])),
+            runnable(1, aug_2m(vec![accept(0, 0, 768, true)])),
         ),
         (
             // Non-blocking resize: DEMOTE of an unblocked mapped leaf while a write runs.
@@ -974,11 +1117,11 @@ pub fn seeds() -> Vec<(&'static str, Ops)> {
                     Op::Write {
                         vcpu: 0,
                         level: 0,
-                        page: 520,
+                        page: 516,
                         tag: 9,
                     },
                     end(0, false, 0),
-                    Op::Read { vcpu: 0, page: 520 },
+                    Op::Read { vcpu: 0, page: 516 },
                 ]),
             ),
         ),
@@ -1006,28 +1149,35 @@ pub fn seeds() -> Vec<(&'static str, Ops)> {
             ),
         ),
         (
+            // With no 1G table: a 1G ACCEPT exits at the FREE 1G entry, and a 1G AUG (the
+            // accept-1g proposal) would make a 1G leaf over memory outside the window, where
+            // both models stop.
+            "seed-aug-1g-capacity",
+            Ops {
+                gig_table: false,
+                ..runnable(
+                    3,
+                    vec![accept(0, 2, 0, true), host(aug, 2, 0, true), Op::Track],
+                )
+            },
+        ),
+        (
             // Build time: PAGE.ADD, and PAGE.ADD against another SEAMCALL in flight (the
             // TDR lock).
             "seed-build-time-add",
-            Ops {
-                profile: 0,
-                ve_disable: true,
-                runnable: false,
-                ops: vec![
-                    host(sept_add, 2, 0, true),
-                    host(sept_add, 1, 0, true),
-                    host(0, 0, 3, true),
-                    host(aug, 0, 4, false),
-                    host(0, 0, 5, true),
-                    end(0, false, 0),
-                    host(0, 0, 5, false),
-                    host(block, 0, 3, true),
-                    end(0, false, 0),
-                    Op::Finalize,
-                    Op::Enter(2),
-                    Op::Read { vcpu: 2, page: 3 },
-                ],
-            },
+            build_time(vec![
+                host(sept_add, 1, 0, true),
+                host(0, 0, 3, true),
+                host(aug, 0, 4, false),
+                host(0, 0, 255, true),
+                end(0, false, 0),
+                host(0, 0, 255, false),
+                host(block, 0, 3, true),
+                end(0, false, 0),
+                Op::Finalize,
+                Op::Enter(2),
+                Op::Read { vcpu: 2, page: 3 },
+            ]),
         ),
     ]
 }
