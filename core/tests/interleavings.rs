@@ -30,7 +30,7 @@ fn sept(profile: &str) -> TestSept {
     s
 }
 
-fn begin(s: &mut TestSept, call: HostCall) -> HostOp {
+fn begin<S: hugesept_core::sept::SeptStorage>(s: &mut Sept<S>, call: HostCall) -> HostOp {
     match s.host_begin(call).unwrap() {
         HostStart::Started(op) => op,
         HostStart::Done(st) => panic!("{call:?} completed at once: {st}"),
@@ -355,4 +355,70 @@ fn a_new_1g_table_starts_with_fresh_entries() {
     assert_eq!(entry.state, SeptEntryState::Free);
     assert!(!entry.lock.host_priority() && !entry.lock.is_locked());
     s.check_consistency(true).unwrap();
+}
+
+/// A pool of one table per region never runs out under a 2M DEMOTE: a leaf with per-page
+/// content demotes into its own content table; a leaf without it reserves one, which a guest
+/// 4K write while the DEMOTE is in flight takes over as the region's content table; and a 2M
+/// write that gives the region's content table back leaves the DEMOTE one to take at its end.
+#[test]
+fn a_pool_of_one_table_per_region_serves_every_demote() {
+    type Small = Sept<ArrayStorage<1, 2, 2>>;
+    let r0 = Gpa(BASE);
+    let r1 = Gpa(BASE + 0x20_0000);
+    let page = |r: Gpa, i: u64| Gpa(r.raw() + i * 0x1000);
+    let small = || -> Small {
+        let mut config = SeptConfig::new(Gpa(BASE), 2);
+        config.profile = ModuleProfile::parse("non-blocking-resize").unwrap();
+        let mut s = Sept::new(config, ArrayStorage::new()).unwrap();
+        s.finalize();
+        s.arrange(Gpa(BASE), PageLevel::Size1G, SeptEntryState::NlMapped)
+            .unwrap();
+        // Region 0 holds a page table: one of the two tables is taken for good.
+        s.arrange(r0, PageLevel::Size2M, SeptEntryState::NlMapped)
+            .unwrap();
+        s.arrange(r1, PageLevel::Size2M, SeptEntryState::Mapped)
+            .unwrap();
+        s
+    };
+    let demoted = |s: &Small| {
+        assert_eq!(
+            s.entry(r1, PageLevel::Size2M).unwrap().unwrap().state,
+            SeptEntryState::NlMapped
+        );
+        assert_eq!(s.tables_in_use(), 2);
+        s.check_consistency(true).unwrap();
+    };
+
+    // Per-page content first: the region's content table takes the last free table, and the
+    // DEMOTE needs no other.
+    let mut s = small();
+    s.guest_write(page(r1, 3), PageLevel::Size4K, Content::data(1))
+        .unwrap();
+    assert!(!s.has_free_table() && s.can_demote_2m(r1));
+    let op = begin(&mut s, HostCall::demote(r1, PageLevel::Size2M));
+    assert_eq!(s.host_end(op, false).unwrap(), TdxStatus::SUCCESS);
+    demoted(&s);
+    assert_eq!(s.content(page(r1, 3)).unwrap(), Content::data(1));
+
+    // A 4K write while the DEMOTE is in flight takes over the reserved table.
+    let mut s = small();
+    let op = begin(&mut s, HostCall::demote(r1, PageLevel::Size2M));
+    s.guest_write(page(r1, 5), PageLevel::Size4K, Content::data(2))
+        .unwrap();
+    assert_eq!(s.host_end(op, false).unwrap(), TdxStatus::SUCCESS);
+    demoted(&s);
+    assert_eq!(s.content(page(r1, 5)).unwrap(), Content::data(2));
+
+    // Per-page content, then a 2M write that makes it uniform again while the DEMOTE is in
+    // flight: the region gives its table back, and the DEMOTE takes it at its end.
+    let mut s = small();
+    s.guest_write(page(r1, 3), PageLevel::Size4K, Content::data(1))
+        .unwrap();
+    let op = begin(&mut s, HostCall::demote(r1, PageLevel::Size2M));
+    s.guest_write(r1, PageLevel::Size2M, Content::data(4))
+        .unwrap();
+    assert_eq!(s.host_end(op, false).unwrap(), TdxStatus::SUCCESS);
+    demoted(&s);
+    assert_eq!(s.content(page(r1, 7)).unwrap(), Content::data(4));
 }

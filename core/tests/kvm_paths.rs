@@ -24,17 +24,21 @@ mod common;
 use common::BASE;
 const R1: Gpa = Gpa(BASE + 0x20_0000);
 
-struct Td {
-    sept: Sept<ArrayStorage<1, 4, 4>>,
-    kvm: Kvm<KvmArrayStorage<1, 4, 4>>,
+/// Four regions, and `T` tables in each model's pool.
+struct TdWith<const T: usize> {
+    sept: Sept<ArrayStorage<1, 4, T>>,
+    kvm: Kvm<KvmArrayStorage<1, 4, T>>,
     vcpu: VcpuPolicyState,
     stats: FaultStats,
 }
 
-impl Td {
-    fn new(profile: &str) -> Td {
+/// A table per region in each pool.
+type Td = TdWith<4>;
+
+impl<const T: usize> TdWith<T> {
+    fn new(profile: &str) -> TdWith<T> {
         let (sept, kvm) = common::td(profile, false);
-        Td {
+        TdWith {
             sept,
             kvm,
             vcpu: VcpuPolicyState::default(),
@@ -339,7 +343,7 @@ fn each_policy_meets_a_huge_leaf() {
 }
 
 /// Runs a host operation with no vCPU inside the guest.
-fn run_host(td: &mut Td, mut op: HostOperation) -> HostOpEnd {
+fn run_host<const T: usize>(td: &mut TdWith<T>, mut op: HostOperation) -> HostOpEnd {
     for _ in 0..10_000 {
         match op.step(&mut td.kvm, &mut td.sept).unwrap() {
             HostStep::Progress => {}
@@ -446,15 +450,15 @@ fn punch_hole_removes_exactly_the_range() {
 
 #[test]
 fn a_split_that_cannot_get_a_table_fails_the_ioctl_and_changes_nothing() {
-    let mut td = Td::new("tdx-1.5");
+    // A pool of one table per region never runs out (`Sept::can_demote_2m`): a region holds
+    // at most one, and a 2M leaf with per-page content demotes into its own. So the pool here
+    // is one short: three tables for four regions.
+    let mut td = TdWith::<3>::new("tdx-1.5");
     assert_eq!(
         td.accept_until_retired(R1, PageLevel::Size2M, PolicyId::GuestInhibit),
         TdxStatus::SUCCESS
     );
-    // Fill the S-EPT model's table pool (4 tables): per-page content in R1, three split regions.
-    td.sept
-        .guest_write(Gpa(R1.raw() + 0x1000), PageLevel::Size4K, Content::data(1))
-        .unwrap();
+    // Fill the S-EPT model's pool: three split regions; R1's content stays uniform.
     for r in [0u64, 2, 3] {
         td.sept
             .arrange(
@@ -464,7 +468,7 @@ fn a_split_that_cannot_get_a_table_fails_the_ioctl_and_changes_nothing() {
             )
             .unwrap();
     }
-    assert!(!td.sept.has_free_table());
+    assert!(!td.sept.has_free_table() && !td.sept.can_demote_2m(R1));
     let before = td.sept.clone();
     let op = HostOperation::new(
         HostOpKind::PunchHole,
@@ -480,6 +484,37 @@ fn a_split_that_cannot_get_a_table_fails_the_ioctl_and_changes_nothing() {
             .mirror(R1.gfn(), PageLevel::Size2M)
             .unwrap()
             .is_leaf()
+    );
+
+    // With a table per region, the same punch hole in a leaf with per-page content (its
+    // content table holds the pool's last table) splits into that table.
+    let mut td = Td::new("tdx-1.5");
+    assert_eq!(
+        td.accept_until_retired(R1, PageLevel::Size2M, PolicyId::GuestInhibit),
+        TdxStatus::SUCCESS
+    );
+    td.sept
+        .guest_write(Gpa(R1.raw() + 0x1000), PageLevel::Size4K, Content::data(1))
+        .unwrap();
+    for r in [0u64, 2, 3] {
+        td.sept
+            .arrange(
+                Gpa(BASE + r * 0x20_0000),
+                PageLevel::Size2M,
+                SeptEntryState::NlMapped,
+            )
+            .unwrap();
+    }
+    assert!(!td.sept.has_free_table() && td.sept.can_demote_2m(R1));
+    let op = HostOperation::new(
+        HostOpKind::PunchHole,
+        Gfn(R1.gfn().raw() + 2),
+        Gfn(R1.gfn().raw() + 3),
+    );
+    assert_eq!(run_host(&mut td, op), HostOpEnd::Done);
+    assert_eq!(
+        td.sept.content(Gpa(R1.raw() + 0x1000)).unwrap(),
+        Content::data(1)
     );
 }
 

@@ -35,9 +35,9 @@ pub const VCPUS: usize = 4;
 /// Operations one input runs at most.
 pub const MAX_OPS: usize = 96;
 
-/// The core's storage for the window: one 1G entry, four regions, a table per region and one
-/// per operation in flight (SEPT.ADD and DEMOTE take one each), so the pool never runs out.
-pub type OpsStorage = ArrayStorage<1, { r::REGIONS }, 16>;
+/// The core's storage for the window: one 1G entry, four regions, one table per region (a
+/// pool that size never runs out: `Sept::can_demote_2m`; running out here is a failure).
+pub type OpsStorage = ArrayStorage<1, { r::REGIONS }, { r::REGIONS }>;
 
 /// The module profiles an input picks from (the core's names).
 pub const PROFILES: [&str; 5] = [

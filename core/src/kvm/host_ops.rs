@@ -221,12 +221,12 @@ impl HostOperation {
             if kvm.mirror(boundary, level).is_some_and(|s| s.is_leaf()) {
                 // KVM allocates the page for the new table first; without one the ioctl fails
                 // before anything changes.
+                let gpa = boundary.gpa().map_err(|_| KvmError::OutsideModel)?;
                 if level == PageLevel::Size2M
-                    && (!kvm.can_split(boundary) || !sept.has_free_table())
+                    && (!kvm.can_split(boundary) || !sept.can_demote_2m(gpa))
                 {
                     return self.go(Phase::Unlock(HostOpEnd::OutOfMemory));
                 }
-                let gpa = boundary.gpa().map_err(|_| KvmError::OutsideModel)?;
                 let sp = Split::new(sept, gpa, level, true);
                 return self.go(Phase::Split {
                     at,

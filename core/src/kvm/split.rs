@@ -134,7 +134,7 @@ impl Split {
         if self.seamcalls == 0
             && self.finish == Finish::Demote
             && self.level == PageLevel::Size2M
-            && (!kvm.can_split(self.gpa.gfn()) || !sept.has_free_table())
+            && (!kvm.can_split(self.gpa.gfn()) || !sept.can_demote_2m(self.gpa))
         {
             // KVM allocates the table pages before it starts; the model's pools are its memory.
             return Err(KvmError::TablePoolExhausted);

@@ -388,23 +388,47 @@ impl<S: SeptStorage> Sept<S> {
     #[inline(always)]
     fn reserve_table(&mut self, call: HostCall, loc: Loc) -> Result<TableRef, SeptError> {
         // Take a table from the pool where the call needs one (KVM allocates the S-EPT page
-        // before the SEAMCALL; running out is KVM's allocation failure, not a module status).
-        // DEMOTE at 2M always takes one: a guest may still write the leaf while it is in flight
-        // (non-blocking resize, build time), changing how its content is kept.
-        let mut table = TableRef::NONE;
-        if let (HostCallKind::SeptAdd | HostCallKind::PageDemote, Loc::Region(r)) = (call.kind, loc)
-        {
-            match self.alloc_table(r) {
-                Ok(t) => table = TableRef::to(t),
-                Err(e) => {
-                    if matches!(call.kind, HostCallKind::PagePromote) {
-                        self.unlock_children(loc, usize::MAX)?;
-                    }
-                    return Err(e);
-                }
-            }
+        // before the SEAMCALL; running out is KVM's allocation failure, not a module status):
+        // SEPT.ADD always (a FREE region holds none); DEMOTE at 2M only for a leaf without
+        // per-page content (with it, its content table becomes the page table). A guest may
+        // still write the leaf while the DEMOTE is in flight (non-blocking resize, build
+        // time): a 4K write then makes the reserved table the region's content table, and a
+        // 2M write may give the region's back (`set_page_content`, `apply_demote`), so a
+        // region never holds two.
+        let needs = match (call.kind, loc) {
+            (HostCallKind::SeptAdd, Loc::Region(_)) => true,
+            (HostCallKind::PageDemote, Loc::Region(r)) => self.region(r)?.table.index().is_none(),
+            _ => false,
+        };
+        match loc {
+            Loc::Region(r) if needs => Ok(TableRef::to(self.alloc_table(r)?)),
+            _ => Ok(TableRef::NONE),
         }
-        Ok(table)
+    }
+
+    /// The table a 2M DEMOTE in flight on region `r` reserved, handed over (the flight keeps
+    /// none): a guest write gives the leaf per-page content while the DEMOTE is in flight.
+    pub(super) fn take_demote_reservation(&mut self, r: usize) -> Result<Option<usize>, SeptError> {
+        let slot = self.in_flight.iter().position(|f| {
+            matches!(f, Some(Flight::Host { call, loc: Loc::Region(x), table })
+                if matches!(call.kind, HostCallKind::PageDemote) && *x == r && table.index().is_some())
+        });
+        let Some(k) = slot else {
+            return Ok(None);
+        };
+        let Some(Flight::Host { call, loc, table }) = self.in_flight.get(k).copied().flatten()
+        else {
+            return Ok(None);
+        };
+        self.set_flight(
+            k,
+            Some(Flight::Host {
+                call,
+                loc,
+                table: TableRef::NONE,
+            }),
+        )?;
+        Ok(table.index())
     }
 
     /// Takes the locks of a call that passed its checks: the tree lock in the call's mode and

@@ -153,15 +153,18 @@ impl<S: SeptStorage> Sept<S> {
         match loc {
             Loc::Region(r) => {
                 let region = *self.region(r)?;
-                let reserved = reserved.index().ok_or(SeptError::StorageInconsistent)?;
-                // Per-page content, if the region has it, already sits in a table: keep that
-                // one as the page table and give back the one taken at the start.
-                let (t, content) = match region.table.index() {
-                    Some(t) => {
-                        self.free_table(reserved)?;
+                // Per-page content, if the region has it, already sits in a table: that one
+                // becomes the page table. Otherwise the table reserved at the start; or, when
+                // a 2M write gave the region's content table back while the DEMOTE was in
+                // flight, a table from the pool, which that gave one back to.
+                let (t, content) = match (region.table.index(), reserved.index()) {
+                    (Some(t), Some(extra)) => {
+                        self.free_table(extra)?;
                         (t, None)
                     }
-                    None => (reserved, Some(region.content)),
+                    (Some(t), None) => (t, None),
+                    (None, Some(t)) => (t, Some(region.content)),
+                    (None, None) => (self.alloc_table(r)?, Some(region.content)),
                 };
                 // One pass (and one digest) over the 512 children.
                 for e in self.table_mut(t)?.entries.iter_mut() {

@@ -386,7 +386,21 @@ impl<S: SeptStorage> Sept<S> {
         self.epochs.track()
     }
 
-    /// Whether the pool has a free 4K table (a 2M DEMOTE or SEPT.ADD needs one).
+    /// Whether a 2M DEMOTE of the leaf over `gpa` can have its page table: the region's own
+    /// content table, or one from the pool. A pool of one table per region never runs out: a
+    /// region holds at most one (an S-EPT page table, or the per-page content of its 2M leaf),
+    /// SEPT.ADD takes one for a FREE region, which has none, and DEMOTE takes one only for a
+    /// leaf without per-page content, handing it to the region if a guest write makes some
+    /// while it is in flight.
+    pub fn can_demote_2m(&self, gpa: Gpa) -> bool {
+        let own = self
+            .region_index(gpa)
+            .and_then(|r| self.region(r).ok())
+            .is_some_and(|r| r.table.index().is_some());
+        own || self.has_free_table()
+    }
+
+    /// Whether the pool has a free 4K table (SEPT.ADD needs one).
     pub fn has_free_table(&self) -> bool {
         self.free_tables.index().is_some()
     }

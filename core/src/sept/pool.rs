@@ -71,7 +71,11 @@ impl<S: SeptStorage> Sept<S> {
                 if region.content == c {
                     return Ok(());
                 }
-                let t = self.alloc_table(r)?;
+                // A DEMOTE in flight on the leaf hands over the table it reserved.
+                let t = match self.take_demote_reservation(r)? {
+                    Some(t) => t,
+                    None => self.alloc_table(r)?,
+                };
                 for e in self.table_mut(t)?.entries.iter_mut() {
                     e.content = region.content;
                 }
