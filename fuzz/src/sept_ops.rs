@@ -472,6 +472,8 @@ struct Pair {
     inside: [Option<(EpochTicket, u64)>; VCPUS],
     flights: Vec<Flight>,
     log: Vec<String>,
+    /// The entry (GPA and level) the last operation acted on, for [`Pair::compare_near`].
+    touched: Option<(u64, usize)>,
 }
 
 fn accept_end(o: AcceptOutcome) -> AcceptEnd {
@@ -540,6 +542,7 @@ impl Pair {
         let level = usize::from(level);
         let gpa = gpa_of(page, level);
         let (kind, rcall) = call_of(call, tag);
+        self.touched = Some((gpa, level));
         let mcall = HostCall::new(kind, Gpa(gpa), level_of(level));
         let m = self.model.host_begin(mcall);
         let rr = self.reference.host_begin(rcall, gpa, level);
@@ -589,6 +592,10 @@ impl Pair {
         }
         let k = usize::from(slot) % self.flights.len();
         let f = self.flights.remove(k);
+        self.touched = Some(match f.model {
+            ModelOp::Host(op) => (op.call().gpa.raw(), op.call().level.tdx().raw() as usize),
+            ModelOp::Accept(op) => (op.gpa().raw(), op.level().tdx().raw() as usize),
+        });
         match f.model {
             ModelOp::Host(op) => {
                 let what = format!("{:?}", op.call());
@@ -633,6 +640,10 @@ impl Pair {
         if !self.on_vcpu(vcpu) || self.vcpu_busy(vcpu) || self.flights.len() >= MAX_FLIGHTS {
             return;
         }
+        self.touched = Some((
+            rcx & 0x000F_FFFF_FFFF_F000,
+            usize::from((rcx & 7) as u8).min(2),
+        ));
         let m = self.model.accept_begin(rcx);
         let m = self.model_err("ACCEPT", m);
         let x = self.reference.accept_begin(rcx);
@@ -677,6 +688,7 @@ impl Pair {
             return;
         }
         let gpa = gpa_of(page, 0);
+        self.touched = Some((gpa, 0));
         let m = self.model.guest_read(Gpa(gpa));
         let m = access(self.model_err("read", m));
         let x = self.reference.guest_read(gpa);
@@ -693,6 +705,7 @@ impl Pair {
         let level = usize::from(level);
         let gpa = gpa_of(page, level);
         let content = Content::data(u16::from(tag));
+        self.touched = Some((gpa, level));
         let m = self.model.guest_write(Gpa(gpa), level_of(level), content);
         let m = access(self.model_err("write", m));
         let x = self.reference.guest_write(gpa, level, content.raw());
@@ -706,6 +719,7 @@ impl Pair {
 
     fn step(&mut self, op: Op) -> Step {
         self.log.push(op.to_string());
+        self.touched = None;
         match op {
             Op::Host {
                 call,
@@ -778,7 +792,7 @@ impl Pair {
         if let Err(e) = self.model.check_consistency(idle) {
             self.fail(format!("the core's invariants after {op:?}: {e}"));
         }
-        self.compare_near(op);
+        self.compare_near();
         Ok(())
     }
 
@@ -805,28 +819,22 @@ impl Pair {
         }
     }
 
-    /// The entries an operation can reach: the 1G entry, every 2M entry, and the 4K entries of
-    /// the region the operation named.
-    fn compare_near(&self, op: Op) {
+    /// The entries an operation can reach: the 1G entry and every 2M entry, and below the
+    /// entry it acted on, the 4K entries it covers in the window (one for a 4K operation, a
+    /// region's 512 for a 2M one, every region's for 1G).
+    fn compare_near(&self) {
         self.compare_entry(r::GIG, 2);
         for k in 0..r::REGIONS as u64 {
             self.compare_entry(r::BASE + (k << 21), 1);
         }
-        let page = match op {
-            Op::Host { page, .. }
-            | Op::Accept { page, .. }
-            | Op::Read { page, .. }
-            | Op::Write { page, .. } => Some(page),
-            Op::AcceptRaw { rcx, .. } => {
-                u32::try_from((rcx & !0xFFF).wrapping_sub(r::BASE) >> 12).ok()
-            }
-            _ => None,
+        let Some((gpa, level)) = self.touched else {
+            return;
         };
-        if let Some(p) = page.filter(|&p| (p as usize) < r::PAGES) {
-            let region = r::BASE + ((u64::from(p) >> 9) << 21);
-            for k in 0..512u64 {
-                self.compare_entry(region + (k << 12), 0);
-            }
+        let start = gpa & !(r::size(level) - 1);
+        let lo = start.max(r::BASE);
+        let hi = (start + r::size(level)).min(r::BASE + (r::PAGES as u64) * 4096);
+        for page in (lo..hi).step_by(4096) {
+            self.compare_entry(page, 0);
         }
     }
 
@@ -890,6 +898,7 @@ pub fn run(ops: &Ops) -> Vec<String> {
         inside: [None; VCPUS],
         flights: Vec::new(),
         log: Vec::new(),
+        touched: None,
     };
     if ops.gig_table {
         let _ = pair.step(Op::Host {
