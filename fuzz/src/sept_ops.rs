@@ -807,8 +807,8 @@ impl Pair {
                 m.state == x.state
                     && m.lock.is_locked() == x.locked
                     && m.lock.host_priority() == x.hp
-                    && (!x.state.is_blocked() || u64::from(m.bepoch) == x.bepoch)
-                    && (x.state != SeptEntryState::Pending || m.accept_counter == x.counter)
+                    && u64::from(m.bepoch) == x.bepoch
+                    && m.accept_counter == x.counter
             }
             _ => false,
         };

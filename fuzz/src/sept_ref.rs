@@ -130,9 +130,10 @@ pub struct Entry {
     pub locked: bool,
     /// The host-priority bit (TDHP).
     pub hp: bool,
-    /// The TD epoch it was blocked in (meaningful while blocked).
+    /// The TD epoch it was blocked in; 0 in an entry that is not blocked.
     pub bepoch: u64,
-    /// A 2M ACCEPT's progress (meaningful while PENDING).
+    /// A 2M ACCEPT's progress; 0 but in a PENDING entry an interrupted ACCEPT left (RANGE.BLOCK,
+    /// DEMOTE, PROMOTE and REMOVE reset it: `sept_cleanup_if_pending`).
     pub counter: u32,
 }
 

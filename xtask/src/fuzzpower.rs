@@ -272,6 +272,7 @@ pub fn check_power(seconds: u64) -> Result {
         let mut c = Command::new(&bin);
         c.arg(&corpus)
             .arg(format!("-max_total_time={seconds}"))
+            .arg("-print_final_stats=1")
             .arg(format!("-artifact_prefix={}/", case.display()))
             .env(p.env.0, p.env.1);
         let out = run_captured(c)?;
