@@ -7,4 +7,6 @@ fn main() {
     let script = PathBuf::from(dir).join("link.ld");
     println!("cargo:rerun-if-changed={}", script.display());
     println!("cargo:rustc-link-arg=-T{}", script.display());
+    // defmt's section layout (the `.defmt` INFO section the VMM decodes with).
+    println!("cargo:rustc-link-arg=-Tdefmt.x");
 }

@@ -1,10 +1,10 @@
 //! The boot block the VMM writes and the report this payload writes back
 //! ([`hugesept_core::payload`] holds both formats).
 //!
-//! Neither address is trusted: the block must be 4K aligned, below 4 GiB (where the loader's
-//! identity map and this payload's build-time memory are) and clear of the image; its bytes are
-//! copied out before they are decoded, and a block that does not decode is reported, never
-//! used. The report area gets the same address checks.
+//! Neither address is trusted: the block must be 8-byte aligned, below 4 GiB (where the
+//! loader's identity map and this payload's build-time memory are) and clear of the image; its
+//! bytes are copied out before they are decoded, and a block that does not decode is reported,
+//! never used. The report area must also be 4K aligned.
 
 use hugesept_core::abi::PAGE_SIZE_4K;
 use hugesept_core::payload::{BOOT_MAX_SIZE, BootError, BootInfo, REPORT_SIZE, Report};
@@ -12,31 +12,35 @@ use hugesept_core::payload::{BOOT_MAX_SIZE, BootError, BootInfo, REPORT_SIZE, Re
 /// The highest address the payload's build-time memory reaches (the loader's contract).
 const LOW_MEMORY_END: u64 = 1 << 32;
 
-/// Whether [at, at + len) is usable build-time memory: aligned, below 4 GiB, clear of the image.
+/// Whether [at, at + len) is usable build-time memory: 8-byte aligned, below 4 GiB, clear of
+/// the image.
 fn usable(at: u64, len: u64, image: (u64, u64)) -> bool {
     let Some(end) = at.checked_add(len) else {
         return false;
     };
-    at != 0
-        && at.is_multiple_of(PAGE_SIZE_4K)
-        && end <= LOW_MEMORY_END
-        && (end <= image.0 || at >= image.1)
+    at != 0 && at.is_multiple_of(8) && end <= LOW_MEMORY_END && (end <= image.0 || at >= image.1)
 }
 
-/// Reads and validates the boot block at `gpa`.
-pub fn read(gpa: u64, image: (u64, u64)) -> Result<BootInfo, BootError> {
-    if !usable(gpa, BOOT_MAX_SIZE as u64, image) {
+/// Whether the report area [at, at + len) is usable: 4K aligned and [`usable`].
+fn usable_page(at: u64, len: u64, image: (u64, u64)) -> bool {
+    at.is_multiple_of(PAGE_SIZE_4K) && usable(at, len, image)
+}
+
+/// Reads and validates the boot block of `len` bytes (at most [`BOOT_MAX_SIZE`]) at `gpa`.
+pub fn read(gpa: u64, len: u64, image: (u64, u64)) -> Result<BootInfo, BootError> {
+    let len = len.min(BOOT_MAX_SIZE as u64);
+    if !usable(gpa, len, image) {
         return Err(BootError::Size);
     }
     let mut bytes = [0u8; BOOT_MAX_SIZE];
     let src = gpa as *const u8;
-    for (i, b) in bytes.iter_mut().enumerate() {
-        // SAFETY: [gpa, gpa + BOOT_MAX_SIZE) is below 4 GiB and clear of the image (checked
-        // above): build-time memory the loader identity-maps and reserves for the block, in
-        // which no Rust object lives. Volatile: the VMM wrote it.
+    for (i, b) in bytes.iter_mut().take(len as usize).enumerate() {
+        // SAFETY: [gpa, gpa + len) is below 4 GiB and clear of the image (checked above):
+        // build-time memory the loader identity-maps and reserves for the block (or the HOB
+        // list td-shim hands over), in which no Rust object lives. Volatile: the VMM wrote it.
         *b = unsafe { src.wrapping_add(i).read_volatile() };
     }
-    BootInfo::decode(&bytes)
+    BootInfo::decode(&bytes[..len as usize])
 }
 
 /// Writes vCPU `index`'s report into the block's report area. Returns false when the area is
@@ -50,7 +54,7 @@ pub fn write_report(info: &BootInfo, index: usize, report: &Report, image: (u64,
     };
     let area = info.report.raw();
     let len = (u64::from(info.vcpus) * REPORT_SIZE as u64).next_multiple_of(PAGE_SIZE_4K);
-    if !usable(area, len, image) {
+    if !usable_page(area, len, image) {
         return false;
     }
     let dst = at as *mut u64;

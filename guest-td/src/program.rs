@@ -3,8 +3,9 @@
 //! `complete`, stage after stage as the VMM says, counted into the report.
 //!
 //! - ACCEPT (valid or raw operand): TDG.MEM.PAGE.ACCEPT, the status as RAX returned it.
-//! - read, write, verify: the hugesept calls around real loads and stores (src/memory.rs); the
-//!   event comes from what the loads returned.
+//! - read, write, verify: real loads and stores (src/memory.rs) between the hugesept calls that
+//!   announce the operation and report what it saw; the event comes from what the loads
+//!   returned, or #VE when one took it.
 //! - lazy-accept claims: the hugesept unit call (the unaccepted bitmap lives with the model).
 //! - the program's end: the hugesept end call, whose answer starts the next stage or ends.
 
@@ -15,7 +16,7 @@ use hugesept_core::payload::{
 };
 use hugesept_core::sept::Content;
 
-use crate::memory::Window;
+use crate::memory::{Touch, Window};
 use crate::tdcall;
 
 /// Why a program stopped before its end.
@@ -141,47 +142,46 @@ fn unit_call(what: u64, unit: Gpa) -> Result<GuestEvent, Stop> {
     }
 }
 
-/// A memory operation: asked for until it retires, then the real loads or stores, then their
-/// result reported.
+/// A memory operation: announced, then the real loads or stores, then their result reported.
+/// A load or store may take #VE (the page is PENDING and #VE is enabled): the operation stops
+/// there and the guest strategy gets [`GuestEvent::VirtualizationException`].
 fn access(req: AccessRequest, window: Window) -> Result<GuestEvent, Stop> {
     let (r12, r13) = req.encode();
-    loop {
-        let [answer, _, _] = tdcall::hugesept(Call::AccessBegin, r12, r13).ok_or(Stop::Protocol)?;
-        match AccessAnswer::from_code(answer).ok_or(Stop::Protocol)? {
-            AccessAnswer::Go => break,
-            // The access exited and the host resolved the fault: the instruction runs again.
-            AccessAnswer::Retry => continue,
-            AccessAnswer::VirtualizationException => {
-                return Ok(GuestEvent::VirtualizationException);
-            }
-            AccessAnswer::Stop => return Err(Stop::Stopped),
-        }
+    let [answer, _, _] = tdcall::hugesept(Call::AccessBegin, r12, r13).ok_or(Stop::Protocol)?;
+    match AccessAnswer::from_code(answer).ok_or(Stop::Protocol)? {
+        AccessAnswer::Go => {}
+        AccessAnswer::Stop => return Err(Stop::Stopped),
     }
     let pages = req.level.pages_4k();
     let (result, ev) = match req.kind {
-        AccessKind::Read => {
-            let found = window.read(req.gpa);
-            (
+        AccessKind::Read => match window.read(req.gpa).map_err(|_| Stop::Protocol)? {
+            Touch::Done(found) => (
                 AccessResult {
                     kind: req.kind,
                     found,
                     page: req.gpa,
+                    ve: false,
                 },
                 GuestEvent::Read(found.unwrap_or(Content::NONE)),
-            )
-        }
-        AccessKind::Write => {
-            let wrote = window.write(req.gpa, pages, req.content);
-            (
+            ),
+            Touch::Ve(at) => took_ve(req, at)?,
+        },
+        AccessKind::Write => match window
+            .write(req.gpa, pages, req.content)
+            .map_err(|_| Stop::Protocol)?
+        {
+            Touch::Done(()) => (
                 AccessResult {
                     kind: req.kind,
-                    found: wrote.then_some(req.content),
+                    found: Some(req.content),
                     page: Gpa(0),
+                    ve: false,
                 },
                 GuestEvent::Wrote,
-            )
-        }
-        AccessKind::Verify => verify(req, pages, window),
+            ),
+            Touch::Ve(at) => took_ve(req, at)?,
+        },
+        AccessKind::Verify => verify(req, pages, window)?,
     };
     let (a, b) = result.encode();
     let [answer, _, _] = tdcall::hugesept(Call::AccessEnd, a, b).ok_or(Stop::Protocol)?;
@@ -192,31 +192,64 @@ fn access(req: AccessRequest, window: Window) -> Result<GuestEvent, Stop> {
     }
 }
 
+/// The result of an access whose load or store at `at` took #VE: the handler must have
+/// recorded #VE information naming that address (the window is identity-mapped, so linear and
+/// physical addresses agree) and the kind of access (exit qualification bit 0 a read, bit 1 a
+/// write).
+fn took_ve(req: AccessRequest, at: u64) -> Result<(AccessResult, GuestEvent), Stop> {
+    let write = req.kind == AccessKind::Write;
+    match crate::cpu::take_ve() {
+        Some((gla, gpa, qualification))
+            if gla == at
+                && gpa & !0xfff == at & !0xfff
+                && qualification & 2 == u64::from(write) << 1 => {}
+        _ => return Err(Stop::Protocol),
+    }
+    Ok((
+        AccessResult {
+            kind: req.kind,
+            found: None,
+            page: Gpa(at & !0xfff),
+            ve: true,
+        },
+        GuestEvent::VirtualizationException,
+    ))
+}
+
 /// Reads back every 4K page of a verify: the first without its marker is the mismatch.
-fn verify(req: AccessRequest, pages: u32, window: Window) -> (AccessResult, GuestEvent) {
+fn verify(
+    req: AccessRequest,
+    pages: u32,
+    window: Window,
+) -> Result<(AccessResult, GuestEvent), Stop> {
     for p in 0..u64::from(pages) {
         let page = Gpa(req.gpa.raw().saturating_add(p << 12));
-        let found = window.read(page);
+        let found = match window.read(page).map_err(|_| Stop::Protocol)? {
+            Touch::Done(found) => found,
+            Touch::Ve(at) => return took_ve(req, at),
+        };
         if found != Some(req.content) {
-            return (
+            return Ok((
                 AccessResult {
                     kind: req.kind,
                     found,
                     page,
+                    ve: false,
                 },
                 GuestEvent::Mismatch {
                     gpa: page,
                     found: found.unwrap_or(Content::NONE),
                 },
-            );
+            ));
         }
     }
-    (
+    Ok((
         AccessResult {
             kind: req.kind,
             found: Some(req.content),
             page: Gpa(0),
+            ve: false,
         },
         GuestEvent::Verified,
-    )
+    ))
 }

@@ -37,6 +37,8 @@ fn run(sc: &Scenario, payload: &[u8]) -> RunResult {
             payload: payload.to_vec(),
             timeout: Duration::from_secs(60),
             tdcall_by_port: false,
+            entry: vmm::Entry::Hugesept,
+            log: false,
             boot_block: None,
         },
     )

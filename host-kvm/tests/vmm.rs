@@ -1,7 +1,9 @@
 //! `hugesept run` end to end: every scenario on real vCPUs through /dev/kvm with the guest-td
 //! payload, its verdict the scenario's, the payload's reports agreeing with the model, and its
-//! choices replayed in-process to the same verdict and metrics; hostile guests and a hostile
-//! boot block end in typed errors, never a crash or a hang.
+//! choices replayed in-process to the same verdict and metrics; the other vCPUs woken through
+//! the ACPI mailbox, touches of unaccepted memory exiting for real (#VE delivered, or the TD
+//! killed), TDCALLs raising #UD and forwarded, td-shim's entry, the defmt log decoded;
+//! hostile guests and a hostile boot block end in typed errors, never a crash or a hang.
 //!
 //! Needs /dev/kvm and the payload (`cargo xtask guest`). Where either is missing the tests say
 //! so and pass, unless HUGESEPT_REQUIRE_KVM is set (as `cargo xtask test` sets it), which turns
@@ -45,8 +47,24 @@ fn options(payload: Vec<u8>) -> RunOptions {
         payload,
         timeout: Duration::from_secs(60),
         tdcall_by_port: false,
+        entry: vmm::Entry::Hugesept,
+        log: false,
         boot_block: None,
     }
+}
+
+fn scenario_file(f: &str) -> Scenario {
+    let text = std::fs::read_to_string(repo().join("scenarios").join(f)).unwrap();
+    scenario::parse(&text).unwrap()
+}
+
+/// The log's lines, joined.
+fn log_text(r: &RunResult) -> String {
+    r.log
+        .iter()
+        .map(|l| format!("[vCPU {}] {}", l.vcpu, l.text))
+        .collect::<Vec<_>>()
+        .join("\n")
 }
 
 /// Steps `choices` on the scenario's world in-process: the world's verdict (if it ended) and
@@ -115,6 +133,81 @@ fn every_scenario_runs_on_real_vcpus_and_replays() {
         let sc = scenario::parse(&std::fs::read_to_string(&f).unwrap()).unwrap();
         let r = vmm::run(&sc, &options(payload.clone())).unwrap();
         check_run(&name, &sc, &r);
+        // Every vCPU but the first came up through the mailbox; each one's program ended in
+        // its log line.
+        assert_eq!(usize::from(r.woken), r.vcpus.len() - 1, "{name}");
+        let log = log_text(&r);
+        if !matches!(sc.expect, Some(Verdict::Livelock)) {
+            for i in 0..r.vcpus.len() {
+                assert!(
+                    log.contains(&format!("[vCPU {i}] ")) && log.contains("after"),
+                    "{name}: vCPU {i}'s log:\n{log}"
+                );
+            }
+        }
+    }
+}
+
+/// A touch-first guest's touches of pending memory exit for real and take a real #VE, whose
+/// handler reads the cause with TDG.VP.VEINFO.GET before the strategy accepts the page: under
+/// GUEST_INHIBIT the run ends ok; under RFC v1 it livelocks (the run's progress check).
+#[test]
+fn touches_of_pending_memory_exit_and_take_a_real_ve() {
+    let Some(payload) = prerequisites() else {
+        return;
+    };
+    for (f, verdict) in [
+        ("touch-first-4k-guest-inhibit.toml", Verdict::Ok),
+        ("touch-first-4k-rfc-v1.toml", Verdict::Livelock),
+    ] {
+        let sc = scenario_file(f);
+        let r = vmm::run(&sc, &options(payload.clone())).unwrap();
+        check_run(f, &sc, &r);
+        assert_eq!(r.end, RunEnd::Verdict(verdict), "{f}");
+        let v = &r.vcpus[0];
+        assert!(v.window_exits >= 1 && v.ves >= 1, "{f}: {v:?}");
+        assert_eq!(v.veinfo_gets, v.ves, "{f}: one VEINFO.GET per #VE");
+        assert_eq!(
+            r.model_reports[0].virtualization_exceptions, v.ves,
+            "{f}: the model's #VEs are the ones delivered"
+        );
+    }
+    // With #VE disabled (SEPT_VE_DISABLE), the same touch ends the TD: KVM kills it.
+    let text = std::fs::read_to_string(repo().join("scenarios/touch-first-4k-guest-inhibit.toml"))
+        .unwrap()
+        .replace("ve = true", "ve = false")
+        .replace("expect = \"ok\"", "expect = \"vm-killed\"");
+    let sc = scenario::parse(&text).unwrap();
+    let r = vmm::run(&sc, &options(payload)).unwrap();
+    assert_eq!(r.end, RunEnd::Verdict(Verdict::VmKilled));
+    assert!(r.vcpus[0].window_exits >= 1 && r.vcpus[0].ves == 0);
+}
+
+/// td-shim's entry: the HOB list carries the memory map, the MADT and the boot block; the
+/// payload reads them and runs as it does from the hugesept VMM's entry.
+#[test]
+fn the_td_shim_entry_reads_the_hob_list() {
+    let Some(payload) = prerequisites() else {
+        return;
+    };
+    for f in ["seed-rfc-v1.toml", "linux-boot-guest-inhibit.toml"] {
+        let sc = scenario_file(f);
+        let r = vmm::run(
+            &sc,
+            &RunOptions {
+                entry: vmm::Entry::TdShim,
+                ..options(payload.clone())
+            },
+        )
+        .unwrap();
+        check_run(f, &sc, &r);
+        let log = log_text(&r);
+        assert!(
+            log.contains("td-shim entry: payload at 0x100000, HOB list at 0xc0000")
+                && log.contains("1 ACPI table(s)"),
+            "{f}:\n{log}"
+        );
+        assert_eq!(usize::from(r.woken), r.vcpus.len() - 1, "{f}");
     }
 }
 
@@ -139,8 +232,11 @@ fn tdcalls_forwarded_by_port_serve_the_same() {
         )
         .unwrap();
         check_run(f, &sc, &r);
-        // Every TDCALL came through the port: none as an emulation failure.
-        assert!(r.vcpus.iter().all(|v| v.tdcall_exits > 0), "{f}");
+        // Every TDCALL raised #UD and came through the port, forwarded by the payload's #UD
+        // handler: as many TDCALLs served as #UDs injected.
+        for (i, v) in r.vcpus.iter().enumerate() {
+            assert!(v.uds > 0 && v.tdcall_exits >= v.uds, "{f}: vCPU {i}: {v:?}");
+        }
     }
 }
 
@@ -160,10 +256,8 @@ fn hostile(code: &[u8], timeout: Duration) -> RunResult {
     vmm::run(
         &sc,
         &RunOptions {
-            payload: vmm::elf::tiny_image(code),
             timeout,
-            tdcall_by_port: false,
-            boot_block: None,
+            ..options(vmm::elf::tiny_image(code))
         },
     )
     .unwrap()
@@ -222,6 +316,16 @@ fn hostile_guests_end_in_typed_errors() {
     // A guest spinning without an exit: the timeout kicks it out of KVM_RUN.
     let r = hostile(&[0xeb, 0xfe], Duration::from_millis(300));
     assert_eq!(r.end, RunEnd::Timeout);
+    // A load from the window with no access announced: the page is not in the guest's view,
+    // the load exits, and the model had no access to answer it with.
+    let touch = [
+        0x48, 0xa1, 0x00, 0x00, 0x00, 0x40, 0x00, 0x00, 0x00, 0x00, // mov rax, [0x40000000]
+        0xf4,
+    ];
+    match hostile(&touch, Duration::from_secs(10)).end {
+        RunEnd::Disagreement { what, .. } => assert!(what.contains("0x40000000"), "{what}"),
+        e => panic!("a stray touch: {e}"),
+    }
     // Not an ELF: a typed error before any vCPU runs.
     let sc = scenario::parse(ONE_VCPU).unwrap();
     let e = vmm::run(
@@ -242,10 +346,7 @@ fn the_payload_refuses_a_bad_boot_block() {
     };
     let sc = scenario::parse(ONE_VCPU).unwrap();
     let mut block = vec![0u8; BOOT_MAX_SIZE];
-    let n = vmm::boot_info(&sc, false)
-        .unwrap()
-        .encode(&mut block)
-        .unwrap();
+    let n = vmm::boot_info(&sc).unwrap().encode(&mut block).unwrap();
     block[n - 1] ^= 0x40;
     let r = vmm::run(
         &sc,
@@ -265,6 +366,38 @@ fn the_payload_refuses_a_bad_boot_block() {
     )
     .unwrap();
     guest_fault(&r, &BootError::Magic.to_string());
+}
+
+/// The firmware side of the wakeup mailbox refuses what names no sleeping vCPU.
+#[test]
+fn a_bad_wakeup_request_is_a_guest_fault() {
+    if prerequisites().is_none() {
+        return;
+    }
+    let two = format!(
+        "{ONE_VCPU}\n[[vcpu]]\nguest = \"accept-4k-only\"\nstart = \"0x40200000\"\nend = \
+         \"0x40201000\"\n"
+    );
+    let sc = scenario::parse(&two).unwrap();
+    // APIC ID 7 (no such vCPU), vector 0x100000, command 1; then spin.
+    let wake_seven = [
+        0xc7, 0x04, 0x25, 0x04, 0x00, 0x0f, 0x00, 0x07, 0x00, 0x00,
+        0x00, // mov dword [0xf0004], 7
+        0xc7, 0x04, 0x25, 0x08, 0x00, 0x0f, 0x00, 0x00, 0x00, 0x10,
+        0x00, // mov dword [0xf0008], 0x100000
+        0x66, 0xc7, 0x04, 0x25, 0x00, 0x00, 0x0f, 0x00, 0x01, 0x00, // mov word [0xf0000], 1
+        0xeb, 0xfe, // jmp $
+    ];
+    let r = vmm::run(
+        &sc,
+        &RunOptions {
+            timeout: Duration::from_secs(10),
+            ..options(vmm::elf::tiny_image(&wake_seven))
+        },
+    )
+    .unwrap();
+    guest_fault(&r, "APIC ID 7");
+    assert_eq!(r.woken, 0);
 }
 
 /// Every guest strategy the core has runs in the payload with real instructions: a vCPU running

@@ -47,13 +47,16 @@ pub enum StatusCode {
     PreviousTlbEpochBusy,
     /// TDX_INTERRUPTED_RESTARTABLE.
     InterruptedRestartable,
+    /// TDX_NO_VALID_VE_INFO: TDG.VP.VEINFO.GET with no #VE information pending
+    /// (tdg_vp_veinfo_get.c).
+    NoValidVeInfo,
     /// Any other code, kept verbatim.
     Unknown(u32),
 }
 
 impl StatusCode {
     /// Every named code (not [`StatusCode::Unknown`]).
-    pub const KNOWN: [StatusCode; 17] = [
+    pub const KNOWN: [StatusCode; 18] = [
         StatusCode::Success,
         StatusCode::PageAlreadyAccepted,
         StatusCode::PageSizeMismatch,
@@ -71,6 +74,7 @@ impl StatusCode {
         StatusCode::OpStateIncorrect,
         StatusCode::PreviousTlbEpochBusy,
         StatusCode::InterruptedRestartable,
+        StatusCode::NoValidVeInfo,
     ];
 
     /// The upper 32 bits.
@@ -93,6 +97,7 @@ impl StatusCode {
             StatusCode::OpStateIncorrect => 0xC000_0608,
             StatusCode::PreviousTlbEpochBusy => 0x8000_0201,
             StatusCode::InterruptedRestartable => 0x8000_0004,
+            StatusCode::NoValidVeInfo => 0xC000_0704,
             StatusCode::Unknown(v) => v,
         }
     }
@@ -117,6 +122,7 @@ impl StatusCode {
             0xC000_0608 => StatusCode::OpStateIncorrect,
             0x8000_0201 => StatusCode::PreviousTlbEpochBusy,
             0x8000_0004 => StatusCode::InterruptedRestartable,
+            0xC000_0704 => StatusCode::NoValidVeInfo,
             other => StatusCode::Unknown(other),
         }
     }
@@ -141,6 +147,7 @@ impl StatusCode {
             StatusCode::OpStateIncorrect => "TDX_OP_STATE_INCORRECT",
             StatusCode::PreviousTlbEpochBusy => "TDX_PREVIOUS_TLB_EPOCH_BUSY",
             StatusCode::InterruptedRestartable => "TDX_INTERRUPTED_RESTARTABLE",
+            StatusCode::NoValidVeInfo => "TDX_NO_VALID_VE_INFO",
             StatusCode::Unknown(_) => "unknown TDX status",
         }
     }
@@ -167,6 +174,7 @@ impl StatusCode {
             | StatusCode::HostPriorityBusyTimeout
             | StatusCode::PreviousTlbEpochBusy
             | StatusCode::InterruptedRestartable
+            | StatusCode::NoValidVeInfo
             | StatusCode::Unknown(_) => DetailKind::Raw,
         }
     }

@@ -34,10 +34,18 @@ pub struct Args {
     /// or the executable's; or $HUGESEPT_PAYLOAD).
     #[arg(long)]
     payload: Option<PathBuf>,
-    /// Have the payload forward every TDCALL through the port protocol (the path a #UD
-    /// handler takes on hosts that deliver #UD for TDCALL) instead of executing it.
+    /// Raise #UD for every TDCALL (as KVM does outside a TD): the payload's #UD handler
+    /// forwards each call through the port protocol.
     #[arg(long)]
     tdcall_by_port: bool,
+    /// How the boot vCPU enters the payload: `hugesept` (RDI = 0, RSI = the boot block) or
+    /// `td-shim` (RDI = a td-shim HOB list carrying the memory map, the MADT and the boot
+    /// block).
+    #[arg(long, default_value = "hugesept", value_parser = ["hugesept", "td-shim"])]
+    entry: String,
+    /// Print the payload's defmt log as it arrives (decoded from the ELF's .defmt section).
+    #[arg(long)]
+    log: bool,
     /// One line: design, outcome, TDCALLs, exits, wall time, bytes mapped at 2M (with
     /// `--brief-header` first for a table).
     #[arg(long)]
@@ -110,6 +118,12 @@ pub fn run(args: &Args, out: &mut impl Write) -> Result<(), CliError> {
         payload,
         timeout: Duration::from_secs_f64(args.timeout),
         tdcall_by_port: args.tdcall_by_port,
+        entry: if args.entry == "td-shim" {
+            vmm::Entry::TdShim
+        } else {
+            vmm::Entry::Hugesept
+        },
+        log: args.log,
         boot_block: None,
     };
     let r = vmm::run(&sc, &opts).map_err(|e| CliError::Unexpected(format!("{path}: {e}")))?;
@@ -123,14 +137,20 @@ pub fn run(args: &Args, out: &mut impl Write) -> Result<(), CliError> {
     let vcpus = r.vcpus.len();
     writeln!(
         full,
-        "{path}: {} — {} on {}; {vcpus} vCPU thread(s) and {} host thread(s) on /dev/kvm, \
-         TDCALLs {}",
+        "{path}: {} — {} on {}; {vcpus} vCPU thread(s) ({} woken through the ACPI mailbox) and \
+         {} host thread(s) on /dev/kvm, entered {}, TDCALLs {}",
         sc.name,
         sc.policy,
         sc.profile,
+        r.woken,
         r.host_steps.len(),
+        if args.entry == "td-shim" {
+            "as td-shim enters a payload"
+        } else {
+            "by the hugesept VMM's convention"
+        },
         if args.tdcall_by_port {
-            "forwarded by port"
+            "raising #UD, forwarded by the payload's handler"
         } else {
             "as emulation-failure exits"
         }
@@ -163,21 +183,24 @@ pub fn run(args: &Args, out: &mut impl Write) -> Result<(), CliError> {
     writeln!(
         full,
         "per vCPU:  exits  TDCALL exits  ACCEPT  re-executed  VP.INFO  VMCALL  other  \
-         hugesept calls  ends"
+         hugesept calls  window exits  #VE  #UD  ends"
     )
     .map_err(io)?;
     for (i, v) in r.vcpus.iter().enumerate() {
         writeln!(
             full,
-            "  {i:<3} {:>9} {:>13} {:>7} {:>12} {:>8} {:>7} {:>6} {:>15}  {:?}",
+            "  {i:<3} {:>9} {:>13} {:>7} {:>12} {:>8} {:>7} {:>6} {:>15} {:>13} {:>4} {:>4}  {:?}",
             v.exits,
             v.tdcall_exits,
             v.tdcalls[0],
             v.accept_reexecuted,
             v.tdcalls[1],
             v.tdcalls[3],
-            v.tdcalls[2] + v.tdcalls[4],
+            v.tdcalls[2] + v.tdcalls[4] + v.veinfo_gets,
             v.hugesept_calls,
+            v.window_exits,
+            v.ves,
+            v.uds,
             v.end
         )
         .map_err(io)?;
@@ -214,6 +237,14 @@ pub fn run(args: &Args, out: &mut impl Write) -> Result<(), CliError> {
         for line in v.console.lines() {
             writeln!(full, "  | {line}").map_err(io)?;
         }
+    }
+    if !r.log.is_empty() && !args.log {
+        writeln!(
+            full,
+            "payload log: {} line(s) (--log prints them as they arrive)",
+            r.log.len()
+        )
+        .map_err(io)?;
     }
     if !args.brief {
         out.write_all(full).map_err(io)?;

@@ -1,7 +1,11 @@
 //! The payload's build-time memory layout and each vCPU's initial state: identity-mapped long
-//! mode (4-level tables: 4K pages over build-time memory, 2M pages above), a flat GDT, the CPUID the guest sees — the host's, with
-//! the TDX leaf 0x21 ("IntelTDX    ") so the payload takes its TD paths — and the entry
-//! registers of the payload's contract (RIP = entry, RDI = vCPU index, RSI = boot block).
+//! mode (4-level tables: 4K pages over build-time memory, 2M pages above), a flat GDT, the CPUID
+//! the guest sees — the host's, with the TDX leaf 0x21 ("IntelTDX    ") so the payload takes
+//! its TD paths, and each vCPU's APIC ID in leaves 1 and 0xB —, the firmware tables (the ACPI
+//! RSDP/XSDT/MADT with the multiprocessor-wakeup mailbox, td-shim's HOB list) and the entry
+//! registers: the boot vCPU at the ELF's entry (the hugesept VMM's convention: RDI = 0, RSI =
+//! the boot block, RDX = `ENTRY_MAGIC`; or td-shim's: RDI = the HOB list, RSI = the load
+//! address), the others at the wakeup vector the payload hands the mailbox.
 //!
 //! Order matters on these hosts: KVM_SET_CPUID2 before the special registers, or long mode is
 //! refused (shared/reference/environment.md).
@@ -24,12 +28,22 @@ pub const REPORTS: u64 = 0x8000;
 pub const PML4: u64 = 0x1_0000;
 /// The page tables that map build-time memory with 4K pages (one per 2 MiB of it).
 pub const LOW_TABLES: u64 = 0x8_0000;
+/// td-shim's HOB list, when the VMM enters the payload the way td-shim does (64 KiB at most).
+pub const HOB_LIST: u64 = 0xc_0000;
+/// The largest HOB list.
+pub const HOB_MAX: usize = 64 << 10;
+/// The ACPI tables (RSDP first).
+pub const ACPI_TABLES: u64 = 0xe_0000;
+/// The multiprocessor-wakeup mailbox (4 KiB).
+pub const MAILBOX: u64 = 0xf_0000;
 /// Where the image may start.
 pub const IMAGE_LOW: u64 = 0x10_0000;
 /// GiBs the identity map can cover (page directories between the PDPT and the low tables).
 pub const MAX_MAPPED_GIBS: u64 = (LOW_TABLES - PML4 - 0x2000) / 0x1000;
 
-const _: () = assert!(LOW_TABLES + (LOW_END >> 21) * 0x1000 <= IMAGE_LOW);
+const _: () = assert!(LOW_TABLES + (LOW_END >> 21) * 0x1000 <= HOB_LIST);
+const _: () = assert!(HOB_LIST + HOB_MAX as u64 <= ACPI_TABLES && ACPI_TABLES + 0x1000 <= MAILBOX);
+const _: () = assert!(MAILBOX + 0x1000 <= IMAGE_LOW);
 
 const _: () = assert!(
     BOOT_BLOCK + hugesept_core::payload::BOOT_MAX_SIZE as u64 <= REPORTS
@@ -80,8 +94,8 @@ pub fn write_tables(mem: &GuestMemory, gibs: u64) -> Result<(), OutOfRange> {
 
 /// The CPUID the guest sees: the host's supported set with leaf 0's maximum raised to 0x21 and
 /// leaf 0x21 subleaf 0 carrying the TDX signature ("IntelTDX    " in EBX, EDX, ECX: what the
-/// TDX module reports, shared/reference/tdx-module.md "Detecting a TD"), and the initial APIC
-/// id of `index` in leaf 1.
+/// TDX module reports, shared/reference/tdx-module.md "Detecting a TD"), and the APIC ID of
+/// `index` in leaf 1 (initial APIC ID) and leaf 0xB (x2APIC ID, every subleaf).
 pub fn guest_cpuid(kvm: &Kvm, index: u8) -> Result<CpuId, kvm_ioctls::Error> {
     let supported = kvm.get_supported_cpuid(KVM_MAX_CPUID_ENTRIES)?;
     let mut entries: Vec<_> = supported
@@ -96,6 +110,9 @@ pub fn guest_cpuid(kvm: &Kvm, index: u8) -> Result<CpuId, kvm_ioctls::Error> {
         }
         if e.function == 1 {
             e.ebx = (e.ebx & 0x00ff_ffff) | (u32::from(index) << 24);
+        }
+        if e.function == 0xb {
+            e.edx = u32::from(index);
         }
     }
     let word = |s: &[u8; 4]| u32::from_le_bytes(*s);
@@ -112,13 +129,26 @@ pub fn guest_cpuid(kvm: &Kvm, index: u8) -> Result<CpuId, kvm_ioctls::Error> {
     CpuId::from_entries(&entries).map_err(|_| kvm_ioctls::Error::new(libc::E2BIG))
 }
 
-/// Puts `vcpu` at the payload's entry in long mode: CPUID first, then the special registers,
-/// then RIP/RDI/RSI.
+/// The general-purpose registers a vCPU starts with.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct EntryRegs {
+    /// RIP.
+    pub rip: u64,
+    /// RDI.
+    pub rdi: u64,
+    /// RSI.
+    pub rsi: u64,
+    /// RDX.
+    pub rdx: u64,
+}
+
+/// Puts `vcpu` in long mode with the registers of its entry: CPUID first, then the special
+/// registers, then the general-purpose ones.
 pub fn enter_long_mode(
     kvm: &Kvm,
     vcpu: &VcpuFd,
     index: u8,
-    entry: u64,
+    entry: EntryRegs,
 ) -> Result<(), kvm_ioctls::Error> {
     vcpu.set_cpuid2(&guest_cpuid(kvm, index)?)?;
     let mut sregs = vcpu.get_sregs()?;
@@ -159,11 +189,27 @@ pub fn enter_long_mode(
     sregs.efer = 0x500;
     vcpu.set_sregs(&sregs)?;
     let regs = kvm_regs {
-        rip: entry,
-        rdi: u64::from(index),
-        rsi: BOOT_BLOCK,
+        rip: entry.rip,
+        rdi: entry.rdi,
+        rsi: entry.rsi,
+        rdx: entry.rdx,
         rflags: 0x2,
         ..Default::default()
     };
     vcpu.set_regs(&regs)
+}
+
+/// Writes the ACPI tables (RSDP at [`ACPI_TABLES`]) naming `vcpus` processors (APIC IDs 0 to
+/// `vcpus - 1`) and the mailbox at [`MAILBOX`]; returns the MADT's bytes (td-shim's HOB
+/// carries them).
+pub fn write_acpi(mem: &GuestMemory, vcpus: u8) -> Result<Vec<u8>, String> {
+    use hugesept_core::payload::acpi;
+    let ids: Vec<u32> = (0..u32::from(vcpus)).collect();
+    let mut buf = vec![0u8; 0x1000];
+    let layout = acpi::build(&mut buf, ACPI_TABLES, &ids, MAILBOX).map_err(|e| e.to_string())?;
+    mem.write(ACPI_TABLES, &buf[..layout.len])
+        .map_err(|e| e.to_string())?;
+    mem.write(MAILBOX, &[0u8; acpi::MAILBOX_SIZE])
+        .map_err(|e| e.to_string())?;
+    Ok(buf[layout.madt.0..layout.madt.1].to_vec())
 }

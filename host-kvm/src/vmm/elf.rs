@@ -155,6 +155,43 @@ pub fn parse(file: &[u8], lo: u64, hi: u64) -> Result<Image, ElfError> {
     Ok(Image { entry, segments })
 }
 
+/// SHT_SYMTAB.
+const SHT_SYMTAB: u32 = 2;
+
+/// The value of the symbol `name` in `file`'s symbol table, if it has one (the payload's log
+/// ring, `HUGESEPT_LOG`). A file without a symbol table, or with a malformed one, has none.
+pub fn symbol(file: &[u8], name: &str) -> Option<u64> {
+    let shoff = usize::try_from(u64_at(file, 40).ok()?).ok()?;
+    let shentsize = usize::from(u16_at(file, 58).ok()?);
+    let shnum = usize::from(u16_at(file, 60).ok()?);
+    if shentsize < 64 {
+        return None;
+    }
+    let section = |i: usize| shoff.checked_add(shentsize.checked_mul(i)?);
+    for i in 0..shnum {
+        let at = section(i)?;
+        if u32_at(file, at + 4).ok()? != SHT_SYMTAB {
+            continue;
+        }
+        let off = usize::try_from(u64_at(file, at + 24).ok()?).ok()?;
+        let size = usize::try_from(u64_at(file, at + 32).ok()?).ok()?;
+        let strtab = section(usize::try_from(u32_at(file, at + 40).ok()?).ok()?)?;
+        let str_off = usize::try_from(u64_at(file, strtab + 24).ok()?).ok()?;
+        let str_size = usize::try_from(u64_at(file, strtab + 32).ok()?).ok()?;
+        let strings = file.get(str_off..str_off.checked_add(str_size)?)?;
+        let entries = file.get(off..off.checked_add(size)?)?;
+        for e in entries.chunks_exact(24) {
+            let name_at = usize::try_from(u32_at(e, 0).ok()?).ok()?;
+            let rest = strings.get(name_at..)?;
+            let end = rest.iter().position(|&b| b == 0)?;
+            if &rest[..end] == name.as_bytes() {
+                return u64_at(e, 8).ok();
+            }
+        }
+    }
+    None
+}
+
 /// A minimal ELF64 executable: one segment holding `code` at 1 MiB (the payload's load
 /// address), the entry at its first byte, 4K in memory. Hand-written guests for tests and
 /// benchmarks (a TDCALL storm, a guest that never exits) are built with it.
@@ -225,6 +262,8 @@ mod tests {
         // Every truncation is refused, never a panic.
         for cut in 0..f.len() {
             assert!(parse(&f[..cut], 0, u64::MAX).is_err());
+            assert_eq!(symbol(&f[..cut], "x"), None);
         }
+        assert_eq!(symbol(&f, "HUGESEPT_LOG"), None);
     }
 }

@@ -4,9 +4,16 @@
 //! and the scenario's design), recording each step as a choice so that `replay` reproduces the
 //! run exactly.
 //!
-//! Files: [`memory`] (guest memory by GPA), [`elf`] (the payload's segments), [`cpu`]
-//! (layout, long mode, CPUID), [`service`] (the world behind its lock, mirrored into memory),
-//! [`vcpu`] (KVM_RUN and the TDCALL service).
+//! Files: [`memory`] (guest memory by GPA, the window's guest view), [`elf`] (the payload's
+//! segments and symbols), [`cpu`] (layout, long mode, CPUID, the firmware tables), [`service`]
+//! (the world behind its lock, mirrored into memory), [`vcpu`] (KVM_RUN, the TDCALL service,
+//! window accesses and #VE), [`log`] (the payload's defmt ring).
+//!
+//! Only the boot vCPU starts at the payload's entry; the VMM plays the firmware side of the
+//! ACPI multiprocessor-wakeup mailbox for the others: a thread watches the mailbox the MADT
+//! names, and when the payload writes the wakeup command it starts the named vCPU at the
+//! wakeup vector (in long mode, on the VMM's identity map) and clears the command, the
+//! acknowledgement the payload waits for.
 //!
 //! What is not the TDX module here: the payload's build-time memory (image, stacks, page tables,
 //! boot block, reports: low memory) counts as PAGE.ADDed and measured before the TD runs and is
@@ -15,20 +22,24 @@
 
 pub mod cpu;
 pub mod elf;
+pub mod log;
 pub mod memory;
 pub mod service;
 pub mod vcpu;
 
 use std::fmt;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Once};
+use std::sync::{Arc, Condvar, Mutex, Once};
 use std::time::{Duration, Instant};
 
 use hugesept_core::abi::PAGE_SIZE_2M;
 use hugesept_core::guest::GuestEnd;
+use hugesept_core::payload::acpi::{
+    MAILBOX_APIC_ID, MAILBOX_COMMAND, MAILBOX_NOOP, MAILBOX_WAKEUP, MAILBOX_WAKEUP_VECTOR,
+};
+use hugesept_core::payload::hob::{self, E820_MEMORY, E820_UNACCEPTED};
 use hugesept_core::payload::{
-    BOOT_FLAG_TDCALL_BY_PORT, BOOT_MAX_SIZE, BootInfo, EndCode, MAX_BOOT_VCPUS, REPORT_SIZE,
-    Report, VcpuProgram,
+    BOOT_MAX_SIZE, BootInfo, ENTRY_MAGIC, EndCode, MAX_BOOT_VCPUS, REPORT_SIZE, Report, VcpuProgram,
 };
 use hugesept_core::world::{Choice, Limits, Metrics, Stepped, VcpuState};
 use kvm_bindings::kvm_userspace_memory_region;
@@ -39,6 +50,18 @@ use memory::{Area, GuestMemory};
 use service::{RunEnd, Service};
 use vcpu::{VcpuStats, VcpuThread};
 
+/// How the boot vCPU enters the payload.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Entry {
+    /// The hugesept VMM's convention: RDI = 0, RSI = the boot block, RDX = `ENTRY_MAGIC`.
+    #[default]
+    Hugesept,
+    /// td-shim's ELF-payload convention: RDI = the HOB list (PHIT, an E820 table marking the
+    /// window unaccepted, the MADT as an ACPI table HOB, the boot block as hugesept's GUID
+    /// HOB), RSI = the payload's load address.
+    TdShim,
+}
+
 /// How to run.
 #[derive(Debug, Clone)]
 pub struct RunOptions {
@@ -46,8 +69,13 @@ pub struct RunOptions {
     pub payload: Vec<u8>,
     /// Wall-clock limit.
     pub timeout: Duration,
-    /// The payload forwards its TDCALLs through the port protocol instead of executing them.
+    /// Raise #UD for TDCALL, as KVM does for a VM that is not a TD: the payload's #UD handler
+    /// forwards every call through the port protocol.
     pub tdcall_by_port: bool,
+    /// How the boot vCPU enters.
+    pub entry: Entry,
+    /// Print the payload's log lines as they arrive.
+    pub log: bool,
     /// Bytes to write as the boot block instead of the scenario's (to check that the payload
     /// refuses a bad block); `None` in every real run.
     pub boot_block: Option<Vec<u8>>,
@@ -106,6 +134,10 @@ pub struct RunResult {
     pub wall: Duration,
     /// Steps each host thread took.
     pub host_steps: Vec<u64>,
+    /// The payload's log, decoded.
+    pub log: Vec<log::LogLine>,
+    /// vCPUs the payload woke through the mailbox.
+    pub woken: u8,
 }
 
 /// Whether /dev/kvm can be used here (and why not).
@@ -129,7 +161,7 @@ fn install_kick_handler() {
 }
 
 /// The boot block for `sc`'s programs.
-pub fn boot_info(sc: &Scenario, by_port: bool) -> Result<BootInfo, VmmError> {
+pub fn boot_info(sc: &Scenario) -> Result<BootInfo, VmmError> {
     let progs = sc.programs();
     if progs.is_empty() || progs.len() > MAX_BOOT_VCPUS {
         return Err(VmmError::Layout(format!("{} vCPUs", progs.len())));
@@ -143,10 +175,11 @@ pub fn boot_info(sc: &Scenario, by_port: bool) -> Result<BootInfo, VmmError> {
     let base = sc.config.base;
     let end = base.raw() + u64::from(sc.config.regions) * PAGE_SIZE_2M;
     Ok(BootInfo {
-        flags: if by_port { BOOT_FLAG_TDCALL_BY_PORT } else { 0 },
+        flags: 0,
         window: (base, hugesept_core::abi::Gpa(end)),
         report: hugesept_core::abi::Gpa(cpu::REPORTS),
         vcpus: progs.len() as u8,
+        acpi: hugesept_core::abi::Gpa(cpu::ACPI_TABLES),
         programs,
     })
 }
@@ -167,7 +200,7 @@ fn model_end(state: VcpuState, stage: u8, guest: Option<GuestEnd>) -> (u32, u32,
 pub fn run(sc: &Scenario, opts: &RunOptions) -> Result<RunResult, VmmError> {
     let kvm = Kvm::new().map_err(|e| VmmError::NoKvm(e.to_string()))?;
     let image = elf::parse(&opts.payload, cpu::IMAGE_LOW, cpu::LOW_END).map_err(VmmError::Elf)?;
-    let info = boot_info(sc, opts.tdcall_by_port)?;
+    let info = boot_info(sc)?;
     let (ws, we) = (info.window.0.raw(), info.window.1.raw());
     if ws < cpu::LOW_END {
         return Err(VmmError::Layout(format!(
@@ -184,7 +217,7 @@ pub fn run(sc: &Scenario, opts: &RunOptions) -> Result<RunResult, VmmError> {
     }
     let mem = GuestMemory::new(vec![
         Area::new(0, cpu::LOW_END).map_err(VmmError::Memory)?,
-        Area::new(ws, we - ws).map_err(VmmError::Memory)?,
+        Area::new_shared(ws, we - ws).map_err(VmmError::Memory)?,
     ])
     .map_err(|e| VmmError::Layout(e.to_string()))?;
     let bad = |e: memory::OutOfRange| VmmError::Layout(e.to_string());
@@ -196,11 +229,44 @@ pub fn run(sc: &Scenario, opts: &RunOptions) -> Result<RunResult, VmmError> {
     let n = info
         .encode(&mut block)
         .map_err(|e| VmmError::Layout(e.to_string()))?;
-    match &opts.boot_block {
-        Some(b) => mem.write(cpu::BOOT_BLOCK, &b[..b.len().min(BOOT_MAX_SIZE)]),
-        None => mem.write(cpu::BOOT_BLOCK, &block[..n]),
-    }
-    .map_err(bad)?;
+    let block: &[u8] = match &opts.boot_block {
+        Some(b) => &b[..b.len().min(BOOT_MAX_SIZE)],
+        None => &block[..n],
+    };
+    let madt = cpu::write_acpi(&mem, info.vcpus).map_err(VmmError::Layout)?;
+    let boot_regs = match opts.entry {
+        Entry::Hugesept => {
+            mem.write(cpu::BOOT_BLOCK, block).map_err(bad)?;
+            cpu::EntryRegs {
+                rip: image.entry,
+                rdi: 0,
+                rsi: cpu::BOOT_BLOCK,
+                rdx: ENTRY_MAGIC,
+            }
+        }
+        Entry::TdShim => {
+            let mut hob_bytes = vec![0u8; cpu::HOB_MAX];
+            let mut b = hob::Builder::new(&mut hob_bytes, cpu::HOB_LIST);
+            b.e820(&[
+                (0, cpu::LOW_END, E820_MEMORY),
+                (ws, we - ws, E820_UNACCEPTED),
+            ])
+            .guid(&hob::ACPI_TABLE_GUID, &madt)
+            .guid(&hob::BOOT_BLOCK_GUID, block);
+            let len = b
+                .finish()
+                .map_err(|e| VmmError::Layout(format!("the HOB list: {e}")))?;
+            mem.write(cpu::HOB_LIST, &hob_bytes[..len]).map_err(bad)?;
+            cpu::EntryRegs {
+                rip: image.entry,
+                rdi: cpu::HOB_LIST,
+                rsi: image.span().0,
+                rdx: 0,
+            }
+        }
+    };
+    let mut log_reader = log::LogReader::new(&opts.payload).map_err(VmmError::Layout)?;
+    let mut log_lines = Vec::new();
 
     let vm = kvm
         .create_vm()
@@ -225,8 +291,13 @@ pub fn run(sc: &Scenario, opts: &RunOptions) -> Result<RunResult, VmmError> {
         let fd = vm
             .create_vcpu(u64::from(i))
             .map_err(|e| VmmError::Kvm("KVM_CREATE_VCPU", e))?;
-        cpu::enter_long_mode(&kvm, &fd, i, image.entry)
-            .map_err(|e| VmmError::Kvm("vCPU setup", e))?;
+        // The others start at the wakeup vector the payload hands the mailbox.
+        let regs = if i == 0 {
+            boot_regs
+        } else {
+            cpu::EntryRegs::default()
+        };
+        cpu::enter_long_mode(&kvm, &fd, i, regs).map_err(|e| VmmError::Kvm("vCPU setup", e))?;
         fds.push(fd);
     }
     install_kick_handler();
@@ -238,17 +309,27 @@ pub fn run(sc: &Scenario, opts: &RunOptions) -> Result<RunResult, VmmError> {
     let hosts = sc.host_count();
     let threads: Vec<AtomicU64> = (0..vcpus).map(|_| AtomicU64::new(0)).collect();
     let running = Arc::new(AtomicU64::new(u64::from(vcpus) + hosts as u64));
+    let wakeups = Wakeups::new(vcpus);
+    let image_span = image.span();
     let start = Instant::now();
     let (stats, host_steps) = std::thread::scope(|s| {
         let mut vh = Vec::new();
         for (i, mut fd) in fds.into_iter().enumerate() {
-            let (service, mem, threads, running) = (&service, &mem, &threads, running.clone());
+            let (service, mem, threads, running, wakeups) =
+                (&service, &mem, &threads, running.clone(), &wakeups);
+            let ud = opts.tdcall_by_port;
             vh.push(s.spawn(move || {
                 // SAFETY: pthread_self has no preconditions.
                 let me = unsafe { libc::pthread_self() };
                 threads[i].store(me as u64, Ordering::SeqCst);
-                let mut t = VcpuThread::new(i as u8, vcpus, service, mem);
-                t.run(&mut fd);
+                let mut t = VcpuThread::new(i as u8, vcpus, service, mem, ud);
+                let woken = i == 0 || wakeups.wait(i, service, &fd).is_some();
+                if woken {
+                    let _actor = service.actor();
+                    t.run(&mut fd);
+                } else {
+                    t.stats.end = vcpu::VcpuEnd::Stopped;
+                }
                 if std::env::var_os("HUGESEPT_DEBUG_TIMES").is_some() {
                     eprintln!("vCPU {i} thread ends after {:?}", start.elapsed());
                 }
@@ -261,7 +342,10 @@ pub fn run(sc: &Scenario, opts: &RunOptions) -> Result<RunResult, VmmError> {
         for h in 0..hosts {
             let (service, running) = (&service, running.clone());
             hh.push(s.spawn(move || {
-                let steps = host_thread(service, h as u8);
+                let steps = {
+                    let _actor = service.actor();
+                    host_thread(service, h as u8)
+                };
                 if std::env::var_os("HUGESEPT_DEBUG_TIMES").is_some() {
                     eprintln!("host {h} thread ends after {:?}", start.elapsed());
                 }
@@ -269,7 +353,28 @@ pub fn run(sc: &Scenario, opts: &RunOptions) -> Result<RunResult, VmmError> {
                 steps
             }));
         }
-        watchdog(&service, &running, &threads, start + opts.timeout);
+        if vcpus > 1 {
+            let (service, mem, wakeups) = (&service, &mem, &wakeups);
+            s.spawn(move || mailbox(service, mem, wakeups, vcpus, image_span));
+        }
+        let mut poll = || {
+            if let Some(r) = log_reader.as_mut() {
+                for l in r.poll(&mem) {
+                    if opts.log {
+                        eprintln!("[vCPU {}] {}", l.vcpu, l.text);
+                    }
+                    log_lines.push(l);
+                }
+            }
+        };
+        watchdog(
+            &service,
+            &running,
+            &threads,
+            start + opts.timeout,
+            &mut poll,
+        );
+        poll();
         let stats: Vec<VcpuStats> = vh
             .into_iter()
             .map(|h| h.join().unwrap_or_default())
@@ -337,7 +442,124 @@ pub fn run(sc: &Scenario, opts: &RunOptions) -> Result<RunResult, VmmError> {
         model_reports,
         wall,
         host_steps,
+        log: log_lines,
+        woken: wakeups.woken(),
     })
+}
+
+/// The vCPUs the payload woke through the mailbox: each one's wakeup vector, once.
+struct Wakeups {
+    vectors: Mutex<Vec<Option<u64>>>,
+    changed: Condvar,
+}
+
+impl Wakeups {
+    fn new(vcpus: u8) -> Wakeups {
+        Wakeups {
+            vectors: Mutex::new(vec![None; usize::from(vcpus)]),
+            changed: Condvar::new(),
+        }
+    }
+
+    /// Whether vCPU `i` may be woken now (a vCPU above 0, not yet woken).
+    fn may_wake(&self, i: usize) -> bool {
+        let v = self.vectors.lock().unwrap_or_else(|e| e.into_inner());
+        i != 0 && v.get(i).is_some_and(Option::is_none)
+    }
+
+    fn wake(&self, i: usize, vector: u64) {
+        let mut v = self.vectors.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(slot) = v.get_mut(i) {
+            *slot = Some(vector);
+        }
+        self.changed.notify_all();
+    }
+
+    fn woken(&self) -> u8 {
+        let v = self.vectors.lock().unwrap_or_else(|e| e.into_inner());
+        v.iter().flatten().count() as u8
+    }
+
+    /// Waits until vCPU `i` is woken and puts RIP at its wakeup vector; `None` when the run
+    /// stops first.
+    fn wait(&self, i: usize, service: &Service<'_>, fd: &kvm_ioctls::VcpuFd) -> Option<u64> {
+        let mut v = self.vectors.lock().unwrap_or_else(|e| e.into_inner());
+        loop {
+            if let Some(Some(vector)) = v.get(i) {
+                let vector = *vector;
+                drop(v);
+                let mut regs = fd.get_regs().ok()?;
+                regs.rip = vector;
+                fd.set_regs(&regs).ok()?;
+                return Some(vector);
+            }
+            if service.stopped() {
+                return None;
+            }
+            v = self
+                .changed
+                .wait_timeout(v, Duration::from_millis(5))
+                .unwrap_or_else(|e| e.into_inner())
+                .0;
+        }
+    }
+}
+
+/// The firmware side of the ACPI multiprocessor-wakeup mailbox (ACPI 6.5 Table 5.46): when the
+/// payload writes the wakeup command, start the vCPU whose APIC ID (its index) it names at
+/// the wakeup vector, and clear the command (the acknowledgement). A vector outside the
+/// payload's image or an APIC ID that names no sleeping vCPU is a guest fault.
+fn mailbox(
+    service: &Service<'_>,
+    mem: &GuestMemory,
+    wakeups: &Wakeups,
+    vcpus: u8,
+    image: (u64, u64),
+) {
+    let mut waiting = usize::from(vcpus).saturating_sub(1);
+    while waiting > 0 && !service.stopped() && !service.ended() {
+        let mut command = [0u8; 2];
+        if mem
+            .read(cpu::MAILBOX + MAILBOX_COMMAND as u64, &mut command)
+            .is_err()
+        {
+            return;
+        }
+        if u16::from_le_bytes(command) != MAILBOX_WAKEUP {
+            std::thread::sleep(Duration::from_micros(50));
+            continue;
+        }
+        let mut id = [0u8; 4];
+        let mut vector = [0u8; 8];
+        let read = mem
+            .read(cpu::MAILBOX + MAILBOX_APIC_ID as u64, &mut id)
+            .and_then(|()| mem.read(cpu::MAILBOX + MAILBOX_WAKEUP_VECTOR as u64, &mut vector));
+        if read.is_err() {
+            return;
+        }
+        let (id, vector) = (u32::from_le_bytes(id) as usize, u64::from_le_bytes(vector));
+        let what = if !wakeups.may_wake(id) {
+            Some(format!(
+                "the wakeup mailbox names APIC ID {id}, no sleeping vCPU"
+            ))
+        } else if !(image.0..image.1).contains(&vector) {
+            Some(format!(
+                "the wakeup vector {vector:#x} for vCPU {id} is outside the payload's image"
+            ))
+        } else {
+            None
+        };
+        if let Some(what) = what {
+            service.finish(RunEnd::GuestFault { vcpu: 0, what });
+            return;
+        }
+        wakeups.wake(id, vector);
+        let _ = mem.write(
+            cpu::MAILBOX + MAILBOX_COMMAND as u64,
+            &MAILBOX_NOOP.to_le_bytes(),
+        );
+        waiting -= 1;
+    }
 }
 
 /// A host actor's thread: its script's steps, racing the vCPUs; it waits while blocked.
@@ -347,7 +569,7 @@ fn host_thread(service: &Service<'_>, h: u8) -> u64 {
         if service.stopped() || service.ended() {
             return steps;
         }
-        let Some(t) = service.step(Choice::Host(h), |_| Ok(()), |_| {}) else {
+        let Some(t) = service.step(Choice::Host(h), |_| Ok(()), |_, _| None) else {
             return steps;
         };
         match t.stepped {
@@ -365,7 +587,13 @@ fn host_thread(service: &Service<'_>, h: u8) -> u64 {
 /// deadline, ends the run with a timeout. Once the run
 /// has ended, vCPUs get a grace period to write their reports and halt; then they are stopped.
 /// A stopped vCPU thread in KVM_RUN is kicked out with a signal, again until it leaves.
-fn watchdog(service: &Service<'_>, running: &AtomicU64, threads: &[AtomicU64], deadline: Instant) {
+fn watchdog(
+    service: &Service<'_>,
+    running: &AtomicU64,
+    threads: &[AtomicU64],
+    deadline: Instant,
+    poll: &mut dyn FnMut(),
+) {
     const GRACE: Duration = Duration::from_secs(2);
     let mut ended_at: Option<Instant> = None;
     let kicking = AtomicBool::new(false);
@@ -373,6 +601,7 @@ fn watchdog(service: &Service<'_>, running: &AtomicU64, threads: &[AtomicU64], d
         std::thread::sleep(Duration::from_millis(2));
         // The host's timer: a tick on every vCPU every 2 ms (an interrupt where one can land).
         service.tick();
+        poll();
         let now = Instant::now();
         if ended_at.is_none() && service.ended() {
             ended_at = Some(now);

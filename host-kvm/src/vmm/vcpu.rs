@@ -11,10 +11,24 @@
 //!   policy — until it retires with a status (RAX) or the fault path resumes the guest without
 //!   retiring it (RIP unchanged: the guest re-executes the TDCALL, as with the module);
 //! - TDG.VP.INFO and TDG.MEM.PAGE.ATTR.RD: answered from the model's configuration and S-EPT;
+//! - TDG.VP.VEINFO.GET: the #VE this thread delivered last, once (then TDX_NO_VALID_VE_INFO);
 //! - TDG.VP.VMCALL: GHCI's Instruction.IO (the console) and Instruction.HLT, and the hugesept
 //!   calls through which the payload hands over its memory operations, lazy-accept claims and
 //!   program ends ([`hugesept_core::payload::Call`]);
 //! - any other leaf: TDX_OPERAND_INVALID (operand RAX), counted.
+//!
+//! With `ud_tdcall` the VMM plays a host that raises #UD for TDCALL: it injects #UD at the
+//! instruction and the payload's handler forwards the call through the port.
+//!
+//! A guest memory operation is announced with a hugesept call (AccessBegin: the model steps
+//! the operation), then done with real loads and stores. Window pages the model does not map as
+//! accepted are not in the guest's view (src/vmm/service.rs), so where the model says the
+//! access faults, the real access exits here as an MMIO access at that page: the VMM finishes
+//! KVM's emulation of it without entering the guest, puts RIP back on the instruction, and
+//! answers as the TDX module and KVM would — #VE injected (its information for VEINFO.GET), or
+//! KVM's fault path run on this thread until it resumes the guest (the instruction runs again,
+//! and the model steps the access again), or the TD killed. An access the model lets through
+//! finds its pages mapped and never exits.
 //!
 //! Before the world steps a guest operation, the operation the payload issued is compared with
 //! the one the model's copy of the same guest program issues next; a difference ends the run as
@@ -25,7 +39,7 @@ use std::fmt::Write as _;
 use std::time::Duration;
 
 use hugesept_core::abi::{
-    Gpa, Gpaw, OperandId, PageLevel, StatusCode, TdcallLeaf, TdcallRax, TdxStatus,
+    Gpa, Gpaw, OperandId, PAGE_SIZE_4K, PageLevel, StatusCode, TdcallLeaf, TdcallRax, TdxStatus,
 };
 use hugesept_core::guest::{GuestEvent, GuestOp, GuestStep};
 use hugesept_core::payload::{
@@ -40,7 +54,7 @@ use kvm_ioctls::{VcpuExit, VcpuFd};
 
 use super::cpu::LOW_END;
 use super::memory::GuestMemory;
-use super::service::{RunEnd, Service};
+use super::service::{RunEnd, Service, Taken, ViewFix};
 use crate::scenario::ScenarioWorld;
 
 /// The TDCALL instruction.
@@ -67,6 +81,14 @@ pub struct VcpuStats {
     pub tdcalls: [u64; 5],
     /// ACCEPT exits the guest re-executes (not retired: the fault path resumed it).
     pub accept_reexecuted: u64,
+    /// Loads and stores on window pages the guest's view did not map (MMIO exits).
+    pub window_exits: u64,
+    /// #VEs injected.
+    pub ves: u64,
+    /// TDG.VP.VEINFO.GET calls.
+    pub veinfo_gets: u64,
+    /// #UDs injected at TDCALLs (`ud_tdcall`).
+    pub uds: u64,
     /// hugesept calls.
     pub hugesept_calls: u64,
     /// Port writes and reads to ports the VMM does not serve.
@@ -115,6 +137,8 @@ enum Answer {
     Retired(GuestEvent),
     /// The fault path resumed the guest: the instruction runs again.
     Retry,
+    /// The access exited to the host (the fault path has not run yet).
+    Exited,
     /// The next stage starts.
     NextStage,
     /// The program is over.
@@ -202,6 +226,37 @@ impl TdRegs {
     }
 }
 
+/// Where the model says an access faults, and what the VMM does when the real access gets there.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Fault {
+    /// #VE at this page (a PENDING page, #VE enabled).
+    Ve(u64),
+    /// An exit at this page: KVM's fault path runs (it maps the page, or kills the TD).
+    Exit(u64),
+}
+
+/// An access between its begin and end calls.
+#[derive(Debug, Clone, Copy)]
+struct Open {
+    req: AccessRequest,
+    /// The model's event, once it retired.
+    ev: Option<GuestEvent>,
+    /// The region whose gate it holds.
+    region: Option<usize>,
+    /// Where the real access is to exit next.
+    fault: Option<Fault>,
+    /// The page whose access took #VE.
+    ve_page: Option<u64>,
+}
+
+/// What TDG.VP.VEINFO.GET reports for the #VE this thread delivered (tdg_vp_veinfo_get.c: RCX
+/// exit reason, RDX exit qualification, R8 GLA, R9 GPA).
+#[derive(Debug, Clone, Copy)]
+struct VeInfo {
+    qualification: u64,
+    address: u64,
+}
+
 /// One vCPU thread's state.
 pub struct VcpuThread<'s, 'm> {
     index: u8,
@@ -210,8 +265,12 @@ pub struct VcpuThread<'s, 'm> {
     mem: &'m GuestMemory,
     gpaw: Gpaw,
     ve_disable: bool,
-    /// An access between its begin and end calls: the request, the model's event, its region.
-    open: Option<(AccessRequest, GuestEvent, Option<usize>)>,
+    /// Raise #UD for TDCALL (the payload forwards it by port).
+    ud_tdcall: bool,
+    /// An access between its begin and end calls.
+    open: Option<Open>,
+    /// The #VE information not yet read with TDG.VP.VEINFO.GET.
+    ve_info: Option<VeInfo>,
     /// The console line being written.
     line: String,
     /// The statistics.
@@ -219,8 +278,14 @@ pub struct VcpuThread<'s, 'm> {
 }
 
 impl<'s, 'm> VcpuThread<'s, 'm> {
-    /// vCPU `index` of `vcpus` over `service`.
-    pub fn new(index: u8, vcpus: u8, service: &'s Service<'m>, mem: &'m GuestMemory) -> Self {
+    /// vCPU `index` of `vcpus` over `service`; with `ud_tdcall`, TDCALL raises #UD.
+    pub fn new(
+        index: u8,
+        vcpus: u8,
+        service: &'s Service<'m>,
+        mem: &'m GuestMemory,
+        ud_tdcall: bool,
+    ) -> Self {
         let (gpaw, ve_disable) = service.with_world(|w| {
             let c = w.sept().config();
             (c.gpaw, c.pending_ve_disable)
@@ -232,7 +297,9 @@ impl<'s, 'm> VcpuThread<'s, 'm> {
             mem,
             gpaw,
             ve_disable,
+            ud_tdcall,
             open: None,
+            ve_info: None,
             line: String::new(),
             stats: VcpuStats::default(),
         }
@@ -281,9 +348,22 @@ impl<'s, 'm> VcpuThread<'s, 'm> {
             self.push_console(&l);
         }
         // An access left open by a stopped guest must not hold a region's gate.
-        if let Some((_, _, Some(r))) = self.open.take() {
+        self.close_open();
+    }
+
+    /// Ends the open access's hold on its region's gate (the access stays open).
+    fn close_gate(&mut self) {
+        if let Some(o) = self.open.as_mut()
+            && let Some(r) = o.region.take()
+        {
             self.service.close_gate(r);
         }
+    }
+
+    /// Forgets the open access, releasing its gate.
+    fn close_open(&mut self) -> Option<Open> {
+        self.close_gate();
+        self.open.take()
     }
 
     fn one_exit(&mut self, vcpu: &mut VcpuFd) -> Flow {
@@ -307,6 +387,7 @@ impl<'s, 'm> VcpuThread<'s, 'm> {
             Out(u16, [u8; 4], usize),
             In,
             Hlt,
+            Window(u64, bool),
             Other(String),
         }
         let exit = match vcpu.run() {
@@ -323,9 +404,8 @@ impl<'s, 'm> VcpuThread<'s, 'm> {
             }
             Ok(VcpuExit::Hlt) => Exit::Hlt,
             Ok(VcpuExit::Shutdown) => Exit::Other("triple fault (shutdown)".into()),
-            Ok(VcpuExit::MmioRead(a, _)) | Ok(VcpuExit::MmioWrite(a, _)) => {
-                Exit::Other(format!("access to unbacked GPA {a:#x}"))
-            }
+            Ok(VcpuExit::MmioRead(a, _)) => Exit::Window(a, false),
+            Ok(VcpuExit::MmioWrite(a, _)) => Exit::Window(a, true),
             Ok(other) => Exit::Other(format!("unexpected exit {other:?}")),
             Err(e) if e.errno() == libc::EINTR || e.errno() == libc::EAGAIN => {
                 return Flow::Continue;
@@ -345,8 +425,244 @@ impl<'s, 'm> VcpuThread<'s, 'm> {
                 Flow::Continue
             }
             Exit::Hlt => self.halted(),
+            Exit::Window(addr, write) => self.window_access(vcpu, addr, write),
             Exit::Other(what) => self.fault(what),
         }
+    }
+
+    /// Finishes KVM's emulation of the load the guest's instruction made (a KVM_RUN with
+    /// immediate_exit completes it without entering the guest; a string instruction's next
+    /// element can ask for another, answered the same way) and puts every register back as
+    /// `regs` held them at the exit: as far as the guest can tell, the instruction has not
+    /// happened. (KVM reports a load before its emulation writes anything back.)
+    fn cancel_access(&self, vcpu: &mut VcpuFd, regs: &kvm_regs) -> Result<(), String> {
+        /// More than a string instruction's elements in a page.
+        const MAX_COMPLETIONS: u32 = 1024;
+        vcpu.set_kvm_immediate_exit(1);
+        let mut done = Err("KVM_RUN (immediate exit) kept asking for MMIO".to_string());
+        for _ in 0..MAX_COMPLETIONS {
+            match vcpu.run() {
+                Ok(VcpuExit::MmioRead(..) | VcpuExit::MmioWrite(..)) => continue,
+                Ok(other) => {
+                    done = Err(format!("KVM_RUN (immediate exit) returned {other:?}"));
+                    break;
+                }
+                Err(e) if e.errno() == libc::EINTR => {
+                    done = Ok(());
+                    break;
+                }
+                Err(e) => {
+                    done = Err(format!("KVM_RUN (immediate exit): {e}"));
+                    break;
+                }
+            }
+        }
+        vcpu.set_kvm_immediate_exit(0);
+        done?;
+        vcpu.set_regs(regs)
+            .map_err(|e| format!("KVM_SET_REGS: {e}"))
+    }
+
+    /// Injects exception `vector` (no error code) at the next entry.
+    fn inject(&self, vcpu: &VcpuFd, vector: u8) -> Result<(), String> {
+        let mut ev = vcpu
+            .get_vcpu_events()
+            .map_err(|e| format!("KVM_GET_VCPU_EVENTS: {e}"))?;
+        ev.exception.injected = 1;
+        ev.exception.nr = vector;
+        ev.exception.has_error_code = 0;
+        ev.exception.pending = 0;
+        ev.exception.error_code = 0;
+        ev.flags = 0;
+        vcpu.set_vcpu_events(&ev)
+            .map_err(|e| format!("KVM_SET_VCPU_EVENTS: {e}"))
+    }
+
+    /// A load or store on a window page the guest's view does not map: the access the model
+    /// said faults there reaching the VMM for real.
+    fn window_access(&mut self, vcpu: &mut VcpuFd, addr: u64, write: bool) -> Flow {
+        self.stats.window_exits += 1;
+        let page = addr & !(PAGE_SIZE_4K - 1);
+        let regs = match vcpu.get_regs() {
+            Ok(r) => r,
+            Err(e) => {
+                self.service
+                    .finish(RunEnd::Vmm(format!("KVM_GET_REGS: {e}")));
+                return Flow::Stop;
+            }
+        };
+        let rip = regs.rip;
+        if write {
+            // KVM reports a store to memory it cannot map after emulating the instruction
+            // (its registers and RIP already moved on), so the VMM cannot give it the fault
+            // semantics of an EPT violation or a #VE. The payload loads from each page before
+            // it stores there (src/memory.rs in guest-td), which exits first.
+            self.close_gate();
+            let e = format!(
+                "a store at {addr:#x} (RIP {rip:#x}) reached a window page the guest's view does                  not map ({}) without a load of that page first: this VMM can stop a load                  there, but KVM has already emulated the store past its instruction",
+                self.service.page_state(page)
+            );
+            return self.fault(e);
+        }
+        let expected = self.open.as_ref().and_then(|o| o.fault);
+        match expected {
+            Some(Fault::Ve(p) | Fault::Exit(p)) if p == page => {}
+            _ => {
+                // Free the region first: a thread waiting for it holds the lock page_state takes.
+                self.close_gate();
+                let e = self.disagree(format!(
+                    "a {} at {addr:#x} (RIP {rip:#x}) exited ({}), but the model {}",
+                    if write { "store" } else { "load" },
+                    self.service.page_state(page),
+                    match expected {
+                        Some(Fault::Ve(p)) => format!("delivers #VE at {p:#x}"),
+                        Some(Fault::Exit(p)) => format!("exits at {p:#x}"),
+                        None if self.open.is_some() => "lets the access through".into(),
+                        None => "saw no access begin".into(),
+                    }
+                ));
+                self.service.finish(e);
+                return Flow::Stop;
+            }
+        }
+        if let Err(e) = self.cancel_access(vcpu, &regs) {
+            self.service.finish(RunEnd::Vmm(e));
+            return Flow::Stop;
+        }
+        // The guest is out of the guest's memory until it re-enters: the region's gate opens.
+        self.close_gate();
+        match expected {
+            Some(Fault::Ve(_)) => {
+                if self.ve_info.is_some() {
+                    return self.fault(
+                        "#VE while the last #VE's information was never read with \
+                         TDG.VP.VEINFO.GET (the TDX module injects #DF)"
+                            .into(),
+                    );
+                }
+                self.ve_info = Some(VeInfo {
+                    qualification: if write { 2 } else { 1 },
+                    address: addr,
+                });
+                if let Some(o) = self.open.as_mut() {
+                    o.fault = None;
+                    o.ve_page = Some(page);
+                }
+                self.stats.ves += 1;
+                match self.inject(vcpu, 20) {
+                    Ok(()) => Flow::Continue,
+                    Err(e) => {
+                        self.service.finish(RunEnd::Vmm(e));
+                        Flow::Stop
+                    }
+                }
+            }
+            _ => {
+                // KVM's fault path, on this thread, until it resumes the guest; then the model
+                // steps the access again, as the re-executed instruction is.
+                let Some(req) = self.open.as_ref().map(|o| o.req) else {
+                    return Flow::Stop;
+                };
+                match self.serve(Request::Access(req)) {
+                    Answer::Retry => {}
+                    _ => {
+                        self.stats.end = VcpuEnd::Stopped;
+                        return Flow::Stop;
+                    }
+                }
+                self.open = None;
+                match self.begin_access(req) {
+                    Some(o) => {
+                        self.open = Some(o);
+                        Flow::Continue
+                    }
+                    None => {
+                        self.stats.end = VcpuEnd::Stopped;
+                        Flow::Stop
+                    }
+                }
+            }
+        }
+    }
+
+    /// Steps the model's access `req` until it retires or exits; the open access it leaves
+    /// (its gate held, and where the real access is to fault), or `None` when the run ended.
+    fn begin_access(&mut self, req: AccessRequest) -> Option<Open> {
+        let service = self.service;
+        let mut region = None;
+        let mut fault_page = None;
+        let i = usize::from(self.index);
+        let answer = self.serve_with(Request::Access(req), true, &mut |t, w, before| {
+            // The step that decides the access: it retired, or it left the guest (exited).
+            let retired = matches!(
+                t.note.retired,
+                Some((
+                    GuestOp::Read(_) | GuestOp::Write { .. } | GuestOp::Verify { .. },
+                    _
+                ))
+            );
+            let exited = matches!(before, Some(VcpuState::InGuest { .. }))
+                && w.vcpus()
+                    .nth(i)
+                    .is_some_and(|v| matches!(v.state(), VcpuState::InHost(_)));
+            if !retired && !exited {
+                return None;
+            }
+            let faults = exited
+                || matches!(
+                    t.note.retired,
+                    Some((_, GuestEvent::VirtualizationException))
+                );
+            if faults {
+                fault_page = first_inaccessible(w, req);
+            }
+            // The service sets the guest's view of these pages as the model decided for this
+            // vCPU and opens the region's gate, under its lock: nothing changes the region's
+            // memory or mapping until the access ends or exits.
+            region = service.region_of(req.gpa);
+            Some(ViewFix {
+                start: req.gpa.raw(),
+                pages: req.level.pages_4k(),
+                fault: fault_page,
+                write: req.kind == AccessKind::Write,
+            })
+        });
+        let mut o = Open {
+            req,
+            ev: None,
+            region,
+            fault: None,
+            ve_page: None,
+        };
+        match answer {
+            Answer::Retired(GuestEvent::VirtualizationException) => {
+                o.ev = Some(GuestEvent::VirtualizationException);
+                o.fault = fault_page.map(Fault::Ve);
+            }
+            Answer::Retired(ev) => o.ev = Some(ev),
+            Answer::Exited => o.fault = fault_page.map(Fault::Exit),
+            _ => {
+                if let Some(g) = o.region {
+                    service.close_gate(g);
+                }
+                return None;
+            }
+        }
+        let faults =
+            o.ev == Some(GuestEvent::VirtualizationException) || matches!(answer, Answer::Exited);
+        if faults && o.fault.is_none() {
+            // The model faults, yet every page of the access is accepted: nothing the real
+            // access could exit at.
+            if let Some(g) = o.region {
+                service.close_gate(g);
+            }
+            let e = self.disagree(format!(
+                "the model's {req:?} faults, but no page of it is unmapped"
+            ));
+            service.finish(e);
+            return None;
+        }
+        Some(o)
     }
 
     /// KVM_EXIT_INTERNAL_ERROR: an emulation failure at a TDCALL is served; anything else
@@ -374,6 +690,17 @@ impl<'s, 'm> VcpuThread<'s, 'm> {
                  TDCALL",
                 regs.rip
             ));
+        }
+        if self.ud_tdcall {
+            // A host that raises #UD for TDCALL: the payload's handler forwards it by port.
+            self.stats.uds += 1;
+            return match self.inject(vcpu, 6) {
+                Ok(()) => Flow::Continue,
+                Err(e) => {
+                    self.service.finish(RunEnd::Vmm(e));
+                    Flow::Stop
+                }
+            };
         }
         self.stats.tdcall_exits += 1;
         let mut td = TdRegs::of(&regs);
@@ -524,6 +851,11 @@ impl<'s, 'm> VcpuThread<'s, 'm> {
                 let flow = self.vmcall(r);
                 (flow, true)
             }
+            TdcallLeaf::VpVeinfoGet => {
+                self.stats.veinfo_gets += 1;
+                veinfo_get(self.ve_info.take(), r);
+                (Flow::Continue, true)
+            }
             _ => {
                 self.stats.tdcalls[4] += 1;
                 r.rax = TdxStatus::with_operand(StatusCode::OperandInvalid, OperandId::RAX).raw();
@@ -596,19 +928,12 @@ impl<'s, 'm> VcpuThread<'s, 'm> {
                 if self.open.is_some() {
                     return self.fault("an access began inside another".into());
                 }
-                match self.serve(Request::Access(req)) {
-                    Answer::Retired(GuestEvent::VirtualizationException) => {
-                        r.r11 = AccessAnswer::VirtualizationException.code();
-                    }
-                    Answer::Retired(ev) => {
+                match self.begin_access(req) {
+                    Some(o) => {
+                        self.open = Some(o);
                         r.r11 = AccessAnswer::Go.code();
-                        r.r12 = match ev {
-                            GuestEvent::Read(c) => u64::from(c.raw()),
-                            _ => 0,
-                        };
                     }
-                    Answer::Retry => r.r11 = AccessAnswer::Retry.code(),
-                    _ => return stop(r),
+                    None => return stop(r),
                 }
             }
             Call::AccessEnd => {
@@ -616,14 +941,34 @@ impl<'s, 'm> VcpuThread<'s, 'm> {
                     r.r10 = VMCALL_INVALID_OPERAND;
                     return Flow::Continue;
                 };
-                let Some((req, ev, region)) = self.open.take() else {
+                let Some(o) = self.close_open() else {
                     return self.fault("an access ended that had not begun".into());
                 };
-                if let Some(g) = region {
-                    self.service.close_gate(g);
-                }
-                if let Some(what) = compare(req, ev, res) {
-                    self.service.finish(self.disagree(what));
+                let what = match (o.fault, o.ev) {
+                    (Some(f), _) => Some(format!(
+                        "the model's {:?} faults at {:#x} ({}), but the payload's access ended \
+                         without reaching that page",
+                        o.req,
+                        match f {
+                            Fault::Ve(p) | Fault::Exit(p) => p,
+                        },
+                        match f {
+                            Fault::Ve(_) => "#VE",
+                            Fault::Exit(_) => "an exit",
+                        }
+                    )),
+                    (None, Some(ev)) => compare(o.req, ev, res, o.ve_page),
+                    (None, None) => Some(format!("{:?} never retired in the model", o.req)),
+                };
+                if let Some(what) = what {
+                    let page = if res.page == Gpa(0) {
+                        o.req.gpa
+                    } else {
+                        res.page
+                    };
+                    let now = describe_page(self.mem, page.raw());
+                    self.service
+                        .finish(self.disagree(format!("{what} (the page holds {now} now)")));
                     return stop(r);
                 }
                 r.r11 = 0;
@@ -668,34 +1013,30 @@ impl<'s, 'm> VcpuThread<'s, 'm> {
     /// Steps this vCPU's actor until the request retires, the fault path resumes the guest,
     /// or the run ends.
     fn serve(&mut self, req: Request) -> Answer {
+        self.serve_with(req, false, &mut |_, _, _| None)
+    }
+
+    /// [`Self::serve`]; with `stop_at_exit`, also returns [`Answer::Exited`] when the request
+    /// (an access) exits to the host, before the fault path runs. `on_step` runs under the
+    /// service's lock after each step, shown the step, the world after it and this vCPU's state
+    /// before it; the [`ViewFix`] it returns goes to the service.
+    fn serve_with(&mut self, req: Request, stop_at_exit: bool, on_step: &mut OnStep<'_>) -> Answer {
         let i = self.index;
         let mut first = true;
         loop {
-            let mut state_before = None;
-            let mut stage_before = 0;
+            let before = std::cell::Cell::new((None, 0));
             let check = first;
-            let open = &mut self.open;
             let service = self.service;
             let taken = service.step(
                 Choice::Vcpu(i),
                 |w| {
                     let v = w.vcpus().nth(usize::from(i));
-                    state_before = v.map(|v| v.state());
-                    stage_before = v.map_or(0, |v| v.stage());
+                    before.set((v.map(|v| v.state()), v.map_or(0, |v| v.stage())));
                     if check { expect(w, i, req) } else { Ok(()) }
                 },
-                |t| {
-                    if let (Request::Access(r), Some((_, ev))) = (req, t.note.retired)
-                        && ev != GuestEvent::VirtualizationException
-                    {
-                        let region = service.region_of(r.gpa);
-                        if let Some(g) = region {
-                            service.open_gate(g);
-                        }
-                        *open = Some((r, ev, region));
-                    }
-                },
+                |t, w| on_step(t, w, before.get().0),
             );
+            let (state_before, stage_before) = before.get();
             let Some(t) = taken else {
                 return Answer::Stop;
             };
@@ -721,6 +1062,11 @@ impl<'s, 'm> VcpuThread<'s, 'm> {
                     self.service.wait_change(t.generation, WAIT);
                 }
                 (Stepped::Invalid, _, _) => return Answer::Stop,
+                (_, Some(VcpuState::InGuest { .. }), Some(VcpuState::InHost(_)))
+                    if stop_at_exit =>
+                {
+                    return Answer::Exited;
+                }
                 (_, Some(VcpuState::InHost(_)), Some(VcpuState::InGuest { .. })) => {
                     return Answer::Retry;
                 }
@@ -741,6 +1087,48 @@ impl<'s, 'm> VcpuThread<'s, 'm> {
                 _ => {}
             }
         }
+    }
+}
+
+/// What a vCPU thread runs after each step it takes, under the service's lock: shown the
+/// step, the world after it and the vCPU's state before it; a [`ViewFix`] it returns goes to
+/// the service.
+type OnStep<'a> = dyn FnMut(&Taken, &ScenarioWorld, Option<VcpuState>) -> Option<ViewFix> + 'a;
+
+/// The first page of `req`'s range the S-EPT model does not map as an accepted leaf: where
+/// the real access stops.
+fn first_inaccessible(w: &ScenarioWorld, req: AccessRequest) -> Option<u64> {
+    use hugesept_core::abi::SeptEntryState;
+    (0..u64::from(req.level.pages_4k()))
+        .map(|k| req.gpa.raw() + k * PAGE_SIZE_4K)
+        .find(|&p| {
+            !w.sept()
+                .mapping(Gpa(p))
+                .is_ok_and(|m| m.state == SeptEntryState::Mapped)
+        })
+}
+
+/// TDG.VP.VEINFO.GET (tdg_vp_veinfo_get.c): for the #VE delivered last, RCX the exit reason
+/// (48, an EPT violation), RDX the exit qualification (bit 0 a read, bit 1 a write), R8 the
+/// guest linear address and R9 the guest physical address (the payload runs identity-mapped:
+/// both the address the access exited at), R10 0 (instruction length and information are not
+/// defined for an EPT violation); then the information is gone: TDX_NO_VALID_VE_INFO, outputs
+/// zeroed.
+fn veinfo_get(info: Option<VeInfo>, r: &mut TdRegs) {
+    r.rcx = 0;
+    r.rdx = 0;
+    r.r8 = 0;
+    r.r9 = 0;
+    r.r10 = 0;
+    match info {
+        Some(v) => {
+            r.rax = 0;
+            r.rcx = hugesept_core::payload::VE_EXIT_REASON_EPT_VIOLATION;
+            r.rdx = v.qualification;
+            r.r8 = v.address;
+            r.r9 = v.address;
+        }
+        None => r.rax = TdxStatus::new(StatusCode::NoValidVeInfo, 0).raw(),
     }
 }
 
@@ -828,14 +1216,66 @@ fn expect(w: &ScenarioWorld, i: u8, req: Request) -> Result<(), RunEnd> {
     }
 }
 
-/// What the payload's loads and stores saw against what the model's step retired with; a
-/// difference, in words.
-fn compare(req: AccessRequest, model: GuestEvent, real: AccessResult) -> Option<String> {
+/// What the 4K page at `gpa` holds, as runs of equal words (for a disagreement's message).
+fn describe_page(mem: &GuestMemory, gpa: u64) -> String {
+    let mut b = vec![0u8; PAGE_SIZE_4K as usize];
+    if let Err(e) = mem.read(gpa & !(PAGE_SIZE_4K - 1), &mut b) {
+        return e.to_string();
+    }
+    let words: Vec<u64> = b
+        .chunks_exact(8)
+        .map(|c| u64::from_le_bytes(c.try_into().unwrap_or([0; 8])))
+        .collect();
+    let mut runs: Vec<String> = Vec::new();
+    let mut i = 0;
+    while i < words.len() {
+        let w = words[i];
+        let mut j = i + 1;
+        while j < words.len() && words[j] == w {
+            j += 1;
+        }
+        let what = match hugesept_core::payload::page_content([w]) {
+            Some(c) => c.to_string(),
+            None => format!("{w:#x}"),
+        };
+        runs.push(format!("words {i}..{j}: {what}"));
+        i = j;
+        if runs.len() == 8 && i < words.len() {
+            runs.push("…".into());
+            break;
+        }
+    }
+    runs.join(", ")
+}
+
+/// What the payload's loads and stores saw against what the model's step retired with (and
+/// the page at which this VMM delivered #VE, if it did); a difference, in words.
+fn compare(
+    req: AccessRequest,
+    model: GuestEvent,
+    real: AccessResult,
+    ve_page: Option<u64>,
+) -> Option<String> {
     if real.kind != req.kind {
         return Some(format!(
             "an access of kind {:?} ended as {:?}",
             req.kind, real.kind
         ));
+    }
+    match (model, ve_page, real.ve) {
+        (GuestEvent::VirtualizationException, Some(p), true) if real.page.raw() == p => {
+            return None;
+        }
+        (GuestEvent::VirtualizationException, _, _) | (_, _, true) => {
+            return Some(format!(
+                "the payload's {:?} reported {} at {}; the model's ended as {model:?} (#VE \
+                 delivered at {ve_page:x?})",
+                req.kind,
+                if real.ve { "#VE" } else { "no #VE" },
+                real.page
+            ));
+        }
+        _ => {}
     }
     let show = |c: Option<Content>| {
         c.map_or("unreadable (torn or foreign) data".into(), |c| {

@@ -9,6 +9,11 @@
 //! Everything here decodes arbitrary bytes and words: a block or report that does not hold
 //! together is a typed [`BootError`] / [`ReportError`], never a panic or a partial value.
 
+pub mod acpi;
+mod bytes;
+pub mod hob;
+pub mod log;
+
 use core::fmt;
 
 use crate::abi::{Gpa, PAGE_SIZE_4K, PageLevel};
@@ -17,8 +22,16 @@ use crate::sept::Content;
 
 /// The boot block's first word: "hugesept" in ASCII, little-endian.
 pub const BOOT_MAGIC: u64 = u64::from_le_bytes(*b"hugesept");
-/// The boot block's format version this build writes and reads.
-pub const BOOT_VERSION: u32 = 1;
+/// The boot block's format version this build writes and reads (2: the ACPI tables' RSDP at
+/// header offset 48, reserved in 1).
+pub const BOOT_VERSION: u32 = 2;
+/// RDX at the payload's entry when the hugesept VMM enters it ("hsvmmrdx"): the VMM's entry
+/// (RDI the vCPU index, RSI the boot block) and td-shim's (RDI the HOB list, RSI the payload's
+/// load address; RDX is not part of td-shim's convention) share the ELF's entry point.
+pub const ENTRY_MAGIC: u64 = u64::from_le_bytes(*b"hsvmmrdx");
+/// The exit reason #VE information carries for a guest access to a PENDING page (an EPT
+/// violation, basic exit reason 48; TDG.VP.VEINFO.GET's RCX).
+pub const VE_EXIT_REASON_EPT_VIOLATION: u64 = 48;
 /// vCPUs a boot block describes at most.
 pub const MAX_BOOT_VCPUS: usize = 64;
 /// Program stages per vCPU at most (the world's [`crate::world::MAX_STAGES`]).
@@ -32,11 +45,9 @@ pub const BOOT_VCPU_SIZE: usize = 8 + MAX_BOOT_STAGES * BOOT_STAGE_SIZE;
 /// The largest block: the header and [`MAX_BOOT_VCPUS`] entries.
 pub const BOOT_MAX_SIZE: usize = BOOT_HEADER_SIZE + MAX_BOOT_VCPUS * BOOT_VCPU_SIZE;
 
-/// Boot flag: the payload forwards every TDCALL through [`TDCALL_PORT`] instead of executing
-/// the instruction (the path a #UD handler takes on hosts that deliver #UD for TDCALL).
-pub const BOOT_FLAG_TDCALL_BY_PORT: u32 = 1 << 0;
-/// The flags this version defines.
-pub const BOOT_FLAGS_KNOWN: u32 = BOOT_FLAG_TDCALL_BY_PORT;
+/// The flags this version defines: none (version 1's bit 0, "forward every TDCALL by port", is
+/// gone: a payload forwards a TDCALL when it takes #UD on it).
+pub const BOOT_FLAGS_KNOWN: u32 = 0;
 
 /// Stage flag: the program writes and checks content markers.
 const STAGE_MARKERS: u8 = 1 << 0;
@@ -77,8 +88,12 @@ pub const GHCI_IO: u64 = 30;
 /// call the VMM refuses).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Call {
-    /// A guest memory operation begins: an [`AccessRequest`] in R12/R13. Answers R11 an
-    /// [`AccessAnswer`] code, R12 the raw content the model's read returned.
+    /// A guest memory operation begins: an [`AccessRequest`] in R12/R13, the operation the
+    /// payload is about to perform with real loads and stores. Answers R11 an [`AccessAnswer`]
+    /// code. The access itself reaches the model for real: the VMM keeps every window page the
+    /// model does not have accepted out of the guest's mapping, so a load or store there exits,
+    /// and the VMM answers it as the TDX module and KVM would (#VE, an EPT violation KVM
+    /// resolves while the instruction waits, or the TD killed).
     AccessBegin,
     /// The operation's real loads or stores are done: an [`AccessResult`] in R12/R13, which the
     /// VMM compares with the model. Answers R11 0 (go on) or [`AccessAnswer::Stop`]'s code.
@@ -101,6 +116,12 @@ pub const FAULT_PANIC: u64 = 0xffff_0000;
 pub const FAULT_NO_PROGRAM: u64 = 0xffff_0001;
 /// [`Call::Fault`]'s code for an answer the payload cannot use (the VMM broke the protocol).
 pub const FAULT_PROTOCOL: u64 = 0xffff_0002;
+/// [`Call::Fault`]'s code for an exception the payload has no handler for: this | the vector
+/// (R13: RIP).
+pub const FAULT_EXCEPTION: u64 = 0xffff_0100;
+/// [`Call::Fault`]'s code for the vCPUs the payload could not wake (no MADT, no mailbox, no
+/// processor with the vCPU's APIC ID): this | the vCPU (R13: the ACPI error's code).
+pub const FAULT_SMP: u64 = 0xffff_0200;
 
 /// A memory operation as [`Call::AccessBegin`] carries it: R12 = kind (bits 7:0) | level
 /// (15:8) | content raw (31:16), R13 = the GPA.
@@ -146,17 +167,20 @@ impl AccessRequest {
 }
 
 /// What the payload's real loads and stores saw, as [`Call::AccessEnd`] carries it: R12 = kind
-/// (bits 7:0) | 1 << 8 when a page's words encode no content | the content found (31:16), R13
-/// = the page it is about (a read's page, a verify's first page without its marker, or 0 when
-/// every page held it).
+/// (bits 7:0) | 1 << 8 when a page's words encode no content | 1 << 9 when an access took #VE
+/// | the content found (31:16), R13 = the page it is about (a read's page, a verify's first
+/// page without its marker, the page whose access took #VE, or 0 when every page held it).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct AccessResult {
     /// The operation.
     pub kind: AccessKind,
-    /// The content found: `None` when the words were torn or foreign.
+    /// The content found: `None` when the words were torn or foreign (or #VE came first).
     pub found: Option<Content>,
     /// The page (0 for a write or a verify that found every marker).
     pub page: Gpa,
+    /// A load or store took #VE at `page` (the payload's handler read the cause with
+    /// TDG.VP.VEINFO.GET and the operation stopped there).
+    pub ve: bool,
 }
 
 impl AccessResult {
@@ -166,7 +190,8 @@ impl AccessResult {
             Some(c) => (c.raw() as u64) << 16,
             None => 1 << 8,
         };
-        (self.kind.code() | found, self.page.raw())
+        let ve = if self.ve { 1 << 9 } else { 0 };
+        (self.kind.code() | found | ve, self.page.raw())
     }
 
     /// From R12 and R13 (any values).
@@ -174,7 +199,7 @@ impl AccessResult {
         let Some(kind) = AccessKind::from_code(r12 & 0xff) else {
             return None;
         };
-        if r12 >> 32 != 0 || (r12 >> 9) & 0x7f != 0 {
+        if r12 >> 32 != 0 || (r12 >> 10) & 0x3f != 0 {
             return None;
         }
         let found = if r12 & (1 << 8) != 0 {
@@ -186,6 +211,7 @@ impl AccessResult {
             kind,
             found,
             page: Gpa(r13),
+            ve: r12 & (1 << 9) != 0,
         })
     }
 }
@@ -250,24 +276,18 @@ impl AccessKind {
 /// The VMM's answer to [`Call::AccessBegin`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum AccessAnswer {
-    /// The access retired: do the loads or stores now and report with [`Call::AccessEnd`].
+    /// Do the loads or stores now (they may take #VE) and report with [`Call::AccessEnd`].
     Go,
-    /// The access raised #VE (a PENDING page with #VE enabled): no loads or stores.
-    VirtualizationException,
-    /// The access exited to the host, which resolved the fault: issue it again (the real
-    /// instruction would re-execute).
-    Retry,
     /// The VM is over (killed, bugged, or the run stopped): halt.
     Stop,
 }
 
 impl AccessAnswer {
-    /// The code in R11.
+    /// The code in R11 (1 and 2 were the answers of version 1, before accesses reached the
+    /// model for real).
     pub const fn code(self) -> u64 {
         match self {
             AccessAnswer::Go => 0,
-            AccessAnswer::VirtualizationException => 1,
-            AccessAnswer::Retry => 2,
             AccessAnswer::Stop => 3,
         }
     }
@@ -276,8 +296,6 @@ impl AccessAnswer {
     pub const fn from_code(c: u64) -> Option<AccessAnswer> {
         Some(match c {
             0 => AccessAnswer::Go,
-            1 => AccessAnswer::VirtualizationException,
-            2 => AccessAnswer::Retry,
             3 => AccessAnswer::Stop,
             _ => return None,
         })
@@ -371,6 +389,8 @@ pub enum BootError {
     Stride(u8, u8),
     /// The destination is too small for the block.
     Space,
+    /// The ACPI RSDP's address is unaligned, above 4 GiB or inside the window.
+    Acpi,
 }
 
 impl BootError {
@@ -392,6 +412,7 @@ impl BootError {
             BootError::Range(v, s) => (12, v, s),
             BootError::Stride(v, s) => (13, v, s),
             BootError::Space => (14, 0, 0),
+            BootError::Acpi => (15, 0, 0),
         };
         (k << 8) | ((v as u64) << 16) | ((s as u64) << 24)
     }
@@ -418,6 +439,7 @@ impl BootError {
             12 => BootError::Range(v, s),
             13 => BootError::Stride(v, s),
             14 => BootError::Space,
+            15 => BootError::Acpi,
             _ => return None,
         })
     }
@@ -445,6 +467,7 @@ impl fmt::Display for BootError {
             }
             BootError::Stride(v, s) => write!(f, "vCPU {v} stage {s}: stride or tag out of range"),
             BootError::Space => f.write_str("no room for the boot block"),
+            BootError::Acpi => f.write_str("the ACPI RSDP's address is unusable"),
         }
     }
 }
@@ -554,7 +577,7 @@ impl VcpuProgram {
 /// The boot-info block.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct BootInfo {
-    /// [`BOOT_FLAG_TDCALL_BY_PORT`] and the like.
+    /// Flags ([`BOOT_FLAGS_KNOWN`]: none defined).
     pub flags: u32,
     /// The private memory the programs accept: [start, end), 2M aligned.
     pub window: (Gpa, Gpa),
@@ -563,6 +586,9 @@ pub struct BootInfo {
     pub report: Gpa,
     /// How many vCPUs run.
     pub vcpus: u8,
+    /// The ACPI tables' RSDP (4-byte aligned, below 4 GiB, outside the window), through whose
+    /// MADT the boot vCPU wakes the others ([`acpi`]); `Gpa(0)` when there are none (one vCPU).
+    pub acpi: Gpa,
     /// Their programs (the first `vcpus` entries).
     pub programs: [VcpuProgram; MAX_BOOT_VCPUS],
 }
@@ -655,6 +681,7 @@ impl BootInfo {
         put(b, 24, &self.window.0.raw().to_le_bytes())?;
         put(b, 32, &self.window.1.raw().to_le_bytes())?;
         put(b, 40, &self.report.raw().to_le_bytes())?;
+        put(b, 48, &self.acpi.raw().to_le_bytes())?;
         for (i, p) in self.programs.iter().take(n).enumerate() {
             let at = vcpu_at(i);
             put(b, at, &[p.len() as u8])?;
@@ -733,8 +760,13 @@ impl BootInfo {
         if report & (PAGE_SIZE_4K - 1) != 0 || (report < we && report_end > ws) {
             return Err(BootError::Report);
         }
-        if word(48)? != 0 {
-            return Err(BootError::Reserved(0, 255));
+        let acpi = word(48)?;
+        if acpi != 0
+            && (acpi & 3 != 0
+                || acpi >= 1 << 32
+                || (acpi.saturating_add(acpi::RSDP_SIZE as u64) > ws && acpi < we))
+        {
+            return Err(BootError::Acpi);
         }
         let mut programs = [VcpuProgram::default(); MAX_BOOT_VCPUS];
         for (i, p) in programs.iter_mut().take(n).enumerate() {
@@ -771,6 +803,7 @@ impl BootInfo {
             window: (Gpa(ws), Gpa(we)),
             report: Gpa(report),
             vcpus: n as u8,
+            acpi: Gpa(acpi),
             programs,
         })
     }
@@ -1157,10 +1190,11 @@ mod tests {
         });
         programs[1].stages[0] = Some(spec(GuestKind::Adversarial, 0x4020_1000, 0x4020_2000));
         BootInfo {
-            flags: BOOT_FLAG_TDCALL_BY_PORT,
+            flags: 0,
             window: (Gpa(0x4000_0000), Gpa(0x4080_0000)),
             report: Gpa(0x8000),
             vcpus: 2,
+            acpi: Gpa(0xe_0000),
             programs,
         }
     }
@@ -1198,7 +1232,15 @@ mod tests {
             BootInfo::decode(&buf[..n])
         };
         let stage0 = BOOT_HEADER_SIZE + 8;
-        assert_eq!(edit(8, &2u32.to_le_bytes()), Err(BootError::Version(2)));
+        assert_eq!(edit(8, &1u32.to_le_bytes()), Err(BootError::Version(1)));
+        assert_eq!(edit(8, &3u32.to_le_bytes()), Err(BootError::Version(3)));
+        assert_eq!(edit(48, &0xe_0002u64.to_le_bytes()), Err(BootError::Acpi));
+        assert_eq!(edit(48, &(1u64 << 32).to_le_bytes()), Err(BootError::Acpi));
+        assert_eq!(
+            edit(48, &0x4000_1000u64.to_le_bytes()),
+            Err(BootError::Acpi)
+        );
+        assert!(edit(48, &0u64.to_le_bytes()).is_ok());
         assert_eq!(edit(20, &4u32.to_le_bytes()), Err(BootError::Flags));
         assert_eq!(edit(16, &3u32.to_le_bytes()), Err(BootError::Vcpus));
         assert_eq!(edit(24, &0x1000u64.to_le_bytes()), Err(BootError::Window));
@@ -1307,14 +1349,12 @@ mod tests {
             assert_eq!(Call::from_number(c.number()), Some(c));
         }
         assert_eq!(Call::from_number(0), None);
-        for a in [
-            AccessAnswer::Go,
-            AccessAnswer::VirtualizationException,
-            AccessAnswer::Retry,
-            AccessAnswer::Stop,
-        ] {
+        for a in [AccessAnswer::Go, AccessAnswer::Stop] {
             assert_eq!(AccessAnswer::from_code(a.code()), Some(a));
         }
+        // Version 1's #VE and retry answers are gone: a payload that gets them stops.
+        assert_eq!(AccessAnswer::from_code(1), None);
+        assert_eq!(AccessAnswer::from_code(2), None);
         for k in GuestKind::ALL {
             assert_eq!(kind_from_code(kind_code(k)), Some(k));
         }
@@ -1329,14 +1369,18 @@ mod tests {
         assert_eq!(AccessRequest::decode(u64::MAX, 0), None);
         assert_eq!(AccessRequest::decode(0, 0), None);
         for found in [None, Some(Content::ZERO), Some(Content::data(3))] {
-            let r = AccessResult {
-                kind: AccessKind::Read,
-                found,
-                page: Gpa(0x4000_1000),
-            };
-            let (a, b) = r.encode();
-            assert_eq!(AccessResult::decode(a, b), Some(r));
+            for ve in [false, true] {
+                let r = AccessResult {
+                    kind: AccessKind::Read,
+                    found,
+                    page: Gpa(0x4000_1000),
+                    ve,
+                };
+                let (a, b) = r.encode();
+                assert_eq!(AccessResult::decode(a, b), Some(r));
+            }
         }
+        assert_eq!(AccessResult::decode(1 | 1 << 10, 0), None);
         assert_eq!(AccessResult::decode(u64::MAX, 0), None);
     }
 }
