@@ -485,16 +485,16 @@ fn audit() -> Result<PathBuf> {
 /// Whether QEMU's KVM acceleration failed to boot a guest earlier in this run.
 static KVM_FAILED: AtomicBool = AtomicBool::new(false);
 
-/// Runs QEMU with `args` until it exits or `limit` passes, returning the serial console's text.
-/// With /dev/kvm it first tries `-accel kvm`: a boot that shows no `progress` marker within
+/// Runs QEMU with `args` until it exits or `limit` passes, returning the serial console's text
+/// and QEMU's exit status. With /dev/kvm it first tries `-accel kvm`: a boot that shows no `progress` marker within
 /// `kvm_probe` is stopped and the run repeated under TCG (and TCG used for the rest of the run).
-fn qemu(
+pub(crate) fn qemu(
     what: &str,
     args: &[String],
     progress: &str,
     kvm_probe: Duration,
     limit: Duration,
-) -> Result<String> {
+) -> Result<(String, std::process::ExitStatus)> {
     let kvm = fs::File::open("/dev/kvm").is_ok() && !KVM_FAILED.load(Ordering::Relaxed);
     let accels: &[&str] = if kvm { &["kvm", "tcg"] } else { &["tcg"] };
     for accel in accels {
@@ -549,7 +549,7 @@ fn qemu(
             start.elapsed().as_secs_f64(),
             log.display()
         );
-        return Ok(text);
+        return Ok((text, status));
     }
     Err(format!("{what}: QEMU did not run"))
 }
@@ -649,7 +649,7 @@ fn kmod() -> Result {
         "console=ttyS0 quiet loglevel=7 panic=-1".into(),
     ])
     .collect();
-    let log = qemu(
+    let (log, _) = qemu(
         "kernel module",
         &args,
         "Linux version",
@@ -723,7 +723,7 @@ fn uefi() -> Result {
         format!("format=raw,file=fat:rw:{}", esp.display()),
     ])
     .collect();
-    let log = qemu(
+    let (log, _) = qemu(
         "UEFI application",
         &args,
         "hugesept",

@@ -7,6 +7,8 @@
 //! - `test`: setup, then everything CI checks: fmt, clippy, tests, docs, the bare-metal builds,
 //!   a shortened CLI soak, the fuzz targets and their corpus.
 //! - `guest`: build the TD payload.
+//! - `pvh`: build the TD payload and boot it in QEMU (`-machine microvm`) through its PVH note,
+//!   outside a TD: it must say "not a TD" and exit through isa-debug-exit.
 //! - `ffi [header [--write] | c-test | audit | kmod | uefi]`: the C ABI's checks ([`ffi`]): the
 //!   generated header, the C test program, the bare-metal symbol audit, the kernel module
 //!   booted in QEMU, the UEFI application under OVMF.
@@ -43,12 +45,15 @@ fn main() -> ExitCode {
         Some("demo") => setup().and_then(|()| demo()),
         Some("test") => setup().and_then(|()| test()),
         Some("guest") => setup().and_then(|()| build_guest()),
+        Some("pvh") => setup()
+            .and_then(|()| build_guest())
+            .and_then(|()| pvh_smoke()),
         Some("fuzz") => setup().and_then(|()| fuzz(&args[1..])),
         Some("ffi") => setup().and_then(|()| ffi::ffi(&args[1..])),
         Some("soak") => soak::soak(&args[1..], &root()),
         _ => {
             eprintln!(
-                "usage: cargo xtask <setup | demo | test | guest | fuzz [--seconds N] [TARGET...] \
+                "usage: cargo xtask <setup | demo | test | guest | pvh | fuzz [--seconds N] [TARGET...] \
                  | ffi [header [--write] | c-test | audit | kmod | uefi] \
                  | soak [--runs N] [--seed S] [--timeout SECS]>"
             );
@@ -381,6 +386,59 @@ fn build_guest() -> Result {
     Ok(())
 }
 
+/// The payload's exit byte outside a TD (guest-td/src/main.rs, `EXIT_NOT_A_TD`): QEMU's
+/// isa-debug-exit turns byte `v` into exit status `(v << 1) | 1`.
+const PVH_EXIT_NOT_A_TD: i32 = (0x13 << 1) | 1;
+
+/// Boots the payload's ELF in QEMU through its PVH note (Xen ELF note 18), on the microvm machine
+/// with only a serial port and isa-debug-exit: outside a TD it must find no TDX CPUID leaf, say
+/// so on the console and exit with its "not a TD" byte.
+fn pvh_smoke() -> Result {
+    let elf = root().join("guest-td/target/x86_64-unknown-none/release/hugesept-guest-td");
+    let args: Vec<String> = [
+        "-machine",
+        "microvm",
+        "-cpu",
+        "qemu64",
+        "-m",
+        "64",
+        "-nographic",
+        "-no-reboot",
+        "-nodefaults",
+        "-serial",
+        "stdio",
+        "-device",
+        "isa-debug-exit,iobase=0xf4,iosize=0x04",
+        "-kernel",
+    ]
+    .into_iter()
+    .map(String::from)
+    .chain([elf.display().to_string()])
+    .collect();
+    let (console, status) = ffi::qemu(
+        "PVH boot of the payload",
+        &args,
+        "hugesept-guest-td",
+        std::time::Duration::from_secs(20),
+        std::time::Duration::from_secs(120),
+    )?;
+    for l in console.lines().filter(|l| l.contains("hugesept-guest-td")) {
+        eprintln!("{}", l.trim_matches(|c: char| c.is_control()));
+    }
+    if !console.contains("hugesept-guest-td: PVH entry") || !console.contains("not a TD") {
+        return Err(format!(
+            "the payload booted through PVH did not report \"not a TD\"; its console:\n{console}"
+        ));
+    }
+    match status.code() {
+        Some(PVH_EXIT_NOT_A_TD) => Ok(()),
+        other => Err(format!(
+            "QEMU exited with {other:?}, not the payload's \"not a TD\" exit \
+             ({PVH_EXIT_NOT_A_TD})"
+        )),
+    }
+}
+
 fn fuzz_targets() -> Result<Vec<String>> {
     let dir = root().join("fuzz/fuzz_targets");
     let mut names: Vec<String> = fs::read_dir(&dir)
@@ -570,6 +628,10 @@ fn test() -> Result {
     // (HUGESEPT_REQUIRE_KVM turns their "skipped" into a failure); where it does not, they
     // say so.
     check("guest-td build", Box::new(build_guest));
+    check(
+        "guest-td PVH boot in QEMU (microvm, outside a TD)",
+        Box::new(pvh_smoke),
+    );
     check(
         "tests (workspace; the VMM's on /dev/kvm)",
         Box::new(|| {
