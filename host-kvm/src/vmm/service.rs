@@ -889,44 +889,31 @@ mod tests {
         assert_eq!(s.gates[1].load(Ordering::SeqCst), 2);
         s.close_gate(1);
         s.close_gate(1);
+        // An access (`write` or not) that begins while region 1 is held returns only once the
+        // holder closes its gate.
+        let waits_for_the_holder = |write: bool, what: &str| {
+            let done = AtomicBool::new(false);
+            std::thread::scope(|t| {
+                let h = t.spawn(|| {
+                    view(&s, write).unwrap();
+                    done.store(true, Ordering::SeqCst);
+                });
+                for _ in 0..1000 {
+                    std::thread::yield_now();
+                    assert!(!done.load(Ordering::SeqCst), "{what}");
+                }
+                s.close_gate(1);
+                h.join().unwrap();
+            });
+            assert!(done.load(Ordering::SeqCst));
+        };
         // A write takes it alone; a read that begins meanwhile returns only after its end.
         view(&s, true).unwrap();
         assert_eq!(s.gates[1].load(Ordering::SeqCst), GATE_WRITE | 1);
-        let read_done = AtomicBool::new(false);
-        std::thread::scope(|t| {
-            let h = t.spawn(|| {
-                view(&s, false).unwrap();
-                read_done.store(true, Ordering::SeqCst);
-            });
-            for _ in 0..1000 {
-                std::thread::yield_now();
-                assert!(
-                    !read_done.load(Ordering::SeqCst),
-                    "a read began inside a write"
-                );
-            }
-            s.close_gate(1);
-            h.join().unwrap();
-        });
-        assert!(read_done.load(Ordering::SeqCst));
+        waits_for_the_holder(false, "a read began inside a write");
         assert_eq!(s.gates[1].load(Ordering::SeqCst), 1);
         // And a write waits for the read.
-        let write_done = AtomicBool::new(false);
-        std::thread::scope(|t| {
-            let h = t.spawn(|| {
-                view(&s, true).unwrap();
-                write_done.store(true, Ordering::SeqCst);
-            });
-            for _ in 0..1000 {
-                std::thread::yield_now();
-                assert!(
-                    !write_done.load(Ordering::SeqCst),
-                    "a write began inside a read"
-                );
-            }
-            s.close_gate(1);
-            h.join().unwrap();
-        });
+        waits_for_the_holder(true, "a write began inside a read");
         assert_eq!(s.gates[1].load(Ordering::SeqCst), GATE_WRITE | 1);
         s.close_gate(1);
         assert_eq!(s.gates[1].load(Ordering::SeqCst), 0);
