@@ -13,6 +13,11 @@ impl<S: KvmStorage + Clone> Snapshot for Kvm<S> {
     /// Copies what `d` names from `other`, and the fields outside the regions.
     fn copy_changed(&mut self, other: &Self, d: &Dirty) {
         let d = *d;
+        // A pool that grew (or, reverted, shrinks back) first: tables are copied by index.
+        let n = other.storage.tables().len();
+        if self.storage.tables().len() != n {
+            self.storage.set_table_count(n);
+        }
         if copy_changed_regions(
             self.storage.regions_and_tables_mut(),
             (other.storage.regions(), other.storage.tables()),

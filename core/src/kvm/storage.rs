@@ -2,7 +2,7 @@
 //! 4K tables with their digests, and the storage trait over fixed arrays or slices.
 
 use crate::abi::{ENTRIES_PER_TABLE, PageLevel};
-use crate::sept::{Storage, TableRef};
+use crate::sept::{Storage, TablePool, TableRef};
 
 use super::LpageInfo;
 /// A mirror SPTE, as far as the fault path cares: not present, a leaf, or a table; and whether
@@ -220,7 +220,8 @@ impl crate::sept::Digested for MirrorTable {
     }
 }
 
-/// Where KVM's per-range records live. Slices keep their lengths.
+/// Where KVM's per-range records live. The 1G and 2M records keep their lengths; the pool of
+/// mirror tables may grow ([`TablePool`](crate::sept::TablePool)).
 pub trait KvmStorage {
     /// 1G records, one per 1 GiB range the window touches.
     fn gigs(&self) -> &[KvmGig];
@@ -236,13 +237,25 @@ pub trait KvmStorage {
     fn tables_mut(&mut self) -> &mut [MirrorTable];
     /// The regions and the pool, mutable together.
     fn regions_and_tables_mut(&mut self) -> (&mut [KvmRegion], &mut [MirrorTable]);
+    /// Appends a free table to a pool that may grow.
+    fn grow_tables(&mut self) -> bool {
+        false
+    }
+    /// Whether the pool may still grow.
+    fn can_grow_tables(&self) -> bool {
+        false
+    }
+    /// Brings a pool that may grow to `n` tables.
+    fn set_table_count(&mut self, n: usize) {
+        let _ = n;
+    }
 }
 
 impl<G, R, T> KvmStorage for Storage<G, R, T>
 where
     G: AsRef<[KvmGig]> + AsMut<[KvmGig]>,
     R: AsRef<[KvmRegion]> + AsMut<[KvmRegion]>,
-    T: AsRef<[MirrorTable]> + AsMut<[MirrorTable]>,
+    T: TablePool<MirrorTable>,
 {
     fn gigs(&self) -> &[KvmGig] {
         self.parts().0.as_ref()
@@ -265,6 +278,15 @@ where
     fn regions_and_tables_mut(&mut self) -> (&mut [KvmRegion], &mut [MirrorTable]) {
         let (_, r, t) = self.parts_mut();
         (r.as_mut(), t.as_mut())
+    }
+    fn grow_tables(&mut self) -> bool {
+        self.parts_mut().2.grow(MirrorTable::EMPTY)
+    }
+    fn can_grow_tables(&self) -> bool {
+        self.parts().2.can_grow()
+    }
+    fn set_table_count(&mut self, n: usize) {
+        self.parts_mut().2.resize(n, MirrorTable::EMPTY);
     }
 }
 

@@ -299,20 +299,27 @@ impl<S: KvmStorage> Kvm<S> {
     }
 
     /// Whether splitting the 2M mirror leaf of `gfn`'s region would find a table: the region
-    /// has one (mixed attributes) or the pool has a free one.
+    /// has one (mixed attributes), the pool has a free one, or it may grow by one.
     pub fn can_split(&self, gfn: Gfn) -> bool {
         self.region_of(gfn)
             .is_some_and(|r| r.table.index().is_some())
             || self.storage.tables().iter().any(|t| !t.in_use)
+            || self.storage.can_grow_tables()
     }
 
     fn alloc_table(&mut self) -> Result<usize, KvmError> {
-        let t = self
-            .storage
-            .tables()
-            .iter()
-            .position(|t| !t.in_use)
-            .ok_or(KvmError::TablePoolExhausted)?;
+        let free = self.storage.tables().iter().position(|t| !t.in_use);
+        let t = match free {
+            Some(t) => t,
+            // None free: a pool that may grow appends one.
+            None if self.storage.grow_tables() => self
+                .storage
+                .tables()
+                .len()
+                .checked_sub(1)
+                .ok_or(KvmError::Inconsistent)?,
+            None => return Err(KvmError::TablePoolExhausted),
+        };
         // Reset whole to EMPTY, whose digest is current.
         let table = self.table_raw_mut(t)?;
         *table = MirrorTable::EMPTY;

@@ -145,7 +145,9 @@ impl<S: SeptStorage> Sept<S> {
         let (mut in_after, mut in_before) = (0u64, 0u64);
         for &t in tables.get(..n).unwrap_or(&[]) {
             in_after = in_after.saturating_add(u64::from(self.table(t)?.in_use));
-            in_before = in_before.saturating_add(u64::from(before.table(t)?.in_use));
+            // A table the step grew the pool by is not in `before` at all: not in use there.
+            let was = before.storage.tables().get(t).is_some_and(|x| x.in_use);
+            in_before = in_before.saturating_add(u64::from(was));
         }
         let (pool_after, pool_before) = (
             u64::from(self.tables_in_use),

@@ -42,7 +42,7 @@ pub use host::{HostCall, HostCallKind, HostOp, HostStart};
 pub use profile::{ModuleProfile, UnknownProfile};
 pub use storage::{
     ArrayStorage, Entry4K, EntryLock, HugeEntry, Region, SeptStorage, SliceStorage, Storage,
-    Table4K, TableRef,
+    Table4K, TablePool, TableRef,
 };
 pub(crate) use storage::{Digested, TableMut, digest_of, digest_update};
 
@@ -400,9 +400,9 @@ impl<S: SeptStorage> Sept<S> {
         own || self.has_free_table()
     }
 
-    /// Whether the pool has a free 4K table (SEPT.ADD needs one).
+    /// Whether the pool has a free 4K table, or may grow by one (SEPT.ADD needs one).
     pub fn has_free_table(&self) -> bool {
-        self.free_tables.index().is_some()
+        self.free_tables.index().is_some() || self.storage.can_grow_tables()
     }
 
     /// 4K tables taken from the pool (S-EPT page tables and per-page content records).

@@ -10,10 +10,17 @@ impl<S: SeptStorage> Sept<S> {
         // A free table is EMPTY: taking it changes its use, link and digest, not its entries
         // (the owner's record says so; see `copy_changed`).
         self.dirty.mark_record(owner);
-        let idx = self
-            .free_tables
-            .index()
-            .ok_or(SeptError::TablePoolExhausted)?;
+        let idx = match self.free_tables.index() {
+            Some(i) => i,
+            // None free: a pool that may grow appends one (EMPTY, linked to nothing).
+            None if self.storage.grow_tables() => self
+                .storage
+                .tables()
+                .len()
+                .checked_sub(1)
+                .ok_or(SeptError::StorageInconsistent)?,
+            None => return Err(SeptError::TablePoolExhausted),
+        };
         // A free table is EMPTY already (freeing resets it; the full checks hold the pool to
         // it), digest included.
         let t = self.table_raw_mut(idx)?;

@@ -42,6 +42,11 @@ impl<S: SeptStorage + Clone> Snapshot for Sept<S> {
     fn copy_changed(&mut self, other: &Self, d: &Dirty) {
         let d = *d;
         let fields = d.fields();
+        // A pool that grew (or, reverted, shrinks back) first: tables are copied by index.
+        let n = other.storage.tables().len();
+        if self.storage.tables().len() != n {
+            self.storage.set_table_count(n);
+        }
         let Some(whole) = copy_changed_regions(
             self.storage.regions_and_tables_mut(),
             (other.storage.regions(), other.storage.tables()),

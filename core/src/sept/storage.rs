@@ -422,7 +422,36 @@ impl Default for Table4K {
     }
 }
 
-/// Where the model keeps its entries. The three slices must keep their lengths.
+/// The container a model's 4K tables live in: a slice of fixed length, or a pool that grows by
+/// one free table when the model takes a table and none is free, up to a limit. A host that
+/// copies worlds (an explorer) sizes its pools by what a run takes rather than by the window:
+/// a copy holds the tables the world ever used, not one per region.
+pub trait TablePool<T>: AsRef<[T]> + AsMut<[T]> {
+    /// Appends `empty` if the pool may still grow; false at its limit, or for a fixed slice.
+    fn grow(&mut self, empty: T) -> bool {
+        let _ = empty;
+        false
+    }
+
+    /// Whether [`TablePool::grow`] would append a table.
+    fn can_grow(&self) -> bool {
+        false
+    }
+
+    /// Makes the pool `n` tables long, dropping its last tables or appending `empty` ones (a
+    /// fixed slice keeps its length): a copy of a model by what changed brings its pool to the
+    /// other copy's length before it copies tables by index.
+    fn resize(&mut self, n: usize, empty: T) {
+        let _ = (n, empty);
+    }
+}
+
+impl<T, const N: usize> TablePool<T> for [T; N] {}
+
+impl<T> TablePool<T> for &mut [T] {}
+
+/// Where the model keeps its entries. The 1G entries and the regions keep their lengths; the
+/// pool of tables may grow ([`TablePool`]).
 pub trait SeptStorage {
     /// The 1G-level entries, one per 1 GiB range the window touches.
     fn gigs(&self) -> &[HugeEntry];
@@ -438,6 +467,18 @@ pub trait SeptStorage {
     fn tables_mut(&mut self) -> &mut [Table4K];
     /// The regions and the pool, mutable together.
     fn regions_and_tables_mut(&mut self) -> (&mut [Region], &mut [Table4K]);
+    /// Appends a free table to a pool that may grow (see [`TablePool`]).
+    fn grow_tables(&mut self) -> bool {
+        false
+    }
+    /// Whether the pool may still grow.
+    fn can_grow_tables(&self) -> bool {
+        false
+    }
+    /// Brings a pool that may grow to `n` tables (see [`TablePool::resize`]).
+    fn set_table_count(&mut self, n: usize) {
+        let _ = n;
+    }
 }
 
 /// The model's storage in any containers of its three kinds of record: arrays sized at compile
@@ -478,7 +519,7 @@ impl<G, R, T> SeptStorage for Storage<G, R, T>
 where
     G: AsRef<[HugeEntry]> + AsMut<[HugeEntry]>,
     R: AsRef<[Region]> + AsMut<[Region]>,
-    T: AsRef<[Table4K]> + AsMut<[Table4K]>,
+    T: TablePool<Table4K>,
 {
     fn gigs(&self) -> &[HugeEntry] {
         self.gigs.as_ref()
@@ -500,6 +541,15 @@ where
     }
     fn regions_and_tables_mut(&mut self) -> (&mut [Region], &mut [Table4K]) {
         (self.regions.as_mut(), self.tables.as_mut())
+    }
+    fn grow_tables(&mut self) -> bool {
+        self.tables.grow(Table4K::EMPTY)
+    }
+    fn can_grow_tables(&self) -> bool {
+        self.tables.can_grow()
+    }
+    fn set_table_count(&mut self, n: usize) {
+        self.tables.resize(n, Table4K::EMPTY);
     }
 }
 

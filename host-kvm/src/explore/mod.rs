@@ -236,15 +236,18 @@ where
     // The copies of the world held once `n` more states are added: the frontiers' (each
     // world's storage beyond what its vector holds of it), the scratch world and a copy of
     // the state stepped to.
-    let one = world_bytes(start);
-    let storage = one.saturating_sub(size_of::<World<SS, KS>>());
+    // A copy's bytes grow with the tables its pools take: the largest seen so far.
+    let one = std::cell::Cell::new(world_bytes(start));
     let held = |frontier: usize, next: &Vec<(u32, u128, World<SS, KS>)>, n: usize| {
+        let one = one.get();
+        let storage = one.saturating_sub(size_of::<World<SS, KS>>());
         frontier + vec_bytes_after(next, n) + (next.len() + n) * storage + 2 * one
     };
     let mut checks = Checks::new();
     'levels: while !frontier.is_empty() {
         level += 1;
         // What the level being searched holds while it is drained.
+        let storage = one.get().saturating_sub(size_of::<World<SS, KS>>());
         let level_bytes = vec_bytes_after(&frontier, 0) + frontier.len() * storage;
         for (id, w_regions, w) in frontier.drain(..) {
             let mut choices = [Choice::Vcpu(0); MAX_CHOICES];
@@ -286,6 +289,7 @@ where
                 }
                 let fp = fingerprint(&part_hashes(target), s_regions);
                 if checks.due(&graph) {
+                    one.set(one.get().max(world_bytes(&s)));
                     let estimate = |k| {
                         graph.bytes_after(k, k)
                             + held(level_bytes, &next_frontier, k)
@@ -314,6 +318,7 @@ where
         std::mem::swap(&mut frontier, &mut next_frontier);
         progress(graph.states(), level);
     }
+    let storage = one.get().saturating_sub(size_of::<World<SS, KS>>());
     let now = graph.bytes_after(0, 0)
         + held(
             vec_bytes_after(&frontier, 0) + frontier.len() * storage,
@@ -454,9 +459,11 @@ where
     // The copies of the world held once `n` more states are added (each on the path or set
     // aside, with a frame): the path's and the set-aside states' (each world's storage
     // beyond what its vector holds of it), the scratch world; and the frames.
-    let one = world_bytes(start);
-    let storage = one.saturating_sub(size_of::<World<SS, KS>>());
+    // A copy's bytes grow with the tables its pools take: the largest seen so far.
+    let one = std::cell::Cell::new(world_bytes(start));
     let held = |path: &Vec<World<SS, KS>>, aside: &Vec<_>, frames: &Vec<Frame>, n: usize| {
+        let one = one.get();
+        let storage = one.saturating_sub(size_of::<World<SS, KS>>());
         vec_bytes_after(path, n)
             + vec_bytes_after::<(u32, u128, PartHashes, World<SS, KS>)>(aside, n)
             + (path.len() + aside.len() + n) * storage
@@ -577,6 +584,7 @@ where
         }
         let id = f.id;
         if checks.due(&graph) {
+            one.set(one.get().max(world_bytes(&s)));
             let estimate = |k| {
                 graph.bytes_after(k, k)
                     + held(&path, &aside, &frames, k)

@@ -94,8 +94,8 @@ fn field_err(field: &str, message: String) -> ScenarioError {
 }
 
 /// 2 MiB regions a scenario's window holds at most (8 GiB). The storage of a world grows
-/// with its regions and 4K tables (storage.rs): at this limit, with one table per region,
-/// the models hold about 20 MB.
+/// with its regions and with the 4K tables it takes (storage.rs): region records are a few
+/// hundred kilobytes at this limit, and each table taken adds 4 KiB.
 pub const MAX_REGIONS: u64 = 4096;
 /// The largest window, in bytes (also the largest stride chunk).
 pub const MAX_WINDOW: u64 = MAX_REGIONS * PAGE_SIZE_2M;
@@ -297,7 +297,7 @@ pub struct Scenario {
     pub policy: PolicyId,
     /// The S-EPT window and TD attributes.
     pub config: SeptConfig,
-    /// 4K tables in each model's pool.
+    /// The most 4K tables each model's pool may take (pools grow up to it).
     pub tables: usize,
     /// Whether the TD starts finalized (else a host script finalizes it).
     pub runnable: bool,
