@@ -157,3 +157,33 @@ fn a_long_chain_does_not_deepen_the_path() {
     assert!(ex.depth > 6_000, "depth {}", ex.depth);
     assert!(longest < 1_000, "path of {longest} worlds");
 }
+
+#[test]
+fn a_partial_exploration_says_what_it_left() {
+    let text = std::fs::read_to_string(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../scenarios/seed-tdcalls.toml"),
+    )
+    .unwrap();
+    let w = scenario::parse(&text).unwrap().world().unwrap();
+    let all = Bounds {
+        max_states: 1_000_000,
+        ..Bounds::default()
+    };
+    let full = explore(&w, all, &mut |_, _| {}).unwrap();
+    let full_bfs = explore_breadth_first(&w, all, &mut |_, _| {}).unwrap();
+    assert!(!full.bounded && !full_bfs.bounded);
+    assert_eq!((full.pending, full_bfs.pending), (0, 0));
+    // One state short of the whole graph, or a tenth of it: something is left either way.
+    for max_states in [full.states - 1, full.states / 10] {
+        let bounds = Bounds {
+            max_states,
+            ..Bounds::default()
+        };
+        let dfs = explore(&w, bounds, &mut |_, _| {}).unwrap();
+        let bfs = explore_breadth_first(&w, bounds, &mut |_, _| {}).unwrap();
+        for ex in [&dfs, &bfs] {
+            assert!(ex.bounded && ex.states == max_states);
+            assert!(ex.pending >= 1, "{max_states}: nothing left");
+        }
+    }
+}

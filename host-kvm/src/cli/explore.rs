@@ -97,6 +97,22 @@ fn default_memory(meminfo: Option<&str>) -> u64 {
 /// cycle it goes round.
 const LIVELOCK_TAIL: u32 = 100_000;
 
+/// What a partial exploration left, and what ten times its states would cost at the rate
+/// and memory per state it ran at (a world with fewer states ends sooner).
+fn left_text(ex: &explore::Exploration, secs: f64) -> String {
+    let states = ex.states.max(1) as f64;
+    let more = 10.0 * states;
+    format!(
+        "left: {} choices on the search path and states not yet searched from (each at least \
+         one more transition); ten times the states ({:.0}) would take about {:.0} s and \
+         {:.0} MiB at this run's rate and bytes per state",
+        ex.pending,
+        more,
+        secs / states * more,
+        ex.memory as f64 / states * more / f64::from(1 << 20)
+    )
+}
+
 /// Runs `explore`.
 pub fn run(args: &Args, out: &mut impl Write) -> Result<(), CliError> {
     let io = CliError::Io;
@@ -112,7 +128,7 @@ pub fn run(args: &Args, out: &mut impl Write) -> Result<(), CliError> {
         default_memory(std::fs::read_to_string("/proc/meminfo").ok().as_deref())
     });
     super::interrupt::install()?;
-    let bar = super::progress_spinner("states");
+    let bar = super::progress_to_bound(args.max_states.max(1) as u64, "states");
     let t0 = std::time::Instant::now();
     let ex = explore::explore(
         &start,
@@ -166,6 +182,9 @@ pub fn run(args: &Args, out: &mut impl Write) -> Result<(), CliError> {
         )
         .map_err(io)?,
         None => {}
+    }
+    if ex.stopped.is_some() {
+        writeln!(out, "  {}", left_text(&ex, secs)).map_err(io)?;
     }
     writeln!(out, "end states:").map_err(io)?;
     for (v, n) in &ex.ends {

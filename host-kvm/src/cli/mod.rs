@@ -270,12 +270,15 @@ pub(crate) fn progress(len: u64, unit: &str) -> indicatif::ProgressBar {
     bar
 }
 
-/// A spinner with a count on stderr, for work of unknown length.
-pub(crate) fn progress_spinner(unit: &str) -> indicatif::ProgressBar {
-    let bar =
-        indicatif::ProgressBar::with_draw_target(None, indicatif::ProgressDrawTarget::stderr());
+/// A progress bar towards `len` `unit`s on stderr, with the rate and the time left to reach
+/// `len` at that rate (hidden when stderr is not a terminal).
+pub(crate) fn progress_to_bound(len: u64, unit: &str) -> indicatif::ProgressBar {
+    let bar = indicatif::ProgressBar::with_draw_target(
+        Some(len),
+        indicatif::ProgressDrawTarget::stderr(),
+    );
     if let Ok(style) = indicatif::ProgressStyle::with_template(&format!(
-        "{{elapsed_precise}} {{spinner}} {{pos}} {unit}, {{msg}}"
+        "{{elapsed_precise}} [{{bar:24}}] {{pos}}/{{len}} {unit} ({{per_sec}}, {{eta}} to the bound), {{msg}}"
     )) {
         bar.set_style(style);
     }

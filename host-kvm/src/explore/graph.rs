@@ -260,6 +260,7 @@ fn summarise(
         livelock_states: 0,
         livelock_trace: None,
         violation: None,
+        pending: 0,
     };
     let closest = |ids: &mut dyn Iterator<Item = u32>| {
         ids.filter(|&i| reached(&shortest.dist[i as usize]))

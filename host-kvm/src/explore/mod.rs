@@ -202,6 +202,10 @@ pub struct Exploration {
     pub livelock_states: usize,
     /// A shortest path into a livelock state.
     pub livelock_trace: Option<Vec<Choice>>,
+    /// Work a partial exploration left: choices not yet taken from states on the search path
+    /// and states found but not yet searched from (set aside, or in the breadth-first
+    /// frontier). Each leads to at least one transition; 0 when the exploration is complete.
+    pub pending: usize,
 }
 
 /// Explores every interleaving from `start` breadth first, keeping every state of the next
@@ -244,11 +248,15 @@ where
         frontier + vec_bytes_after(next, n) + (next.len() + n) * storage + 2 * one
     };
     let mut checks = Checks::new();
+    // States of the level being searched not yet searched from (the one being searched
+    // included), for [`Exploration::pending`] when a bound stops the search.
+    let mut unsearched = 0usize;
     'levels: while !frontier.is_empty() {
         level += 1;
         // What the level being searched holds while it is drained.
         let storage = one.get().saturating_sub(size_of::<World<SS, KS>>());
         let level_bytes = vec_bytes_after(&frontier, 0) + frontier.len() * storage;
+        unsearched = frontier.len();
         for (id, w_regions, w) in frontier.drain(..) {
             let mut choices = [Choice::Vcpu(0); MAX_CHOICES];
             let n = w.enabled(&mut choices);
@@ -314,6 +322,7 @@ where
                 s.revert_to(&w);
                 s.clear_changes();
             }
+            unsearched -= 1;
         }
         std::mem::swap(&mut frontier, &mut next_frontier);
         progress(graph.states(), level);
@@ -326,7 +335,9 @@ where
             0,
         )
         + Graph::summary_bytes(graph.states(), graph.edges());
-    Ok(graph.exploration(transitions, stopped, violation, checks.memory.max(now)))
+    let mut ex = graph.exploration(transitions, stopped, violation, checks.memory.max(now));
+    ex.pending = unsearched + next_frontier.len();
+    Ok(ex)
 }
 
 /// Bytes of memory one copy of `w` holds (its fields and its storage), to size the
@@ -435,7 +446,10 @@ where
     } else {
         bounds.path_bytes
     };
-    let max_depth = (path_bytes / world_bytes(start).max(1)).max(2);
+    // The path's depth is bounded by its bytes: a copy's size grows with the tables its pools
+    // take, so the bound follows the largest copy seen so far (`one`, below).
+    let depth_for = |one: usize| (path_bytes / one.max(1)).max(2);
+    let mut max_depth = depth_for(world_bytes(start));
 
     // path[d] is the state at depth d of the current path (a state whose last choice is
     // taken gives its place to the state that choice reaches). Each copy past the first
@@ -585,6 +599,7 @@ where
         let id = f.id;
         if checks.due(&graph) {
             one.set(one.get().max(world_bytes(&s)));
+            max_depth = max_depth.min(depth_for(one.get()));
             let estimate = |k| {
                 graph.bytes_after(k, k)
                     + held(&path, &aside, &frames, k)
@@ -672,7 +687,13 @@ where
     let now = graph.bytes_after(0, 0)
         + held(&path, &aside, &frames, 0)
         + Graph::summary_bytes(graph.states(), graph.edges());
-    Ok(graph.exploration(transitions, stopped, violation, checks.memory.max(now)))
+    let mut ex = graph.exploration(transitions, stopped, violation, checks.memory.max(now));
+    ex.pending = frames
+        .iter()
+        .map(|f| usize::from(f.n.saturating_sub(f.next)))
+        .sum::<usize>()
+        + aside.len();
+    Ok(ex)
 }
 
 /// The verdict name of the worst outcome an exploration found, for traces and exit codes.
