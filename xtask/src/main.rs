@@ -15,7 +15,10 @@
 //! - `fuzz [--seconds N] [TARGET...]`: run fuzz targets, growing their corpus.
 //! - `soak [--runs N] [--seed S] [--timeout SECS]`: the command line under random and extreme
 //!   input ([`soak`]); CI runs a shortened soak.
+//! - `explore-bench [--quick]`: the explorer on the benchmark worlds and the OVMF seed
+//!   scenarios, a Markdown table for docs/benchmarks.md ([`explorebench`]).
 
+mod explorebench;
 mod ffi;
 mod fuzzpower;
 mod soak;
@@ -51,11 +54,12 @@ fn main() -> ExitCode {
         Some("fuzz") => setup().and_then(|()| fuzz(&args[1..])),
         Some("ffi") => setup().and_then(|()| ffi::ffi(&args[1..])),
         Some("soak") => soak::soak(&args[1..], &root()),
+        Some("explore-bench") => explorebench::explore_bench(&args[1..]),
         _ => {
             eprintln!(
                 "usage: cargo xtask <setup | demo | test | guest | pvh | fuzz [--seconds N] [TARGET...] \
                  | ffi [header [--write] | c-test | audit | kmod | uefi] \
-                 | soak [--runs N] [--seed S] [--timeout SECS]>"
+                 | soak [--runs N] [--seed S] [--timeout SECS] | explore-bench [--quick]>"
             );
             return ExitCode::FAILURE;
         }

@@ -61,8 +61,9 @@ pub const MAX_LAZY_UNITS: usize = 256;
 /// 4K pages a 2M accept zeroes before an interrupt it was given lands.
 pub const INTERRUPT_AFTER_PAGES: u32 = 128;
 
-/// A possible next step.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+/// A possible next step. Ordered by kind (vCPU steps, interrupts, host steps), then index: an
+/// explorer picks among equally short traces by it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum Choice {
     /// vCPU `i` takes its next step.
     Vcpu(u8),

@@ -35,6 +35,10 @@ pub struct Args {
     /// to an ok end is saved there when nothing worse was found.
     #[arg(long)]
     trace: Option<PathBuf>,
+    /// Threads to search on, 1 to 256 (default: every core this process may run on). A
+    /// complete exploration reports the same counts and verdicts on any number.
+    #[arg(long, value_parser = clap::value_parser!(u16).range(1..=256))]
+    threads: Option<u16>,
 }
 
 /// The default memory bound when /proc/meminfo cannot tell: 1 GiB.
@@ -97,6 +101,12 @@ fn default_memory(meminfo: Option<&str>) -> u64 {
 /// cycle it goes round.
 const LIVELOCK_TAIL: u32 = 100_000;
 
+/// The peak resident set in KiB from the text of /proc/self/status (its `VmHWM` line).
+fn peak_resident(status: &str) -> Option<u64> {
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    line.split_whitespace().nth(1)?.parse().ok()
+}
+
 /// What a partial exploration left, and what ten times its states would cost at the rate
 /// and memory per state it ran at (a world with fewer states ends sooner).
 fn left_text(ex: &explore::Exploration, secs: f64) -> String {
@@ -127,6 +137,10 @@ pub fn run(args: &Args, out: &mut impl Write) -> Result<(), CliError> {
     let max_memory = args.max_memory.unwrap_or_else(|| {
         default_memory(std::fs::read_to_string("/proc/meminfo").ok().as_deref())
     });
+    let threads = args.threads.map_or_else(
+        || std::thread::available_parallelism().map_or(1, std::num::NonZero::get),
+        usize::from,
+    );
     super::interrupt::install()?;
     let bar = super::progress_to_bound(args.max_states.max(1) as u64, "states");
     let t0 = std::time::Instant::now();
@@ -136,6 +150,7 @@ pub fn run(args: &Args, out: &mut impl Write) -> Result<(), CliError> {
             max_states: args.max_states.max(1),
             max_memory: usize::try_from(max_memory).unwrap_or(usize::MAX),
             stop: Some(super::interrupt::interrupted),
+            threads,
             ..Bounds::default()
         },
         &mut |states, depth| {
@@ -149,16 +164,24 @@ pub fn run(args: &Args, out: &mut impl Write) -> Result<(), CliError> {
     writeln!(out, "{path}: {} — {} on {}", sc.name, sc.policy, sc.profile).map_err(io)?;
     writeln!(
         out,
-        "  {} distinct states, {} transitions, depth {}, {secs:.3} s ({:.0} states/s)",
+        "  {} distinct states, {} transitions, depth {}, {secs:.3} s ({:.0} states/s, {threads} \
+         thread{})",
         ex.states,
         ex.transitions,
         ex.depth,
-        ex.states as f64 / secs.max(1e-9)
+        ex.states as f64 / secs.max(1e-9),
+        if threads == 1 { "" } else { "s" }
     )
     .map_err(io)?;
+    // The process's peak resident memory, where Linux reports it.
+    let peak = std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| peak_resident(&s))
+        .map(|kib| format!(", peak resident {:.1} MiB", kib as f64 / 1024.0))
+        .unwrap_or_default();
     writeln!(
         out,
-        "  memory: {:.1} MiB ({} bytes per state)",
+        "  memory: {:.1} MiB ({} bytes per state){peak}",
         ex.memory as f64 / f64::from(1 << 20),
         ex.memory / ex.states.max(1)
     )
@@ -398,5 +421,13 @@ mod tests {
             FALLBACK_MEMORY
         );
         assert_eq!(default_memory(None), FALLBACK_MEMORY);
+    }
+
+    #[test]
+    fn the_peak_resident_set_is_read_from_vmhwm() {
+        let status = "Name:\thugesept\nVmPeak:\t  99 kB\nVmHWM:\t   12345 kB\nVmRSS:\t 1 kB\n";
+        assert_eq!(peak_resident(status), Some(12345));
+        assert_eq!(peak_resident("VmRSS: 1 kB\n"), None);
+        assert_eq!(peak_resident("VmHWM: many kB\n"), None);
     }
 }

@@ -49,6 +49,20 @@ impl Graph {
         }
     }
 
+    /// The graph of `verdicts.len()` states (id 0 the start) and these transitions, built by
+    /// other means than [`Graph::reach`] and [`Graph::add`] (the parallel search): it can be
+    /// summarised, not searched on.
+    pub(super) fn from_parts(
+        edges: Vec<(u32, u32, Choice)>,
+        verdicts: Vec<Option<Verdict>>,
+    ) -> Self {
+        Graph {
+            ids: StateTable::new(),
+            edges,
+            verdicts,
+        }
+    }
+
     pub(super) fn states(&self) -> usize {
         self.verdicts.len()
     }
@@ -142,12 +156,18 @@ impl Graph {
     }
 }
 
-/// Shortest paths from the start over the explored graph.
+/// Shortest paths from the start over the explored graph, found breadth first taking each
+/// state's choices in [`Choice`]'s order, so that which of several shortest paths each state
+/// gets depends on the graph alone, not on the order its states were numbered or its
+/// transitions recorded in (the parallel search numbers them as its workers race).
 struct Shortest {
     /// Steps from the start, `u32::MAX` when unreachable.
     dist: Vec<u32>,
     /// The state and choice each state is first reached from.
     via: Vec<(u32, Choice)>,
+    /// Each state's place in the breadth-first order (`u32::MAX` when unreachable): ties
+    /// between states equally far are broken by it.
+    rank: Vec<u32>,
 }
 
 impl Graph {
@@ -178,15 +198,23 @@ impl Graph {
 
     fn shortest(&self) -> Shortest {
         let n = self.verdicts.len();
-        let (start, out) = self.adjacency((0, Choice::Vcpu(0)), |&(from, to, c)| (from, (to, c)));
+        let (start, mut out) =
+            self.adjacency((0, Choice::Vcpu(0)), |&(from, to, c)| (from, (to, c)));
+        for i in 0..n {
+            out[start[i] as usize..start[i + 1] as usize].sort_unstable_by_key(|&(_, c)| c);
+        }
         let mut dist = vec![u32::MAX; n];
         let mut via = vec![(0u32, Choice::Vcpu(0)); n];
+        let mut rank = vec![u32::MAX; n];
         let mut queue = std::collections::VecDeque::new();
         if n > 0 {
             dist[0] = 0;
             queue.push_back(0u32);
         }
+        let mut next_rank = 0u32;
         while let Some(f) = queue.pop_front() {
+            rank[f as usize] = next_rank;
+            next_rank += 1;
             let d = dist[f as usize] + 1;
             for &(t, c) in &out[start[f as usize] as usize..start[f as usize + 1] as usize] {
                 if dist[t as usize] == u32::MAX {
@@ -196,7 +224,7 @@ impl Graph {
                 }
             }
         }
-        Shortest { dist, via }
+        Shortest { dist, via, rank }
     }
 
     /// States from which no end state is reachable (backward reachability from the ends).
@@ -262,9 +290,11 @@ fn summarise(
         violation: None,
         pending: 0,
     };
+    // The nearest by steps, then by breadth-first order.
+    let key = |i: u32| (shortest.dist[i as usize], shortest.rank[i as usize]);
     let closest = |ids: &mut dyn Iterator<Item = u32>| {
         ids.filter(|&i| reached(&shortest.dist[i as usize]))
-            .min_by_key(|&i| shortest.dist[i as usize])
+            .min_by_key(|&i| key(i))
     };
     let mut best: BTreeMap<&'static str, u32> = BTreeMap::new();
     for (i, v) in graph.verdicts.iter().enumerate() {
@@ -274,7 +304,7 @@ fn summarise(
         *ex.ends.entry(v).or_insert(0) += 1;
         let i = i as u32;
         let e = best.entry(v).or_insert(i);
-        if shortest.dist[i as usize] < shortest.dist[*e as usize] {
+        if key(i) < key(*e) {
             *e = i;
         }
     }

@@ -10,6 +10,8 @@
 
 mod fingerprint;
 mod graph;
+mod parallel;
+mod search;
 
 use hugesept_core::snapshot::Snapshot;
 use std::collections::BTreeMap;
@@ -44,6 +46,11 @@ pub struct Bounds {
     /// Memory the depth-first path's copies of the world may take (0: 256 MiB); states found
     /// deeper wait aside and are searched from once the path is done.
     pub path_bytes: usize,
+    /// Threads the depth-first search runs on (0 or 1: this one). A complete exploration
+    /// finds the same states, transitions, ends, depth, liveness and shortest-trace lengths
+    /// on any number; which of several shortest traces it keeps, and where a bound stops a
+    /// partial one, may differ from run to run.
+    pub threads: usize,
 }
 
 /// The 128-bit hash of region `r` of `w`.
@@ -355,77 +362,129 @@ fn world_bytes<SS: SeptStorage + Clone, KS: KvmStorage + Clone>(w: &World<SS, KS
         + size_of_val(kvm.tables())
 }
 
-/// Levels of the depth-first path reserved at the start.
-const PATH_RESERVE: usize = 1024;
-
-/// Memory the depth-first path's worlds take unless [`Bounds::path_bytes`] says otherwise.
-const PATH_BYTES: usize = 256 << 20;
-
-/// One state on the depth-first path: its choices and the next one to take, the hashes of
-/// its regions (together and, as asked, one by one) and of its other parts.
-struct Frame {
-    id: u32,
-    regions: u128,
-    parts: PartHashes,
-    /// Region hashes computed for it so far.
-    memo: [(u32, u128); MEMO],
-    memo_len: u8,
-    choices: [Choice; MAX_CHOICES],
-    n: u8,
-    next: u8,
-}
-
-/// Region hashes a frame remembers.
-const MEMO: usize = 4;
-
-impl Frame {
-    fn of<SS: SeptStorage + Clone, KS: KvmStorage + Clone>(
-        id: u32,
-        regions: u128,
-        parts: PartHashes,
-        w: &World<SS, KS>,
-    ) -> Frame {
-        let mut choices = [Choice::Vcpu(0); MAX_CHOICES];
-        let n = w.enabled(&mut choices);
-        Frame {
-            id,
-            regions,
-            parts,
-            memo: [(0, 0); MEMO],
-            memo_len: 0,
-            choices,
-            n: u8::try_from(n).unwrap_or(u8::MAX),
-            next: 0,
-        }
-    }
-
-    /// The hash of region `r` of this frame's state `w`.
-    fn region_hash<SS: SeptStorage + Clone, KS: KvmStorage + Clone>(
-        &mut self,
-        w: &World<SS, KS>,
-        r: u32,
-    ) -> u128 {
-        let len = usize::from(self.memo_len);
-        if let Some(&(_, h)) = self.memo[..len].iter().find(|(m, _)| *m == r) {
-            return h;
-        }
-        let h = region_hash(w, r as usize);
-        if len < MEMO {
-            self.memo[len] = (r, h);
-            self.memo_len += 1;
-        }
-        h
-    }
-}
-
-/// Explores every interleaving from `start`, depth first: one scratch world is stepped
-/// through each choice and put back, and the worlds on the current path are kept one per
-/// depth and updated by what each step changed, so nothing is copied whole and what is
-/// touched stays in cache. Shortest traces (per end verdict, into a livelock) and the depth
-/// (the greatest number of steps a state needs) come from a breadth-first pass over the
-/// explored graph afterwards; a violation is traced again breadth first for one of the fewest
-/// steps. `progress` is told the states seen and the current path's length now and then.
+/// Explores every interleaving from `start`, depth first ([`search`]), on
+/// [`Bounds::threads`] threads (one when 0 or 1; [`parallel`]). Shortest traces (per end
+/// verdict, into a livelock) and the depth (the greatest number of steps a state needs) come
+/// from a breadth-first pass over the explored graph afterwards; a violation is traced again
+/// breadth first for one of the fewest steps. `progress` is told the states seen and the
+/// current path's length now and then.
 pub fn explore<SS, KS>(
+    start: &World<SS, KS>,
+    bounds: Bounds,
+    progress: &mut dyn FnMut(usize, usize),
+) -> Result<Exploration, hugesept_core::kvm::KvmError>
+where
+    SS: SeptStorage + Clone + Hash + PartialEq + Send,
+    KS: KvmStorage + Clone + Hash + PartialEq + Send,
+{
+    let ex = if bounds.threads > 1 {
+        parallel::explore(start, bounds, progress)?
+    } else {
+        explore_sequential(start, bounds, progress)?
+    };
+    if ex.violation.is_some() {
+        // One of the fewest steps, breadth first; the depth-first path when the bound stops
+        // that search first.
+        let bfs = explore_breadth_first(start, bounds, progress)?;
+        if bfs.violation.is_some() {
+            return Ok(bfs);
+        }
+    }
+    Ok(ex)
+}
+
+/// Where the sequential search records: the explored graph, the checks of the bounds, the
+/// states set aside because the path was as deep as memory allows.
+struct Sequential<'p, SS: SeptStorage + Clone, KS: KvmStorage + Clone> {
+    graph: Graph,
+    checks: Checks,
+    max_states: usize,
+    aside: Vec<search::Item<SS, KS>>,
+    progress: &'p mut dyn FnMut(usize, usize),
+}
+
+impl<SS, KS> Sequential<'_, SS, KS>
+where
+    SS: SeptStorage + Clone,
+    KS: KvmStorage + Clone,
+{
+    /// Bytes the states set aside hold once `k` more are, with copies of `one` bytes.
+    fn aside_bytes(&self, one: usize, k: usize) -> usize {
+        let storage = one.saturating_sub(size_of::<World<SS, KS>>());
+        vec_bytes_after(&self.aside, k) + self.aside.len() * storage
+    }
+}
+
+impl<SS, KS> search::Record<SS, KS> for Sequential<'_, SS, KS>
+where
+    SS: SeptStorage + Clone,
+    KS: KvmStorage + Clone,
+{
+    fn prefetch(&self, fp: u128) {
+        self.graph.prefetch(fp);
+    }
+
+    fn visit(
+        &mut self,
+        from: u32,
+        c: Choice,
+        fp: u128,
+        new: &mut dyn FnMut() -> Result<Option<Verdict>, Violation>,
+    ) -> search::Visit {
+        let Some(unknown) = self.graph.reach(from, c, fp) else {
+            return search::Visit::Known;
+        };
+        match new() {
+            Err(v) => search::Visit::Broken(v),
+            Ok(verdict) => match self.graph.add(unknown, from, c, verdict, self.max_states) {
+                None => search::Visit::Full,
+                Some(id) => search::Visit::New(id, verdict),
+            },
+        }
+    }
+
+    fn check_due(&self) -> bool {
+        self.checks.due(&self.graph)
+    }
+
+    fn check(
+        &mut self,
+        bounds: &Bounds,
+        one: usize,
+        held: &dyn Fn(usize) -> usize,
+    ) -> Option<Stop> {
+        let graph = &self.graph;
+        let aside = &self.aside;
+        let storage = one.saturating_sub(size_of::<World<SS, KS>>());
+        let estimate = |k| {
+            graph.bytes_after(k, k)
+                + held(k)
+                + vec_bytes_after(aside, k)
+                + aside.len() * storage
+                + Graph::summary_bytes(graph.states() + k, graph.edges() + k)
+        };
+        self.checks.check(bounds, graph, estimate)
+    }
+
+    fn share(&self) -> bool {
+        false
+    }
+
+    fn set_aside(&mut self, item: search::Item<SS, KS>) {
+        self.aside.push(item);
+    }
+
+    fn take(&mut self) -> Option<search::Item<SS, KS>> {
+        self.aside.pop()
+    }
+
+    fn report(&mut self, path: usize) {
+        (self.progress)(self.graph.states(), path);
+    }
+}
+
+/// The depth-first search on this thread (see [`explore`]).
+fn explore_sequential<SS, KS>(
     start: &World<SS, KS>,
     bounds: Bounds,
     progress: &mut dyn FnMut(usize, usize),
@@ -434,265 +493,35 @@ where
     SS: SeptStorage + Clone + Hash + PartialEq,
     KS: KvmStorage + Clone + Hash + PartialEq,
 {
-    use hugesept_core::kvm::KvmError;
     let start_regions = regions_hash(start);
     let start_parts = part_hashes(start);
-    let mut graph = Graph::new(fingerprint(&start_parts, start_regions), start.ended());
-    let mut transitions = 0u64;
-    let mut stopped = None;
-    let mut violation: Option<Broken> = None;
-    let path_bytes = if bounds.path_bytes == 0 {
-        PATH_BYTES
-    } else {
-        bounds.path_bytes
+    let mut rec = Sequential {
+        graph: Graph::new(fingerprint(&start_parts, start_regions), start.ended()),
+        checks: Checks::new(),
+        max_states: bounds.max_states,
+        aside: Vec::new(),
+        progress,
     };
-    // The path's depth is bounded by its bytes: a copy's size grows with the tables its pools
-    // take, so the bound follows the largest copy seen so far (`one`, below).
-    let depth_for = |one: usize| (path_bytes / one.max(1)).max(2);
-    let mut max_depth = depth_for(world_bytes(start));
-
-    // path[d] is the state at depth d of the current path (a state whose last choice is
-    // taken gives its place to the state that choice reaches). Each copy past the first
-    // differs from the one before it only where its change record says, so a revert to that
-    // one, or to a state stepped from it, copies just that; the search keeps this true.
-    // Room for a path as deep as a small world's, taken up front (pages the path does not
-    // reach are never touched) rather than by moving every world to a bigger vector.
-    let mut path: Vec<World<SS, KS>> = Vec::with_capacity(max_depth.min(PATH_RESERVE));
-    path.push(start.clone());
-    // States whose successors wait because the path was as deep as memory allows.
-    let mut aside: Vec<(u32, u128, PartHashes, World<SS, KS>)> = Vec::new();
-    // The scratch world: path[d], stepped through each choice and put back.
-    let mut s = start.clone();
-    s.clear_changes();
-    let mut frames: Vec<Frame> = Vec::new();
+    let mut search = search::Search::new(start, &bounds);
     if start.ended().is_none() {
-        frames.push(Frame::of(0, start_regions, start_parts, start));
+        search.begin((0, start_regions, start_parts, start.clone()));
     }
-    let mut m = Metrics::default();
-    let mut reported = 0usize;
-    // The copies of the world held once `n` more states are added (each on the path or set
-    // aside, with a frame): the path's and the set-aside states' (each world's storage
-    // beyond what its vector holds of it), the scratch world; and the frames.
-    // A copy's bytes grow with the tables its pools take: the largest seen so far.
-    let one = std::cell::Cell::new(world_bytes(start));
-    let held = |path: &Vec<World<SS, KS>>, aside: &Vec<_>, frames: &Vec<Frame>, n: usize| {
-        let one = one.get();
-        let storage = one.saturating_sub(size_of::<World<SS, KS>>());
-        vec_bytes_after(path, n)
-            + vec_bytes_after::<(u32, u128, PartHashes, World<SS, KS>)>(aside, n)
-            + (path.len() + aside.len() + n) * storage
-            + vec_bytes_after(frames, n)
-            + one
+    let (stopped, violation) = match search.run(&mut rec, &bounds)? {
+        search::Ended::Done => (None, None),
+        search::Ended::Stopped(why) => (Some(why), None),
+        search::Ended::Broken(b) => (None, Some(b)),
     };
-    let mut checks = Checks::new();
-    loop {
-        let d = frames.len().saturating_sub(1);
-        let Some(f) = frames.last_mut() else {
-            // The path is done: go on from a state set aside.
-            let Some((id, regions, parts, w)) = aside.pop() else {
-                break;
-            };
-            path.truncate(1);
-            path[0] = w;
-            s.clone_from(&path[0]);
-            s.clear_changes();
-            frames.push(Frame::of(id, regions, parts, &path[0]));
-            continue;
-        };
-        if f.next >= f.n {
-            frames.pop();
-            if d > 0 {
-                // `s` equals path[d]; it and path[d] go back to path[d - 1] by what path[d]'s
-                // record says, and the copy past path[d] now differs from it by that too.
-                let (before, here) = path.split_at_mut(d);
-                let (Some(parent), [here, past @ ..]) = (before.last(), here) else {
-                    return Err(KvmError::Inconsistent);
-                };
-                let changes = here.changes();
-                s.absorb_changes(&changes);
-                s.revert_to(parent);
-                s.clear_changes();
-                if let Some(past) = past.first_mut() {
-                    past.absorb_changes(&changes);
-                }
-                here.revert_to(parent);
-                here.clear_changes();
-            }
-            continue;
-        }
-        // Last enabled first: the first choice, a vCPU running on, is most often the long
-        // continuation, and the choice taken last gives the new state its state's level, so
-        // chains deepen the path far less (td-shim's 6,156-step chain: about 500 worlds on
-        // the path instead of 3,077).
-        let c = f.choices[usize::from(f.n - 1 - f.next)];
-        f.next += 1;
-        let last = f.next >= f.n;
-        let Some(w) = path.get(d) else {
-            return Err(KvmError::Inconsistent);
-        };
-        // Tests: every revert, sync and copy of what changed left the scratch world equal to
-        // the state it is stepped from.
-        if bounds.verify_fingerprints && s != *w {
-            return Err(KvmError::Inconsistent);
-        }
-        let stepped = s.step(c, &mut m)?;
-        transitions += 1;
-        if matches!(stepped, Stepped::Invalid) {
-            s.revert_to(w);
-            s.clear_changes();
-            continue;
-        }
-        // The transition's invariants (before the fingerprint's slot is looked up, which
-        // gives its load time to arrive; before renumbering epochs, when that happens); the
-        // state's once it proves new.
-        let mut changed = s.changed_regions();
-        let renumber = s.sept().epochs().rebase_offset() != 0;
-        if renumber {
-            if let Err(v) = s.check_step_transition_in(w, &changed) {
-                violation = Some((f.id, c, v));
-                break;
-            }
-            s.canonicalize();
-            changed = s.changed_regions();
-        }
-        // The fingerprint, updated by the regions and parts the step changed (from scratch
-        // when it cannot tell, or after renumbering epochs).
-        let s_regions = if renumber || changed.is_all() {
-            regions_hash(&s)
-        } else {
-            let mut acc = f.regions;
-            for &r in changed.regions() {
-                acc ^= f.region_hash(w, r) ^ region_hash(&s, r as usize);
-            }
-            acc
-        };
-        let s_parts = if renumber {
-            part_hashes(&s)
-        } else {
-            // Parts the step cannot have changed keep their hashes; KVM's fields and the
-            // shared state (not tracked) are compared first; the S-EPT's fields when its
-            // record says they changed, and an actor the step ran or kicked, are rehashed.
-            let touched = s.touched_parts();
-            let mut p = f.parts;
-            for (k, h) in p.iter_mut().enumerate() {
-                let bit = 1 << k;
-                if touched & bit == 0 || ((k == 1 || k == 2) && s.same_part(w, k)) {
-                    continue;
-                }
-                *h = part_hash(&s, k);
-            }
-            p
-        };
-        // Tests: the incremental parts against hashes from scratch, and the full checks
-        // (which include the tables' digests against their entries).
-        if bounds.verify_fingerprints
-            && (s_regions != regions_hash(&s) || s_parts != part_hashes(&s) || s.check().is_err())
-        {
-            return Err(KvmError::Inconsistent);
-        }
-        let fp = fingerprint(&s_parts, s_regions);
-        graph.prefetch(fp);
-        if !renumber && let Err(v) = s.check_step_transition_in(w, &changed) {
-            violation = Some((f.id, c, v));
-            break;
-        }
-        let id = f.id;
-        if checks.due(&graph) {
-            one.set(one.get().max(world_bytes(&s)));
-            max_depth = max_depth.min(depth_for(one.get()));
-            let estimate = |k| {
-                graph.bytes_after(k, k)
-                    + held(&path, &aside, &frames, k)
-                    + Graph::summary_bytes(graph.states() + k, graph.edges() + k)
-            };
-            if let Some(why) = checks.check(&bounds, &graph, estimate) {
-                stopped = Some(why);
-                break;
-            }
-        }
-        let Some(unknown) = graph.reach(id, c, fp) else {
-            s.revert_to(w);
-            s.clear_changes();
-            continue;
-        };
-        if let Err(v) = s.check_step_state_in(&changed) {
-            violation = Some((id, c, v));
-            break;
-        }
-        let verdict = s.ended();
-        let Some(new) = graph.add(unknown, id, c, verdict, bounds.max_states) else {
-            stopped = Some(Stop::MaxStates);
-            break;
-        };
-        if graph.states() >= reported + (1 << 16) {
-            reported = graph.states();
-            progress(reported, path.len());
-        }
-        if verdict.is_some() {
-            s.revert_to(w);
-            s.clear_changes();
-            continue;
-        }
-        let next = Frame::of(new, s_regions, s_parts, &s);
-        if last {
-            // path[d] has no choice left: the new state takes its place. Relative to
-            // path[d - 1] it differs where path[d] did and where the step changed; the copy
-            // past it, where it did and where the step changed.
-            let step = s.changes();
-            let (here, past) = path.split_at_mut(d + 1);
-            let Some(here) = here.last_mut() else {
-                return Err(KvmError::Inconsistent);
-            };
-            let before = here.changes();
-            if let Some(past) = past.first_mut() {
-                past.absorb_changes(&step);
-            }
-            here.sync_from(&s);
-            here.absorb_changes(&before);
-            s.clear_changes();
-            if let Some(f) = frames.last_mut() {
-                *f = next;
-            }
-            continue;
-        }
-        if d + 1 >= max_depth {
-            aside.push((new, s_regions, s_parts, s.clone()));
-            s.revert_to(w);
-            s.clear_changes();
-            continue;
-        }
-        // Descend: path[d + 1] becomes the new state, by what differs from it.
-        match path.get_mut(d + 1..) {
-            Some([next, past @ ..]) => {
-                next.absorb_changes(&s.changes());
-                if let Some(past) = past.first_mut() {
-                    past.absorb_changes(&next.changes());
-                }
-                next.revert_to(&s);
-            }
-            _ => path.push(s.clone()),
-        }
-        s.clear_changes();
-        frames.push(next);
-    }
-    progress(graph.states(), path.len());
-    if violation.is_some() {
-        // One of the fewest steps, breadth first; the depth-first path when the bound stops
-        // that search first.
-        let bfs = explore_breadth_first(start, bounds, progress)?;
-        if bfs.violation.is_some() {
-            return Ok(bfs);
-        }
-    }
-    let now = graph.bytes_after(0, 0)
-        + held(&path, &aside, &frames, 0)
-        + Graph::summary_bytes(graph.states(), graph.edges());
-    let mut ex = graph.exploration(transitions, stopped, violation, checks.memory.max(now));
-    ex.pending = frames
-        .iter()
-        .map(|f| usize::from(f.n.saturating_sub(f.next)))
-        .sum::<usize>()
-        + aside.len();
+    (rec.progress)(rec.graph.states(), search.path_len());
+    let one = search.one;
+    let now = rec.graph.bytes_after(0, 0)
+        + search.held()
+        + rec.aside_bytes(one, 0)
+        + Graph::summary_bytes(rec.graph.states(), rec.graph.edges());
+    let memory = rec.checks.memory.max(now);
+    let mut ex = rec
+        .graph
+        .exploration(search.transitions, stopped, violation, memory);
+    ex.pending = search.pending() + rec.aside.len();
     Ok(ex)
 }
 
