@@ -85,14 +85,26 @@ impl Graph {
     /// `states` states and `edges` edges: the rows of the edges by source and the distances
     /// and first steps of the shortest paths; then, with the distances kept, the rows by
     /// target and the marks and stack of the liveness pass.
-    pub(super) fn summary_bytes(states: usize, edges: usize) -> usize {
+    /// With `together`, the two passes run at once (on two threads) and hold their
+    /// allocations together.
+    pub(super) fn summary_bytes(states: usize, edges: usize, together: bool) -> usize {
         let rows = 2 * (states + 1) * size_of::<u32>();
-        let shortest = states * (size_of::<u32>() + size_of::<(u32, Choice)>());
+        let shortest = states * (2 * size_of::<u32>() + size_of::<(u32, Choice)>());
         let queue = states * size_of::<u32>();
         let by_source = rows + edges * size_of::<(u32, Choice)>() + shortest + queue;
         let marks = 2 * states * size_of::<bool>() + states * size_of::<u32>();
-        let by_target = shortest + rows + edges * size_of::<u32>() + marks;
-        by_source.max(by_target)
+        let by_target = rows + edges * size_of::<u32>() + marks;
+        if together {
+            by_source + by_target
+        } else {
+            by_source.max(shortest + by_target)
+        }
+    }
+
+    /// Whether [`Graph::exploration`] runs its two passes at once with `threads` threads
+    /// (worth a thread on graphs past a million transitions).
+    pub(super) fn passes_together(threads: usize, edges: usize) -> bool {
+        threads > 1 && edges > 1 << 20
     }
 
     /// Starts loading where [`Graph::reach`] will look for `fp`.
@@ -143,14 +155,27 @@ impl Graph {
         stopped: Option<Stop>,
         broken: Option<Broken>,
         memory: usize,
+        threads: usize,
     ) -> Exploration {
-        let shortest = self.shortest();
+        // Liveness needs a complete, safe exploration; with a thread to spare on a large
+        // graph, the backward pass runs beside the shortest paths.
+        let live = stopped.is_none() && broken.is_none();
+        let (shortest, stuck) = if live && Self::passes_together(threads, self.edges()) {
+            std::thread::scope(|scope| {
+                let stuck = scope.spawn(|| self.cannot_end());
+                let shortest = self.shortest();
+                let stuck = stuck.join().unwrap_or_else(|_| self.cannot_end());
+                (shortest, Some(stuck))
+            })
+        } else {
+            (self.shortest(), None)
+        };
         let violation = broken.map(|(from, c, v)| {
             let mut p = shortest.path(from);
             p.push(c);
             (v, p)
         });
-        let mut ex = summarise(self, &shortest, transitions, stopped, violation);
+        let mut ex = summarise(self, &shortest, stuck, transitions, stopped, violation);
         ex.memory = memory;
         ex
     }
@@ -263,6 +288,7 @@ impl Shortest {
 fn summarise(
     graph: &Graph,
     shortest: &Shortest,
+    stuck: Option<Vec<bool>>,
     transitions: u64,
     stopped: Option<Stop>,
     violation: Option<(Violation, Vec<Choice>)>,
@@ -312,7 +338,7 @@ fn summarise(
         ex.end_traces.insert(v, shortest.path(i));
     }
     if violation.is_none() && !bounded {
-        let stuck = graph.cannot_end();
+        let stuck = stuck.unwrap_or_else(|| graph.cannot_end());
         ex.livelock_states = stuck.iter().filter(|s| **s).count();
         ex.livelock_trace = closest(&mut (0..states as u32).filter(|&i| stuck[i as usize]))
             .map(|i| shortest.path(i));

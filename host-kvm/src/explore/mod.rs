@@ -308,7 +308,7 @@ where
                     let estimate = |k| {
                         graph.bytes_after(k, k)
                             + held(level_bytes, &next_frontier, k)
-                            + Graph::summary_bytes(graph.states() + k, graph.edges() + k)
+                            + Graph::summary_bytes(graph.states() + k, graph.edges() + k, false)
                     };
                     if let Some(why) = checks.check(&bounds, &graph, estimate) {
                         stopped = Some(why);
@@ -341,8 +341,8 @@ where
             &next_frontier,
             0,
         )
-        + Graph::summary_bytes(graph.states(), graph.edges());
-    let mut ex = graph.exploration(transitions, stopped, violation, checks.memory.max(now));
+        + Graph::summary_bytes(graph.states(), graph.edges(), false);
+    let mut ex = graph.exploration(transitions, stopped, violation, checks.memory.max(now), 1);
     ex.pending = unsearched + next_frontier.len();
     Ok(ex)
 }
@@ -461,7 +461,7 @@ where
                 + held(k)
                 + vec_bytes_after(aside, k)
                 + aside.len() * storage
-                + Graph::summary_bytes(graph.states() + k, graph.edges() + k)
+                + Graph::summary_bytes(graph.states() + k, graph.edges() + k, false)
         };
         self.checks.check(bounds, graph, estimate)
     }
@@ -516,11 +516,11 @@ where
     let now = rec.graph.bytes_after(0, 0)
         + search.held()
         + rec.aside_bytes(one, 0)
-        + Graph::summary_bytes(rec.graph.states(), rec.graph.edges());
+        + Graph::summary_bytes(rec.graph.states(), rec.graph.edges(), false);
     let memory = rec.checks.memory.max(now);
     let mut ex = rec
         .graph
-        .exploration(search.transitions, stopped, violation, memory);
+        .exploration(search.transitions, stopped, violation, memory, 1);
     ex.pending = search.pending() + rec.aside.len();
     Ok(ex)
 }

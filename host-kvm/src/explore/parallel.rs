@@ -59,10 +59,11 @@ struct Shared<SS: SeptStorage + Clone, KS: KvmStorage + Clone> {
     edges: AtomicUsize,
     /// Bytes the state table's shards hold.
     table_bytes: AtomicUsize,
-    /// Each worker's search's bytes as of its last check (its path and scratch world).
+    /// Each worker's bytes (its search's path and scratch world, its transitions and
+    /// verdicts) as of its last check.
     held: Vec<AtomicUsize>,
-    /// Each worker's transitions and verdicts, in bytes, as of its last check.
-    vectors: Vec<AtomicUsize>,
+    /// The workers' reservations ([`Worker::reserved`]) together.
+    reserved: AtomicUsize,
     /// Bytes of the largest world copy any worker has seen.
     one: AtomicUsize,
     /// The most bytes a check estimated.
@@ -152,6 +153,9 @@ struct Worker<'a, SS: SeptStorage + Clone, KS: KvmStorage + Clone> {
     /// Edges recorded at the next check, and at the last one.
     next_check: usize,
     checked: usize,
+    /// Bytes this worker reserved at its last check for what it may hold and add until its
+    /// next (its part of [`Shared::reserved`]).
+    reserved: usize,
 }
 
 impl<SS: SeptStorage + Clone, KS: KvmStorage + Clone> Worker<'_, SS, KS> {
@@ -240,51 +244,59 @@ where
         self.checked = self.edges.len();
         let edges = shared.edges.fetch_add(new_edges, Ordering::Relaxed) + new_edges;
         let one = shared.one.fetch_max(one, Ordering::Relaxed).max(one);
-        // Each worker's search (its path and scratch world) and its own vectors.
-        let (search, vectors) = (held(0), self.own_bytes(0));
-        if let (Some(h), Some(v)) = (shared.held.get(self.index), shared.vectors.get(self.index)) {
-            h.store(search, Ordering::Relaxed);
-            v.store(vectors, Ordering::Relaxed);
-        }
-        let others = |a: &[AtomicUsize]| -> usize {
-            a.iter()
-                .enumerate()
-                .filter(|&(i, _)| i != self.index)
-                .map(|(_, h)| h.load(Ordering::Relaxed))
-                .sum()
-        };
-        let (other_searches, other_vectors) = (others(&shared.held), others(&shared.vectors));
         let states = shared.next_id.load(Ordering::Relaxed);
         let storage = one.saturating_sub(size_of::<World<SS, KS>>());
         let queued = shared.queued.load(Ordering::Relaxed) * (storage + size_of::<Item<SS, KS>>());
         let table = shared.table_bytes.load(Ordering::Relaxed);
-        // Once `k` more states and transitions are found by each worker, the most of: the
-        // search (the table, every worker's search and vectors, the queue), the merge (the
-        // workers' vectors and the graph's), and the summary (the graph's vectors and what
-        // its summary allocates); the table lives to the end.
-        let estimate = |k: usize| {
-            let all = k * shared.threads;
-            let table = table + all * TABLE_BYTES_PER_STATE;
-            let vectors = other_vectors + self.own_bytes(k);
-            let merged = (edges + all) * size_of::<(u32, u32, Choice)>()
-                + (states + all) * size_of::<Option<Verdict>>();
-            let searching = other_searches + held(k) + vectors + queued;
-            let merging = vectors + merged;
-            let summary = merged + Graph::summary_bytes(states + all, edges + all);
-            table + searching.max(merging).max(summary)
-        };
-        let now = estimate(0);
-        shared.memory.fetch_max(now, Ordering::Relaxed);
+        let together = Graph::passes_together(shared.threads, edges);
+        // What every worker shares, as found so far: the table, the queue, the graph the
+        // workers' transitions and verdicts become, and what its summary allocates.
+        let common = table
+            + queued
+            + edges * size_of::<(u32, u32, Choice)>()
+            + states * size_of::<Option<Verdict>>()
+            + Graph::summary_bytes(states, edges, together);
+        // This worker's reservation until its next check, `k` transitions (so states) away:
+        // its search and its own vectors then, and what `k` more states and transitions add
+        // to what every worker shares.
+        let per_state = TABLE_BYTES_PER_STATE
+            + size_of::<(u32, u32, Choice)>()
+            + size_of::<Option<Verdict>>()
+            + Graph::summary_bytes(1, 1, true);
+        let reservation = |k: usize| held(k) + self.own_bytes(k) + k * per_state;
+        // What it holds now, for the memory the exploration reports.
+        if let Some(a) = shared.held.get(self.index) {
+            a.store(held(0) + self.own_bytes(0), Ordering::Relaxed);
+        }
+        // Reported by phase (the bound below adds them): searching and merging, the workers'
+        // paths and vectors and the graph's; summarising, the graph's and the summary's. The
+        // table and the queue live throughout.
+        let holding: usize = shared.held.iter().map(|a| a.load(Ordering::Relaxed)).sum();
+        let graph = edges * size_of::<(u32, u32, Choice)>() + states * size_of::<Option<Verdict>>();
+        let phases = (holding + graph).max(graph + Graph::summary_bytes(states, edges, together));
+        shared
+            .memory
+            .fetch_max(table + queued + phases, Ordering::Relaxed);
+        // Reserve, against every other worker's reservation, room for `CHECK_EDGES` more
+        // transitions, else for one, else stop: the workers' reservations and what they share
+        // stay within the bound together.
         let max = bounds.max_memory;
-        let k = if max == 0 || estimate(CHECK_EDGES) <= max {
-            CHECK_EDGES
-        } else if estimate(1) <= max {
-            1
-        } else {
-            return Some(Stop::MaxMemory);
-        };
-        self.next_check = self.edges.len() + k;
-        None
+        let old = self.reserved;
+        for k in [CHECK_EDGES, 1] {
+            let new = reservation(k);
+            let taken = shared
+                .reserved
+                .fetch_update(Ordering::AcqRel, Ordering::Acquire, |r| {
+                    let r = r.saturating_sub(old) + new;
+                    (max == 0 || common + r <= max).then_some(r)
+                });
+            if taken.is_ok() {
+                self.reserved = new;
+                self.next_check = self.edges.len() + k;
+                return None;
+            }
+        }
+        Some(Stop::MaxMemory)
     }
 
     fn share(&self) -> bool {
@@ -349,7 +361,7 @@ where
         edges: AtomicUsize::new(0),
         table_bytes: AtomicUsize::new(0),
         held: (0..threads).map(|_| AtomicUsize::new(0)).collect(),
-        vectors: (0..threads).map(|_| AtomicUsize::new(0)).collect(),
+        reserved: AtomicUsize::new(0),
         one: AtomicUsize::new(0),
         memory: AtomicUsize::new(0),
         threads,
@@ -392,6 +404,7 @@ where
                         verdicts: Vec::new(),
                         next_check: 0,
                         checked: 0,
+                        reserved: 0,
                     };
                     let ended = search.run(&mut rec, &bounds);
                     // Whatever ended this worker's search ends everyone's but completion.
@@ -465,9 +478,11 @@ where
     }
     progress(states, 0);
     let graph = Graph::from_parts(edges, verdicts);
-    let now = graph.bytes_after(0, 0) + Graph::summary_bytes(graph.states(), graph.edges());
+    let together = Graph::passes_together(threads, graph.edges());
+    let now =
+        graph.bytes_after(0, 0) + Graph::summary_bytes(graph.states(), graph.edges(), together);
     let memory = shared.memory.load(Ordering::Relaxed).max(now);
-    let mut ex = graph.exploration(transitions, stopped, violation, memory);
+    let mut ex = graph.exploration(transitions, stopped, violation, memory, threads);
     ex.pending = pending;
     Ok(ex)
 }
