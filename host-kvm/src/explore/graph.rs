@@ -5,6 +5,7 @@ use std::collections::BTreeMap;
 
 use hugesept_core::world::{Choice, Verdict, Violation};
 
+use super::edges::{Edges, MAX_STATES, Step};
 use super::fingerprint::{Lookup, StateTable};
 use super::{Exploration, Stop};
 
@@ -13,8 +14,8 @@ use super::{Exploration, Stop};
 pub(super) struct Graph {
     /// Each state's id by fingerprint.
     ids: StateTable,
-    /// (from, to, choice) for every transition into another state.
-    edges: Vec<(u32, u32, Choice)>,
+    /// Every transition into another state, by source.
+    edges: Edges,
     /// The verdict of each state, `None` while it runs.
     verdicts: Vec<Option<Verdict>>,
 }
@@ -44,7 +45,7 @@ impl Graph {
         verdicts.push(verdict);
         Graph {
             ids,
-            edges: Vec::with_capacity(4 * RESERVE_STATES),
+            edges: Edges::default(),
             verdicts,
         }
     }
@@ -52,10 +53,7 @@ impl Graph {
     /// The graph of `verdicts.len()` states (id 0 the start) and these transitions, built by
     /// other means than [`Graph::reach`] and [`Graph::add`] (the parallel search): it can be
     /// summarised, not searched on.
-    pub(super) fn from_parts(
-        edges: Vec<(u32, u32, Choice)>,
-        verdicts: Vec<Option<Verdict>>,
-    ) -> Self {
+    pub(super) fn from_parts(edges: Edges, verdicts: Vec<Option<Verdict>>) -> Self {
         Graph {
             ids: StateTable::new(),
             edges,
@@ -77,7 +75,7 @@ impl Graph {
     /// table's slots and fingerprints, the edges, the verdicts).
     pub(super) fn bytes_after(&self, states: usize, edges: usize) -> usize {
         self.ids.bytes_after(states)
-            + super::capacity_after(&self.edges, edges) * size_of::<(u32, u32, Choice)>()
+            + self.edges.bytes_after(edges)
             + super::capacity_after(&self.verdicts, states) * size_of::<Option<Verdict>>()
     }
 
@@ -89,9 +87,9 @@ impl Graph {
     /// allocations together.
     pub(super) fn summary_bytes(states: usize, edges: usize, together: bool) -> usize {
         let rows = 2 * (states + 1) * size_of::<u32>();
-        let shortest = states * (2 * size_of::<u32>() + size_of::<(u32, Choice)>());
+        let shortest = states * (2 * size_of::<u32>() + size_of::<Step>());
         let queue = states * size_of::<u32>();
-        let by_source = rows + edges * size_of::<(u32, Choice)>() + shortest + queue;
+        let by_source = rows + edges * size_of::<Step>() + shortest + queue;
         let marks = 2 * states * size_of::<bool>() + states * size_of::<u32>();
         let by_target = rows + edges * size_of::<u32>() + marks;
         if together {
@@ -118,7 +116,7 @@ impl Graph {
         match self.ids.find(fp) {
             Lookup::Known(known) => {
                 if known != from {
-                    self.edges.push((from, known, c));
+                    self.edges.push(from, known, c);
                 }
                 None
             }
@@ -137,12 +135,12 @@ impl Graph {
         max_states: usize,
     ) -> Option<u32> {
         // Ids are 32-bit (and the table keeps id + 1).
-        if self.states() >= max_states.min(u32::MAX as usize) {
+        if self.states() >= max_states.min(MAX_STATES) {
             return None;
         }
         let id = self.states() as u32;
         self.ids.insert_at(new.slot, new.fp, id);
-        self.edges.push((from, id, c));
+        self.edges.push(from, id, c);
         self.verdicts.push(verdict);
         Some(id)
     }
@@ -201,20 +199,20 @@ impl Graph {
     fn adjacency<T: Copy>(
         &self,
         blank: T,
-        by: impl Fn(&(u32, u32, Choice)) -> (u32, T),
+        by: impl Fn(u32, Step) -> (u32, T),
     ) -> (Vec<u32>, Vec<T>) {
         let n = self.verdicts.len();
         let mut start = vec![0u32; n + 1];
-        for e in &self.edges {
-            start[by(e).0 as usize + 1] += 1;
+        for (from, step) in self.edges.iter() {
+            start[by(from, step).0 as usize + 1] += 1;
         }
         for i in 0..n {
             start[i + 1] += start[i];
         }
         let mut fill = start.clone();
         let mut items = vec![blank; self.edges.len()];
-        for e in &self.edges {
-            let (k, item) = by(e);
+        for (from, step) in self.edges.iter() {
+            let (k, item) = by(from, step);
             items[fill[k as usize] as usize] = item;
             fill[k as usize] += 1;
         }
@@ -223,10 +221,9 @@ impl Graph {
 
     fn shortest(&self) -> Shortest {
         let n = self.verdicts.len();
-        let (start, mut out) =
-            self.adjacency((0, Choice::Vcpu(0)), |&(from, to, c)| (from, (to, c)));
+        let (start, mut out) = self.adjacency(Step::default(), |from, step| (from, step));
         for i in 0..n {
-            out[start[i] as usize..start[i + 1] as usize].sort_unstable_by_key(|&(_, c)| c);
+            out[start[i] as usize..start[i + 1] as usize].sort_unstable_by_key(|s| s.code());
         }
         let mut dist = vec![u32::MAX; n];
         let mut via = vec![(0u32, Choice::Vcpu(0)); n];
@@ -241,7 +238,8 @@ impl Graph {
             rank[f as usize] = next_rank;
             next_rank += 1;
             let d = dist[f as usize] + 1;
-            for &(t, c) in &out[start[f as usize] as usize..start[f as usize + 1] as usize] {
+            for step in &out[start[f as usize] as usize..start[f as usize + 1] as usize] {
+                let (t, c) = (step.to(), step.choice());
                 if dist[t as usize] == u32::MAX {
                     dist[t as usize] = d;
                     via[t as usize] = (f, c);
@@ -255,7 +253,7 @@ impl Graph {
     /// States from which no end state is reachable (backward reachability from the ends).
     fn cannot_end(&self) -> Vec<bool> {
         let n = self.verdicts.len();
-        let (rev_start, rev) = self.adjacency(0, |&(from, to, _)| (to, from));
+        let (rev_start, rev) = self.adjacency(0, |from, step| (step.to(), from));
         let mut can_end: Vec<bool> = self.verdicts.iter().map(Option::is_some).collect();
         let mut stack: Vec<u32> = (0..n as u32).filter(|&i| can_end[i as usize]).collect();
         while let Some(t) = stack.pop() {

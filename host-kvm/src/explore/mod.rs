@@ -8,6 +8,7 @@
 //! (under fair scheduling every run ends exactly when an end is reachable from every reachable
 //! state).
 
+mod edges;
 mod fingerprint;
 mod graph;
 mod parallel;

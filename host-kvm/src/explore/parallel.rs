@@ -15,6 +15,7 @@ use hugesept_core::kvm::{KvmError, KvmStorage};
 use hugesept_core::sept::SeptStorage;
 use hugesept_core::world::{Choice, Verdict, Violation, World};
 
+use super::edges::{Edges, MAX_STATES};
 use super::fingerprint::{Lookup, StateTable};
 use super::graph::{Broken, Graph};
 use super::search::{Ended, Item, Record, Search, Visit};
@@ -148,7 +149,7 @@ const TABLE_BYTES_PER_STATE: usize =
 struct Worker<'a, SS: SeptStorage + Clone, KS: KvmStorage + Clone> {
     shared: &'a Shared<SS, KS>,
     index: usize,
-    edges: Vec<(u32, u32, Choice)>,
+    edges: Edges,
     verdicts: Vec<(u32, Option<Verdict>)>,
     /// Edges recorded at the next check, and at the last one.
     next_check: usize,
@@ -161,7 +162,7 @@ struct Worker<'a, SS: SeptStorage + Clone, KS: KvmStorage + Clone> {
 impl<SS: SeptStorage + Clone, KS: KvmStorage + Clone> Worker<'_, SS, KS> {
     /// Bytes of this worker's own vectors once `k` more states and transitions are in them.
     fn own_bytes(&self, k: usize) -> usize {
-        capacity_after(&self.edges, k) * size_of::<(u32, u32, Choice)>()
+        self.edges.bytes_after(k)
             + capacity_after(&self.verdicts, k) * size_of::<(u32, Option<Verdict>)>()
     }
 }
@@ -188,13 +189,13 @@ where
                     let known = shard.ids[local as usize];
                     drop(shard);
                     if known != from {
-                        self.edges.push((from, known, c));
+                        self.edges.push(from, known, c);
                     }
                     return Visit::Known;
                 }
                 Lookup::Vacant(slot) => {
                     let id = self.shared.next_id.fetch_add(1, Ordering::Relaxed);
-                    if id >= self.shared.max_states.min(u32::MAX as usize) {
+                    if id >= self.shared.max_states.min(MAX_STATES) {
                         return Visit::Full;
                     }
                     let before = shard.bytes();
@@ -215,7 +216,7 @@ where
         match new() {
             Err(v) => Visit::Broken(v),
             Ok(verdict) => {
-                self.edges.push((from, id, c));
+                self.edges.push(from, id, c);
                 self.verdicts.push((id, verdict));
                 Visit::New(id, verdict)
             }
@@ -249,34 +250,27 @@ where
         let queued = shared.queued.load(Ordering::Relaxed) * (storage + size_of::<Item<SS, KS>>());
         let table = shared.table_bytes.load(Ordering::Relaxed);
         let together = Graph::passes_together(shared.threads, edges);
-        // What every worker shares, as found so far: the table, the queue, the graph the
-        // workers' transitions and verdicts become, and what its summary allocates.
+        // What every worker shares, as found so far: the table, the queue, the graph's
+        // verdicts (its transitions are the workers' lists, moved), and what its summary
+        // allocates.
         let common = table
             + queued
-            + edges * size_of::<(u32, u32, Choice)>()
             + states * size_of::<Option<Verdict>>()
             + Graph::summary_bytes(states, edges, together);
         // This worker's reservation until its next check, `k` transitions (so states) away:
         // its search and its own vectors then, and what `k` more states and transitions add
         // to what every worker shares.
-        let per_state = TABLE_BYTES_PER_STATE
-            + size_of::<(u32, u32, Choice)>()
-            + size_of::<Option<Verdict>>()
-            + Graph::summary_bytes(1, 1, true);
+        let per_state =
+            TABLE_BYTES_PER_STATE + size_of::<Option<Verdict>>() + Graph::summary_bytes(1, 1, true);
         let reservation = |k: usize| held(k) + self.own_bytes(k) + k * per_state;
         // What it holds now, for the memory the exploration reports.
         if let Some(a) = shared.held.get(self.index) {
             a.store(held(0) + self.own_bytes(0), Ordering::Relaxed);
         }
-        // Reported by phase (the bound below adds them): searching and merging, the workers'
-        // paths and vectors and the graph's; summarising, the graph's and the summary's. The
-        // table and the queue live throughout.
+        // What every worker holds now (their paths, scratch worlds and lists, which become
+        // the graph's), with what they share: the memory the exploration reports.
         let holding: usize = shared.held.iter().map(|a| a.load(Ordering::Relaxed)).sum();
-        let graph = edges * size_of::<(u32, u32, Choice)>() + states * size_of::<Option<Verdict>>();
-        let phases = (holding + graph).max(graph + Graph::summary_bytes(states, edges, together));
-        shared
-            .memory
-            .fetch_max(table + queued + phases, Ordering::Relaxed);
+        shared.memory.fetch_max(common + holding, Ordering::Relaxed);
         // Reserve, against every other worker's reservation, room for `CHECK_EDGES` more
         // transitions, else for one, else stop: the workers' reservations and what they share
         // stay within the bound together.
@@ -317,7 +311,7 @@ where
 
 /// What one worker found.
 struct Found {
-    edges: Vec<(u32, u32, Choice)>,
+    edges: Edges,
     verdicts: Vec<(u32, Option<Verdict>)>,
     transitions: u64,
     ended: Ended,
@@ -400,7 +394,7 @@ where
                     let mut rec = Worker {
                         shared,
                         index,
-                        edges: Vec::new(),
+                        edges: Edges::default(),
                         verdicts: Vec::new(),
                         next_check: 0,
                         checked: 0,
@@ -439,14 +433,13 @@ where
     let states = shared
         .next_id
         .load(Ordering::Relaxed)
-        .min(bounds.max_states.min(u32::MAX as usize));
+        .min(bounds.max_states.min(MAX_STATES));
     let mut verdicts = vec![None; states];
     if let Some(v) = verdicts.first_mut() {
         *v = start.ended();
     }
-    // The graph's transitions: the workers' vectors one after another, each freed once
-    // copied.
-    let mut edges = Vec::with_capacity(parts.iter().map(|p| p.edges.len()).sum());
+    // The graph's transitions: the workers' lists one after another (their chunks move).
+    let mut edges = Edges::default();
     let mut transitions = 0;
     let mut stopped = None;
     let mut violation: Option<Broken> = None;
@@ -457,7 +450,7 @@ where
                 *slot = v;
             }
         }
-        edges.extend(p.edges);
+        edges.append(p.edges);
         transitions += p.transitions;
         pending += p.pending;
         match p.ended {
