@@ -363,8 +363,8 @@ fn world_bytes<SS: SeptStorage + Clone, KS: KvmStorage + Clone>(w: &World<SS, KS
         + size_of_val(kvm.tables())
 }
 
-/// Explores every interleaving from `start`, depth first ([`search`]), on
-/// [`Bounds::threads`] threads (one when 0 or 1; [`parallel`]). Shortest traces (per end
+/// Explores every interleaving from `start`, depth first (explore/search.rs), on
+/// [`Bounds::threads`] threads (one when 0 or 1; explore/parallel.rs). Shortest traces (per end
 /// verdict, into a livelock) and the depth (the greatest number of steps a state needs) come
 /// from a breadth-first pass over the explored graph afterwards; a violation is traced again
 /// breadth first for one of the fewest steps. `progress` is told the states seen and the
