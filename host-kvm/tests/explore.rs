@@ -282,3 +282,33 @@ fn the_ovmf_seed_scenarios_explore_completely() {
         assert_eq!(ex.pending, 0, "{name}");
     }
 }
+
+/// A 64 GiB window with two regions touched explores in tens of megabytes: a world copy holds
+/// the window's region records and the tables its history took, not the window.
+#[test]
+fn a_64_gib_window_with_two_regions_touched_explores_in_megabytes() {
+    let text = std::fs::read_to_string(
+        Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../scenarios/bench/window-64g-guest-inhibit.toml"),
+    )
+    .unwrap();
+    let w = scenario::parse(&text).unwrap().world().unwrap();
+    assert_eq!(w.regions(), 32_768);
+    for threads in [1, 2] {
+        let ex = explore(
+            &w,
+            Bounds {
+                max_states: 1_000_000,
+                threads,
+                ..Bounds::default()
+            },
+            &mut |_, _| {},
+        )
+        .unwrap();
+        assert!(!ex.bounded, "{threads} threads");
+        assert_eq!(ex.ends.keys().copied().collect::<Vec<_>>(), ["ok"]);
+        assert_eq!(ex.livelock_states, 0);
+        let limit = if threads == 1 { 48 << 20 } else { 128 << 20 };
+        assert!(ex.memory < limit, "{threads} threads: {} bytes", ex.memory);
+    }
+}

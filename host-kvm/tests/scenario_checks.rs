@@ -57,18 +57,18 @@ fn regions_are_bounded_by_the_largest_window() {
     assert_refused(
         &BASE.replace("regions = 2", "regions = 0"),
         "regions",
-        &["4096"],
+        &["32768"],
     );
     assert_refused(
-        &BASE.replace("regions = 2", "regions = 4097"),
+        &BASE.replace("regions = 2", "regions = 32769"),
         "regions",
-        &["4096"],
+        &["32768"],
     );
     // Beyond u32: still the field and its limit, not a type error.
     assert_refused(
         &BASE.replace("regions = 2", "regions = 5000000000"),
         "regions",
-        &["4096"],
+        &["32768"],
     );
 }
 
@@ -77,13 +77,13 @@ fn the_largest_world_stays_well_under_a_gigabyte() {
     use hugesept_core::kvm::{KvmGig, KvmRegion, MirrorTable};
     use hugesept_core::sept::{HugeEntry, Region, Table4K};
     let sc = scenario::parse(
-        "policy = \"rfc-v1\"\nregions = 4096\ntables = 4096\n[[vcpu]]\nguest = \"linux\"\n\
+        "policy = \"rfc-v1\"\nregions = 32768\ntables = 32768\n[[vcpu]]\nguest = \"linux\"\n\
          start = \"0x40000000\"\nend = \"0x40200000\"\n",
     )
     .unwrap();
     let gigs = sc.config.gigs_needed().unwrap();
     let bytes = gigs * (size_of::<HugeEntry>() + size_of::<KvmGig>())
-        + 4096 * (size_of::<Region>() + size_of::<KvmRegion>())
+        + 32768 * (size_of::<Region>() + size_of::<KvmRegion>())
         + sc.tables * (size_of::<Table4K>() + size_of::<MirrorTable>());
     assert!(bytes < 1 << 30, "{bytes} bytes");
     sc.world().unwrap();
@@ -180,14 +180,14 @@ fn strides_name_vcpus_the_scenario_has_and_chunks_a_window() {
         &["1..=2"],
     );
     assert_refused(
-        &strided(0, 2, "0x400000000"),
+        &strided(0, 2, "0x2000000000"),
         "vcpu[0].stride.chunk",
-        &["8 GiB"],
+        &["64 GiB"],
     );
     assert_refused(
         &strided(0, 2, "0x8000000000000000"),
         "vcpu[0].stride.chunk",
-        &["8 GiB"],
+        &["64 GiB"],
     );
 }
 

@@ -1,6 +1,7 @@
 //! `cargo xtask explore-bench [--quick] [--threads N]`: the explorer on the benchmark worlds
 //! (scenarios/bench: three Linux vCPUs on 16 and 32 pages of one region, a Linux vCPU with two
-//! 4K-only vCPUs inside its range, a 2 GiB one-vCPU Linux world) and the OVMF seed scenarios,
+//! 4K-only vCPUs inside its range, a 2 GiB one-vCPU Linux world, a 64 GiB window with two
+//! regions touched) and the OVMF seed scenarios,
 //! each explored completely by the release `hugesept explore`; prints a Markdown table of
 //! states, transitions, time to verdict, states per second, the explorer's memory estimate,
 //! peak resident memory and the reachable outcomes, as docs/benchmarks.md records it.
@@ -23,6 +24,7 @@ const WORLDS: &[(&str, bool)] = &[
         false,
     ),
     ("scenarios/bench/linux-2g-guest-inhibit.toml", false),
+    ("scenarios/bench/window-64g-guest-inhibit.toml", false),
     ("scenarios/seed-rfc-v1.toml", false),
     ("scenarios/seed-guest-inhibit.toml", false),
     ("scenarios/seed-2m-first-rfc-v1.toml", false),

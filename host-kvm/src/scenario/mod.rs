@@ -93,10 +93,10 @@ fn field_err(field: &str, message: String) -> ScenarioError {
     }
 }
 
-/// 2 MiB regions a scenario's window holds at most (8 GiB). The storage of a world grows
-/// with its regions and with the 4K tables it takes (storage.rs): region records are a few
-/// hundred kilobytes at this limit, and each table taken adds 4 KiB.
-pub const MAX_REGIONS: u64 = 4096;
+/// 2 MiB regions a scenario's window holds at most (64 GiB). The storage of a world grows with its regions and with the 4K
+/// tables it takes (storage.rs): region records are about 1.3 MB at this limit, and each
+/// table taken adds 4 KiB (S-EPT) and 4 KiB (mirror).
+pub const MAX_REGIONS: u64 = 32768;
 /// The largest window, in bytes (also the largest stride chunk).
 pub const MAX_WINDOW: u64 = MAX_REGIONS * PAGE_SIZE_2M;
 /// Seeded schedules a scenario may ask for (each keeps its numbers in the [`Summary`]).
@@ -407,7 +407,7 @@ pub fn parse(text: &str) -> Result<Scenario, ScenarioError> {
         f.regions,
         1,
         MAX_REGIONS,
-        "the window holds at most 8 GiB of 2 MiB regions",
+        "the window holds at most 64 GiB of 2 MiB regions",
     )?;
     // A 2 MiB region holds at most one 4K table in either model (sept::Region::table,
     // kvm::KvmRegion::table): a pool larger than the window's regions is never used.
@@ -696,7 +696,7 @@ fn parse_stride(at: &str, sd: &FileStride, vcpus: usize) -> Result<(u8, u8, u8),
     if !chunk.is_power_of_two() || !(PAGE_SIZE_2M..=MAX_WINDOW).contains(&chunk) {
         return Err(field_err(
             &format!("{at}.stride.chunk"),
-            format!("{chunk:#x} is not a power of two from 2 MiB to 8 GiB (the largest window)"),
+            format!("{chunk:#x} is not a power of two from 2 MiB to 64 GiB (the largest window)"),
         ));
     }
     let count: u8 = bounded(
