@@ -30,6 +30,20 @@ fn assert_same(what: &str, a: &Exploration, b: &Exploration) {
     assert!(a.violation.is_none() && b.violation.is_none(), "{what}");
 }
 
+/// The world of the scenario file at `path` under scenarios/.
+fn scenario_world(path: &str) -> ScenarioWorld {
+    let file = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../scenarios")
+        .join(path);
+    let text = std::fs::read_to_string(&file).unwrap();
+    scenario::parse(&text).unwrap().world().unwrap()
+}
+
+/// `explore` on `threads` threads within `bounds`.
+fn explore_on(w: &ScenarioWorld, bounds: Bounds, threads: usize) -> Exploration {
+    explore(w, Bounds { threads, ..bounds }, &mut |_, _| {}).unwrap()
+}
+
 #[test]
 fn depth_first_and_breadth_first_explore_the_same_graph() {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../scenarios");
@@ -142,15 +156,7 @@ fn a_broken_invariant_gets_one_of_the_fewest_steps_that_break_it() {
     assert_eq!(p.len(), bp.len());
     // On two threads: the worker that meets it stops the others, and the trace is again one of
     // the fewest steps.
-    let par = explore(
-        &w,
-        Bounds {
-            threads: 2,
-            ..bounds
-        },
-        &mut |_, _| {},
-    )
-    .unwrap();
+    let par = explore_on(&w, bounds, 2);
     let (pv, pp) = par.violation.clone().expect("a violation");
     assert_eq!((pv, pp.len()), (v, p.len()));
     // The trace breaks it on its last step and not before.
@@ -174,12 +180,7 @@ fn a_long_chain_does_not_deepen_the_path() {
     // td-shim re-accepting its 2M page: a chain over six thousand steps deep, with side
     // branches. The continuation is taken last and takes its state's level on the path, so the
     // path holds about 500 worlds (over 3,000 when choices were taken first enabled first).
-    let text = std::fs::read_to_string(
-        Path::new(env!("CARGO_MANIFEST_DIR"))
-            .join("../scenarios/td-shim-reaccept-2m-upstream-4k.toml"),
-    )
-    .unwrap();
-    let w = scenario::parse(&text).unwrap().world().unwrap();
+    let w = scenario_world("td-shim-reaccept-2m-upstream-4k.toml");
     let mut longest = 0;
     let ex = explore(
         &w,
@@ -197,11 +198,7 @@ fn a_long_chain_does_not_deepen_the_path() {
 
 #[test]
 fn a_partial_exploration_says_what_it_left() {
-    let text = std::fs::read_to_string(
-        Path::new(env!("CARGO_MANIFEST_DIR")).join("../scenarios/seed-tdcalls.toml"),
-    )
-    .unwrap();
-    let w = scenario::parse(&text).unwrap().world().unwrap();
+    let w = scenario_world("seed-tdcalls.toml");
     let all = Bounds {
         max_states: 1_000_000,
         ..Bounds::default()
@@ -218,15 +215,7 @@ fn a_partial_exploration_says_what_it_left() {
         };
         let dfs = explore(&w, bounds, &mut |_, _| {}).unwrap();
         let bfs = explore_breadth_first(&w, bounds, &mut |_, _| {}).unwrap();
-        let par = explore(
-            &w,
-            Bounds {
-                threads: 2,
-                ..bounds
-            },
-            &mut |_, _| {},
-        )
-        .unwrap();
+        let par = explore_on(&w, bounds, 2);
         assert_eq!(
             par.stopped,
             Some(hugesept_host_kvm::explore::Stop::MaxStates)
@@ -260,11 +249,7 @@ fn the_ovmf_seed_scenarios_explore_completely() {
         ),
     ];
     for (name, states, ends) in expected {
-        let text = std::fs::read_to_string(
-            Path::new(env!("CARGO_MANIFEST_DIR")).join(format!("../scenarios/{name}.toml")),
-        )
-        .unwrap();
-        let w = scenario::parse(&text).unwrap().world().unwrap();
+        let w = scenario_world(&format!("{name}.toml"));
         let ex = explore(
             &w,
             Bounds {
@@ -287,24 +272,14 @@ fn the_ovmf_seed_scenarios_explore_completely() {
 /// the window's region records and the tables its history took, not the window.
 #[test]
 fn a_64_gib_window_with_two_regions_touched_explores_in_megabytes() {
-    let text = std::fs::read_to_string(
-        Path::new(env!("CARGO_MANIFEST_DIR"))
-            .join("../scenarios/bench/window-64g-guest-inhibit.toml"),
-    )
-    .unwrap();
-    let w = scenario::parse(&text).unwrap().world().unwrap();
+    let w = scenario_world("bench/window-64g-guest-inhibit.toml");
     assert_eq!(w.regions(), 32_768);
     for threads in [1, 2] {
-        let ex = explore(
-            &w,
-            Bounds {
-                max_states: 1_000_000,
-                threads,
-                ..Bounds::default()
-            },
-            &mut |_, _| {},
-        )
-        .unwrap();
+        let bounds = Bounds {
+            max_states: 1_000_000,
+            ..Bounds::default()
+        };
+        let ex = explore_on(&w, bounds, threads);
         assert!(!ex.bounded, "{threads} threads");
         assert_eq!(ex.ends.keys().copied().collect::<Vec<_>>(), ["ok"]);
         assert_eq!(ex.livelock_states, 0);
