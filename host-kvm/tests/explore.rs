@@ -207,6 +207,18 @@ fn a_partial_exploration_says_what_it_left() {
     let full_bfs = explore_breadth_first(&w, all, &mut |_, _| {}).unwrap();
     assert!(!full.bounded && !full_bfs.bounded);
     assert_eq!((full.pending, full_bfs.pending), (0, 0));
+    // A bound of no states keeps the start state, on any number of threads.
+    for threads in [1, 2] {
+        let none = Bounds {
+            max_states: 0,
+            ..Bounds::default()
+        };
+        let ex = explore_on(&w, none, threads);
+        assert_eq!(
+            (ex.states, ex.stopped),
+            (1, Some(hugesept_host_kvm::explore::Stop::MaxStates))
+        );
+    }
     // One state short of the whole graph, or a tenth of it: something is left either way.
     for max_states in [full.states - 1, full.states / 10] {
         let bounds = Bounds {

@@ -262,7 +262,9 @@ where
         // to what every worker shares.
         let per_state =
             TABLE_BYTES_PER_STATE + size_of::<Option<Verdict>>() + Graph::summary_bytes(1, 1, true);
-        let reservation = |k: usize| held(k) + self.own_bytes(k) + k * per_state;
+        // One insert may double a shard's vectors, old and new alive together while it does.
+        let shard_growth = 2 * table.div_ceil(SHARDS);
+        let reservation = |k: usize| held(k) + self.own_bytes(k) + k * per_state + shard_growth;
         // What it holds now, for the memory the exploration reports.
         if let Some(a) = shared.held.get(self.index) {
             a.store(held(0) + self.own_bytes(0), Ordering::Relaxed);
@@ -303,10 +305,34 @@ where
     }
 
     fn take(&mut self) -> Option<Item<SS, KS>> {
+        // A worker without a state to search from holds no room for one: it gives its
+        // reservation back while it waits, and checks (reserving again) before its first step.
+        self.shared
+            .reserved
+            .fetch_sub(self.reserved, Ordering::AcqRel);
+        self.reserved = 0;
+        self.next_check = self.edges.len();
         self.shared.take()
     }
 
     fn report(&mut self, _path: usize) {}
+}
+
+/// Marks a worker finished when dropped, and stops every worker unless it completed (it
+/// returned, or unwound from a panic, without completing).
+struct Finish<'a, SS: SeptStorage + Clone, KS: KvmStorage + Clone> {
+    shared: &'a Shared<SS, KS>,
+    finished: &'a AtomicUsize,
+    completed: bool,
+}
+
+impl<SS: SeptStorage + Clone, KS: KvmStorage + Clone> Drop for Finish<'_, SS, KS> {
+    fn drop(&mut self) {
+        if !self.completed {
+            self.shared.stop();
+        }
+        self.finished.fetch_add(1, Ordering::Release);
+    }
 }
 
 /// What one worker found.
@@ -391,6 +417,13 @@ where
                 let shared = &shared;
                 let finished = &finished;
                 scope.spawn(move || {
+                    // However this worker ends (a panic included), the others stop unless it
+                    // completed, and the main thread counts it finished.
+                    let mut guard = Finish {
+                        shared,
+                        finished,
+                        completed: false,
+                    };
                     let mut rec = Worker {
                         shared,
                         index,
@@ -401,11 +434,8 @@ where
                         reserved: 0,
                     };
                     let ended = search.run(&mut rec, &bounds);
-                    // Whatever ended this worker's search ends everyone's but completion.
-                    if !matches!(ended, Ok(Ended::Done)) {
-                        shared.stop();
-                    }
-                    finished.fetch_add(1, Ordering::Release);
+                    guard.completed = matches!(ended, Ok(Ended::Done));
+                    drop(guard);
                     ended.map(|ended| Found {
                         pending: search.pending(),
                         edges: rec.edges,
@@ -433,7 +463,7 @@ where
     let states = shared
         .next_id
         .load(Ordering::Relaxed)
-        .min(bounds.max_states.min(MAX_STATES));
+        .min(bounds.max_states.clamp(1, MAX_STATES));
     let mut verdicts = vec![None; states];
     if let Some(v) = verdicts.first_mut() {
         *v = start.ended();
@@ -475,6 +505,8 @@ where
     let now =
         graph.bytes_after(0, 0) + Graph::summary_bytes(graph.states(), graph.edges(), together);
     let memory = shared.memory.load(Ordering::Relaxed).max(now);
+    // The state table is not needed to summarise the graph: freed first.
+    drop(shared);
     let mut ex = graph.exploration(transitions, stopped, violation, memory, threads);
     ex.pending = pending;
     Ok(ex)
