@@ -56,6 +56,9 @@ struct Shared<SS: SeptStorage + Clone, KS: KvmStorage + Clone> {
     queued: AtomicUsize,
     /// A worker stopped (a bound, the stop flag, a broken invariant): every worker stops.
     halt: AtomicBool,
+    /// The worker that stopped first: its reason is the exploration's (the others stop
+    /// because it did).
+    first: Mutex<Option<usize>>,
     /// Transitions recorded by all workers as of their last checks.
     edges: AtomicUsize,
     /// Bytes the state table's shards hold.
@@ -323,12 +326,20 @@ where
 struct Finish<'a, SS: SeptStorage + Clone, KS: KvmStorage + Clone> {
     shared: &'a Shared<SS, KS>,
     finished: &'a AtomicUsize,
+    index: usize,
     completed: bool,
 }
 
 impl<SS: SeptStorage + Clone, KS: KvmStorage + Clone> Drop for Finish<'_, SS, KS> {
     fn drop(&mut self) {
         if !self.completed {
+            // The first to stop is named before anyone sees the halt it raises.
+            let mut first = match self.shared.first.lock() {
+                Ok(g) => g,
+                Err(poisoned) => poisoned.into_inner(),
+            };
+            first.get_or_insert(self.index);
+            drop(first);
             self.shared.stop();
         }
         self.finished.fetch_add(1, Ordering::Release);
@@ -378,6 +389,7 @@ where
         hungry: AtomicUsize::new(0),
         queued: AtomicUsize::new(0),
         halt: AtomicBool::new(false),
+        first: Mutex::new(None),
         edges: AtomicUsize::new(0),
         table_bytes: AtomicUsize::new(0),
         held: (0..threads).map(|_| AtomicUsize::new(0)).collect(),
@@ -422,6 +434,7 @@ where
                     let mut guard = Finish {
                         shared,
                         finished,
+                        index,
                         completed: false,
                     };
                     let mut rec = Worker {
@@ -449,7 +462,8 @@ where
         // Progress while the workers run.
         while finished.load(Ordering::Acquire) < threads {
             std::thread::sleep(std::time::Duration::from_millis(50));
-            progress(shared.next_id.load(Ordering::Relaxed), 0);
+            let states = shared.next_id.load(Ordering::Relaxed);
+            progress(states.min(bounds.max_states.max(1)), 0);
         }
         handles
             .into_iter()
@@ -474,7 +488,11 @@ where
     let mut stopped = None;
     let mut violation: Option<Broken> = None;
     let mut pending = shared.queue().items.len();
-    for p in parts {
+    let first = match shared.first.lock() {
+        Ok(g) => *g,
+        Err(poisoned) => *poisoned.into_inner(),
+    };
+    for (i, p) in parts.into_iter().enumerate() {
         for (id, v) in p.verdicts {
             if let Some(slot) = verdicts.get_mut(id as usize) {
                 *slot = v;
@@ -483,21 +501,14 @@ where
         edges.append(p.edges);
         transitions += p.transitions;
         pending += p.pending;
-        match p.ended {
-            Ended::Done => {}
-            // A worker stopped by another's halt says Interrupted; the stop that halted
-            // them wins.
-            Ended::Stopped(Stop::Interrupted) => {
-                if stopped.is_none() {
-                    stopped = Some(Stop::Interrupted);
-                }
+        // The first worker to stop says why; the others stopped because it did.
+        if first == Some(i) {
+            match p.ended {
+                Ended::Done => {}
+                Ended::Stopped(why) => stopped = Some(why),
+                Ended::Broken(b) => violation = Some(b),
             }
-            Ended::Stopped(why) => stopped = Some(why),
-            Ended::Broken(b) => violation = violation.or(Some(b)),
         }
-    }
-    if violation.is_some() {
-        stopped = None;
     }
     progress(states, 0);
     let graph = Graph::from_parts(edges, verdicts);
