@@ -90,15 +90,18 @@ pub enum Stepped {
     Invalid,
 }
 
-/// The world.
-#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+/// The world. Two worlds are equal (and hash alike) when they differ at most in what only
+/// metrics read: `reentered`, which feeds [`Metrics::entries_without_progress`] and nothing a
+/// step does, so an explorer does not tell apart states that behave alike.
+#[derive(Clone, Debug)]
 pub struct World<SS, KS> {
     sept: Sept<SS>,
     kvm: Kvm<KS>,
     policy: PolicyId,
     vcpus: [Option<VcpuActor>; MAX_VCPUS],
     hosts: [Option<HostActor>; MAX_HOSTS],
-    /// Whether the last entry of each vCPU followed an exit (for the zero-step count).
+    /// Whether the last entry of each vCPU followed an exit (for the zero-step count, a
+    /// metric: no step reads it, and worlds that differ only here are equal).
     reentered: [bool; MAX_VCPUS],
     lazy: UnitBitmap,
     /// Each vCPU's program after its first stage, fixed when the world is built (the actor
@@ -106,6 +109,34 @@ pub struct World<SS, KS> {
     stages: [[Option<Guest>; MAX_STAGES - 1]; MAX_VCPUS],
     /// The actors steps ran or kicked since the change record was cleared (not state).
     touched: Touched,
+}
+
+impl<SS: PartialEq, KS: PartialEq> PartialEq for World<SS, KS> {
+    fn eq(&self, o: &Self) -> bool {
+        // Every field but `reentered` (metrics only) and `touched` (bookkeeping).
+        self.sept == o.sept
+            && self.kvm == o.kvm
+            && self.policy == o.policy
+            && self.vcpus == o.vcpus
+            && self.hosts == o.hosts
+            && self.lazy == o.lazy
+            && self.stages == o.stages
+    }
+}
+
+impl<SS: Eq, KS: Eq> Eq for World<SS, KS> {}
+
+impl<SS: core::hash::Hash, KS: core::hash::Hash> core::hash::Hash for World<SS, KS> {
+    fn hash<H: core::hash::Hasher>(&self, h: &mut H) {
+        // What `eq` compares, in its order.
+        self.sept.hash(h);
+        self.kvm.hash(h);
+        self.policy.hash(h);
+        self.vcpus.hash(h);
+        self.hosts.hash(h);
+        self.lazy.hash(h);
+        self.stages.hash(h);
+    }
 }
 
 impl<SS: SeptStorage, KS: KvmStorage> World<SS, KS> {

@@ -109,7 +109,6 @@ impl<SS: SeptStorage + Clone, KS: KvmStorage + Clone> World<SS, KS> {
             1 => self.kvm.hash_small(h),
             2 => {
                 self.policy.hash(h);
-                self.reentered.hash(h);
                 self.lazy.hash(h);
             }
             _ => match k.saturating_sub(3).checked_sub(MAX_VCPUS) {
@@ -129,11 +128,7 @@ impl<SS: SeptStorage + Clone, KS: KvmStorage + Clone> World<SS, KS> {
         match k {
             0 => self.sept.small_eq(&other.sept),
             1 => self.kvm.small_eq(&other.kvm),
-            2 => {
-                self.policy == other.policy
-                    && self.reentered == other.reentered
-                    && self.lazy == other.lazy
-            }
+            2 => self.policy == other.policy && self.lazy == other.lazy,
             _ => match k.saturating_sub(3).checked_sub(MAX_VCPUS) {
                 None => self.vcpus.get(k.saturating_sub(3)) == other.vcpus.get(k.saturating_sub(3)),
                 Some(j) => self.hosts.get(j) == other.hosts.get(j),
