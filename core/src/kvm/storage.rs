@@ -237,9 +237,9 @@ pub trait KvmStorage {
     fn tables_mut(&mut self) -> &mut [MirrorTable];
     /// The regions and the pool, mutable together.
     fn regions_and_tables_mut(&mut self) -> (&mut [KvmRegion], &mut [MirrorTable]);
-    /// Appends a free table to a pool that may grow.
-    fn grow_tables(&mut self) -> bool {
-        false
+    /// Appends a free table to a pool that may grow, and gives its index.
+    fn grow_tables(&mut self) -> Option<usize> {
+        None
     }
     /// Whether the pool may still grow.
     fn can_grow_tables(&self) -> bool {
@@ -279,7 +279,7 @@ where
         let (_, r, t) = self.parts_mut();
         (r.as_mut(), t.as_mut())
     }
-    fn grow_tables(&mut self) -> bool {
+    fn grow_tables(&mut self) -> Option<usize> {
         self.parts_mut().2.grow(MirrorTable::EMPTY)
     }
     fn can_grow_tables(&self) -> bool {

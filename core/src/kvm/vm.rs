@@ -312,13 +312,10 @@ impl<S: KvmStorage> Kvm<S> {
         let t = match free {
             Some(t) => t,
             // None free: a pool that may grow appends one.
-            None if self.storage.grow_tables() => self
+            None => self
                 .storage
-                .tables()
-                .len()
-                .checked_sub(1)
-                .ok_or(KvmError::Inconsistent)?,
-            None => return Err(KvmError::TablePoolExhausted),
+                .grow_tables()
+                .ok_or(KvmError::TablePoolExhausted)?,
         };
         // Reset whole to EMPTY, whose digest is current.
         let table = self.table_raw_mut(t)?;

@@ -13,13 +13,10 @@ impl<S: SeptStorage> Sept<S> {
         let idx = match self.free_tables.index() {
             Some(i) => i,
             // None free: a pool that may grow appends one (EMPTY, linked to nothing).
-            None if self.storage.grow_tables() => self
+            None => self
                 .storage
-                .tables()
-                .len()
-                .checked_sub(1)
-                .ok_or(SeptError::StorageInconsistent)?,
-            None => return Err(SeptError::TablePoolExhausted),
+                .grow_tables()
+                .ok_or(SeptError::TablePoolExhausted)?,
         };
         // A free table is EMPTY already (freeing resets it; the full checks hold the pool to
         // it), digest included.

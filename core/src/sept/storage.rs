@@ -427,10 +427,11 @@ impl Default for Table4K {
 /// copies worlds (an explorer) sizes its pools by what a run takes rather than by the window:
 /// a copy holds the tables the world ever used, not one per region.
 pub trait TablePool<T>: AsRef<[T]> + AsMut<[T]> {
-    /// Appends `empty` if the pool may still grow; false at its limit, or for a fixed slice.
-    fn grow(&mut self, empty: T) -> bool {
+    /// Appends `empty` if the pool may still grow, and gives its index; `None` at its limit,
+    /// or for a fixed slice.
+    fn grow(&mut self, empty: T) -> Option<usize> {
         let _ = empty;
-        false
+        None
     }
 
     /// Whether [`TablePool::grow`] would append a table.
@@ -467,9 +468,9 @@ pub trait SeptStorage {
     fn tables_mut(&mut self) -> &mut [Table4K];
     /// The regions and the pool, mutable together.
     fn regions_and_tables_mut(&mut self) -> (&mut [Region], &mut [Table4K]);
-    /// Appends a free table to a pool that may grow (see [`TablePool`]).
-    fn grow_tables(&mut self) -> bool {
-        false
+    /// Appends a free table to a pool that may grow (see [`TablePool`]), and gives its index.
+    fn grow_tables(&mut self) -> Option<usize> {
+        None
     }
     /// Whether the pool may still grow.
     fn can_grow_tables(&self) -> bool {
@@ -542,7 +543,7 @@ where
     fn regions_and_tables_mut(&mut self) -> (&mut [Region], &mut [Table4K]) {
         (self.regions.as_mut(), self.tables.as_mut())
     }
-    fn grow_tables(&mut self) -> bool {
+    fn grow_tables(&mut self) -> Option<usize> {
         self.tables.grow(Table4K::EMPTY)
     }
     fn can_grow_tables(&self) -> bool {

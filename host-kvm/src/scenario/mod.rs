@@ -25,7 +25,7 @@ use serde::Deserialize;
 pub use run::{
     BUDGET_EXHAUSTED, RecordedRun, RunStats, Summary, coverage_2m, outcome_name, run, run_with,
 };
-pub use storage::{BoxedKvm, BoxedSept, boxed_kvm, boxed_sept};
+pub use storage::{BoxedKvm, BoxedSept, GrowingTables, boxed_kvm, boxed_sept};
 
 /// A world over host-owned storage.
 pub type ScenarioWorld = World<BoxedSept, BoxedKvm>;

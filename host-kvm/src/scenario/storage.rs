@@ -42,12 +42,12 @@ impl<T> AsMut<[T]> for GrowingTables<T> {
 }
 
 impl<T: Clone> TablePool<T> for GrowingTables<T> {
-    fn grow(&mut self, empty: T) -> bool {
+    fn grow(&mut self, empty: T) -> Option<usize> {
         if self.tables.len() >= self.limit {
-            return false;
+            return None;
         }
         self.tables.push(empty);
-        true
+        Some(self.tables.len() - 1)
     }
 
     fn can_grow(&self) -> bool {

@@ -1,7 +1,8 @@
-//! A pool of 4K tables that grows as the model takes tables (`TablePool`) behaves exactly as
-//! a pool of the same size laid out up front: the same statuses, entries and content after
-//! every operation, the same table indices taken, `TablePoolExhausted` at the same point; and
-//! copies by what changed bring a copy's pool to the other's length both ways.
+//! The host's pool of 4K tables that grows as the model takes tables (`GrowingTables`, a
+//! core `TablePool`) behaves exactly as a pool of the same size laid out up front: the same
+//! statuses, entries and content after every operation, the same table indices taken,
+//! `TablePoolExhausted` at the same point; and copies by what changed bring a copy's pool to
+//! the other's length both ways.
 #![allow(
     clippy::unwrap_used,
     clippy::expect_used,
@@ -14,51 +15,17 @@ use hugesept_core::abi::{AcceptOperand, Gpa, PageLevel};
 use hugesept_core::kvm::{Kvm, KvmArrayStorage, KvmGig, KvmRegion, KvmStorage, MirrorTable};
 use hugesept_core::sept::{
     ArrayStorage, Content, HostCall, HugeEntry, Region, Sept, SeptConfig, SeptStorage, Storage,
-    Table4K, TablePool,
+    Table4K,
 };
 use hugesept_core::snapshot::Snapshot;
+use hugesept_host_kvm::scenario::GrowingTables;
 use proptest::prelude::*;
 
 const BASE: u64 = 0x4000_0000;
 const TABLES: usize = 4;
 
-/// A pool in a vector, growing by one table up to `limit`.
-#[derive(Clone, Debug, PartialEq, Eq, Hash)]
-struct Grow<T> {
-    v: Vec<T>,
-    limit: usize,
-}
-
-impl<T> AsRef<[T]> for Grow<T> {
-    fn as_ref(&self) -> &[T] {
-        &self.v
-    }
-}
-
-impl<T> AsMut<[T]> for Grow<T> {
-    fn as_mut(&mut self) -> &mut [T] {
-        &mut self.v
-    }
-}
-
-impl<T: Clone> TablePool<T> for Grow<T> {
-    fn grow(&mut self, empty: T) -> bool {
-        let room = self.v.len() < self.limit;
-        if room {
-            self.v.push(empty);
-        }
-        room
-    }
-    fn can_grow(&self) -> bool {
-        self.v.len() < self.limit
-    }
-    fn resize(&mut self, n: usize, empty: T) {
-        self.v.resize(n, empty);
-    }
-}
-
 type Fixed = Sept<ArrayStorage<1, 8, TABLES>>;
-type Growing = Sept<Storage<[HugeEntry; 1], [Region; 8], Grow<Table4K>>>;
+type Growing = Sept<Storage<[HugeEntry; 1], [Region; 8], GrowingTables<Table4K>>>;
 
 fn config() -> SeptConfig {
     SeptConfig::new(Gpa(BASE), 8)
@@ -70,10 +37,7 @@ fn both() -> (Fixed, Growing) {
     let storage = Storage::from_parts(
         [HugeEntry::FREE; 1],
         [Region::EMPTY; 8],
-        Grow {
-            v: Vec::new(),
-            limit: TABLES,
-        },
+        GrowingTables::new(TABLES),
     );
     let mut growing = Sept::new(config(), storage).unwrap();
     growing.finalize();
@@ -231,14 +195,11 @@ fn a_growing_pool_runs_out_at_its_limit() {
 /// KVM's mirror tables grow the same way: a split takes one, up to the limit.
 #[test]
 fn kvm_mirror_tables_grow_up_to_the_limit() {
-    type Growing = Kvm<Storage<[KvmGig; 1], [KvmRegion; 8], Grow<MirrorTable>>>;
+    type Growing = Kvm<Storage<[KvmGig; 1], [KvmRegion; 8], GrowingTables<MirrorTable>>>;
     let storage = Storage::from_parts(
         [KvmGig::EMPTY; 1],
         [KvmRegion::EMPTY; 8],
-        Grow {
-            v: Vec::new(),
-            limit: 2,
-        },
+        GrowingTables::new(2),
     );
     let kvm: Growing = Kvm::new(&config(), storage).unwrap();
     let fixed: Kvm<KvmArrayStorage<1, 8, 2>> = Kvm::new(&config(), KvmArrayStorage::new()).unwrap();
