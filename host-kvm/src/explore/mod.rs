@@ -404,16 +404,14 @@ struct Sequential<'p, SS: SeptStorage + Clone, KS: KvmStorage + Clone> {
     progress: &'p mut dyn FnMut(usize, usize),
 }
 
-impl<SS, KS> Sequential<'_, SS, KS>
+/// Bytes the states set `aside` hold once `k` more are, with copies of `one` bytes.
+fn aside_bytes<SS, KS>(aside: &Vec<search::Item<SS, KS>>, one: usize, k: usize) -> usize
 where
     SS: SeptStorage + Clone,
     KS: KvmStorage + Clone,
 {
-    /// Bytes the states set aside hold once `k` more are, with copies of `one` bytes.
-    fn aside_bytes(&self, one: usize, k: usize) -> usize {
-        let storage = one.saturating_sub(size_of::<World<SS, KS>>());
-        vec_bytes_after(&self.aside, k) + self.aside.len() * storage
-    }
+    let storage = one.saturating_sub(size_of::<World<SS, KS>>());
+    vec_bytes_after(aside, k) + aside.len() * storage
 }
 
 impl<SS, KS> search::Record<SS, KS> for Sequential<'_, SS, KS>
@@ -454,14 +452,11 @@ where
         one: usize,
         held: &dyn Fn(usize) -> usize,
     ) -> Option<Stop> {
-        let graph = &self.graph;
-        let aside = &self.aside;
-        let storage = one.saturating_sub(size_of::<World<SS, KS>>());
+        let (graph, aside) = (&self.graph, &self.aside);
         let estimate = |k| {
             graph.bytes_after(k, k)
                 + held(k)
-                + vec_bytes_after(aside, k)
-                + aside.len() * storage
+                + aside_bytes(aside, one, k)
                 + Graph::summary_bytes(graph.states() + k, graph.edges() + k, false)
         };
         self.checks.check(bounds, graph, estimate)
@@ -516,7 +511,7 @@ where
     let one = search.one;
     let now = rec.graph.bytes_after(0, 0)
         + search.held()
-        + rec.aside_bytes(one, 0)
+        + aside_bytes(&rec.aside, one, 0)
         + Graph::summary_bytes(rec.graph.states(), rec.graph.edges(), false);
     let memory = rec.checks.memory.max(now);
     let mut ex = rec

@@ -75,22 +75,20 @@ struct Shared<SS: SeptStorage + Clone, KS: KvmStorage + Clone> {
     threads: usize,
 }
 
+/// Locks `m`. A worker that panicked while holding a lock poisons it; what the locks guard is
+/// consistent between two calls, and the panic stops the search anyway ([`Finish`]), so the
+/// others go on to their end.
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
 impl<SS: SeptStorage + Clone, KS: KvmStorage + Clone> Shared<SS, KS> {
     fn shard(&self, fp: u128) -> MutexGuard<'_, Shard> {
-        let i = (fp as usize) & (SHARDS - 1);
-        // A worker that panicked while holding a shard poisons it; the table itself is
-        // consistent between two calls, so the others go on.
-        match self.shards[i].lock() {
-            Ok(g) => g,
-            Err(poisoned) => poisoned.into_inner(),
-        }
+        lock(&self.shards[(fp as usize) & (SHARDS - 1)])
     }
 
     fn queue(&self) -> MutexGuard<'_, Queue<SS, KS>> {
-        match self.queue.lock() {
-            Ok(g) => g,
-            Err(poisoned) => poisoned.into_inner(),
-        }
+        lock(&self.queue)
     }
 
     /// Stops every worker and wakes the waiting ones.
@@ -119,10 +117,10 @@ impl<SS: SeptStorage + Clone, KS: KvmStorage + Clone> Shared<SS, KS> {
                 return None;
             }
             self.hungry.fetch_add(1, Ordering::Relaxed);
-            q = match self.ready.wait(q) {
-                Ok(g) => g,
-                Err(poisoned) => poisoned.into_inner(),
-            };
+            q = self
+                .ready
+                .wait(q)
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
             self.hungry.fetch_sub(1, Ordering::Relaxed);
             q.waiting -= 1;
         }
@@ -334,12 +332,7 @@ impl<SS: SeptStorage + Clone, KS: KvmStorage + Clone> Drop for Finish<'_, SS, KS
     fn drop(&mut self) {
         if !self.completed {
             // The first to stop is named before anyone sees the halt it raises.
-            let mut first = match self.shared.first.lock() {
-                Ok(g) => g,
-                Err(poisoned) => poisoned.into_inner(),
-            };
-            first.get_or_insert(self.index);
-            drop(first);
+            lock(&self.shared.first).get_or_insert(self.index);
             self.shared.stop();
         }
         self.finished.fetch_add(1, Ordering::Release);
@@ -407,14 +400,7 @@ where
         }
         shared.next_id.store(1, Ordering::Relaxed);
     }
-    let table: usize = shared
-        .shards
-        .iter()
-        .map(|m| match m.lock() {
-            Ok(g) => g.bytes(),
-            Err(poisoned) => poisoned.into_inner().bytes(),
-        })
-        .sum();
+    let table: usize = shared.shards.iter().map(|m| lock(m).bytes()).sum();
     shared.table_bytes.store(table, Ordering::Relaxed);
     if start.ended().is_none() {
         shared.give((0, start_regions, start_parts, start.clone()));
@@ -488,10 +474,7 @@ where
     let mut stopped = None;
     let mut violation: Option<Broken> = None;
     let mut pending = shared.queue().items.len();
-    let first = match shared.first.lock() {
-        Ok(g) => *g,
-        Err(poisoned) => *poisoned.into_inner(),
-    };
+    let first = *lock(&shared.first);
     for (i, p) in parts.into_iter().enumerate() {
         for (id, v) in p.verdicts {
             if let Some(slot) = verdicts.get_mut(id as usize) {
