@@ -162,6 +162,39 @@ fn explore_checks_the_seed_scenario_and_reports_bounds() {
     assert!(!ok);
     assert!(out.contains("stopped at --max-states 10"), "{out}");
     assert!(err.contains("cannot confirm"), "{err}");
+    // A partial exploration says what it left and what more states would cost.
+    assert!(
+        out.contains("  left: ") && out.contains("ten times the states (100)"),
+        "{out}"
+    );
+    // The same counts and outcomes on one thread and on three; no threads is refused.
+    let counts = |out: &str| {
+        out.lines()
+            .find(|l| l.contains("distinct states"))
+            .and_then(|l| l.split(", depth").next())
+            .map(str::to_owned)
+    };
+    let (ok1, one, err) = hugesept(&["explore", &scenario("seed-tdcalls.toml"), "--threads", "1"]);
+    assert!(ok1, "{err}");
+    assert!(
+        one.contains("1 thread)") && one.contains("peak resident"),
+        "{one}"
+    );
+    let (ok3, three, err) =
+        hugesept(&["explore", &scenario("seed-tdcalls.toml"), "--threads", "3"]);
+    assert!(ok3, "{err}");
+    assert!(three.contains("3 threads)"), "{three}");
+    assert_eq!(counts(&one), counts(&three));
+    assert!(counts(&one).is_some());
+    let end_lines = |out: &str| -> Vec<String> {
+        out.lines()
+            .skip_while(|l| !l.starts_with("end states:"))
+            .map(str::to_owned)
+            .collect()
+    };
+    assert_eq!(end_lines(&one), end_lines(&three));
+    let (ok, _, err) = hugesept(&["explore", &scenario("seed-tdcalls.toml"), "--threads", "0"]);
+    assert!(!ok && err.contains("--threads"), "{err}");
     // An outcome other than the expected one is reported as found, bound or not: the seed
     // under rfc-v1 expects ok under its seeded schedules, and the explorer reaches OVMF's
     // panic after its fourth TDX_OPERAND_BUSY well within the bound.

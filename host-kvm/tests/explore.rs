@@ -300,3 +300,29 @@ fn a_64_gib_window_with_two_regions_touched_explores_in_megabytes() {
         assert!(ex.memory < limit, "{threads} threads: {} bytes", ex.memory);
     }
 }
+
+/// The depth-first path's memory bound follows the largest world copy seen, not the start
+/// state's: copies grow with the tables their pools take. One Linux vCPU accepting 1 GiB at
+/// 4K has an interrupt branch at each exit, so its path deepens by one level per exit. With
+/// 8 MiB for the path, a bound sized from the start state (about 20 KB a copy) lets it reach
+/// 428 worlds within 30,000 states; following the copies as regions split and take tables
+/// stops it at 346.
+#[test]
+fn the_path_bound_follows_the_copies_as_they_grow() {
+    let w = scenario_world("large/linux-1g-upstream-4k.toml");
+    let mut last_path = 0;
+    let ex = explore(
+        &w,
+        Bounds {
+            max_states: 30_000,
+            path_bytes: 8 << 20,
+            ..Bounds::default()
+        },
+        &mut |_, path| last_path = path,
+    )
+    .unwrap();
+    assert_eq!(ex.states, 30_000);
+    assert!(last_path < 400, "a path of {last_path} worlds");
+    // What the shortened path could not hold waits aside.
+    assert!(ex.pending > 0);
+}
