@@ -144,6 +144,45 @@ fn a_livelock_found_by_sim_replays_step_by_step() {
 }
 
 #[test]
+fn explore_reduces_unless_told_and_verifies_its_reduction() {
+    let file = scenario("bench/linux-and-4k-only-rfc-v1.toml");
+    let states = |out: &str| -> usize {
+        let line = out.lines().find(|l| l.contains("distinct states")).unwrap();
+        line.split_whitespace().next().unwrap().parse().unwrap()
+    };
+    let (_, reduced, err) = hugesept(&["explore", &file]);
+    assert!(reduced.contains("partial-order reduced)"), "{reduced}{err}");
+    let (_, full, err) = hugesept(&["explore", &file, "--full"]);
+    assert!(full.contains("every interleaving)"), "{full}{err}");
+    assert!(states(&reduced) < states(&full), "{reduced}{full}");
+    // The same verdicts, however reached.
+    let verdicts = |out: &str| -> Vec<String> {
+        out.lines()
+            .skip_while(|l| !l.starts_with("end states:"))
+            .skip(1)
+            .filter(|l| l.starts_with("  ") && !l.starts_with("    "))
+            .map(|l| l.split_whitespace().next().unwrap().to_owned())
+            .collect()
+    };
+    assert_eq!(verdicts(&reduced), verdicts(&full));
+    assert_eq!(verdicts(&full), ["guest-panic", "ok"]);
+    let (ok, out, err) = hugesept(&["explore", &file, "--verify-reduction"]);
+    assert!(ok, "{out}{err}");
+    assert!(out.contains("reduction verified"), "{out}");
+    // Both searches must be complete for the check to say anything.
+    let (ok, _, err) = hugesept(&[
+        "explore",
+        &file,
+        "--verify-reduction",
+        "--max-states",
+        "1000",
+    ]);
+    assert!(!ok && err.contains("hit its bounds"), "{err}");
+    let (ok, _, err) = hugesept(&["explore", &file, "--verify-reduction", "--full"]);
+    assert!(!ok && err.contains("--full"), "{err}");
+}
+
+#[test]
 fn explore_checks_the_seed_scenario_and_reports_bounds() {
     let (ok, out, err) = hugesept(&["explore", &scenario("seed-tdcalls.toml")]);
     assert!(ok, "{err}");
@@ -177,13 +216,16 @@ fn explore_checks_the_seed_scenario_and_reports_bounds() {
     let (ok1, one, err) = hugesept(&["explore", &scenario("seed-tdcalls.toml"), "--threads", "1"]);
     assert!(ok1, "{err}");
     assert!(
-        one.contains("1 thread)") && one.contains("peak resident"),
+        one.contains("1 thread, partial-order reduced)") && one.contains("peak resident"),
         "{one}"
     );
     let (ok3, three, err) =
         hugesept(&["explore", &scenario("seed-tdcalls.toml"), "--threads", "3"]);
     assert!(ok3, "{err}");
-    assert!(three.contains("3 threads)"), "{three}");
+    assert!(
+        three.contains("3 threads, partial-order reduced)"),
+        "{three}"
+    );
     assert_eq!(counts(&one), counts(&three));
     assert!(counts(&one).is_some());
     let end_lines = |out: &str| -> Vec<String> {
@@ -202,7 +244,7 @@ fn explore_checks_the_seed_scenario_and_reports_bounds() {
         "explore",
         &scenario("seed-rfc-v1.toml"),
         "--max-states",
-        "300000",
+        "100000",
         "--trace",
         temp("explore-seed-rfc-v1.trace.toml").to_str().unwrap(),
     ]);

@@ -1,11 +1,12 @@
-//! `cargo xtask explore-bench [--quick] [--threads N]`: the explorer on the benchmark worlds
+//! `cargo xtask explore-bench [--quick] [--threads N] [--full]`: the explorer on the benchmark worlds
 //! (scenarios/bench: three Linux vCPUs on 16 and 32 pages of one region, a Linux vCPU with two
 //! 4K-only vCPUs inside its range, a 2 GiB one-vCPU Linux world, a 64 GiB window with two
 //! regions touched) and the OVMF seed scenarios,
 //! each explored completely by the release `hugesept explore`; prints a Markdown table of
 //! states, transitions, time to verdict, states per second, the explorer's memory estimate,
 //! peak resident memory and the reachable outcomes, as docs/benchmarks.md records it.
-//! `--quick` leaves out the worlds that take more than a few seconds.
+//! `--quick` leaves out the worlds that take more than a few seconds in full; `--full` explores
+//! every interleaving instead of the partial-order reduced graph.
 
 use std::process::Command;
 use std::time::Instant;
@@ -113,10 +114,12 @@ fn parse(text: &str) -> Result<Row> {
 pub fn explore_bench(args: &[String]) -> Result {
     let mut quick = false;
     let mut threads: Option<String> = None;
+    let mut full = false;
     let mut it = args.iter();
     while let Some(a) = it.next() {
         match a.as_str() {
             "--quick" => quick = true,
+            "--full" => full = true,
             "--threads" => threads = Some(it.next().ok_or("--threads needs a count")?.clone()),
             other => return Err(format!("explore-bench: unknown argument {other}")),
         }
@@ -155,6 +158,9 @@ pub fn explore_bench(args: &[String]) -> Result {
         ]);
         if let Some(n) = &threads {
             c.args(["--threads", n]);
+        }
+        if full {
+            c.arg("--full");
         }
         let t0 = Instant::now();
         let out = c.output().map_err(|e| format!("{}: {e}", exe.display()))?;

@@ -435,6 +435,22 @@ impl Guest {
         (self.start, self.end)
     }
 
+    /// The GPAs [start, end) the program's operations can touch, `None` when they can touch
+    /// any: every strategy issues operations at levels that fit inside its range (plan.rs,
+    /// `fitting_level`), and falls back to smaller ones inside them; linux-lazy accepts whole
+    /// 2 MiB units it claims, so its reach is its range widened to 2 MiB; the adversary's
+    /// operands go around its range and to 1G and shared GPAs.
+    pub fn reach(&self) -> Option<(Gpa, Gpa)> {
+        match self.kind {
+            GuestKind::Adversarial => None,
+            GuestKind::LinuxLazy => {
+                let end = self.end.raw().checked_next_multiple_of(PAGE_2M)?;
+                Some((self.start.align_down(PageLevel::Size2M), Gpa(end)))
+            }
+            _ => Some((self.start, self.end)),
+        }
+    }
+
     /// The strategy.
     pub fn kind(&self) -> GuestKind {
         self.kind

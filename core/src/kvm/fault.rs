@@ -326,6 +326,79 @@ impl FaultPath {
         }
     }
 
+    /// Whether the path's next step (on a GFN whose 2M region is a table in both models, with
+    /// no host actor left, no writer holding or waiting for mmu_lock and no SEAMCALL holding the
+    /// S-EPT tree exclusively) touches nothing but the path itself, its GFN's 4K entry in the
+    /// mirror and the S-EPT, its caller's SEAMCALL slot, and counts that commute (mmu_lock's
+    /// readers, the tree lock's shared holders, the GUEST_INHIBIT bits it only reads when
+    /// they are set), and does not end the VM. The world's partial-order reduction
+    /// (world/independence.rs) takes such a step alone.
+    ///
+    /// Per phase: decoding an exit that does not kill the VM; GUEST_INHIBIT's pre-check when
+    /// the bit is set (bits are never cleared); fault-in on a private guest_memfd GFN outside
+    /// any invalidation; taking mmu_lock for read (in a table region the goal it computes
+    /// changes nothing the walk does); the walk, when it ends in SPURIOUS (a 4K leaf) or in AUG
+    /// of a FREE, unlocked 4K entry; AUG's second phase; releasing the lock. Not: anything
+    /// under the write lock, SEPT.ADD, splits, PAGE.ADD, and the end of the path (the vCPU's
+    /// re-entry is the world's to judge).
+    pub fn next_step_is_local<KS: KvmStorage, SS: SeptStorage>(
+        &self,
+        kvm: &Kvm<KS>,
+        sept: &Sept<SS>,
+    ) -> bool {
+        let gfn = self.fault.gfn;
+        match self.phase {
+            Phase::Start(exit) => {
+                exit.eeq != ExtendedExitQualification::PendingEptViolation
+                    || exit.exit_qualification.has_permission_bits()
+            }
+            Phase::InhibitCheck { level, precheck } => {
+                let above = level.larger().unwrap_or(PageLevel::Size1G);
+                precheck && kvm.lpage(gfn, above).is_some_and(|l| l.guest_inhibit())
+            }
+            Phase::FaultIn => {
+                kvm.memslot(gfn).is_some_and(|s| s.guest_memfd)
+                    && kvm.is_private(gfn)
+                    && kvm
+                        .invalidation
+                        .is_none_or(|(a, b)| gfn.raw() < a.raw() || gfn.raw() >= b.raw())
+            }
+            Phase::AcquireRead => sept.op_state() == OpState::Runnable,
+            Phase::Walk { .. } => match kvm.mirror(gfn, PageLevel::Size4K) {
+                Some(s) if s.is_frozen() => false,
+                Some(s) if s.is_leaf() => true,
+                Some(s) if !s.is_present() => {
+                    let Ok(gpa) = gfn.gpa() else {
+                        return false;
+                    };
+                    sept.op_state() == OpState::Runnable
+                        && sept
+                            .entry(gpa, PageLevel::Size4K)
+                            .ok()
+                            .flatten()
+                            .is_some_and(|e| {
+                                e.state == crate::abi::SeptEntryState::Free
+                                    && !e.lock.is_locked()
+                                    && !e.lock.host_priority()
+                            })
+                }
+                _ => false,
+            },
+            Phase::Install { level, .. } => level == PageLevel::Size4K,
+            Phase::ReleaseRead(_) => true,
+            Phase::InhibitLock { .. }
+            | Phase::InhibitSplit { .. }
+            | Phase::LinkTable { .. }
+            | Phase::SplitInPlace { .. }
+            | Phase::Ended(_) => false,
+        }
+    }
+
+    /// Whether the path has ended with the vCPU going back into the guest.
+    pub fn resumes(&self) -> bool {
+        matches!(self.phase, Phase::Ended(FaultEnd::Resume(_)))
+    }
+
     pub(super) fn end(&mut self, e: FaultEnd) -> Result<FaultStep, KvmError> {
         self.phase = Phase::Ended(e);
         Ok(FaultStep::Done(e))

@@ -223,6 +223,23 @@ impl View {
 /// hashes (eight rather than sixteen took a tenth off its instructions per state).
 pub const MAX_IN_FLIGHT: usize = 8;
 
+/// The slot of the caller [`Sept::set_caller`] named. Bookkeeping, not state: it compares
+/// equal and hashes to nothing, as [`Dirty`] does.
+#[derive(Clone, Copy, Debug)]
+struct Caller(Option<u8>);
+
+impl PartialEq for Caller {
+    fn eq(&self, _: &Self) -> bool {
+        true
+    }
+}
+
+impl Eq for Caller {}
+
+impl core::hash::Hash for Caller {
+    fn hash<H: core::hash::Hasher>(&self, _: &mut H) {}
+}
+
 /// An operation between its two phases: what it holds.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub(crate) enum Flight {
@@ -274,6 +291,8 @@ pub struct Sept<S> {
     free_tables: TableRef,
     tables_in_use: u32,
     in_flight: [Option<Flight>; MAX_IN_FLIGHT],
+    /// Whose calls run next, and so which slot an operation they start takes (not state).
+    caller: Caller,
     /// Regions changed since the last [`Snapshot::clear_changes`](crate::snapshot::Snapshot::clear_changes) (not state).
     dirty: Dirty,
     storage: S,
@@ -314,6 +333,7 @@ impl<S: SeptStorage> Sept<S> {
             free_tables,
             tables_in_use: 0,
             in_flight: [None; MAX_IN_FLIGHT],
+            caller: Caller(None),
             dirty: Dirty::ALL,
             storage,
         })
@@ -455,12 +475,42 @@ impl<S: SeptStorage> Sept<S> {
         self.in_flight.iter().filter(|f| f.is_some()).count()
     }
 
-    /// A free slot for an operation about to start.
-    pub(crate) fn free_slot(&self) -> Result<usize, SeptError> {
+    /// SEAMCALLs between their two phases (ACCEPTs in flight left out): while one is, KVM's
+    /// mirror and the S-EPT may disagree over what it changes.
+    pub fn host_ops_in_flight(&self) -> usize {
         self.in_flight
             .iter()
-            .position(Option::is_none)
-            .ok_or(SeptError::TooManyInFlight)
+            .filter(|f| matches!(f, Some(Flight::Host { .. })))
+            .count()
+    }
+
+    /// A free slot for an operation about to start: the caller's own slot when one is set
+    /// ([`Sept::set_caller`]), else the first free one.
+    pub(crate) fn free_slot(&self) -> Result<usize, SeptError> {
+        match self.caller.0 {
+            Some(s) => match self.in_flight.get(usize::from(s)) {
+                Some(None) => Ok(usize::from(s)),
+                _ => Err(SeptError::TooManyInFlight),
+            },
+            None => self
+                .in_flight
+                .iter()
+                .position(Option::is_none)
+                .ok_or(SeptError::TooManyInFlight),
+        }
+    }
+
+    /// Names who makes the calls that follow: with `Some(s)`, an operation they start holds
+    /// slot `s` (below [`MAX_IN_FLIGHT`]) between its phases, as the module keeps an
+    /// operation's context with the logical processor or vCPU running it; with `None`, the
+    /// first free slot. A world gives each actor its own slot, so the slot an operation holds
+    /// does not depend on the order in which actors started theirs: states that differ only
+    /// in that order are one state, and steps of different actors commute.
+    pub fn set_caller(&mut self, slot: Option<usize>) {
+        self.caller = Caller(
+            slot.filter(|&s| s < MAX_IN_FLIGHT)
+                .and_then(|s| u8::try_from(s).ok()),
+        );
     }
 
     pub(crate) fn flight(&self, slot: u8) -> Option<Flight> {

@@ -43,7 +43,7 @@ impl<SS: SeptStorage, KS: KvmStorage> World<SS, KS> {
         if !self.kvm.digests_current() {
             return Err(Violation::Model(KvmError::Inconsistent));
         }
-        if self.sept.in_flight_count() == 0 {
+        if self.sept.host_ops_in_flight() == 0 {
             self.kvm
                 .check_against_sept(&self.sept)
                 .map_err(Violation::MirrorMismatch)?;
@@ -101,7 +101,7 @@ impl<SS: SeptStorage, KS: KvmStorage> World<SS, KS> {
         self.sept
             .check_changed_consistency()
             .map_err(|_| Violation::SeptInconsistent)?;
-        if self.sept.in_flight_count() == 0 {
+        if self.sept.host_ops_in_flight() == 0 {
             self.kvm
                 .check_changed_against_sept_in(&self.sept, d)
                 .map_err(Violation::MirrorMismatch)?;

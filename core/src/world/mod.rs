@@ -13,6 +13,7 @@ mod check;
 mod display;
 mod error;
 mod host;
+mod independence;
 mod lazy;
 mod run;
 mod schedule;

@@ -10,7 +10,8 @@ use crate::policy::VcpuPolicyState;
 use crate::sept::{AcceptOutcome, AcceptStart, AccessOutcome, EpochTicket, SeptStorage};
 
 use super::{
-    Choice, INTERRUPT_AFTER_PAGES, Metrics, StepNote, Stepped, VcpuActor, VcpuState, World,
+    Choice, INTERRUPT_AFTER_PAGES, MAX_VCPUS, Metrics, StepNote, Stepped, VcpuActor, VcpuState,
+    World,
 };
 
 /// A step that made the state move, with or without progress.
@@ -37,9 +38,16 @@ impl<SS: SeptStorage, KS: KvmStorage> World<SS, KS> {
                 }
             }
         }
+        // Each actor's operations hold its own in-flight slot: vCPUs first, then host actors.
         match choice {
-            Choice::Vcpu(i) | Choice::Interrupt(i) => self.touched.vcpu(usize::from(i)),
-            Choice::Host(i) => self.touched.host(usize::from(i)),
+            Choice::Vcpu(i) | Choice::Interrupt(i) => {
+                self.touched.vcpu(usize::from(i));
+                self.sept.set_caller(Some(usize::from(i)));
+            }
+            Choice::Host(i) => {
+                self.touched.host(usize::from(i));
+                self.sept.set_caller(Some(MAX_VCPUS + usize::from(i)));
+            }
         }
         match choice {
             Choice::Vcpu(i) => self.step_vcpu(usize::from(i), None, m),

@@ -39,6 +39,16 @@ pub struct Args {
     /// complete exploration reports the same counts and verdicts on any number.
     #[arg(long, value_parser = clap::value_parser!(u16).range(1..=256))]
     threads: Option<u16>,
+    /// Search every enabled choice at every state, without the partial-order reduction: the
+    /// fewest steps in every trace, and exact counts of every kind of end state.
+    #[arg(long)]
+    full: bool,
+    /// Explore the scenario twice, reduced and in full, and fail unless both are complete and
+    /// agree on what the reduction keeps: whether an invariant breaks, the verdicts reached,
+    /// the end states where every vCPU finished and the shortest run to each, and whether
+    /// some state cannot end.
+    #[arg(long, conflicts_with = "full")]
+    verify_reduction: bool,
 }
 
 /// The default memory bound when /proc/meminfo cannot tell: 1 GiB.
@@ -123,6 +133,78 @@ fn left_text(ex: &explore::Exploration, secs: f64) -> String {
     )
 }
 
+/// `explore --verify-reduction`: both searches, their sizes and times, and where they
+/// disagree (an error when they do, or when either is partial).
+fn verify(
+    path: &str,
+    sc: &scenario::Scenario,
+    start: &scenario::ScenarioWorld,
+    bounds: Bounds,
+    out: &mut impl Write,
+) -> Result<(), CliError> {
+    let io = CliError::Io;
+    let bar = super::progress_to_bound(bounds.max_states as u64, "states");
+    let t0 = std::time::Instant::now();
+    let check = explore::verify_reduction(start, bounds, &mut |states, depth| {
+        bar.set_position(states as u64);
+        bar.set_message(format!("depth {depth}"));
+    })
+    .map_err(|e| CliError::Usage(format!("{path}: model error: {e}")))?;
+    bar.finish_and_clear();
+    let secs = t0.elapsed().as_secs_f64();
+    writeln!(out, "{path}: {} — {} on {}", sc.name, sc.policy, sc.profile).map_err(io)?;
+    for (what, ex) in [("full", &check.full), ("reduced", &check.reduced)] {
+        let ends: Vec<String> = ex.ends.iter().map(|(v, n)| format!("{v} {n}")).collect();
+        writeln!(
+            out,
+            "  {what:<8} {} states, {} transitions, ends: {}{}{}",
+            ex.states,
+            ex.transitions,
+            if ends.is_empty() {
+                "none".to_string()
+            } else {
+                ends.join(", ")
+            },
+            if ex.violation.is_some() {
+                ", an invariant breaks"
+            } else {
+                ""
+            },
+            if ex.livelock_states > 0 {
+                ", livelock"
+            } else {
+                ""
+            },
+        )
+        .map_err(io)?;
+    }
+    if check.full.stopped == Some(Stop::Interrupted)
+        || check.reduced.stopped == Some(Stop::Interrupted)
+    {
+        return Err(CliError::Interrupted);
+    }
+    if !check.complete() {
+        return Err(CliError::Unexpected(format!(
+            "{path}: a search hit its bounds; the reduction can be checked only on a world \
+             both explore completely"
+        )));
+    }
+    if !check.disagreements.is_empty() {
+        return Err(CliError::Unexpected(format!(
+            "{path}: the reduced search disagrees with the full one: {}",
+            check.disagreements.join("; ")
+        )));
+    }
+    writeln!(
+        out,
+        "reduction verified: it keeps every verdict, end state and liveness verdict, with {:.1}% \
+         of the states ({secs:.2} s for both)",
+        100.0 * check.reduced.states as f64 / check.full.states.max(1) as f64
+    )
+    .map_err(io)?;
+    Ok(())
+}
+
 /// Runs `explore`.
 pub fn run(args: &Args, out: &mut impl Write) -> Result<(), CliError> {
     let io = CliError::Io;
@@ -142,22 +224,23 @@ pub fn run(args: &Args, out: &mut impl Write) -> Result<(), CliError> {
         usize::from,
     );
     super::interrupt::install()?;
+    let bounds = Bounds {
+        max_states: args.max_states.max(1),
+        max_memory: usize::try_from(max_memory).unwrap_or(usize::MAX),
+        stop: Some(super::interrupt::interrupted),
+        threads,
+        reduce: !args.full,
+        ..Bounds::default()
+    };
+    if args.verify_reduction {
+        return verify(&path, &sc, &start, bounds, out);
+    }
     let bar = super::progress_to_bound(args.max_states.max(1) as u64, "states");
     let t0 = std::time::Instant::now();
-    let ex = explore::explore(
-        &start,
-        Bounds {
-            max_states: args.max_states.max(1),
-            max_memory: usize::try_from(max_memory).unwrap_or(usize::MAX),
-            stop: Some(super::interrupt::interrupted),
-            threads,
-            ..Bounds::default()
-        },
-        &mut |states, depth| {
-            bar.set_position(states as u64);
-            bar.set_message(format!("depth {depth}"));
-        },
-    )
+    let ex = explore::explore(&start, bounds, &mut |states, depth| {
+        bar.set_position(states as u64);
+        bar.set_message(format!("depth {depth}"));
+    })
     .map_err(|e| CliError::Usage(format!("{path}: model error: {e}")))?;
     bar.finish_and_clear();
     let secs = t0.elapsed().as_secs_f64();
@@ -165,12 +248,17 @@ pub fn run(args: &Args, out: &mut impl Write) -> Result<(), CliError> {
     writeln!(
         out,
         "  {} distinct states, {} transitions, depth {}, {secs:.3} s ({:.0} states/s, {threads} \
-         thread{})",
+         thread{}, {})",
         ex.states,
         ex.transitions,
         ex.depth,
         ex.states as f64 / secs.max(1e-9),
-        if threads == 1 { "" } else { "s" }
+        if threads == 1 { "" } else { "s" },
+        if args.full {
+            "every interleaving"
+        } else {
+            "partial-order reduced"
+        }
     )
     .map_err(io)?;
     // The process's peak resident memory, where Linux reports it.

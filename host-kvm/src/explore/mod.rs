@@ -12,6 +12,7 @@ mod edges;
 mod fingerprint;
 mod graph;
 mod parallel;
+mod reduction;
 mod search;
 
 use hugesept_core::snapshot::Snapshot;
@@ -26,6 +27,7 @@ use hugesept_core::world::{
 
 pub use fingerprint::Fingerprint;
 use graph::{Broken, Graph};
+pub use reduction::{ReductionCheck, disagreements, verify_reduction};
 
 /// Limits of an exploration.
 #[derive(Debug, Clone, Copy, Default)]
@@ -52,6 +54,41 @@ pub struct Bounds {
     /// on any number; which of several shortest traces it keeps, and where a bound stops a
     /// partial one, may differ from run to run.
     pub threads: usize,
+    /// Partial-order reduction: where some vCPU's every choice is independent of everything
+    /// the other actors can still do ([`World::independent_vcpu`]), search only its choices
+    /// from the state. It keeps whether an invariant breaks, the verdicts reached, the end
+    /// states where every vCPU finished (ok, guest-panic: their number too, and the fewest
+    /// steps to each), and whether some state cannot end. It changes the state and transition
+    /// counts, the depth, how many states end early (the VM killed or bugged, data lost) and
+    /// by how many steps at least, how many states cannot end, and may lengthen a violation's
+    /// or livelock's trace by steps that commute with it. `hugesept explore
+    /// --verify-reduction` checks this against the full search.
+    pub reduce: bool,
+}
+
+/// The choices to search from `w`, written to `out`: every enabled one, or with `reduce` those
+/// of the vCPU whose choices are independent of everything else, when there is one
+/// ([`Bounds::reduce`]).
+pub(super) fn choices_of<SS: SeptStorage, KS: KvmStorage>(
+    w: &World<SS, KS>,
+    reduce: bool,
+    out: &mut [Choice; MAX_CHOICES],
+) -> usize {
+    let n = w.enabled(out);
+    if reduce && let Some(i) = w.independent_vcpu() {
+        // The vCPU's choices (its step, and an interrupt when one is enabled), in order.
+        let mut k = 0;
+        for j in 0..n {
+            if let Choice::Vcpu(v) | Choice::Interrupt(v) = out[j]
+                && v == i
+            {
+                out[k] = out[j];
+                k += 1;
+            }
+        }
+        return k;
+    }
+    n
 }
 
 /// The 128-bit hash of region `r` of `w`.
@@ -267,7 +304,7 @@ where
         unsearched = frontier.len();
         for (id, w_regions, w) in frontier.drain(..) {
             let mut choices = [Choice::Vcpu(0); MAX_CHOICES];
-            let n = w.enabled(&mut choices);
+            let n = choices_of(&w, bounds.reduce, &mut choices);
             // One scratch world per state: step it, and put back what the step changed.
             let mut s = w.clone();
             s.clear_changes();

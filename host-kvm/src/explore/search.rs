@@ -13,8 +13,8 @@ use hugesept_core::world::{Choice, MAX_CHOICES, Metrics, Stepped, Verdict, Viola
 
 use super::graph::Broken;
 use super::{
-    Bounds, PartHashes, Stop, fingerprint, part_hash, part_hashes, region_hash, regions_hash,
-    vec_bytes_after, world_bytes,
+    Bounds, PartHashes, Stop, choices_of, fingerprint, part_hash, part_hashes, region_hash,
+    regions_hash, vec_bytes_after, world_bytes,
 };
 
 /// Levels of the depth-first path reserved at the start.
@@ -101,9 +101,10 @@ impl Frame {
         regions: u128,
         parts: PartHashes,
         w: &World<SS, KS>,
+        reduce: bool,
     ) -> Frame {
         let mut choices = [Choice::Vcpu(0); MAX_CHOICES];
-        let n = w.enabled(&mut choices);
+        let n = choices_of(w, reduce, &mut choices);
         Frame {
             id,
             regions,
@@ -175,6 +176,8 @@ pub(super) struct Search<SS: SeptStorage + Clone, KS: KvmStorage + Clone> {
     pub(super) one: usize,
     /// New states found since the last report.
     found: usize,
+    /// [`Bounds::reduce`].
+    reduce: bool,
 }
 
 impl<SS, KS> Search<SS, KS>
@@ -207,6 +210,7 @@ where
             path_bytes,
             one,
             found: 0,
+            reduce: bounds.reduce,
         }
     }
 
@@ -220,7 +224,8 @@ where
         if let Some(root) = self.path.first() {
             self.s.clone_from(root);
             self.s.clear_changes();
-            self.frames.push(Frame::of(id, regions, parts, root));
+            self.frames
+                .push(Frame::of(id, regions, parts, root, self.reduce));
         }
     }
 
@@ -390,7 +395,7 @@ where
                 s.clear_changes();
                 continue;
             }
-            let next = Frame::of(new, s_regions, s_parts, s);
+            let next = Frame::of(new, s_regions, s_parts, s, self.reduce);
             if last {
                 // path[d] has no choice left: the new state takes its place. Relative to
                 // path[d - 1] it differs where path[d] did and where the step changed; the
