@@ -150,9 +150,11 @@ fn explore_reduces_unless_told_and_verifies_its_reduction() {
         let line = out.lines().find(|l| l.contains("distinct states")).unwrap();
         line.split_whitespace().next().unwrap().parse().unwrap()
     };
-    let (_, reduced, err) = hugesept(&["explore", &file]);
+    let trace = temp("explore-reduced.trace.toml");
+    let trace = trace.to_str().unwrap();
+    let (_, reduced, err) = hugesept(&["explore", &file, "--trace", trace]);
     assert!(reduced.contains("partial-order reduced)"), "{reduced}{err}");
-    let (_, full, err) = hugesept(&["explore", &file, "--full"]);
+    let (_, full, err) = hugesept(&["explore", &file, "--full", "--trace", trace]);
     assert!(full.contains("every interleaving)"), "{full}{err}");
     assert!(states(&reduced) < states(&full), "{reduced}{full}");
     // The same verdicts, however reached.
