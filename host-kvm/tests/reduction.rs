@@ -6,11 +6,11 @@
 //! finished and the fewest steps to each, and whether some state cannot end. The benchmark
 //! worlds must shrink as docs/benchmarks.md says.
 
-use std::fmt::Write as _;
 use std::path::Path;
 
 use hugesept_host_kvm::explore::{Bounds, ReductionCheck, verify_reduction};
 use hugesept_host_kvm::scenario;
+use hugesept_host_kvm::scenario::random::{self, Rng};
 
 /// States either search may take in a test.
 const MAX_STATES: usize = 200_000;
@@ -129,139 +129,6 @@ fn three_linux_vcpus_over_16_pages_shrink_to_a_few_percent() {
     }
 }
 
-/// A xorshift generator for the random worlds.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        let mut x = self.0;
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        self.0 = x;
-        x
-    }
-
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n.max(1)
-    }
-
-    fn pick<'a>(&mut self, of: &[&'a str]) -> &'a str {
-        of[self.below(of.len() as u64) as usize]
-    }
-}
-
-const BASE: u64 = 0x4000_0000;
-
-/// A range in `regions` regions: a whole region, or one to four pages among a region's first
-/// eight (so vCPUs' ranges often meet).
-fn range(r: &mut Rng, regions: u64) -> (u64, u64) {
-    let region = BASE + (r.below(regions) << 21);
-    if r.below(6) == 0 {
-        return (region, region + (1 << 21));
-    }
-    let start = region + (r.below(8) << 12);
-    (start, start + ((1 + r.below(4)) << 12))
-}
-
-/// A small random world in the scenario format.
-fn random_world(r: &mut Rng) -> String {
-    let designs = [
-        "upstream-4k",
-        "rfc-v1",
-        "fault-max-level",
-        "guest-inhibit",
-        "guest-inhibit-nocheck",
-        "fault-path-demote",
-        "explicit-demotion",
-    ];
-    let guests = [
-        "linux",
-        "linux-lazy",
-        "ovmf",
-        "td-shim",
-        "tdx-guest",
-        "svsm",
-        "accept-4k-only",
-        "touch-first",
-        "single-accept",
-        "adversarial",
-        "linux",
-        "accept-4k-only",
-    ];
-    let design = r.pick(&designs);
-    let regions = 1 + r.below(2);
-    let runnable = r.below(5) != 0;
-    let mut t = String::new();
-    let _ = writeln!(t, "policy = \"{design}\"\nregions = {regions}");
-    if design == "explicit-demotion" {
-        let _ = writeln!(t, "module = \"tdx-1.5+explicit-demotion\"");
-    }
-    let _ = writeln!(t, "ve = {}", r.below(3) == 0);
-    if !runnable {
-        let _ = writeln!(t, "runnable = false");
-    }
-    if r.below(8) == 0 {
-        // The second region's memslot has no guest_memfd.
-        let _ = writeln!(
-            t,
-            "[[memslot]]\nstart = \"{BASE:#x}\"\nend = \"{:#x}\"\n[[memslot]]\nstart = \"{:#x}\"\nend = \"{:#x}\"\nguest_memfd = false",
-            BASE + (1 << 21),
-            BASE + (1 << 21),
-            BASE + (regions.max(2) << 21)
-        );
-    }
-    let vcpus = 2 + r.below(3).saturating_sub(1);
-    let two_stages = r.below(6) == 0;
-    for i in 0..vcpus {
-        let _ = writeln!(t, "[[vcpu]]\ninterrupts = {}", r.below(2));
-        let stages = if two_stages { 2 } else { 1 };
-        for _ in 0..stages {
-            let (start, end) = range(r, regions);
-            let g = r.pick(&guests);
-            if two_stages {
-                let _ = writeln!(t, "[[vcpu.stage]]");
-            }
-            let _ = writeln!(
-                t,
-                "guest = \"{g}\"\nstart = \"{start:#x}\"\nend = \"{end:#x}\"\ntag = {}\nmarkers = {}",
-                i + 1,
-                r.below(3) != 0
-            );
-        }
-    }
-    let hosts = if runnable { r.below(3).min(1) } else { 1 };
-    for h in 0..hosts {
-        let mut actions = Vec::new();
-        if h == 0 && !runnable {
-            if r.below(2) == 0 {
-                let (s, _) = range(r, regions);
-                actions.push(format!(
-                    "{{ op = \"init-mem-region\", start = \"{s:#x}\", end = \"{:#x}\" }}",
-                    s + 0x1000
-                ));
-            }
-            actions.push("{ op = \"finalize\" }".to_string());
-        }
-        for _ in 0..1 + r.below(2) {
-            let (s, e) = range(r, regions);
-            actions.push(match r.below(5) {
-                0 => format!("{{ op = \"prefetch\", gpa = \"{s:#x}\" }}"),
-                1 => format!("{{ op = \"split\", start = \"{s:#x}\", end = \"{e:#x}\" }}"),
-                2 => format!("{{ op = \"punch-hole\", start = \"{s:#x}\", end = \"{e:#x}\" }}"),
-                3 => format!(
-                    "{{ op = \"convert-to-shared\", start = \"{s:#x}\", end = \"{e:#x}\" }}, \
-                     {{ op = \"convert-to-private\", start = \"{s:#x}\", end = \"{e:#x}\" }}"
-                ),
-                _ if two_stages => "{ op = \"await-stage\", stage = 1 }".to_string(),
-                _ => format!("{{ op = \"prefetch\", gpa = \"{e:#x}\" }}"),
-            });
-        }
-        let _ = writeln!(t, "[[host]]\nactions = [{}]", actions.join(", "));
-    }
-    t
-}
-
 #[test]
 fn random_worlds_keep_their_verdicts_when_reduced() {
     // HUGESEPT_REDUCTION_WORLDS and HUGESEPT_REDUCTION_SEED run a longer or another campaign.
@@ -272,11 +139,11 @@ fn random_worlds_keep_their_verdicts_when_reduced() {
             .unwrap_or(d)
     };
     let worlds = env("HUGESEPT_REDUCTION_WORLDS", 300);
-    let mut r = Rng(env("HUGESEPT_REDUCTION_SEED", 0x9e37_79b9_7f4a_7c15).max(1));
+    let mut r = Rng::new(env("HUGESEPT_REDUCTION_SEED", 0x9e37_79b9_7f4a_7c15));
     let (mut compared, mut shrunk, mut refused) = (0, 0, 0);
     let mut verdicts = std::collections::BTreeSet::new();
     for n in 0..worlds {
-        let text = random_world(&mut r);
+        let text = random::world(&mut r);
         // Some draws are worlds the format refuses (a prefetch before finalize, a range
         // outside a memslot): they say why, and are skipped.
         let Ok(sc) = scenario::parse(&text) else {
@@ -374,7 +241,7 @@ fn diamonds(text: &str, runs: u64, r: &mut Rng) -> usize {
 
 #[test]
 fn independent_choices_commute_with_every_other_enabled_choice() {
-    let mut r = Rng(0x2545_f491_4f6c_dd1d);
+    let mut r = Rng::new(0x2545_f491_4f6c_dd1d);
     let mut pairs = 0;
     for name in [
         "bench/linux3-16-rfc-v1.toml",
@@ -388,7 +255,7 @@ fn independent_choices_commute_with_every_other_enabled_choice() {
         pairs += diamonds(&std::fs::read_to_string(path).unwrap(), 20, &mut r);
     }
     for _ in 0..200 {
-        let text = random_world(&mut r);
+        let text = random::world(&mut r);
         let Ok(sc) = scenario::parse(&text) else {
             continue;
         };

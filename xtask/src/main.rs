@@ -776,6 +776,20 @@ fn test() -> Result {
         "fuzz corpus replay (cargo test)",
         command("fuzz", vec!["test", "--locked"]),
     );
+    check(
+        "explore: the reduction under the models' broken variants",
+        command(
+            "fuzz",
+            vec![
+                "test",
+                "--locked",
+                "--features",
+                "broken",
+                "--test",
+                "reduction_broken",
+            ],
+        ),
+    );
     for t in fuzz_targets()? {
         let name = format!("fuzz target {t} over its corpus");
         check(

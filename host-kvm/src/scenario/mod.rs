@@ -4,6 +4,7 @@
 //! number range-checked, so a world never outgrows what the models hold) and warnings, and run
 //! under seeded schedules. The format and its limits are documented in scenarios/README.md.
 
+pub mod random;
 mod run;
 mod storage;
 
