@@ -88,6 +88,11 @@ pub struct FaultStats {
     pub frozen: u32,
     /// Successful demotions.
     pub demotions: u32,
+    /// Steps that waited for mmu_lock (for read, or for write under GUEST_INHIBIT).
+    pub mmu_lock_waits: u32,
+    /// Steps a split waited for the guests: a BLOCK or DEMOTE refused with BUSY while an ACCEPT
+    /// held the entry, or a TRACK whose previous epoch had not drained (each kicks the vCPUs).
+    pub split_waits: u32,
 }
 
 impl FaultStats {
@@ -103,6 +108,8 @@ impl FaultStats {
             (&mut self.seamcall_busy, o.seamcall_busy),
             (&mut self.frozen, o.frozen),
             (&mut self.demotions, o.demotions),
+            (&mut self.mmu_lock_waits, o.mmu_lock_waits),
+            (&mut self.split_waits, o.split_waits),
         ] {
             *a = a.saturating_add(b);
         }
@@ -435,6 +442,7 @@ impl FaultPath {
             Phase::FaultIn => self.fault_in(ctx),
             Phase::AcquireRead => {
                 if !ctx.kvm.mmu_lock.try_read() {
+                    ctx.stats.mmu_lock_waits = ctx.stats.mmu_lock_waits.saturating_add(1);
                     return Ok(FaultStep::Blocked);
                 }
                 // kvm_tdp_mmu_map → kvm_mmu_hugepage_adjust: the lpage_info walk and the hook run
@@ -546,6 +554,7 @@ impl FaultPath {
         level: PageLevel,
     ) -> Result<FaultStep, KvmError> {
         if !ctx.kvm.mmu_lock.try_write() {
+            ctx.stats.mmu_lock_waits = ctx.stats.mmu_lock_waits.saturating_add(1);
             return Ok(FaultStep::Blocked);
         }
         ctx.stats.write_locks = ctx.stats.write_locks.saturating_add(1);
@@ -568,7 +577,10 @@ impl FaultPath {
             };
             return match r {
                 SplitStep::Progress => Ok(FaultStep::Progress),
-                SplitStep::Blocked => Ok(FaultStep::Blocked),
+                SplitStep::Blocked => {
+                    ctx.stats.split_waits = ctx.stats.split_waits.saturating_add(1);
+                    Ok(FaultStep::Blocked)
+                }
                 SplitStep::Done => {
                     ctx.stats.add_split(&sp, true);
                     self.go(Phase::InhibitSplit { level, split: None })

@@ -184,7 +184,10 @@ impl FaultPath {
         self.phase = Phase::SplitInPlace { level, goal, split };
         match r {
             SplitStep::Progress => Ok(FaultStep::Progress),
-            SplitStep::Blocked => Ok(FaultStep::Blocked),
+            SplitStep::Blocked => {
+                ctx.stats.split_waits = ctx.stats.split_waits.saturating_add(1);
+                Ok(FaultStep::Blocked)
+            }
             SplitStep::Done => {
                 ctx.stats.add_split(&split, true);
                 self.go(Phase::Walk { goal })

@@ -49,11 +49,27 @@ impl<SS: SeptStorage, KS: KvmStorage> World<SS, KS> {
                 self.sept.set_caller(Some(MAX_VCPUS + usize::from(i)));
             }
         }
-        match choice {
+        let r = match choice {
             Choice::Vcpu(i) => self.step_vcpu(usize::from(i), None, m),
             Choice::Interrupt(i) => self.step_vcpu(usize::from(i), Some(INTERRUPT_AFTER_PAGES), m),
             Choice::Host(i) => self.step_host(usize::from(i), m),
+        }?;
+        // Who took the step, and who had to wait.
+        let waited = matches!(r, Stepped::Blocked);
+        match choice {
+            Choice::Vcpu(i) | Choice::Interrupt(i) if !matches!(r, Stepped::Invalid) => {
+                let i = usize::from(i);
+                if let Some(n) = m.vcpu_steps.get_mut(i) {
+                    *n = n.saturating_add(1);
+                }
+                if let (true, Some(n)) = (waited, m.vcpu_waits.get_mut(i)) {
+                    *n = n.saturating_add(1);
+                }
+            }
+            Choice::Host(_) if waited => m.host_waits = m.host_waits.saturating_add(1),
+            _ => {}
         }
+        Ok(r)
     }
 
     /// One step of the fault path `path` (a vCPU's after an exit, or a host actor's prefetch
@@ -248,6 +264,9 @@ impl<SS: SeptStorage, KS: KvmStorage> World<SS, KS> {
     ) -> Result<Stepped, KvmError> {
         match out {
             AcceptOutcome::Completed(s) => {
+                if s.code() == StatusCode::OperandBusy {
+                    m.accept_busy = m.accept_busy.saturating_add(1);
+                }
                 if s.is_error() || s.code() != StatusCode::Success {
                     m.accept_failed = m.accept_failed.saturating_add(1);
                 } else {

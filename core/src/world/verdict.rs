@@ -5,7 +5,7 @@ use crate::abi::Gpa;
 use crate::guest::{GuestEvent, GuestOp};
 use crate::kvm::{FaultEnd, FaultStats, HostOpEnd, KvmError};
 
-use super::Choice;
+use super::{Choice, MAX_VCPUS};
 
 /// How a world ends.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -63,11 +63,31 @@ pub struct Metrics {
     pub host_seamcalls: u32,
     /// Demotions by host operations.
     pub host_demotions: u32,
+    /// ACCEPTs that retired with TDX_OPERAND_BUSY: the entry lock held by another ACCEPT or a
+    /// SEAMCALL, or its host-priority bit set.
+    pub accept_busy: u32,
+    /// Host actors' steps that had to wait (for mmu_lock, for the guests to leave an entry or
+    /// an epoch).
+    pub host_waits: u32,
+    /// Each vCPU's steps that moved or waited (its share of the run).
+    pub vcpu_steps: [u32; MAX_VCPUS],
+    /// Each vCPU's steps that had to wait (for mmu_lock, for the guests, for the TD to be
+    /// finalized, for the other vCPUs to finish a stage, for a lazy-accept unit).
+    pub vcpu_waits: [u32; MAX_VCPUS],
     /// What the last step did (for traces; not a counter).
     pub note: StepNote,
 }
 
 impl Metrics {
+    /// The most steps one vCPU took, and the most waits one vCPU had (the run's longest
+    /// vCPU, as far as counts tell).
+    pub fn busiest_vcpu(&self) -> (u32, u32) {
+        (
+            self.vcpu_steps.iter().copied().max().unwrap_or(0),
+            self.vcpu_waits.iter().copied().max().unwrap_or(0),
+        )
+    }
+
     /// Adds `o`'s counters to these (the note is left as it is).
     pub fn add(&mut self, o: &Metrics) {
         for (a, b) in [
@@ -83,7 +103,17 @@ impl Metrics {
             (&mut self.kicks, o.kicks),
             (&mut self.host_seamcalls, o.host_seamcalls),
             (&mut self.host_demotions, o.host_demotions),
+            (&mut self.accept_busy, o.accept_busy),
+            (&mut self.host_waits, o.host_waits),
         ] {
+            *a = a.saturating_add(b);
+        }
+        for (a, b) in self
+            .vcpu_steps
+            .iter_mut()
+            .zip(o.vcpu_steps)
+            .chain(self.vcpu_waits.iter_mut().zip(o.vcpu_waits))
+        {
             *a = a.saturating_add(b);
         }
         self.fault.add(&o.fault);

@@ -197,7 +197,7 @@ fn verify(
     }
     writeln!(
         out,
-        "reduction verified: it keeps every verdict, end state and liveness verdict, with {:.1}% \
+        "reduction verified: it keeps the verdicts reached, the ends where every vCPU finished and liveness, with {:.1}% \
          of the states ({secs:.2} s for both)",
         100.0 * check.reduced.states as f64 / check.full.states.max(1) as f64
     )

@@ -69,7 +69,7 @@ type Row = (&'static str, fn(&RunStats) -> u64);
 pub(crate) type MetricRow = (&'static str, fn(&Metrics) -> u64);
 
 /// The metrics rows `sim` and `run` print.
-pub(crate) const METRIC_ROWS: [MetricRow; 9] = [
+pub(crate) const METRIC_ROWS: [MetricRow; 14] = [
     ("ACCEPT TDCALLs", |m| u64::from(m.tdcalls)),
     ("TD exits", |m| {
         u64::from(m.exits_accept) + u64::from(m.exits_other)
@@ -87,6 +87,11 @@ pub(crate) const METRIC_ROWS: [MetricRow; 9] = [
         u64::from(m.fault.demotions) + u64::from(m.host_demotions)
     }),
     ("spurious faults", |m| u64::from(m.fault.spurious)),
+    ("ACCEPT BUSY", |m| u64::from(m.accept_busy)),
+    ("mmu_lock waits", |m| u64::from(m.fault.mmu_lock_waits)),
+    ("split waits for guests", |m| u64::from(m.fault.split_waits)),
+    ("busiest vCPU's steps", |m| u64::from(m.busiest_vcpu().0)),
+    ("busiest vCPU's waits", |m| u64::from(m.busiest_vcpu().1)),
 ];
 
 /// min, median, 90th percentile and max of `values`.
