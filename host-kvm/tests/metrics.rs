@@ -1,4 +1,5 @@
-//! What a run costs, counted: each vCPU's steps and waits add up to the run's, the waits on
+//! What a run costs, counted: each vCPU's steps, waits, TDCALLs, exits and SEAMCALLs add up to
+//! the run's, the waits on
 //! mmu_lock and on the guests are among them, and the seed scenario's races show each kind
 //! (ACCEPTs refused with BUSY, fault paths waiting for mmu_lock, splits waiting for an ACCEPT
 //! to let go of its entry).
@@ -54,6 +55,18 @@ fn each_vcpus_steps_and_waits_add_up_and_every_kind_of_wait_is_seen() {
             "seed {seed}"
         );
         assert!(m.accept_busy <= m.accept_failed, "seed {seed}");
+        // Each vCPU's TDCALLs, exits and SEAMCALLs add up to the run's (no host actor here).
+        assert_eq!(m.vcpu_tdcalls.iter().sum::<u32>(), m.tdcalls, "seed {seed}");
+        assert_eq!(
+            m.vcpu_exits.iter().sum::<u32>(),
+            m.exits_accept + m.exits_other,
+            "seed {seed}"
+        );
+        assert_eq!(
+            m.vcpu_seamcalls.iter().sum::<u32>(),
+            m.fault.seamcalls,
+            "seed {seed}"
+        );
         assert!(
             m.vcpu_waits.iter().zip(&m.vcpu_steps).all(|(w, s)| w <= s),
             "seed {seed}"

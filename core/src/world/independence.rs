@@ -23,6 +23,12 @@
 //!   table in both models: its fault paths then install 4K leaves and never split, so they never
 //!   kick (kicks come only from splits, kvm/split.rs) nor TRACK.
 //!
+//! The invariants an explorer checks on each transition stay visible: the only SEAMCALL such a
+//! step starts is its own 4K AUG, and while that is in flight (the S-EPT's mirror check waits
+//! for no SEAMCALL to be in flight) its vCPU stays the first independent one, since nothing it
+//! changes is read by another vCPU's classification, so no other actor steps in between in the
+//! reduced search. A step allowed to start any other SEAMCALL would need that argument again.
+//!
 //! Such a step is never disabled by another actor's step (only a kick or a host could), commutes
 //! with every step the others can take from here on, and each one retires a guest operation or
 //! starts a 4K ACCEPT whose second phase retires it, so the guests' programs advance and no cycle

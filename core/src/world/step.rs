@@ -14,6 +14,13 @@ use super::{
     World,
 };
 
+/// Adds one to vCPU `i`'s counter in `counts`.
+fn bump(counts: &mut [u32; MAX_VCPUS], i: usize) {
+    if let Some(n) = counts.get_mut(i) {
+        *n = n.saturating_add(1);
+    }
+}
+
 /// A step that made the state move, with or without progress.
 const fn moved(progress: bool) -> Result<Stepped, KvmError> {
     Ok(Stepped::Moved { progress })
@@ -59,11 +66,9 @@ impl<SS: SeptStorage, KS: KvmStorage> World<SS, KS> {
         match choice {
             Choice::Vcpu(i) | Choice::Interrupt(i) if !matches!(r, Stepped::Invalid) => {
                 let i = usize::from(i);
-                if let Some(n) = m.vcpu_steps.get_mut(i) {
-                    *n = n.saturating_add(1);
-                }
-                if let (true, Some(n)) = (waited, m.vcpu_waits.get_mut(i)) {
-                    *n = n.saturating_add(1);
+                bump(&mut m.vcpu_steps, i);
+                if waited {
+                    bump(&mut m.vcpu_waits, i);
                 }
             }
             Choice::Host(_) if waited => m.host_waits = m.host_waits.saturating_add(1),
@@ -132,6 +137,7 @@ impl<SS: SeptStorage, KS: KvmStorage> World<SS, KS> {
         m: &mut Metrics,
     ) -> Result<(), KvmError> {
         self.sept.vcpu_exit(ticket)?;
+        bump(&mut m.vcpu_exits, i);
         if self.reentered.get(i).copied().unwrap_or(false) {
             m.entries_without_progress = m.entries_without_progress.saturating_add(1);
         }
@@ -222,7 +228,11 @@ impl<SS: SeptStorage, KS: KvmStorage> World<SS, KS> {
             v.event = true;
             return moved(false);
         }
+        let before = m.fault.seamcalls;
         let r = self.fault_step(&mut path, &mut v.policy, v.event, m)?;
+        if let Some(n) = m.vcpu_seamcalls.get_mut(i) {
+            *n = n.saturating_add(m.fault.seamcalls.saturating_sub(before));
+        }
         if let FaultStep::Done(end) = r {
             m.note.fault_end = Some(end);
             // Back in the guest, the event is delivered there.
@@ -386,6 +396,7 @@ impl<SS: SeptStorage, KS: KvmStorage> World<SS, KS> {
         m: &mut Metrics,
     ) -> Result<Stepped, KvmError> {
         m.tdcalls = m.tdcalls.saturating_add(1);
+        bump(&mut m.vcpu_tdcalls, i);
         match self.sept.accept_begin(rcx)? {
             AcceptStart::Done(out) => self.accept_outcome(v, i, ticket, out, m),
             AcceptStart::Zeroing(op) | AcceptStart::Checking(op) => {

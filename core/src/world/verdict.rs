@@ -74,6 +74,12 @@ pub struct Metrics {
     /// Each vCPU's steps that had to wait (for mmu_lock, for the guests, for the TD to be
     /// finalized, for the other vCPUs to finish a stage, for a lazy-accept unit).
     pub vcpu_waits: [u32; MAX_VCPUS],
+    /// Each vCPU's ACCEPT TDCALLs.
+    pub vcpu_tdcalls: [u32; MAX_VCPUS],
+    /// Each vCPU's TD exits (to its fault path).
+    pub vcpu_exits: [u32; MAX_VCPUS],
+    /// The SEAMCALLs each vCPU's fault path issued.
+    pub vcpu_seamcalls: [u32; MAX_VCPUS],
     /// What the last step did (for traces; not a counter).
     pub note: StepNote,
 }
@@ -86,6 +92,12 @@ impl Metrics {
             self.vcpu_steps.iter().copied().max().unwrap_or(0),
             self.vcpu_waits.iter().copied().max().unwrap_or(0),
         )
+    }
+
+    /// The most TD exits one vCPU took (the exits on the longest vCPU's path, as far as
+    /// counts tell: every exit is a round trip through KVM).
+    pub fn most_exits_on_one_vcpu(&self) -> u32 {
+        self.vcpu_exits.iter().copied().max().unwrap_or(0)
     }
 
     /// Adds `o`'s counters to these (the note is left as it is).
@@ -108,13 +120,16 @@ impl Metrics {
         ] {
             *a = a.saturating_add(b);
         }
-        for (a, b) in self
-            .vcpu_steps
-            .iter_mut()
-            .zip(o.vcpu_steps)
-            .chain(self.vcpu_waits.iter_mut().zip(o.vcpu_waits))
-        {
-            *a = a.saturating_add(b);
+        for (mine, theirs) in [
+            (&mut self.vcpu_steps, o.vcpu_steps),
+            (&mut self.vcpu_waits, o.vcpu_waits),
+            (&mut self.vcpu_tdcalls, o.vcpu_tdcalls),
+            (&mut self.vcpu_exits, o.vcpu_exits),
+            (&mut self.vcpu_seamcalls, o.vcpu_seamcalls),
+        ] {
+            for (a, b) in mine.iter_mut().zip(theirs) {
+                *a = a.saturating_add(b);
+            }
         }
         self.fault.add(&o.fault);
     }

@@ -69,7 +69,7 @@ type Row = (&'static str, fn(&RunStats) -> u64);
 pub(crate) type MetricRow = (&'static str, fn(&Metrics) -> u64);
 
 /// The metrics rows `sim` and `run` print.
-pub(crate) const METRIC_ROWS: [MetricRow; 14] = [
+pub(crate) const METRIC_ROWS: [MetricRow; 15] = [
     ("ACCEPT TDCALLs", |m| u64::from(m.tdcalls)),
     ("TD exits", |m| {
         u64::from(m.exits_accept) + u64::from(m.exits_other)
@@ -92,6 +92,9 @@ pub(crate) const METRIC_ROWS: [MetricRow; 14] = [
     ("split waits for guests", |m| u64::from(m.fault.split_waits)),
     ("busiest vCPU's steps", |m| u64::from(m.busiest_vcpu().0)),
     ("busiest vCPU's waits", |m| u64::from(m.busiest_vcpu().1)),
+    ("most exits on one vCPU", |m| {
+        u64::from(m.most_exits_on_one_vcpu())
+    }),
 ];
 
 /// min, median, 90th percentile and max of `values`.
