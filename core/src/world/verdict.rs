@@ -100,6 +100,21 @@ impl Metrics {
         self.vcpu_exits.iter().copied().max().unwrap_or(0)
     }
 
+    /// These counters without the ones every step or every wait adds to (each vCPU's steps and
+    /// waits, host actors' waits, the fault paths' waits for mmu_lock and for the guests) and
+    /// without the note: equal for two runs that differ only in how often an actor asked again
+    /// while it waited.
+    pub fn without_waits(&self) -> Metrics {
+        let mut m = *self;
+        m.vcpu_steps = [0; MAX_VCPUS];
+        m.vcpu_waits = [0; MAX_VCPUS];
+        m.host_waits = 0;
+        m.fault.mmu_lock_waits = 0;
+        m.fault.split_waits = 0;
+        m.note = StepNote::default();
+        m
+    }
+
     /// Adds `o`'s counters to these (the note is left as it is).
     pub fn add(&mut self, o: &Metrics) {
         for (a, b) in [
