@@ -37,8 +37,8 @@ enum Command {
     Sim(sim::Args),
     /// Every design × every guest strategy on the standard worlds: verdicts and costs.
     Matrix(matrix::Args),
-    /// Explore every interleaving of a scenario exhaustively: violations, reachable verdicts,
-    /// liveness.
+    /// Explore every interleaving of a scenario exhaustively (partial-order reduced unless
+    /// --full): violations, reachable verdicts, liveness.
     Explore(explore::Args),
     /// Replay a trace step by step.
     Replay(replay::Args),
