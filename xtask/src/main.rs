@@ -340,27 +340,9 @@ fn run_large() -> Result {
         eprintln!("no usable /dev/kvm: the large scenarios are not run");
         return Ok(());
     }
-    run({
-        let mut c = cmd("cargo");
-        c.args([
-            "build",
-            "--quiet",
-            "--release",
-            "--locked",
-            "-p",
-            "hugesept-host-kvm",
-        ]);
-        c
-    })?;
-    let dir = root().join("scenarios/large");
-    let mut files: Vec<PathBuf> = fs::read_dir(&dir)
-        .map_err(|e| format!("{}: {e}", dir.display()))?
-        .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| p.extension().is_some_and(|x| x == "toml"))
-        .collect();
-    files.sort();
+    build_cli()?;
     let trace = std::env::temp_dir().join("hugesept-large.trace.toml");
-    for f in files {
+    for f in scenario_files("scenarios/large")? {
         let mut c = Command::new(root().join("target/release/hugesept"));
         c.arg("run")
             .arg(&f)
@@ -371,38 +353,46 @@ fn run_large() -> Result {
     Ok(())
 }
 
+/// Builds the release `hugesept`.
+fn build_cli() -> Result {
+    let mut c = cmd("cargo");
+    c.args([
+        "build",
+        "--quiet",
+        "--release",
+        "--locked",
+        "-p",
+        "hugesept-host-kvm",
+    ]);
+    run(c)
+}
+
+/// The scenario files directly under `dir` (relative to the root), sorted.
+fn scenario_files(dir: &str) -> Result<Vec<PathBuf>> {
+    let dir = root().join(dir);
+    let mut files: Vec<PathBuf> = fs::read_dir(&dir)
+        .map_err(|e| format!("{}: {e}", dir.display()))?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|x| x == "toml"))
+        .collect();
+    files.sort();
+    Ok(files)
+}
+
 /// `hugesept explore --verify-reduction` on every scenario both searches explore completely
 /// within the default bounds (the boot-like ones do not; the 32-page benchmark worlds need
 /// more states than the default allows in full, and get them): the reduced search agrees with
 /// the full one on each (the tests check the small ones, and random worlds, the same way).
 fn verify_reductions() -> Result {
-    run({
-        let mut c = cmd("cargo");
-        c.args([
-            "build",
-            "--quiet",
-            "--release",
-            "--locked",
-            "-p",
-            "hugesept-host-kvm",
-        ]);
-        c
-    })?;
-    let mut files = Vec::new();
-    for dir in ["scenarios", "scenarios/bench"] {
-        let dir = root().join(dir);
-        let mut these: Vec<PathBuf> = fs::read_dir(&dir)
-            .map_err(|e| format!("{}: {e}", dir.display()))?
-            .filter_map(|e| e.ok().map(|e| e.path()))
-            .filter(|p| p.extension().is_some_and(|x| x == "toml"))
-            .filter(|p| !p.to_string_lossy().contains("linux-boot-"))
-            .collect();
-        these.sort();
-        files.extend(these);
-    }
-    for f in files {
+    build_cli()?;
+    let mut files = scenario_files("scenarios")?;
+    files.extend(scenario_files("scenarios/bench")?);
+    for f in files
+        .iter()
+        .filter(|p| !p.to_string_lossy().contains("linux-boot-"))
+    {
         let mut c = Command::new(root().join("target/release/hugesept"));
-        c.arg("explore").arg(&f).args([
+        c.arg("explore").arg(f).args([
             "--verify-reduction",
             "--max-states",
             "12000000",

@@ -501,9 +501,10 @@ impl<S: SeptStorage> Sept<S> {
     }
 
     /// Names who makes the calls that follow: with `Some(s)`, an operation they start holds
-    /// slot `s` (below [`MAX_IN_FLIGHT`]) between its phases, as the module keeps an
-    /// operation's context with the logical processor or vCPU running it; with `None`, the
-    /// first free slot. A world gives each actor its own slot, so the slot an operation holds
+    /// slot `s` (below [`MAX_IN_FLIGHT`]) between its phases; with `None`, the first free
+    /// slot. The slot is the model's own bookkeeping for an operation it splits in two (the
+    /// module runs each call to its end on the logical processor that made it), so it belongs
+    /// to the caller. A world gives each actor its own slot, so the slot an operation holds
     /// does not depend on the order in which actors started theirs: states that differ only
     /// in that order are one state, and steps of different actors commute.
     pub fn set_caller(&mut self, slot: Option<usize>) {

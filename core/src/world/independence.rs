@@ -184,22 +184,14 @@ impl<SS: SeptStorage, KS: KvmStorage> World<SS, KS> {
                     return true;
                 };
                 // Every region it can reach has both bits (2M and 1G) set.
-                let mut r = start.align_down(PageLevel::Size2M);
-                while r < end {
-                    let set = |level| {
-                        self.kvm
-                            .lpage(r.gfn(), level)
-                            .is_some_and(|l| l.guest_inhibit())
-                    };
-                    if !set(PageLevel::Size2M) || !set(PageLevel::Size1G) {
-                        return true;
-                    }
-                    let Some(next) = r.raw().checked_add(PAGE_SIZE_2M) else {
-                        return true;
-                    };
-                    r = Gpa(next);
-                }
-                false
+                let set = |r: Gpa, level| {
+                    self.kvm
+                        .lpage(r.gfn(), level)
+                        .is_some_and(|l| l.guest_inhibit())
+                };
+                !every_region(start, end, |r| {
+                    set(r, PageLevel::Size2M) && set(r, PageLevel::Size1G)
+                })
             }
             _ => false,
         }
@@ -262,16 +254,22 @@ impl<SS: SeptStorage, KS: KvmStorage> World<SS, KS> {
 
     /// Whether every 2M region of [start, end) is settled ([`World::region_settled`]).
     fn settled_between(&self, start: Gpa, end: Gpa) -> bool {
-        let mut r = start.align_down(PageLevel::Size2M);
-        while r < end {
-            if !self.region_settled(r) {
-                return false;
-            }
-            let Some(next) = r.raw().checked_add(PAGE_SIZE_2M) else {
-                return false;
-            };
-            r = Gpa(next);
-        }
-        true
+        every_region(start, end, |r| self.region_settled(r))
     }
+}
+
+/// Whether `f` holds for every 2M region of [start, end) (false past the top of the GPA
+/// space).
+fn every_region(start: Gpa, end: Gpa, mut f: impl FnMut(Gpa) -> bool) -> bool {
+    let mut r = start.align_down(PageLevel::Size2M);
+    while r < end {
+        if !f(r) {
+            return false;
+        }
+        let Some(next) = r.raw().checked_add(PAGE_SIZE_2M) else {
+            return false;
+        };
+        r = Gpa(next);
+    }
+    true
 }

@@ -133,6 +133,24 @@ fn left_text(ex: &explore::Exploration, secs: f64) -> String {
     )
 }
 
+/// Runs `search` with a progress bar towards `max_states` (states found, depth) and gives its
+/// result with the seconds it took.
+fn searching<T>(
+    path: &str,
+    max_states: usize,
+    search: impl FnOnce(&mut dyn FnMut(usize, usize)) -> Result<T, hugesept_core::kvm::KvmError>,
+) -> Result<(T, f64), CliError> {
+    let bar = super::progress_to_bound(max_states as u64, "states");
+    let t0 = std::time::Instant::now();
+    let found = search(&mut |states, depth| {
+        bar.set_position(states as u64);
+        bar.set_message(format!("depth {depth}"));
+    })
+    .map_err(|e| CliError::Usage(format!("{path}: model error: {e}")))?;
+    bar.finish_and_clear();
+    Ok((found, t0.elapsed().as_secs_f64()))
+}
+
 /// `explore --verify-reduction`: both searches, their sizes and times, and where they
 /// disagree (an error when they do, or when either is partial).
 fn verify(
@@ -143,15 +161,9 @@ fn verify(
     out: &mut impl Write,
 ) -> Result<(), CliError> {
     let io = CliError::Io;
-    let bar = super::progress_to_bound(bounds.max_states as u64, "states");
-    let t0 = std::time::Instant::now();
-    let check = explore::verify_reduction(start, bounds, &mut |states, depth| {
-        bar.set_position(states as u64);
-        bar.set_message(format!("depth {depth}"));
-    })
-    .map_err(|e| CliError::Usage(format!("{path}: model error: {e}")))?;
-    bar.finish_and_clear();
-    let secs = t0.elapsed().as_secs_f64();
+    let (check, secs) = searching(path, bounds.max_states, |progress| {
+        explore::verify_reduction(start, bounds, progress)
+    })?;
     writeln!(out, "{path}: {} — {} on {}", sc.name, sc.policy, sc.profile).map_err(io)?;
     for (what, ex) in [("full", &check.full), ("reduced", &check.reduced)] {
         let ends: Vec<String> = ex.ends.iter().map(|(v, n)| format!("{v} {n}")).collect();
@@ -235,15 +247,9 @@ pub fn run(args: &Args, out: &mut impl Write) -> Result<(), CliError> {
     if args.verify_reduction {
         return verify(&path, &sc, &start, bounds, out);
     }
-    let bar = super::progress_to_bound(args.max_states.max(1) as u64, "states");
-    let t0 = std::time::Instant::now();
-    let ex = explore::explore(&start, bounds, &mut |states, depth| {
-        bar.set_position(states as u64);
-        bar.set_message(format!("depth {depth}"));
-    })
-    .map_err(|e| CliError::Usage(format!("{path}: model error: {e}")))?;
-    bar.finish_and_clear();
-    let secs = t0.elapsed().as_secs_f64();
+    let (ex, secs) = searching(&path, bounds.max_states, |progress| {
+        explore::explore(&start, bounds, progress)
+    })?;
     writeln!(out, "{path}: {} — {} on {}", sc.name, sc.policy, sc.profile).map_err(io)?;
     writeln!(
         out,

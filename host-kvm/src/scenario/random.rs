@@ -1,37 +1,16 @@
 //! Small random worlds in the scenario format, for checks that answer one question two ways
 //! and compare (host-kvm/tests/reduction.rs: the explorer's reduced search against its full
-//! one, and with the models' deliberately broken variants, fuzz/tests/reduction_broken.rs).
+//! one, and with the models' deliberately broken variants, fuzz/tests/reduction_broken.rs),
+//! drawn with the schedulers' seeded generator.
 
 use std::fmt::Write as _;
 
-/// A xorshift generator: the draws of one seed are the same on every machine.
-pub struct Rng(u64);
+pub use hugesept_core::world::Rng;
 
-impl Rng {
-    /// A generator from `seed` (0 is taken as 1: xorshift stays at 0).
-    pub fn new(seed: u64) -> Rng {
-        Rng(seed.max(1))
-    }
-
-    /// The next draw.
-    pub fn draw(&mut self) -> u64 {
-        let mut x = self.0;
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        self.0 = x;
-        x
-    }
-
-    /// A draw below `n` (0 when `n` is 0).
-    pub fn below(&mut self, n: u64) -> u64 {
-        self.draw() % n.max(1)
-    }
-
-    fn pick<'a>(&mut self, of: &[&'a str]) -> &'a str {
-        let i = usize::try_from(self.below(of.len() as u64)).unwrap_or(0);
-        of.get(i).copied().unwrap_or_default()
-    }
+/// One of `of`, drawn.
+fn pick<'a>(r: &mut Rng, of: &[&'a str]) -> &'a str {
+    let i = usize::try_from(r.below(of.len() as u64)).unwrap_or(0);
+    of.get(i).copied().unwrap_or_default()
 }
 
 const BASE: u64 = 0x4000_0000;
@@ -77,7 +56,7 @@ pub fn world(r: &mut Rng) -> String {
         "linux",
         "accept-4k-only",
     ];
-    let design = r.pick(&designs);
+    let design = pick(r, &designs);
     let regions = 1 + r.below(2);
     let runnable = r.below(5) != 0;
     let mut t = String::new();
@@ -106,7 +85,7 @@ pub fn world(r: &mut Rng) -> String {
         let stages = if two_stages { 2 } else { 1 };
         for _ in 0..stages {
             let (start, end) = range(r, regions);
-            let g = r.pick(&guests);
+            let g = pick(r, &guests);
             if two_stages {
                 let _ = writeln!(t, "[[vcpu.stage]]");
             }
