@@ -502,3 +502,41 @@ fn a_run_out_of_budget_is_not_a_livelock() {
     );
     assert_eq!((r, steps), (Ok(Verdict::Livelock), 1));
 }
+
+/// The mirror is checked against the S-EPT while an ACCEPT is between its phases (an ACCEPT
+/// changes no mapping); only a SEAMCALL in flight defers the check.
+#[test]
+fn a_mirror_mismatch_is_seen_while_an_accept_is_in_flight() {
+    use hugesept_core::abi::SeptEntryState;
+    use hugesept_core::world::{VcpuState, Violation};
+    let (mut sept, kvm) = common::td::<2, 3>("tdx-1.5", false);
+    // The S-EPT maps a 4K page the mirror does not know of, and holds a PENDING one beside it.
+    let page = Gpa(BASE);
+    let pending = Gpa(BASE + 0x1000);
+    if sept.entry_state(page, PageLevel::Size1G).unwrap() != Some(SeptEntryState::NlMapped) {
+        sept.arrange(page, PageLevel::Size1G, SeptEntryState::NlMapped)
+            .unwrap();
+    }
+    sept.arrange(page, PageLevel::Size2M, SeptEntryState::NlMapped)
+        .unwrap();
+    sept.arrange(page, PageLevel::Size4K, SeptEntryState::Mapped)
+        .unwrap();
+    sept.arrange(pending, PageLevel::Size4K, SeptEntryState::Pending)
+        .unwrap();
+    let g = Guest::new(
+        GuestKind::Accept4kOnly,
+        pending,
+        Gpa(pending.raw() + 0x1000),
+        1,
+    );
+    let mut w: W = World::new(sept, kvm, PolicyId::GuestInhibit, &[g], &[], 0).unwrap();
+    assert!(matches!(w.check(), Err(Violation::MirrorMismatch(_))));
+    // The ACCEPT of the PENDING page takes its entry lock and zeroes: it is in flight.
+    w.step(Choice::Vcpu(0), &mut Metrics::default()).unwrap();
+    assert!(matches!(
+        w.vcpus().next().map(|v| v.state()),
+        Some(VcpuState::InTdcall { .. })
+    ));
+    assert_eq!(w.sept().in_flight_count(), 1);
+    assert!(matches!(w.check(), Err(Violation::MirrorMismatch(_))));
+}
