@@ -7,10 +7,67 @@ use std::collections::HashMap;
 
 use hugesept_core::kvm::KvmError;
 use hugesept_core::snapshot::Snapshot;
-use hugesept_core::world::{Choice, MAX_CHOICES, Metrics, PARTS, Scheduler, Stepped};
+use hugesept_core::world::{Choice, Metrics, PARTS, Scheduler, Stepped, choices_for};
 
 use crate::explore::{PartHashes, fingerprint, part_hash, part_hashes, region_hash};
-use crate::scenario::ScenarioWorld;
+use crate::scenario::{ScenarioWorld, WideWorld};
+
+/// A world a run can be followed in for a cycle: how its states are fingerprinted, step by
+/// step.
+pub trait Fingerprinted: Sized {
+    /// The fingerprint kept along a run.
+    type Fingerprint;
+    /// The fingerprint of this state, from scratch (its TLB epochs already renumbered).
+    fn fingerprint(&self) -> Self::Fingerprint;
+    /// Brings `fp` from the state before a step to `w`, the state after it (renumbering its
+    /// TLB epochs when they need it).
+    fn refresh(fp: &mut Self::Fingerprint, w: &mut Self);
+    /// The fingerprint's value.
+    fn value(fp: &Self::Fingerprint) -> u128;
+}
+
+impl Fingerprinted for ScenarioWorld {
+    type Fingerprint = RunFingerprint;
+
+    fn fingerprint(&self) -> RunFingerprint {
+        RunFingerprint::of(self)
+    }
+
+    fn refresh(fp: &mut RunFingerprint, w: &mut Self) {
+        fp.update(w);
+    }
+
+    fn value(fp: &RunFingerprint) -> u128 {
+        fp.value()
+    }
+}
+
+/// A wide world is fingerprinted whole at every step (its actors outnumber the parts the
+/// explorer's incremental hash tracks): followed runs are short, the livelock's patience.
+impl Fingerprinted for WideWorld {
+    type Fingerprint = u128;
+
+    fn fingerprint(&self) -> u128 {
+        use std::hash::{Hash, Hasher};
+        let mut a = std::hash::DefaultHasher::new();
+        let mut b = std::hash::DefaultHasher::new();
+        0xa5u8.hash(&mut b);
+        self.hash(&mut a);
+        self.hash(&mut b);
+        (u128::from(a.finish()) << 64) | u128::from(b.finish())
+    }
+
+    fn refresh(fp: &mut u128, w: &mut Self) {
+        if w.sept().epochs().rebase_offset() != 0 {
+            w.canonicalize();
+        }
+        *fp = w.fingerprint();
+    }
+
+    fn value(fp: &u128) -> u128 {
+        *fp
+    }
+}
 
 /// A world's fingerprint kept up to date step by step: the hash of each region and part, and
 /// their XOR (the explorer's fingerprint). A step costs what it changed, not the window.
@@ -98,24 +155,27 @@ pub enum Followed {
 /// Follows the run that stopped in `w` on, `scheduler` choosing, for at most `limit` steps,
 /// until a state comes back without progress in between (a step that makes progress starts
 /// the search afresh: a livelock cycle makes none).
-pub fn follow(
-    w: &ScenarioWorld,
+pub fn follow<const V: usize, const F: usize>(
+    w: &ScenarioWorld<V, F>,
     scheduler: &mut impl Scheduler,
     limit: u32,
-) -> Result<Followed, KvmError> {
+) -> Result<Followed, KvmError>
+where
+    ScenarioWorld<V, F>: Fingerprinted,
+{
     let mut s = w.clone();
     s.canonicalize();
     s.clear_changes();
-    let mut fp = RunFingerprint::of(&s);
+    let mut fp = s.fingerprint();
     let mut seen: HashMap<u128, usize> = HashMap::new();
-    seen.insert(fp.value(), 0);
+    seen.insert(ScenarioWorld::<V, F>::value(&fp), 0);
     let mut tail = Vec::new();
     let mut m = Metrics::default();
+    let mut choices = vec![Choice::Vcpu(0); choices_for(V)];
     for step in 0..limit {
         if s.ended().is_some() {
             return Ok(Followed::NoCycle);
         }
-        let mut choices = [Choice::Vcpu(0); MAX_CHOICES];
         let n = s.enabled(&mut choices);
         let Some(enabled) = choices.get(..n).filter(|c| !c.is_empty()) else {
             return Ok(Followed::Stuck { tail });
@@ -125,15 +185,16 @@ pub fn follow(
         let stepped = s.step(choice, &mut m)?;
         scheduler.feedback(choice, stepped);
         tail.push(choice);
-        fp.update(&mut s);
+        ScenarioWorld::<V, F>::refresh(&mut fp, &mut s);
         s.clear_changes();
         if matches!(stepped, Stepped::Moved { progress: true }) {
             seen.clear();
         }
-        match seen.get(&fp.value()) {
+        let value = ScenarioWorld::<V, F>::value(&fp);
+        match seen.get(&value) {
             Some(&start) => return Ok(Followed::Cycle(Cycle { tail, start })),
             None => {
-                seen.insert(fp.value(), tail.len());
+                seen.insert(value, tail.len());
             }
         }
     }

@@ -239,3 +239,104 @@ fn the_large_scenarios_end_as_they_expect() {
     }
     assert!(ran >= 2, "{ran}");
 }
+
+#[test]
+fn one_vcpu_table_can_stand_for_many_vcpus_sharing_its_range() {
+    let table = |count: &str, share: &str, end: &str| {
+        format!(
+            "policy = \"upstream-4k\"\nregions = 8\n[[vcpu]]\nguest = \"tdx-guest\"\n\
+             start = \"0x40000000\"\nend = \"{end}\"\ncount = {count}\n{share}"
+        )
+    };
+    // Five 2 MiB units over three vCPUs: two, two and one, one after another (asterinas'
+    // contiguous shares, the remainder to the lowest numbers).
+    let sc = scenario::parse(&table("3", "share = \"contiguous\"\n", "0x40a00000")).unwrap();
+    let ranges: Vec<(u64, u64)> = sc
+        .programs()
+        .iter()
+        .map(|p| (p[0].start.raw(), p[0].end.raw()))
+        .collect();
+    assert_eq!(
+        ranges,
+        [
+            (0x4000_0000, 0x4040_0000),
+            (0x4040_0000, 0x4080_0000),
+            (0x4080_0000, 0x40a0_0000)
+        ]
+    );
+    // Each vCPU its own tag.
+    let tags: Vec<u16> = sc.programs().iter().map(|p| p[0].tag).collect();
+    assert_eq!(tags, [1, 2, 3]);
+    // Strided: the mailbox's chunks, the vCPU's number as its index.
+    let sc = scenario::parse(&table("2", "share = \"strided\"\n", "0x40a00000")).unwrap();
+    let strides: Vec<(u8, u8, u8)> = sc
+        .programs()
+        .iter()
+        .map(|p| {
+            let s = p[0].stride.unwrap();
+            (s.index, s.count, s.chunk_shift)
+        })
+        .collect();
+    assert_eq!(strides, [(0, 2, 25), (1, 2, 25)]);
+    // Without a share each runs the whole range.
+    let sc = scenario::parse(&table("2", "", "0x40a00000")).unwrap();
+    assert!(
+        sc.programs()
+            .iter()
+            .all(|p| p[0].start.raw() == 0x4000_0000 && p[0].end.raw() == 0x40a0_0000)
+    );
+    let field = |text: &str| match scenario::parse(text) {
+        Err(ScenarioError::Field { field, .. }) => field,
+        other => panic!("{other:?}"),
+    };
+    assert_eq!(field(&table("0", "", "0x40a00000")), "vcpu[0].count");
+    assert_eq!(field(&table("255", "", "0x40a00000")), "vcpu[0].count");
+    assert_eq!(
+        field(&table("2", "share = \"halves\"\n", "0x40a00000")),
+        "vcpu[0].share"
+    );
+    assert_eq!(
+        field(&table("2", "share = \"contiguous\"\n", "0x40a01000")),
+        "vcpu[0]#0"
+    );
+    assert_eq!(
+        field(&table(
+            "2",
+            "share = \"strided\"\nstride = { index = 0, count = 2 }\n",
+            "0x40a00000"
+        )),
+        "vcpu[0].share"
+    );
+}
+
+#[test]
+fn worlds_of_more_than_four_vcpus_run_in_sim_and_refuse_the_fixed_size_commands() {
+    // Eight vCPUs in contiguous shares of 16 MiB, and a host actor named after them in the
+    // priority order (host actor 0 is actor 8 in a world of eight vCPUs).
+    let text = "policy = \"upstream-4k\"\nregions = 8\nscheduler = \"priority\"\norder = [8, 7]\n\
+                expect = \"ok\"\n[[vcpu]]\nguest = \"linux\"\nstart = \"0x40000000\"\n\
+                end = \"0x41000000\"\ncount = 8\nshare = \"contiguous\"\n\
+                [[host]]\nactions = [{ op = \"prefetch\", gpa = \"0x40e00000\" }]\n";
+    let sc = scenario::parse(text).unwrap();
+    assert!(sc.is_wide());
+    let sum = scenario::run(&sc, 1, 2).unwrap();
+    assert_eq!(sum.first_unexpected, None, "{:?}", sum.verdicts);
+    // Every one of the eight accepted its 2 MiB at 4K (upstream-4k): 512 exits each, but for
+    // the page the host prefetched into vCPU 7's share (its host actor runs first).
+    let m = &sum.runs[0].metrics;
+    assert_eq!(&m.vcpu_exits[..9], &[512, 512, 512, 512, 512, 512, 512, 511, 0]);
+    // The commands whose worlds hold four vCPUs say so.
+    match sc.world() {
+        Err(ScenarioError::Model(m)) => assert!(m.contains("8 vCPUs"), "{m}"),
+        other => panic!("{:?}", other.map(|_| ())),
+    }
+    // The order's actor numbers follow the vCPU count.
+    let bad = text.replace("order = [8, 7]", "order = [9]");
+    match scenario::parse(&bad) {
+        Err(ScenarioError::Field { field, message }) => {
+            assert_eq!(field, "order");
+            assert!(message.contains("host actor 1"), "{message}");
+        }
+        other => panic!("{:?}", other.map(|_| ())),
+    }
+}

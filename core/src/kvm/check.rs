@@ -32,9 +32,9 @@ impl<S: KvmStorage> Kvm<S> {
     /// design.md's first invariant: the mirror and the S-EPT agree on the presence and level of
     /// every leaf and table, except entries an operation has frozen. Call it when no SEAMCALL is
     /// in flight.
-    pub fn check_against_sept<SS: crate::sept::SeptStorage>(
+    pub fn check_against_sept<SS: crate::sept::SeptStorage, const F: usize>(
         &self,
-        sept: &crate::sept::Sept<SS>,
+        sept: &crate::sept::Sept<SS, F>,
     ) -> Result<(), MirrorMismatch> {
         for r in 0..self.storage.regions().len() {
             self.check_region_against_sept(sept, r, true, None)?;
@@ -45,18 +45,18 @@ impl<S: KvmStorage> Kvm<S> {
     /// [`Kvm::check_against_sept`] over the regions either model changed since their records
     /// were last cleared (and the 1G entries when one changed); everything when either record
     /// says everything.
-    pub fn check_changed_against_sept<SS: crate::sept::SeptStorage + Clone>(
+    pub fn check_changed_against_sept<SS: crate::sept::SeptStorage + Clone, const F: usize>(
         &self,
-        sept: &crate::sept::Sept<SS>,
+        sept: &crate::sept::Sept<SS, F>,
     ) -> Result<(), MirrorMismatch> {
         use crate::snapshot::Snapshot;
         self.check_changed_against_sept_in(sept, &self.dirty.union(&sept.changes()))
     }
 
     /// [`Kvm::check_changed_against_sept`] given both models' changes together.
-    pub(crate) fn check_changed_against_sept_in<SS: crate::sept::SeptStorage>(
+    pub(crate) fn check_changed_against_sept_in<SS: crate::sept::SeptStorage, const F: usize>(
         &self,
-        sept: &crate::sept::Sept<SS>,
+        sept: &crate::sept::Sept<SS, F>,
         d: &crate::sept::Dirty,
     ) -> Result<(), MirrorMismatch> {
         if d.is_all() {
@@ -79,9 +79,9 @@ impl<S: KvmStorage> Kvm<S> {
     /// Region `r`'s 1G entry (when it starts the window or a 1 GiB range) and, with `below`,
     /// its 2M entry and 4K table (with `pages`, only those entries of it: the others did not
     /// change).
-    fn check_region_against_sept<SS: crate::sept::SeptStorage>(
+    fn check_region_against_sept<SS: crate::sept::SeptStorage, const F: usize>(
         &self,
-        sept: &crate::sept::Sept<SS>,
+        sept: &crate::sept::Sept<SS, F>,
         r: usize,
         below: bool,
         pages: Option<&[u16]>,
@@ -119,9 +119,9 @@ impl<S: KvmStorage> Kvm<S> {
 
     /// The 4K table of the region at `gpa`, whose 2M mirror SPTE is a table, against the
     /// S-EPT's (with `pages`, only those entries).
-    fn check_table_against_sept<SS: crate::sept::SeptStorage>(
+    fn check_table_against_sept<SS: crate::sept::SeptStorage, const F: usize>(
         &self,
-        sept: &crate::sept::Sept<SS>,
+        sept: &crate::sept::Sept<SS, F>,
         gpa: Gpa,
         pages: Option<&[u16]>,
     ) -> Result<(), MirrorMismatch> {

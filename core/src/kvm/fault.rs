@@ -27,7 +27,7 @@ use crate::abi::{
     AbiError, ExitQualification, ExtendedExitQualification, Gfn, Gpa, Gpaw, PageLevel, TdxStatus,
 };
 use crate::policy::{AcceptPlan, Decision, MaxLevelQuery, Policy, PrivateExit, VcpuPolicyState};
-use crate::sept::{EptViolationExit, HostOp, OpState, Sept, SeptStorage};
+use crate::sept::{EptViolationExit, HostOp, MAX_IN_FLIGHT, OpState, Sept, SeptStorage};
 
 use super::split::{Split, SplitStep};
 use super::{Kvm, KvmError, KvmStorage, Spte};
@@ -127,11 +127,11 @@ impl FaultStats {
 }
 
 /// What the vCPU thread gives the fault path for one step.
-pub struct FaultCtx<'a, KS, SS, P> {
+pub struct FaultCtx<'a, KS, SS, P, const F: usize = MAX_IN_FLIGHT> {
     /// KVM's per-VM state.
     pub kvm: &'a mut Kvm<KS>,
     /// The TDX module.
-    pub sept: &'a mut Sept<SS>,
+    pub sept: &'a mut Sept<SS, F>,
     /// The host design.
     pub policy: &'a P,
     /// This vCPU's policy state.
@@ -348,10 +348,10 @@ impl FaultPath {
     /// of a FREE, unlocked 4K entry; AUG's second phase; releasing the lock. Not: anything
     /// under the write lock, SEPT.ADD, splits, PAGE.ADD, and the end of the path (the vCPU's
     /// re-entry is the world's to judge).
-    pub fn next_step_is_local<KS: KvmStorage, SS: SeptStorage>(
+    pub fn next_step_is_local<KS: KvmStorage, SS: SeptStorage, const F: usize>(
         &self,
         kvm: &Kvm<KS>,
-        sept: &Sept<SS>,
+        sept: &Sept<SS, F>,
     ) -> bool {
         let gfn = self.fault.gfn;
         match self.phase {
@@ -426,9 +426,9 @@ impl FaultPath {
     }
 
     /// One step.
-    pub fn step<KS: KvmStorage, SS: SeptStorage, P: Policy>(
+    pub fn step<KS: KvmStorage, SS: SeptStorage, P: Policy, const F: usize>(
         &mut self,
-        ctx: &mut FaultCtx<'_, KS, SS, P>,
+        ctx: &mut FaultCtx<'_, KS, SS, P, F>,
     ) -> Result<FaultStep, KvmError> {
         if !ctx.kvm.alive() {
             return self.vm_dead(ctx.kvm.killed);
@@ -486,18 +486,18 @@ impl FaultPath {
         self.end(end)
     }
 
-    pub(super) fn bug<KS: KvmStorage, SS: SeptStorage, P: Policy>(
+    pub(super) fn bug<KS: KvmStorage, SS: SeptStorage, P: Policy, const F: usize>(
         &mut self,
-        ctx: &mut FaultCtx<'_, KS, SS, P>,
+        ctx: &mut FaultCtx<'_, KS, SS, P, F>,
         s: Option<TdxStatus>,
     ) -> Result<FaultStep, KvmError> {
         ctx.kvm.bugged = true;
         self.end(FaultEnd::VmBugged(s))
     }
 
-    fn start<KS: KvmStorage, SS: SeptStorage, P: Policy>(
+    fn start<KS: KvmStorage, SS: SeptStorage, P: Policy, const F: usize>(
         &mut self,
-        ctx: &mut FaultCtx<'_, KS, SS, P>,
+        ctx: &mut FaultCtx<'_, KS, SS, P, F>,
         exit: EptViolationExit,
     ) -> Result<FaultStep, KvmError> {
         // A design that needs a module capability refuses to run without it.
@@ -529,9 +529,9 @@ impl FaultPath {
 
     /// GUEST_INHIBIT's lock-free pre-check (with `precheck`): the bit already set above
     /// `level` goes straight to fault-in; otherwise queue for the write lock.
-    fn inhibit_check<KS: KvmStorage, SS: SeptStorage, P: Policy>(
+    fn inhibit_check<KS: KvmStorage, SS: SeptStorage, P: Policy, const F: usize>(
         &mut self,
-        ctx: &mut FaultCtx<'_, KS, SS, P>,
+        ctx: &mut FaultCtx<'_, KS, SS, P, F>,
         level: PageLevel,
         precheck: bool,
     ) -> Result<FaultStep, KvmError> {
@@ -548,9 +548,9 @@ impl FaultPath {
     }
 
     /// Takes mmu_lock for write for GUEST_INHIBIT's split, or waits.
-    fn inhibit_lock<KS: KvmStorage, SS: SeptStorage, P: Policy>(
+    fn inhibit_lock<KS: KvmStorage, SS: SeptStorage, P: Policy, const F: usize>(
         &mut self,
-        ctx: &mut FaultCtx<'_, KS, SS, P>,
+        ctx: &mut FaultCtx<'_, KS, SS, P, F>,
         level: PageLevel,
     ) -> Result<FaultStep, KvmError> {
         if !ctx.kvm.mmu_lock.try_write() {
@@ -563,9 +563,9 @@ impl FaultPath {
 
     /// Under the write lock: split every mapping above `level` in the `level`-aligned range,
     /// then set GUEST_INHIBIT at `level`+1 (and `level`+2 for 4K), then release the lock.
-    fn inhibit_split<KS: KvmStorage, SS: SeptStorage, P: Policy>(
+    fn inhibit_split<KS: KvmStorage, SS: SeptStorage, P: Policy, const F: usize>(
         &mut self,
-        ctx: &mut FaultCtx<'_, KS, SS, P>,
+        ctx: &mut FaultCtx<'_, KS, SS, P, F>,
         level: PageLevel,
         split: Option<Split>,
     ) -> Result<FaultStep, KvmError> {
@@ -626,9 +626,9 @@ impl FaultPath {
         self.go(Phase::FaultIn)
     }
 
-    fn fault_in<KS: KvmStorage, SS: SeptStorage, P: Policy>(
+    fn fault_in<KS: KvmStorage, SS: SeptStorage, P: Policy, const F: usize>(
         &mut self,
-        ctx: &mut FaultCtx<'_, KS, SS, P>,
+        ctx: &mut FaultCtx<'_, KS, SS, P, F>,
     ) -> Result<FaultStep, KvmError> {
         ctx.stats.faults = ctx.stats.faults.saturating_add(1);
         let gfn = self.fault.gfn;
@@ -647,9 +647,9 @@ impl FaultPath {
 
     /// One pass of the fault has produced `ret`: the local retry loop goes on, or the vCPU goes
     /// back into the guest.
-    pub(super) fn finish_pass<KS: KvmStorage, SS: SeptStorage, P: Policy>(
+    pub(super) fn finish_pass<KS: KvmStorage, SS: SeptStorage, P: Policy, const F: usize>(
         &mut self,
-        ctx: &mut FaultCtx<'_, KS, SS, P>,
+        ctx: &mut FaultCtx<'_, KS, SS, P, F>,
         ret: RetPf,
     ) -> Result<FaultStep, KvmError> {
         match ret {

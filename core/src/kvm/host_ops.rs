@@ -140,10 +140,10 @@ impl HostOperation {
     }
 
     /// One step.
-    pub fn step<KS: KvmStorage, SS: SeptStorage>(
+    pub fn step<KS: KvmStorage, SS: SeptStorage, const F: usize>(
         &mut self,
         kvm: &mut Kvm<KS>,
-        sept: &mut Sept<SS>,
+        sept: &mut Sept<SS, F>,
     ) -> Result<HostStep, KvmError> {
         match self.phase {
             Phase::Ended(e) => Ok(HostStep::Done(e)),
@@ -183,10 +183,10 @@ impl HostOperation {
         }
     }
 
-    fn split_boundary<KS: KvmStorage, SS: SeptStorage>(
+    fn split_boundary<KS: KvmStorage, SS: SeptStorage, const F: usize>(
         &mut self,
         kvm: &mut Kvm<KS>,
-        sept: &mut Sept<SS>,
+        sept: &mut Sept<SS, F>,
         at: u8,
         split: Option<Split>,
     ) -> Result<HostStep, KvmError> {
@@ -245,10 +245,10 @@ impl HostOperation {
         self.go(next)
     }
 
-    fn remove<KS: KvmStorage, SS: SeptStorage>(
+    fn remove<KS: KvmStorage, SS: SeptStorage, const F: usize>(
         &mut self,
         kvm: &mut Kvm<KS>,
-        sept: &mut Sept<SS>,
+        sept: &mut Sept<SS, F>,
         cursor: Gfn,
         zap: Option<Split>,
     ) -> Result<HostStep, KvmError> {

@@ -72,8 +72,8 @@ impl Split {
     /// A split of the leaf at `level` over `gpa`; the caller holds mmu_lock (`under_write_lock`
     /// says which way) and has frozen the mirror SPTE (a read-lock split) or excludes everyone
     /// (write lock).
-    pub fn new<SS: SeptStorage>(
-        sept: &Sept<SS>,
+    pub fn new<SS: SeptStorage, const F: usize>(
+        sept: &Sept<SS, F>,
         gpa: Gpa,
         level: PageLevel,
         under_write_lock: bool,
@@ -82,12 +82,16 @@ impl Split {
     }
 
     /// A removal of the leaf at `level` over `gpa`, under the write lock.
-    pub fn remove<SS: SeptStorage>(sept: &Sept<SS>, gpa: Gpa, level: PageLevel) -> Split {
+    pub fn remove<SS: SeptStorage, const F: usize>(
+        sept: &Sept<SS, F>,
+        gpa: Gpa,
+        level: PageLevel,
+    ) -> Split {
         Self::with_finish(sept, gpa, level, true, Finish::Remove)
     }
 
-    fn with_finish<SS: SeptStorage>(
-        sept: &Sept<SS>,
+    fn with_finish<SS: SeptStorage, const F: usize>(
+        sept: &Sept<SS, F>,
         gpa: Gpa,
         level: PageLevel,
         under_write_lock: bool,
@@ -126,10 +130,10 @@ impl Split {
     }
 
     /// One step.
-    pub fn step<KS: KvmStorage, SS: SeptStorage>(
+    pub fn step<KS: KvmStorage, SS: SeptStorage, const F: usize>(
         &mut self,
         kvm: &mut Kvm<KS>,
-        sept: &mut Sept<SS>,
+        sept: &mut Sept<SS, F>,
     ) -> Result<SplitStep, KvmError> {
         if self.seamcalls == 0
             && self.finish == Finish::Demote
@@ -152,10 +156,10 @@ impl Split {
     }
 
     /// TDH.MEM.RANGE.BLOCK (already blocked counts as done).
-    fn block<KS: KvmStorage, SS: SeptStorage>(
+    fn block<KS: KvmStorage, SS: SeptStorage, const F: usize>(
         &mut self,
         kvm: &mut Kvm<KS>,
-        sept: &mut Sept<SS>,
+        sept: &mut Sept<SS, F>,
     ) -> Result<SplitStep, KvmError> {
         self.count();
         let s = sept.seamcall(HostCall::block(self.gpa, self.level))?;
@@ -180,10 +184,10 @@ impl Split {
     }
 
     /// TDH.MEM.TRACK, then a kick of every vCPU.
-    fn track<KS: KvmStorage, SS: SeptStorage>(
+    fn track<KS: KvmStorage, SS: SeptStorage, const F: usize>(
         &mut self,
         kvm: &mut Kvm<KS>,
-        sept: &mut Sept<SS>,
+        sept: &mut Sept<SS, F>,
     ) -> Result<SplitStep, KvmError> {
         self.count();
         let s = sept.track()?;
@@ -199,10 +203,10 @@ impl Split {
     }
 
     /// Waits, kicking, until the blocking epoch has drained.
-    fn wait_tracked<KS: KvmStorage, SS: SeptStorage>(
+    fn wait_tracked<KS: KvmStorage, SS: SeptStorage, const F: usize>(
         &mut self,
         kvm: &mut Kvm<KS>,
-        sept: &Sept<SS>,
+        sept: &Sept<SS, F>,
     ) -> Result<SplitStep, KvmError> {
         let entry = sept
             .entry(self.gpa, self.level)?
@@ -219,10 +223,10 @@ impl Split {
     }
 
     /// The first phase of TDH.MEM.PAGE.DEMOTE (or PAGE.REMOVE).
-    fn demote<KS: KvmStorage, SS: SeptStorage>(
+    fn demote<KS: KvmStorage, SS: SeptStorage, const F: usize>(
         &mut self,
         kvm: &mut Kvm<KS>,
-        sept: &mut Sept<SS>,
+        sept: &mut Sept<SS, F>,
         busy_retried: bool,
     ) -> Result<SplitStep, KvmError> {
         self.count();
@@ -240,10 +244,10 @@ impl Split {
     }
 
     /// The second phase of DEMOTE (or REMOVE); the mirror follows.
-    fn demote_end<KS: KvmStorage, SS: SeptStorage>(
+    fn demote_end<KS: KvmStorage, SS: SeptStorage, const F: usize>(
         &mut self,
         kvm: &mut Kvm<KS>,
-        sept: &mut Sept<SS>,
+        sept: &mut Sept<SS, F>,
         op: HostOp,
         busy_retried: bool,
     ) -> Result<SplitStep, KvmError> {
@@ -261,10 +265,10 @@ impl Split {
     }
 
     /// TDH.MEM.RANGE.UNBLOCK, the read-lock rollback after a failed DEMOTE.
-    fn unblock<KS: KvmStorage, SS: SeptStorage>(
+    fn unblock<KS: KvmStorage, SS: SeptStorage, const F: usize>(
         &mut self,
         kvm: &mut Kvm<KS>,
-        sept: &mut Sept<SS>,
+        sept: &mut Sept<SS, F>,
     ) -> Result<SplitStep, KvmError> {
         self.count();
         let s = sept.seamcall(HostCall::unblock(self.gpa, self.level))?;
@@ -282,10 +286,10 @@ impl Split {
         }
     }
 
-    fn demote_failed<KS: KvmStorage, SS: SeptStorage>(
+    fn demote_failed<KS: KvmStorage, SS: SeptStorage, const F: usize>(
         &mut self,
         kvm: &mut Kvm<KS>,
-        sept: &mut Sept<SS>,
+        sept: &mut Sept<SS, F>,
         s: TdxStatus,
         busy_retried: bool,
     ) -> Result<SplitStep, KvmError> {
@@ -298,10 +302,10 @@ impl Split {
         self.fail(kvm, sept, s)
     }
 
-    fn fail<KS: KvmStorage, SS: SeptStorage>(
+    fn fail<KS: KvmStorage, SS: SeptStorage, const F: usize>(
         &mut self,
         kvm: &mut Kvm<KS>,
-        sept: &Sept<SS>,
+        sept: &Sept<SS, F>,
         s: TdxStatus,
     ) -> Result<SplitStep, KvmError> {
         if self.under_write_lock {

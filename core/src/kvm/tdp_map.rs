@@ -20,9 +20,9 @@ const fn below(l: PageLevel) -> PageLevel {
 }
 
 impl FaultPath {
-    pub(super) fn walk<KS: KvmStorage, SS: SeptStorage, P: Policy>(
+    pub(super) fn walk<KS: KvmStorage, SS: SeptStorage, P: Policy, const F: usize>(
         &mut self,
-        ctx: &mut FaultCtx<'_, KS, SS, P>,
+        ctx: &mut FaultCtx<'_, KS, SS, P, F>,
         goal: PageLevel,
     ) -> Result<FaultStep, KvmError> {
         let gfn = self.fault.gfn;
@@ -55,9 +55,9 @@ impl FaultPath {
         Err(KvmError::Inconsistent)
     }
 
-    fn link_table<KS: KvmStorage, SS: SeptStorage, P: Policy>(
+    fn link_table<KS: KvmStorage, SS: SeptStorage, P: Policy, const F: usize>(
         &mut self,
-        ctx: &mut FaultCtx<'_, KS, SS, P>,
+        ctx: &mut FaultCtx<'_, KS, SS, P, F>,
         level: PageLevel,
         goal: PageLevel,
     ) -> Result<FaultStep, KvmError> {
@@ -72,9 +72,9 @@ impl FaultPath {
     }
 
     /// SEPT.ADD's second phase: the mirror gets the table, and the walk goes on.
-    pub(super) fn link_table_end<KS: KvmStorage, SS: SeptStorage, P: Policy>(
+    pub(super) fn link_table_end<KS: KvmStorage, SS: SeptStorage, P: Policy, const F: usize>(
         &mut self,
-        ctx: &mut FaultCtx<'_, KS, SS, P>,
+        ctx: &mut FaultCtx<'_, KS, SS, P, F>,
         level: PageLevel,
         goal: PageLevel,
         op: HostOp,
@@ -88,9 +88,9 @@ impl FaultPath {
         self.go(Phase::Walk { goal })
     }
 
-    fn install<KS: KvmStorage, SS: SeptStorage, P: Policy>(
+    fn install<KS: KvmStorage, SS: SeptStorage, P: Policy, const F: usize>(
         &mut self,
-        ctx: &mut FaultCtx<'_, KS, SS, P>,
+        ctx: &mut FaultCtx<'_, KS, SS, P, F>,
         level: PageLevel,
     ) -> Result<FaultStep, KvmError> {
         let gpa = self.gpa(level)?;
@@ -110,9 +110,9 @@ impl FaultPath {
     }
 
     /// AUG's (or PAGE.ADD's) second phase: the mirror gets the leaf; the fault is fixed.
-    pub(super) fn install_end<KS: KvmStorage, SS: SeptStorage, P: Policy>(
+    pub(super) fn install_end<KS: KvmStorage, SS: SeptStorage, P: Policy, const F: usize>(
         &mut self,
-        ctx: &mut FaultCtx<'_, KS, SS, P>,
+        ctx: &mut FaultCtx<'_, KS, SS, P, F>,
         level: PageLevel,
         op: HostOp,
     ) -> Result<FaultStep, KvmError> {
@@ -126,9 +126,9 @@ impl FaultPath {
 
     /// A SEAMCALL that ended in its first phase: BUSY restores the SPTE and retries; anything
     /// else is unexpected (KVM_BUG_ON).
-    fn seamcall_refused<KS: KvmStorage, SS: SeptStorage, P: Policy>(
+    fn seamcall_refused<KS: KvmStorage, SS: SeptStorage, P: Policy, const F: usize>(
         &mut self,
-        ctx: &mut FaultCtx<'_, KS, SS, P>,
+        ctx: &mut FaultCtx<'_, KS, SS, P, F>,
         level: PageLevel,
         s: TdxStatus,
     ) -> Result<FaultStep, KvmError> {
@@ -141,9 +141,9 @@ impl FaultPath {
         self.bug(ctx, Some(s))
     }
 
-    fn huge_leaf<KS: KvmStorage, SS: SeptStorage, P: Policy>(
+    fn huge_leaf<KS: KvmStorage, SS: SeptStorage, P: Policy, const F: usize>(
         &mut self,
-        ctx: &mut FaultCtx<'_, KS, SS, P>,
+        ctx: &mut FaultCtx<'_, KS, SS, P, F>,
         leaf: PageLevel,
         goal: PageLevel,
     ) -> Result<FaultStep, KvmError> {
@@ -173,9 +173,9 @@ impl FaultPath {
 
     /// One step of the split of the huge leaf at `level` under the read lock; once it is done
     /// the walk goes on, and a failed one retries the fault.
-    pub(super) fn split_in_place<KS: KvmStorage, SS: SeptStorage, P: Policy>(
+    pub(super) fn split_in_place<KS: KvmStorage, SS: SeptStorage, P: Policy, const F: usize>(
         &mut self,
-        ctx: &mut FaultCtx<'_, KS, SS, P>,
+        ctx: &mut FaultCtx<'_, KS, SS, P, F>,
         level: PageLevel,
         goal: PageLevel,
         mut split: Split,
@@ -201,9 +201,9 @@ impl FaultPath {
     }
 
     /// Releases mmu_lock for read: the pass has produced `ret`.
-    pub(super) fn release_read<KS: KvmStorage, SS: SeptStorage, P: Policy>(
+    pub(super) fn release_read<KS: KvmStorage, SS: SeptStorage, P: Policy, const F: usize>(
         &mut self,
-        ctx: &mut FaultCtx<'_, KS, SS, P>,
+        ctx: &mut FaultCtx<'_, KS, SS, P, F>,
         ret: RetPf,
     ) -> Result<FaultStep, KvmError> {
         ctx.kvm

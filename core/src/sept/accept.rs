@@ -145,7 +145,7 @@ fn accept_exit(op: AcceptOperand, stop: &WalkStop) -> AcceptOutcome {
     })
 }
 
-impl<S: SeptStorage> Sept<S> {
+impl<S: SeptStorage, const F: usize> Sept<S, F> {
     /// TDG.MEM.PAGE.ACCEPT, first phase: everything up to taking the entry lock on a PENDING
     /// entry.
     pub fn accept_begin(&mut self, rcx: u64) -> Result<AcceptStart, SeptError> {

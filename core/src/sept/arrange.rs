@@ -5,7 +5,7 @@ use crate::abi::{Gpa, PageLevel, SeptEntryState};
 use super::{
     Content, EntryLock, Loc, OpState, Region, Sept, SeptError, SeptStorage, TableRef, View,
 };
-impl<S: SeptStorage> Sept<S> {
+impl<S: SeptStorage, const F: usize> Sept<S, F> {
     /// Puts the entry at `level` for `gpa` in `state` directly, bypassing the module's rules:
     /// for conformance tables, scenario set-up and the outcome matrix. The parent must be a
     /// table (NL_MAPPED or NL_BLOCKED). A table state creates an all-FREE table below unless one

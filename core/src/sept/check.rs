@@ -3,10 +3,9 @@
 use crate::abi::{Gpa, PageLevel, SeptEntryState};
 
 use super::{
-    Content, Entry4K, EntryLock, Flight, HugeEntry, MAX_IN_FLIGHT, Sept, SeptError, SeptStorage,
-    TableRef,
+    Content, Entry4K, EntryLock, Flight, HugeEntry, Sept, SeptError, SeptStorage, TableRef,
 };
-impl<S: SeptStorage> Sept<S> {
+impl<S: SeptStorage, const F: usize> Sept<S, F> {
     /// Checks the storage's structural invariants: entries below a FREE or leaf 1G entry are
     /// FREE; a 2M table entry has a table; every table in use is owned by the one region that
     /// refers to it (or by a SEAMCALL in flight) and is counted; content-only tables hold no
@@ -107,17 +106,15 @@ impl<S: SeptStorage> Sept<S> {
     #[inline(never)]
     fn check_pool_counts(&self, before: &Self) -> Result<(), SeptError> {
         let bad = Err(SeptError::StorageInconsistent);
-        // The tables the step can have taken, returned or moved, each once.
-        let mut tables = [usize::MAX; 2 * (super::dirty::TRACKED + MAX_IN_FLIGHT)];
-        let mut n = 0usize;
-        let mut note = |t: TableRef| {
-            if let Some(i) = t.index()
-                && !tables.get(..n).is_some_and(|seen| seen.contains(&i))
-                && let Some(slot) = tables.get_mut(n)
-            {
-                *slot = i;
-                n = n.saturating_add(1);
-            }
+        // The tables the step can have taken, returned or moved: those the changed regions and
+        // the operations in flight reference, after and before. Each is counted once (its
+        // first occurrence in this sequence), without a set sized for the most slots a world
+        // can have.
+        let candidates = || {
+            self.changed_region_tables(self)
+                .chain(self.changed_region_tables(before))
+                .chain(self.flight_tables())
+                .chain(before.flight_tables())
         };
         // Counts after and before the step over what it can have changed; the deltas are
         // compared as sums (after + other's before) so nothing is subtracted.
@@ -129,21 +126,14 @@ impl<S: SeptStorage> Sept<S> {
             );
             ref_after = ref_after.saturating_add(u64::from(now.index().is_some()));
             ref_before = ref_before.saturating_add(u64::from(then.index().is_some()));
-            note(now);
-            note(then);
         }
-        for (sept, count) in [(self, &mut ref_after), (before, &mut ref_before)] {
-            for f in sept.in_flight.iter().flatten() {
-                if let Flight::Host { table, .. } = f
-                    && table.index().is_some()
-                {
-                    *count = count.saturating_add(1);
-                    note(*table);
-                }
-            }
-        }
+        ref_after = ref_after.saturating_add(self.flight_tables().count() as u64);
+        ref_before = ref_before.saturating_add(before.flight_tables().count() as u64);
         let (mut in_after, mut in_before) = (0u64, 0u64);
-        for &t in tables.get(..n).unwrap_or(&[]) {
+        for (k, t) in candidates().enumerate() {
+            if candidates().take(k).any(|u| u == t) {
+                continue;
+            }
             in_after = in_after.saturating_add(u64::from(self.table(t)?.in_use));
             // A table the step grew the pool by is not in `before` at all: not in use there.
             let was = before.storage.tables().get(t).is_some_and(|x| x.in_use);
@@ -159,6 +149,22 @@ impl<S: SeptStorage> Sept<S> {
             return bad;
         }
         Ok(())
+    }
+
+    /// The tables the operations in flight hold.
+    fn flight_tables(&self) -> impl Iterator<Item = usize> + '_ {
+        self.in_flight.iter().filter_map(|f| match f {
+            Some(Flight::Host { table, .. }) => table.index(),
+            _ => None,
+        })
+    }
+
+    /// The tables that the regions this state's change record names reference in `of`.
+    fn changed_region_tables<'a>(&'a self, of: &'a Self) -> impl Iterator<Item = usize> + 'a {
+        self.dirty
+            .regions()
+            .iter()
+            .filter_map(move |&r| of.region(r as usize).ok().and_then(|x| x.table.index()))
     }
 
     /// Region `r` under 1G entry `gig`; whether it references a table.

@@ -221,7 +221,7 @@ fn rcx(code: StatusCode) -> TdxStatus {
     TdxStatus::with_operand(code, OperandId::RCX)
 }
 
-impl<S: SeptStorage> Sept<S> {
+impl<S: SeptStorage, const F: usize> Sept<S, F> {
     /// A SEAMCALL, first phase: checks in the module's order, then the locks.
     pub fn host_begin(&mut self, call: HostCall) -> Result<HostStart, SeptError> {
         // The model's own bound, before anything changes.

@@ -18,7 +18,7 @@ fn released(state: SeptEntryState, lock: EntryLock) -> View {
     }
 }
 
-impl<S: SeptStorage> Sept<S> {
+impl<S: SeptStorage, const F: usize> Sept<S, F> {
     /// Applies a call that passed its checks and releases its entry lock (the tree lock is
     /// [`Sept::host_end`]'s).
     pub(super) fn apply(

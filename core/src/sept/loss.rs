@@ -4,7 +4,7 @@
 use crate::abi::{Gpa, PageLevel};
 
 use super::{Content, Entry4K, Region, Sept, SeptError, SeptStorage};
-impl<S: SeptStorage> Sept<S> {
+impl<S: SeptStorage, const F: usize> Sept<S, F> {
     fn entries_of(&self, r: &Region) -> Result<Option<&[Entry4K]>, SeptError> {
         Ok(match r.table.index() {
             Some(t) => Some(&self.table(t)?.entries[..]),
@@ -16,7 +16,7 @@ impl<S: SeptStorage> Sept<S> {
     /// last cleared (all of them when it says everything).
     pub fn first_lost_content_changed(
         &self,
-        after: &Sept<S>,
+        after: &Sept<S, F>,
         allowed: impl Fn(Gpa) -> bool,
     ) -> Result<Option<Gpa>, SeptError> {
         if after.dirty.is_all() {
@@ -36,7 +36,7 @@ impl<S: SeptStorage> Sept<S> {
     /// unchanged are skipped. Both must be over the same window.
     pub fn first_lost_content(
         &self,
-        after: &Sept<S>,
+        after: &Sept<S, F>,
         allowed: impl Fn(Gpa) -> bool,
     ) -> Result<Option<Gpa>, SeptError> {
         for r in 0..self.storage.regions().len() {
@@ -51,7 +51,7 @@ impl<S: SeptStorage> Sept<S> {
     /// reference did not): the others are not looked at.
     fn lost_in_region(
         &self,
-        after: &Sept<S>,
+        after: &Sept<S, F>,
         i: usize,
         allowed: &impl Fn(Gpa) -> bool,
         pages: Option<&[u16]>,

@@ -223,6 +223,9 @@ impl View {
 /// hashes (eight rather than sixteen took a tenth off its instructions per state).
 pub const MAX_IN_FLIGHT: usize = 8;
 
+/// Slots a [`Sept`] can have at most: operations name their slot by a byte.
+pub const MAX_SLOTS: usize = 256;
+
 /// The slot of the caller [`Sept::set_caller`] named. Bookkeeping, not state: it compares
 /// equal and hashes to nothing, as [`Dirty`] does.
 #[derive(Clone, Copy, Debug)]
@@ -280,9 +283,11 @@ pub struct Mapping {
     pub state: SeptEntryState,
 }
 
-/// The TDX module's Secure EPT for one TD, over storage `S`.
+/// The TDX module's Secure EPT for one TD, over storage `S`, with `F` slots for operations in
+/// flight (one per caller: [`MAX_IN_FLIGHT`] for worlds of up to four vCPUs, more for larger
+/// ones, at most [`MAX_SLOTS`]).
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
-pub struct Sept<S> {
+pub struct Sept<S, const F: usize = MAX_IN_FLIGHT> {
     config: SeptConfig,
     op_state: OpState,
     epochs: TlbEpochs,
@@ -290,7 +295,7 @@ pub struct Sept<S> {
     tree_exclusive: bool,
     free_tables: TableRef,
     tables_in_use: u32,
-    in_flight: [Option<Flight>; MAX_IN_FLIGHT],
+    in_flight: [Option<Flight>; F],
     /// Whose calls run next, and so which slot an operation they start takes (not state).
     caller: Caller,
     /// Regions changed since the last [`Snapshot::clear_changes`](crate::snapshot::Snapshot::clear_changes) (not state).
@@ -299,9 +304,21 @@ pub struct Sept<S> {
 }
 
 impl<S: SeptStorage> Sept<S> {
-    /// A TD at build time whose window is all FREE. The storage is reset; it must hold
-    /// [`SeptConfig::gigs_needed`] 1G entries and [`SeptConfig::regions`] regions.
-    pub fn new(config: SeptConfig, mut storage: S) -> Result<Self, SeptError> {
+    /// A TD at build time whose window is all FREE, with [`MAX_IN_FLIGHT`] slots. The storage
+    /// is reset; it must hold [`SeptConfig::gigs_needed`] 1G entries and
+    /// [`SeptConfig::regions`] regions.
+    pub fn new(config: SeptConfig, storage: S) -> Result<Self, SeptError> {
+        Self::with_slots(config, storage)
+    }
+}
+
+impl<S: SeptStorage, const F: usize> Sept<S, F> {
+    /// Like [`Sept::new`], with `F` slots for operations in flight (at most [`MAX_SLOTS`]: a
+    /// slot is numbered by a byte).
+    pub fn with_slots(config: SeptConfig, mut storage: S) -> Result<Self, SeptError> {
+        if F > MAX_SLOTS {
+            return Err(SeptError::TooManyInFlight);
+        }
         if storage.gigs().len() != config.gigs_needed()?
             || storage.regions().len() != config.regions_len()?
         {
@@ -332,7 +349,7 @@ impl<S: SeptStorage> Sept<S> {
             tree_exclusive: false,
             free_tables,
             tables_in_use: 0,
-            in_flight: [None; MAX_IN_FLIGHT],
+            in_flight: [None; F],
             caller: Caller(None),
             dirty: Dirty::ALL,
             storage,
@@ -501,17 +518,14 @@ impl<S: SeptStorage> Sept<S> {
     }
 
     /// Names who makes the calls that follow: with `Some(s)`, an operation they start holds
-    /// slot `s` (below [`MAX_IN_FLIGHT`]) between its phases; with `None`, the first free
+    /// slot `s` (below `F`) between its phases; with `None`, the first free
     /// slot. The slot is the model's own bookkeeping for an operation it splits in two (the
     /// module runs each call to its end on the logical processor that made it), so it belongs
     /// to the caller. A world gives each actor its own slot, so the slot an operation holds
     /// does not depend on the order in which actors started theirs: states that differ only
     /// in that order are one state, and steps of different actors commute.
     pub fn set_caller(&mut self, slot: Option<usize>) {
-        self.caller = Caller(
-            slot.filter(|&s| s < MAX_IN_FLIGHT)
-                .and_then(|s| u8::try_from(s).ok()),
-        );
+        self.caller = Caller(slot.filter(|&s| s < F).and_then(|s| u8::try_from(s).ok()));
     }
 
     pub(crate) fn flight(&self, slot: u8) -> Option<Flight> {

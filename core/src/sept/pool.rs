@@ -4,7 +4,7 @@
 use crate::abi::Gpa;
 
 use super::{Content, Sept, SeptError, SeptStorage, Table4K, TableRef, page_index};
-impl<S: SeptStorage> Sept<S> {
+impl<S: SeptStorage, const F: usize> Sept<S, F> {
     /// Takes a table from the pool for region `owner`.
     pub(crate) fn alloc_table(&mut self, owner: usize) -> Result<usize, SeptError> {
         // A free table is EMPTY: taking it changes its use, link and digest, not its entries

@@ -6,7 +6,7 @@ use crate::snapshot::{Snapshot, change_record_in};
 use super::{
     Dirty, Flight, PageCopy, Sept, SeptStorage, copy_changed_regions, hash_region_and_table,
 };
-impl<S: SeptStorage> Sept<S> {
+impl<S: SeptStorage, const F: usize> Sept<S, F> {
     /// Whether anything [`Snapshot::hash_small`] hashes may have changed since the last
     /// [`Snapshot::clear_changes`] (its fields, a 1G entry, or a table an operation in flight holds).
     pub fn small_changed(&self) -> bool {
@@ -31,7 +31,7 @@ impl<S: SeptStorage> Sept<S> {
     }
 }
 
-impl<S: SeptStorage + Clone> Snapshot for Sept<S> {
+impl<S: SeptStorage + Clone, const F: usize> Snapshot for Sept<S, F> {
     type Changes = Dirty;
 
     change_record_in!(dirty: Dirty);

@@ -7,7 +7,7 @@ use super::{
     Content, Entry4K, HugeEntry, Loc, Mapping, Sept, SeptError, SeptStorage, View, WalkStop,
     page_index,
 };
-impl<S: SeptStorage> Sept<S> {
+impl<S: SeptStorage, const F: usize> Sept<S, F> {
     /// The walk of the module's `secure_ept_walk` (sept_manager.c): from the 1G level down, it
     /// stops at the requested level whatever the entry holds, or earlier at any entry that is
     /// not NL_MAPPED (not present, blocked, or a leaf).

@@ -7,7 +7,7 @@ use crate::sept::SeptStorage;
 
 use super::{HostAction, HostRun, Metrics, Stepped, World};
 
-impl<SS: SeptStorage, KS: KvmStorage> World<SS, KS> {
+impl<SS: SeptStorage, KS: KvmStorage, const V: usize, const F: usize> World<SS, KS, V, F> {
     /// Host actor `i` takes its next step.
     pub(super) fn step_host(&mut self, i: usize, m: &mut Metrics) -> Result<Stepped, KvmError> {
         let Some(Some(mut h)) = self.hosts.get(i).copied() else {

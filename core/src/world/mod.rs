@@ -28,32 +28,46 @@ pub use lazy::UnitBitmap;
 pub use run::Observer;
 pub use schedule::{
     Limits, MAX_PCT_DEPTH, PctScheduler, PriorityScheduler, RandomScheduler, Rng, Scheduler,
+    first_host_actor,
 };
 pub use snapshot::Changes;
 pub use support::{Unsupported, supports};
-pub use verdict::{Metrics, ScheduleError, StepNote, Verdict, Violation};
+pub use verdict::{Metrics, PerVcpu, ScheduleError, StepNote, Verdict, Violation};
 
 use crate::abi::{Gfn, Gpa, PageLevel};
 use crate::guest::{Guest, GuestEnd};
 use crate::kvm::{FaultEnd, Kvm, KvmStorage};
 use crate::policy::{Policy, PolicyId, VcpuPolicyState};
-use crate::sept::{OpState, Sept, SeptStorage};
+use crate::sept::{MAX_IN_FLIGHT, OpState, Sept, SeptStorage};
 
 use actors::HostRun;
 use snapshot::Touched;
 
-/// vCPUs a world holds at most.
+/// vCPUs a world holds by default ([`World::new`]; the exhaustive explorer's worlds): the
+/// capacity `V` of [`World`] unless a larger one is named.
 pub const MAX_VCPUS: usize = 4;
+/// vCPUs a world of any capacity holds at most: every vCPU and host actor has an in-flight
+/// slot numbered by a byte ([`crate::sept::MAX_SLOTS`]). Per-vCPU metrics are this wide.
+pub const MAX_WORLD_VCPUS: usize = crate::sept::MAX_SLOTS - MAX_HOSTS;
 /// Host actors a world holds at most.
 pub const MAX_HOSTS: usize = 2;
 /// Actions in one host script at most.
 pub const MAX_SCRIPT: usize = 8;
-/// Choices enabled at once at most: each vCPU's step and interrupt, each host actor's step.
-pub const MAX_CHOICES: usize = MAX_VCPUS * 2 + MAX_HOSTS;
-// Every actor can hold an operation in flight at once.
-const _: () = assert!(crate::sept::MAX_IN_FLIGHT >= MAX_VCPUS + MAX_HOSTS);
+/// Choices enabled at once at most in a world of the default capacity: each vCPU's step and
+/// interrupt, each host actor's step ([`choices_for`] for other capacities).
+pub const MAX_CHOICES: usize = choices_for(MAX_VCPUS);
+/// Choices enabled at once at most in a world of any capacity.
+pub const MAX_WORLD_CHOICES: usize = choices_for(MAX_WORLD_VCPUS);
 
-/// Parts of a world outside its regions, for hashing part by part ([`World::hash_part`]).
+/// Choices enabled at once at most in a world of `vcpus` vCPUs.
+pub const fn choices_for(vcpus: usize) -> usize {
+    vcpus.saturating_mul(2).saturating_add(MAX_HOSTS)
+}
+// Every actor can hold an operation in flight at once.
+const _: () = assert!(MAX_IN_FLIGHT >= MAX_VCPUS + MAX_HOSTS);
+
+/// Parts of a world of the default capacity outside its regions, for hashing part by part
+/// ([`World::hash_part`]).
 pub const PARTS: usize = 3 + MAX_VCPUS + MAX_HOSTS;
 /// Stages (guest programs run one after another, e.g. firmware then kernel) per vCPU at most.
 pub const MAX_STAGES: usize = 3;
@@ -91,28 +105,31 @@ pub enum Stepped {
     Invalid,
 }
 
-/// The world. Two worlds are equal (and hash alike) when they differ at most in what only
+/// The world, with room for `V` vCPUs (at most [`MAX_WORLD_VCPUS`]) and `F` S-EPT in-flight
+/// slots (at least `V` + [`MAX_HOSTS`], one per actor). Two worlds are equal (and hash alike) when they differ at most in what only
 /// metrics read: `reentered`, which feeds [`Metrics::entries_without_progress`] and nothing a
 /// step does, so an explorer does not tell apart states that behave alike.
 #[derive(Clone, Debug)]
-pub struct World<SS, KS> {
-    sept: Sept<SS>,
+pub struct World<SS, KS, const V: usize = MAX_VCPUS, const F: usize = MAX_IN_FLIGHT> {
+    sept: Sept<SS, F>,
     kvm: Kvm<KS>,
     policy: PolicyId,
-    vcpus: [Option<VcpuActor>; MAX_VCPUS],
+    vcpus: [Option<VcpuActor>; V],
     hosts: [Option<HostActor>; MAX_HOSTS],
     /// Whether the last entry of each vCPU followed an exit (for the zero-step count, a
     /// metric: no step reads it, and worlds that differ only here are equal).
-    reentered: [bool; MAX_VCPUS],
+    reentered: [bool; V],
     lazy: UnitBitmap,
     /// Each vCPU's program after its first stage, fixed when the world is built (the actor
     /// counts its stages and knows which one it runs).
-    stages: [[Option<Guest>; MAX_STAGES - 1]; MAX_VCPUS],
+    stages: [[Option<Guest>; MAX_STAGES - 1]; V],
     /// The actors steps ran or kicked since the change record was cleared (not state).
     touched: Touched,
 }
 
-impl<SS: PartialEq, KS: PartialEq> PartialEq for World<SS, KS> {
+impl<SS: PartialEq, KS: PartialEq, const V: usize, const F: usize> PartialEq
+    for World<SS, KS, V, F>
+{
     fn eq(&self, o: &Self) -> bool {
         // Every field but `reentered` (metrics only) and `touched` (bookkeeping).
         self.sept == o.sept
@@ -125,9 +142,11 @@ impl<SS: PartialEq, KS: PartialEq> PartialEq for World<SS, KS> {
     }
 }
 
-impl<SS: Eq, KS: Eq> Eq for World<SS, KS> {}
+impl<SS: Eq, KS: Eq, const V: usize, const F: usize> Eq for World<SS, KS, V, F> {}
 
-impl<SS: core::hash::Hash, KS: core::hash::Hash> core::hash::Hash for World<SS, KS> {
+impl<SS: core::hash::Hash, KS: core::hash::Hash, const V: usize, const F: usize> core::hash::Hash
+    for World<SS, KS, V, F>
+{
     fn hash<H: core::hash::Hasher>(&self, h: &mut H) {
         // What `eq` compares, in its order.
         self.sept.hash(h);
@@ -175,17 +194,36 @@ impl<SS: SeptStorage, KS: KvmStorage> World<SS, KS> {
     /// stages up to k (firmware hands over to the kernel on all CPUs). A vCPU whose program is
     /// empty is refused. Before the TD is finalized (a host script's `Finalize`), vCPUs wait.
     pub fn with_programs(
-        mut sept: Sept<SS>,
+        sept: Sept<SS>,
         kvm: Kvm<KS>,
         policy: PolicyId,
         programs: &[&[Guest]],
         scripts: &[&[HostAction]],
         interrupts: u8,
     ) -> Result<Self, WorldError> {
+        Self::with_capacity(sept, kvm, policy, programs, scripts, interrupts)
+    }
+}
+
+impl<SS: SeptStorage, KS: KvmStorage, const V: usize, const F: usize> World<SS, KS, V, F> {
+    /// [`World::with_programs`] in a world with room for `V` vCPUs and `F` in-flight slots:
+    /// refused as too large unless `V` is at most [`MAX_WORLD_VCPUS`] and `F` at least `V` +
+    /// [`MAX_HOSTS`] (every actor holds its own slot, [`Sept::set_caller`]).
+    pub fn with_capacity(
+        mut sept: Sept<SS, F>,
+        kvm: Kvm<KS>,
+        policy: PolicyId,
+        programs: &[&[Guest]],
+        scripts: &[&[HostAction]],
+        interrupts: u8,
+    ) -> Result<Self, WorldError> {
+        if V > MAX_WORLD_VCPUS || F < V.saturating_add(MAX_HOSTS) {
+            return Err(WorldError::TooLarge);
+        }
         policy
             .check_profile(sept.profile())
             .map_err(WorldError::Policy)?;
-        if programs.len() > MAX_VCPUS
+        if programs.len() > V
             || programs
                 .iter()
                 .any(|p| p.is_empty() || p.len() > MAX_STAGES)
@@ -194,8 +232,8 @@ impl<SS: SeptStorage, KS: KvmStorage> World<SS, KS> {
         {
             return Err(WorldError::TooLarge);
         }
-        let mut vcpus = [None; MAX_VCPUS];
-        let mut stages = [[None; MAX_STAGES - 1]; MAX_VCPUS];
+        let mut vcpus = [None; V];
+        let mut stages = [[None; MAX_STAGES - 1]; V];
         for ((slot, program), later_stages) in vcpus.iter_mut().zip(programs).zip(&mut stages) {
             let Some((first, rest)) = program.split_first() else {
                 return Err(WorldError::TooLarge);
@@ -227,13 +265,15 @@ impl<SS: SeptStorage, KS: KvmStorage> World<SS, KS> {
             policy,
             vcpus,
             hosts,
-            reentered: [false; MAX_VCPUS],
+            reentered: [false; V],
             lazy: UnitBitmap::default(),
             stages,
             touched: Touched::ALL,
         })
     }
+}
 
+impl<SS: SeptStorage, KS: KvmStorage, const V: usize, const F: usize> World<SS, KS, V, F> {
     /// Marks the 2 MiB units of [start, end) (2 MiB aligned, inside the first
     /// [`MAX_LAZY_UNITS`] units of the window) as unaccepted in the lazy-accept bitmap: the
     /// memory the firmware left for the kernel to accept on demand.
@@ -298,7 +338,7 @@ impl<SS: SeptStorage, KS: KvmStorage> World<SS, KS> {
     }
 
     /// The TDX module model.
-    pub fn sept(&self) -> &Sept<SS> {
+    pub fn sept(&self) -> &Sept<SS, F> {
         &self.sept
     }
 
@@ -320,7 +360,9 @@ impl<SS: SeptStorage, KS: KvmStorage> World<SS, KS> {
 
     /// The choices that can be taken now (some may turn out blocked). Returns how many were
     /// written to `out`.
-    pub fn enabled(&self, out: &mut [Choice; MAX_CHOICES]) -> usize {
+    /// `out` needs room for [`choices_for`]`(V)` choices (an array of [`MAX_CHOICES`] for the
+    /// default capacity); what does not fit is left out.
+    pub fn enabled(&self, out: &mut [Choice]) -> usize {
         let mut n = 0usize;
         let mut push = |c: Choice| {
             if let Some(slot) = out.get_mut(n) {

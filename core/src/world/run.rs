@@ -6,7 +6,7 @@ use crate::sept::SeptStorage;
 use crate::snapshot::Snapshot;
 
 use super::{
-    Choice, Limits, MAX_CHOICES, Metrics, RandomScheduler, ScheduleError, Scheduler, Stepped,
+    Choice, Limits, MAX_WORLD_CHOICES, Metrics, RandomScheduler, ScheduleError, Scheduler, Stepped,
     Verdict, World,
 };
 
@@ -35,7 +35,7 @@ impl<W, F: FnMut(Choice, Stepped)> Observer<W> for F {
     }
 }
 
-impl<SS: SeptStorage, KS: KvmStorage> World<SS, KS> {
+impl<SS: SeptStorage, KS: KvmStorage, const V: usize, const F: usize> World<SS, KS, V, F> {
     /// Runs one schedule chosen by `seed` from this state: uniformly among the enabled choices
     /// (xorshift64), the invariants checked after every step, until the world ends, 20 000
     /// steps pass without progress (livelock) or `bound` steps have passed
@@ -99,6 +99,7 @@ impl<SS: SeptStorage, KS: KvmStorage> World<SS, KS> {
         let mut before = w.clone();
         let mut idle = 0u32;
         w.clear_changes();
+        let mut choices = [Choice::Vcpu(0); MAX_WORLD_CHOICES];
         for step in 0..limits.bound {
             if let Some(v) = w.ended() {
                 return Ok(v);
@@ -106,7 +107,6 @@ impl<SS: SeptStorage, KS: KvmStorage> World<SS, KS> {
             if !observer.keep_going() {
                 return Err(ScheduleError::Stopped { steps: step });
             }
-            let mut choices = [Choice::Vcpu(0); MAX_CHOICES];
             let n = w.enabled(&mut choices);
             let Some(enabled) = choices.get(..n).filter(|c| !c.is_empty()) else {
                 return Ok(Verdict::Livelock);
@@ -142,7 +142,7 @@ impl<SS: SeptStorage, KS: KvmStorage> World<SS, KS> {
 
     /// Whether `choice` is enabled now.
     pub fn is_enabled(&self, choice: Choice) -> bool {
-        let mut choices = [Choice::Vcpu(0); MAX_CHOICES];
+        let mut choices = [Choice::Vcpu(0); MAX_WORLD_CHOICES];
         let n = self.enabled(&mut choices);
         choices.get(..n).is_some_and(|c| c.contains(&choice))
     }

@@ -4,10 +4,25 @@
 //! priority). Both are seeded and deterministic; both are told when a step was blocked, so
 //! neither spins on an actor that waits.
 
-use super::{Choice, MAX_HOSTS, MAX_VCPUS, Stepped};
+use super::{Choice, MAX_HOSTS, MAX_VCPUS, MAX_WORLD_VCPUS, Stepped};
 
-/// Actors a schedule tells apart: the vCPUs, then the host actors.
-const ACTORS: usize = MAX_VCPUS + MAX_HOSTS;
+/// Actors a schedule tells apart at most: the vCPUs, then the host actors.
+const ACTORS: usize = MAX_WORLD_VCPUS + MAX_HOSTS;
+
+/// The number host actors start at in a world of `vcpus` vCPUs: [`MAX_VCPUS`] for worlds of
+/// up to that many (so their actor numbers do not depend on how many vCPUs they have), else
+/// `vcpus`. Scenario orders name host actor `i` as this plus `i`.
+pub const fn first_host_actor(vcpus: usize) -> usize {
+    if vcpus > MAX_VCPUS {
+        if vcpus > MAX_WORLD_VCPUS {
+            MAX_WORLD_VCPUS
+        } else {
+            vcpus
+        }
+    } else {
+        MAX_VCPUS
+    }
+}
 
 /// A strategy for picking the next choice.
 pub trait Scheduler {
@@ -60,11 +75,12 @@ impl Scheduler for RandomScheduler {
     }
 }
 
-/// The actor a choice belongs to.
-fn actor(c: Choice) -> usize {
+/// The actor a choice belongs to, host actors numbered from `first_host`
+/// ([`first_host_actor`]).
+fn actor(c: Choice, first_host: usize) -> usize {
     match c {
         Choice::Vcpu(i) | Choice::Interrupt(i) => usize::from(i),
-        Choice::Host(i) => MAX_VCPUS.saturating_add(usize::from(i)),
+        Choice::Host(i) => first_host.saturating_add(usize::from(i)),
     }
 }
 
@@ -81,19 +97,31 @@ pub struct PctScheduler {
     priority: [u32; ACTORS],
     change_points: [u32; MAX_PCT_DEPTH],
     lowest: u32,
+    first_host: usize,
 }
 
 impl PctScheduler {
     /// Seeded, with bug depth `depth` (1..=[`MAX_PCT_DEPTH`] + 1, clamped) over `horizon`
-    /// steps.
+    /// steps, for a world of up to [`MAX_VCPUS`] vCPUs.
     pub fn new(seed: u64, depth: u8, horizon: u32) -> Self {
+        Self::for_vcpus(seed, depth, horizon, MAX_VCPUS)
+    }
+
+    /// [`PctScheduler::new`] for a world of `vcpus` vCPUs (the same schedules as `new` for
+    /// up to [`MAX_VCPUS`]).
+    pub fn for_vcpus(seed: u64, depth: u8, horizon: u32, vcpus: usize) -> Self {
+        let first_host = first_host_actor(vcpus);
+        let actors = first_host.saturating_add(MAX_HOSTS).min(ACTORS);
         let mut rng = Rng::new(seed);
-        // Distinct random priorities: a shuffled 1..=ACTORS, shifted above the drop range.
+        // Distinct random priorities: a shuffled 1..=actors, shifted above the drop range.
+        // The drop range lies below 1000 and each drop takes the next lower value, so more
+        // drops than that would reach the priorities of actors not in the world: it stops at
+        // zero, which no actor outranks.
         let mut priority = [0u32; ACTORS];
-        for (i, p) in priority.iter_mut().enumerate() {
+        for (i, p) in priority.iter_mut().enumerate().take(actors) {
             *p = u32::try_from(i).unwrap_or(0).saturating_add(1_000);
         }
-        for i in (1..ACTORS).rev() {
+        for i in (1..actors).rev() {
             let j = usize::try_from(rng.below((i as u64).saturating_add(1))).unwrap_or(0);
             priority.swap(i, j.min(i));
         }
@@ -107,6 +135,7 @@ impl PctScheduler {
             priority,
             change_points,
             lowest: 999,
+            first_host,
         }
     }
 
@@ -126,7 +155,11 @@ impl Scheduler for PctScheduler {
             if matches!(c, Choice::Interrupt(_)) {
                 continue;
             }
-            let p = self.priority.get(actor(*c)).copied().unwrap_or(0);
+            let p = self
+                .priority
+                .get(actor(*c, self.first_host))
+                .copied()
+                .unwrap_or(0);
             if p > best_p {
                 best_p = p;
                 best = i;
@@ -136,7 +169,7 @@ impl Scheduler for PctScheduler {
         if self.change_points.contains(&step)
             && let Some(c) = chosen
         {
-            self.drop_actor(actor(c));
+            self.drop_actor(actor(c, self.first_host));
         }
         if let Some(Choice::Vcpu(v)) = chosen
             && self.rng.below(8) == 0
@@ -149,7 +182,7 @@ impl Scheduler for PctScheduler {
 
     fn feedback(&mut self, choice: Choice, stepped: Stepped) {
         if stepped == Stepped::Blocked {
-            self.drop_actor(actor(choice));
+            self.drop_actor(actor(choice, self.first_host));
         }
     }
 }
@@ -182,22 +215,31 @@ impl Limits {
 #[derive(Clone, Copy, Debug)]
 pub struct PriorityScheduler {
     order: [u8; ACTORS],
-    len: u8,
+    len: u16,
     blocked: [bool; ACTORS],
+    first_host: usize,
 }
 
 impl PriorityScheduler {
-    /// Actors in `order`: vCPUs by number, then host actors as `MAX_VCPUS + i`; actors not
-    /// named run after those named, in number order.
+    /// Actors in `order`, for a world of up to [`MAX_VCPUS`] vCPUs: vCPUs by number, then host
+    /// actors as `MAX_VCPUS + i`; actors not named run after those named, in number order.
     pub fn new(order: &[u8]) -> Self {
+        Self::for_vcpus(order, MAX_VCPUS)
+    }
+
+    /// [`PriorityScheduler::new`] for a world of `vcpus` vCPUs: host actor `i` is
+    /// [`first_host_actor`]`(vcpus) + i`.
+    pub fn for_vcpus(order: &[u8], vcpus: usize) -> Self {
+        let first_host = first_host_actor(vcpus);
+        let actors = first_host.saturating_add(MAX_HOSTS).min(ACTORS);
         let mut o = [0u8; ACTORS];
         let mut len = 0usize;
         for a in order
             .iter()
             .copied()
-            .chain((0..ACTORS).filter_map(|a| u8::try_from(a).ok()))
+            .chain((0..actors).filter_map(|a| u8::try_from(a).ok()))
         {
-            if usize::from(a) < ACTORS
+            if usize::from(a) < actors
                 && !o.get(..len).is_some_and(|s| s.contains(&a))
                 && let Some(slot) = o.get_mut(len)
             {
@@ -207,8 +249,9 @@ impl PriorityScheduler {
         }
         PriorityScheduler {
             order: o,
-            len: u8::try_from(len).unwrap_or(0),
+            len: u16::try_from(len).unwrap_or(0),
             blocked: [false; ACTORS],
+            first_host,
         }
     }
 }
@@ -222,10 +265,9 @@ impl Scheduler for PriorityScheduler {
                 if pass == 0 && self.blocked.get(a).copied().unwrap_or(false) {
                     continue;
                 }
-                if let Some(k) = choices
-                    .iter()
-                    .position(|c| !matches!(c, Choice::Interrupt(_)) && actor(*c) == a)
-                {
+                if let Some(k) = choices.iter().position(|c| {
+                    !matches!(c, Choice::Interrupt(_)) && actor(*c, self.first_host) == a
+                }) {
                     return k;
                 }
             }
@@ -238,7 +280,7 @@ impl Scheduler for PriorityScheduler {
     fn feedback(&mut self, choice: Choice, stepped: Stepped) {
         match stepped {
             Stepped::Blocked | Stepped::Invalid => {
-                if let Some(b) = self.blocked.get_mut(actor(choice)) {
+                if let Some(b) = self.blocked.get_mut(actor(choice, self.first_host)) {
                     *b = true;
                 }
             }
@@ -264,7 +306,7 @@ mod tests {
             let mut p = PctScheduler::new(seed, 1, 100);
             // Depth 1: no change points, so one actor keeps running...
             let first = CHOICES[p.pick(0, &CHOICES)];
-            let actor_of = |c: Choice| actor(c);
+            let actor_of = |c: Choice| actor(c, MAX_VCPUS);
             for step in 1..20 {
                 let c = CHOICES[p.pick(step, &CHOICES)];
                 assert_eq!(actor_of(c), actor_of(first), "seed {seed}");

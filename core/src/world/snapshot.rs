@@ -5,7 +5,7 @@ use crate::kvm::KvmStorage;
 use crate::sept::SeptStorage;
 use crate::snapshot::Snapshot;
 
-use super::{MAX_VCPUS, PARTS, World};
+use super::{MAX_HOSTS, World};
 
 /// A world's change record: the regions each model changed since it was cleared
 /// ([`Snapshot::changes`](crate::snapshot::Snapshot::changes)).
@@ -16,10 +16,13 @@ pub struct Changes {
     touched: Touched,
 }
 
+/// Words of [`Touched`]: a bit for every part of the widest world.
+const TOUCHED_WORDS: usize = (3 + super::MAX_WORLD_VCPUS + MAX_HOSTS).div_ceil(64);
+
 /// Actor slots a world's steps touched, as parts ([`World::hash_part`]) bits. Bookkeeping, not
 /// state: it compares equal and hashes to nothing, as the models' change records do.
 #[derive(Clone, Copy, Debug, Default)]
-pub(super) struct Touched(pub(super) u32);
+pub(super) struct Touched([u64; TOUCHED_WORDS]);
 
 impl PartialEq for Touched {
     fn eq(&self, _: &Self) -> bool {
@@ -35,41 +38,56 @@ impl core::hash::Hash for Touched {
 
 impl Touched {
     /// Everything.
-    pub(super) const ALL: Touched = Touched(u32::MAX);
+    pub(super) const ALL: Touched = Touched([u64::MAX; TOUCHED_WORDS]);
+
+    fn is_all(&self) -> bool {
+        self.0 == Self::ALL.0
+    }
 
     pub(super) fn vcpu(&mut self, i: usize) {
         self.part(i.saturating_add(3));
     }
 
-    pub(super) fn host(&mut self, i: usize) {
-        self.part(i.saturating_add(3 + MAX_VCPUS));
+    /// Host actor `i` of a world with room for `vcpus` vCPUs.
+    pub(super) fn host(&mut self, vcpus: usize, i: usize) {
+        self.part(i.saturating_add(3).saturating_add(vcpus));
     }
 
+    /// Marks part `k` (every part, for one past the widest world's).
     pub(super) fn part(&mut self, k: usize) {
-        self.0 |= Self::bit(k);
+        match self.0.get_mut(k / 64) {
+            Some(w) => *w |= 1u64 << (k % 64),
+            None => *self = Self::ALL,
+        }
     }
 
     pub(super) fn has(self, k: usize) -> bool {
-        self.0 & Self::bit(k) != 0
+        self.0
+            .get(k / 64)
+            .is_none_or(|w| w & (1u64 << (k % 64)) != 0)
     }
 
-    /// Part `k`'s bit (every bit past the last).
-    fn bit(k: usize) -> u32 {
-        u32::try_from(k)
-            .ok()
-            .and_then(|k| 1u32.checked_shl(k))
-            .unwrap_or(u32::MAX)
+    /// The first 32 parts' bits.
+    fn low(self) -> u32 {
+        self.0.first().map_or(u32::MAX, |&w| w as u32)
     }
 }
 
-impl<SS: SeptStorage + Clone, KS: KvmStorage + Clone> World<SS, KS> {
+impl<SS: SeptStorage + Clone, KS: KvmStorage + Clone, const V: usize, const F: usize>
+    World<SS, KS, V, F>
+{
+    /// Parts outside the regions ([`World::hash_part`]): [`super::PARTS`] at the default
+    /// capacity.
+    pub const PARTS: usize = 3 + V + MAX_HOSTS;
+
     /// The parts ([`World::hash_part`]) that may differ from the state the change record was
     /// cleared in, as bits: the S-EPT model's fields when its record says so, KVM's fields and
     /// the shared guest state always (they are not tracked), and each actor a step ran or
     /// kicked (every part after [`World::canonicalize`] renumbered, or when nothing was
-    /// cleared yet). An explorer rehashes only these.
+    /// cleared yet). An explorer rehashes only these. Only the first 32 parts have a bit: all
+    /// there are in a world of the default capacity ([`super::PARTS`]).
     pub fn touched_parts(&self) -> u32 {
-        self.touched.0 | 0b110 | u32::from(self.sept.small_changed())
+        self.touched.low() | 0b110 | u32::from(self.sept.small_changed())
     }
 
     /// Copies everything outside the two models: the shared guest state, and the actors
@@ -79,7 +97,7 @@ impl<SS: SeptStorage + Clone, KS: KvmStorage + Clone> World<SS, KS> {
         self.policy = other.policy;
         self.reentered = other.reentered;
         self.lazy = other.lazy;
-        if touched.0 == Touched::ALL.0 {
+        if touched.is_all() {
             self.vcpus = other.vcpus;
             self.hosts = other.hosts;
         } else {
@@ -89,7 +107,7 @@ impl<SS: SeptStorage + Clone, KS: KvmStorage + Clone> World<SS, KS> {
                 }
             }
             for (k, (h, o)) in self.hosts.iter_mut().zip(&other.hosts).enumerate() {
-                if touched.has(k.saturating_add(3 + MAX_VCPUS)) {
+                if touched.has(k.saturating_add(3).saturating_add(V)) {
                     *h = *o;
                 }
             }
@@ -111,7 +129,7 @@ impl<SS: SeptStorage + Clone, KS: KvmStorage + Clone> World<SS, KS> {
                 self.policy.hash(h);
                 self.lazy.hash(h);
             }
-            _ => match k.saturating_sub(3).checked_sub(MAX_VCPUS) {
+            _ => match k.saturating_sub(3).checked_sub(V) {
                 None => match self.vcpus.get(k.saturating_sub(3)) {
                     Some(Some(v)) => v.hash_progress(h),
                     Some(None) => 0u8.hash(h),
@@ -129,7 +147,7 @@ impl<SS: SeptStorage + Clone, KS: KvmStorage + Clone> World<SS, KS> {
             0 => self.sept.small_eq(&other.sept),
             1 => self.kvm.small_eq(&other.kvm),
             2 => self.policy == other.policy && self.lazy == other.lazy,
-            _ => match k.saturating_sub(3).checked_sub(MAX_VCPUS) {
+            _ => match k.saturating_sub(3).checked_sub(V) {
                 None => self.vcpus.get(k.saturating_sub(3)) == other.vcpus.get(k.saturating_sub(3)),
                 Some(j) => self.hosts.get(j) == other.hosts.get(j),
             },
@@ -147,7 +165,9 @@ impl<SS: SeptStorage + Clone, KS: KvmStorage + Clone> World<SS, KS> {
     }
 }
 
-impl<SS: SeptStorage + Clone, KS: KvmStorage + Clone> Snapshot for World<SS, KS> {
+impl<SS: SeptStorage + Clone, KS: KvmStorage + Clone, const V: usize, const F: usize> Snapshot
+    for World<SS, KS, V, F>
+{
     type Changes = Changes;
 
     /// What its change record names (both models, and the actors steps ran or kicked).
@@ -171,7 +191,9 @@ impl<SS: SeptStorage + Clone, KS: KvmStorage + Clone> Snapshot for World<SS, KS>
     fn absorb_changes(&mut self, changes: &Changes) {
         self.sept.absorb_changes(&changes.sept);
         self.kvm.absorb_changes(&changes.kvm);
-        self.touched.0 |= changes.touched.0;
+        for (a, b) in self.touched.0.iter_mut().zip(changes.touched.0) {
+            *a |= b;
+        }
     }
 
     /// Each model copies what its record names; the actors the record names are copied.
@@ -186,13 +208,13 @@ impl<SS: SeptStorage + Clone, KS: KvmStorage + Clone> Snapshot for World<SS, KS>
     /// a step changed ([`World::changed_regions`]). It is [`World::hash_part`] of every part
     /// in order.
     fn hash_small<H: core::hash::Hasher>(&self, h: &mut H) {
-        for k in 0..PARTS {
+        for k in 0..Self::PARTS {
             self.hash_part(k, h);
         }
     }
 
     fn small_eq(&self, other: &Self) -> bool {
-        (0..PARTS).all(|k| self.same_part(other, k))
+        (0..Self::PARTS).all(|k| self.same_part(other, k))
     }
 
     /// Hashes region `r` in both models.

@@ -10,12 +10,11 @@ use crate::policy::VcpuPolicyState;
 use crate::sept::{AcceptOutcome, AcceptStart, AccessOutcome, EpochTicket, SeptStorage};
 
 use super::{
-    Choice, INTERRUPT_AFTER_PAGES, MAX_VCPUS, Metrics, StepNote, Stepped, VcpuActor, VcpuState,
-    World,
+    Choice, INTERRUPT_AFTER_PAGES, Metrics, PerVcpu, StepNote, Stepped, VcpuActor, VcpuState, World,
 };
 
 /// Adds one to vCPU `i`'s counter in `counts`.
-fn bump(counts: &mut [u32; MAX_VCPUS], i: usize) {
+fn bump(counts: &mut PerVcpu, i: usize) {
     if let Some(n) = counts.get_mut(i) {
         *n = n.saturating_add(1);
     }
@@ -26,7 +25,7 @@ const fn moved(progress: bool) -> Result<Stepped, KvmError> {
     Ok(Stepped::Moved { progress })
 }
 
-impl<SS: SeptStorage, KS: KvmStorage> World<SS, KS> {
+impl<SS: SeptStorage, KS: KvmStorage, const V: usize, const F: usize> World<SS, KS, V, F> {
     /// Takes one step.
     pub fn step(&mut self, choice: Choice, m: &mut Metrics) -> Result<Stepped, KvmError> {
         m.note = StepNote::default();
@@ -52,8 +51,8 @@ impl<SS: SeptStorage, KS: KvmStorage> World<SS, KS> {
                 self.sept.set_caller(Some(usize::from(i)));
             }
             Choice::Host(i) => {
-                self.touched.host(usize::from(i));
-                self.sept.set_caller(Some(MAX_VCPUS + usize::from(i)));
+                self.touched.host(V, usize::from(i));
+                self.sept.set_caller(Some(V.saturating_add(usize::from(i))));
             }
         }
         let r = match choice {

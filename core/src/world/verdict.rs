@@ -5,7 +5,10 @@ use crate::abi::Gpa;
 use crate::guest::{GuestEvent, GuestOp};
 use crate::kvm::{FaultEnd, FaultStats, HostOpEnd, KvmError};
 
-use super::{Choice, MAX_VCPUS};
+use super::{Choice, MAX_WORLD_VCPUS};
+
+/// One counter per vCPU.
+pub type PerVcpu = [u32; MAX_WORLD_VCPUS];
 
 /// How a world ends.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -39,8 +42,9 @@ impl Verdict {
     }
 }
 
-/// The counters a run reports (design.md, "Metrics").
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
+/// The counters a run reports (design.md, "Metrics"). The per-vCPU counters have room for
+/// the largest world ([`MAX_WORLD_VCPUS`]); vCPUs a world does not have count zero.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct Metrics {
     /// ACCEPT TDCALLs issued (each execution).
     pub tdcalls: u32,
@@ -70,18 +74,43 @@ pub struct Metrics {
     /// an epoch).
     pub host_waits: u32,
     /// Each vCPU's steps that moved or waited (its share of the run).
-    pub vcpu_steps: [u32; MAX_VCPUS],
+    pub vcpu_steps: PerVcpu,
     /// Each vCPU's steps that had to wait (for mmu_lock, for the guests, for the TD to be
     /// finalized, for the other vCPUs to finish a stage, for a lazy-accept unit).
-    pub vcpu_waits: [u32; MAX_VCPUS],
+    pub vcpu_waits: PerVcpu,
     /// Each vCPU's ACCEPT TDCALLs.
-    pub vcpu_tdcalls: [u32; MAX_VCPUS],
+    pub vcpu_tdcalls: PerVcpu,
     /// Each vCPU's TD exits (to its fault path).
-    pub vcpu_exits: [u32; MAX_VCPUS],
+    pub vcpu_exits: PerVcpu,
     /// The SEAMCALLs each vCPU's fault path issued.
-    pub vcpu_seamcalls: [u32; MAX_VCPUS],
+    pub vcpu_seamcalls: PerVcpu,
     /// What the last step did (for traces; not a counter).
     pub note: StepNote,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Metrics {
+            tdcalls: 0,
+            accept_success: 0,
+            accept_failed: 0,
+            exits_accept: 0,
+            exits_other: 0,
+            entries_without_progress: 0,
+            kicks: 0,
+            fault: FaultStats::default(),
+            host_seamcalls: 0,
+            host_demotions: 0,
+            accept_busy: 0,
+            host_waits: 0,
+            vcpu_steps: [0; MAX_WORLD_VCPUS],
+            vcpu_waits: [0; MAX_WORLD_VCPUS],
+            vcpu_tdcalls: [0; MAX_WORLD_VCPUS],
+            vcpu_exits: [0; MAX_WORLD_VCPUS],
+            vcpu_seamcalls: [0; MAX_WORLD_VCPUS],
+            note: StepNote::default(),
+        }
+    }
 }
 
 impl Metrics {
@@ -106,8 +135,8 @@ impl Metrics {
     /// while it waited.
     pub fn without_waits(&self) -> Metrics {
         let mut m = *self;
-        m.vcpu_steps = [0; MAX_VCPUS];
-        m.vcpu_waits = [0; MAX_VCPUS];
+        m.vcpu_steps = [0; MAX_WORLD_VCPUS];
+        m.vcpu_waits = [0; MAX_WORLD_VCPUS];
         m.host_waits = 0;
         m.fault.mmu_lock_waits = 0;
         m.fault.split_waits = 0;
@@ -136,14 +165,14 @@ impl Metrics {
             *a = a.saturating_add(b);
         }
         for (mine, theirs) in [
-            (&mut self.vcpu_steps, o.vcpu_steps),
-            (&mut self.vcpu_waits, o.vcpu_waits),
-            (&mut self.vcpu_tdcalls, o.vcpu_tdcalls),
-            (&mut self.vcpu_exits, o.vcpu_exits),
-            (&mut self.vcpu_seamcalls, o.vcpu_seamcalls),
+            (&mut self.vcpu_steps, &o.vcpu_steps),
+            (&mut self.vcpu_waits, &o.vcpu_waits),
+            (&mut self.vcpu_tdcalls, &o.vcpu_tdcalls),
+            (&mut self.vcpu_exits, &o.vcpu_exits),
+            (&mut self.vcpu_seamcalls, &o.vcpu_seamcalls),
         ] {
             for (a, b) in mine.iter_mut().zip(theirs) {
-                *a = a.saturating_add(b);
+                *a = a.saturating_add(*b);
             }
         }
         self.fault.add(&o.fault);

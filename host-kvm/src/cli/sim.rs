@@ -228,7 +228,8 @@ pub fn run(args: &Args, out: &mut impl Write) -> Result<(), CliError> {
         // re-checks them). A run asked for as it is (ok) is kept whole.
         let mut run = run.clone();
         let recorded = run.choices.len();
-        if run.outcome != hugesept_core::world::Verdict::Ok.name() {
+        // (Minimising replays the world: the default-sized worlds only.)
+        if run.outcome != hugesept_core::world::Verdict::Ok.name() && !sc.is_wide() {
             let start = sc
                 .world()
                 .map_err(|e| CliError::Scenario(path.clone(), e))?;

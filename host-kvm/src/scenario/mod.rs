@@ -15,11 +15,11 @@ use hugesept_core::guest::{Guest, GuestKind, MAILBOX_CHUNK_SHIFT};
 use hugesept_core::kvm::{HostOpKind, Kvm, KvmError, MAX_MEMSLOTS, Memslot};
 use hugesept_core::payload::{ProgramSpec, StrideSpec};
 use hugesept_core::policy::PolicyId;
-use hugesept_core::sept::{Content, ModuleProfile, Sept, SeptConfig};
+use hugesept_core::sept::{Content, MAX_IN_FLIGHT, MAX_SLOTS, ModuleProfile, Sept, SeptConfig};
 use hugesept_core::world::{
     Choice, HostAction, Limits, MAX_HOSTS, MAX_LAZY_UNITS, MAX_SCRIPT, MAX_STAGES, MAX_VCPUS,
-    PctScheduler, PriorityScheduler, RandomScheduler, Scheduler, Stepped, Verdict, World,
-    WorldError,
+    MAX_WORLD_VCPUS, PctScheduler, PriorityScheduler, RandomScheduler, Scheduler, Stepped, Verdict,
+    World, WorldError, first_host_actor,
 };
 use serde::Deserialize;
 
@@ -28,8 +28,14 @@ pub use run::{
 };
 pub use storage::{BoxedKvm, BoxedSept, GrowingTables, boxed_kvm, boxed_sept};
 
-/// A world over host-owned storage.
-pub type ScenarioWorld = World<BoxedSept, BoxedKvm>;
+/// A world over host-owned storage, with room for `V` vCPUs and `F` in-flight slots: by
+/// default four, the worlds every command takes ([`WideWorld`] for more).
+pub type ScenarioWorld<const V: usize = MAX_VCPUS, const F: usize = MAX_IN_FLIGHT> =
+    World<BoxedSept, BoxedKvm, V, F>;
+
+/// A world with room for the most vCPUs a scenario may have ([`MAX_WORLD_VCPUS`]): what `sim`
+/// runs a scenario of more than four vCPUs in.
+pub type WideWorld = ScenarioWorld<MAX_WORLD_VCPUS, MAX_SLOTS>;
 
 /// The verdict name of a run that broke a safety invariant: the name summaries count it under,
 /// traces carry and the explorer reports, beside the core's [`Verdict`] names.
@@ -189,6 +195,53 @@ struct FileVcpu {
     stage: Vec<FileStage>,
     #[serde(default)]
     interrupts: u64,
+    /// This table stands for `count` vCPUs, numbered one after another.
+    count: Option<u64>,
+    /// How those vCPUs share each stage's range ([`Share`]).
+    share: Option<String>,
+}
+
+/// How the `count` vCPUs of one [[vcpu]] table share each stage's range.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Share {
+    /// Each runs the whole range.
+    Whole,
+    /// Each takes one contiguous share of the range's 2 MiB units, by its number among them:
+    /// `units / count` units each, the remainder one unit each to the lowest numbers
+    /// (asterinas ostd/src/mm/frame/unaccepted.rs, pull request 3640: every CPU accepts its
+    /// share of the unaccepted bitmap, the APs early in their entry path, the BSP after it
+    /// booted them).
+    Contiguous,
+    /// Each takes every `count`-th 32 MiB chunk (OVMF's and td-shim's mailbox,
+    /// shared/reference/guests.md): `stride` with the vCPU's number as its index.
+    Strided,
+}
+
+impl Share {
+    fn parse(at: &str, name: Option<&str>) -> Result<Share, ScenarioError> {
+        match name {
+            None | Some("whole") => Ok(Share::Whole),
+            Some("contiguous") => Ok(Share::Contiguous),
+            Some("strided") => Ok(Share::Strided),
+            Some(other) => Err(field_err(
+                &format!("{at}.share"),
+                format!("'{other}' is not whole, contiguous or strided"),
+            )),
+        }
+    }
+}
+
+/// Copy `index` of `count`'s contiguous share of the 2 MiB units of [start, end) (both 2 MiB
+/// aligned): [`Share::Contiguous`].
+fn contiguous_share(start: u64, end: u64, index: u64, count: u64) -> (u64, u64) {
+    let units = (end - start) / PAGE_SIZE_2M;
+    let (each, extra) = (units / count, units % count);
+    let first = index * each + index.min(extra);
+    let len = each + u64::from(index < extra);
+    (
+        start + first * PAGE_SIZE_2M,
+        start + (first + len) * PAGE_SIZE_2M,
+    )
 }
 
 impl FileVcpu {
@@ -568,39 +621,77 @@ struct Vcpus {
 }
 
 /// The [[vcpu]] tables.
-fn parse_vcpus(vcpus: &[FileVcpu], window: Window) -> Result<Vcpus, ScenarioError> {
-    if vcpus.is_empty() || vcpus.len() > MAX_VCPUS {
-        return Err(field_err("vcpu", format!("1 to {MAX_VCPUS} vCPUs")));
+fn parse_vcpus(tables: &[FileVcpu], window: Window) -> Result<Vcpus, ScenarioError> {
+    // Each table's vCPUs: (table, its number among the table's, the table's count, share).
+    let mut vcpus = Vec::new();
+    for (t, v) in tables.iter().enumerate() {
+        let at = format!("vcpu[{t}]");
+        let count = match v.count {
+            Some(c) => bounded::<u64>(
+                &format!("{at}.count"),
+                c,
+                1,
+                MAX_WORLD_VCPUS as u64,
+                "vCPUs a world holds",
+            )?,
+            None => 1,
+        };
+        let share = Share::parse(&at, v.share.as_deref())?;
+        if share != Share::Whole && v.stride.is_some() {
+            return Err(field_err(
+                &format!("{at}.share"),
+                "give either share or stride, not both".into(),
+            ));
+        }
+        for copy in 0..count {
+            vcpus.push((t, copy, count, share, v));
+        }
     }
+    if vcpus.is_empty() || vcpus.len() > MAX_WORLD_VCPUS {
+        return Err(field_err(
+            "vcpu",
+            format!(
+                "{} vCPUs; a scenario has 1 to {MAX_WORLD_VCPUS} (exhaustive search: up to \
+                 {MAX_VCPUS})",
+                vcpus.len()
+            ),
+        ));
+    }
+    let total = vcpus.len();
     let mut programs = Vec::new();
     let mut interrupts = 0u8;
     let mut marks = Vec::new();
-    for (i, v) in vcpus.iter().enumerate() {
-        let single = v.single(&format!("vcpu[{i}]"))?;
+    for (i, &(t, copy, count, share, v)) in vcpus.iter().enumerate() {
+        let name = if count > 1 {
+            format!("vcpu[{t}]#{copy}")
+        } else {
+            format!("vcpu[{t}]")
+        };
+        let single = v.single(&name)?;
         let stages: Vec<(String, &FileStage)> = match (&single, v.stage.is_empty()) {
-            (Some(s), true) => vec![(format!("vcpu[{i}]"), s)],
+            (Some(s), true) => vec![(name.clone(), s)],
             (None, false) => v
                 .stage
                 .iter()
                 .enumerate()
-                .map(|(k, s)| (format!("vcpu[{i}].stage[{k}]"), s))
+                .map(|(k, s)| (format!("{name}.stage[{k}]"), s))
                 .collect(),
             (Some(_), false) => {
                 return Err(field_err(
-                    &format!("vcpu[{i}]"),
+                    &name,
                     "either guest/start/end or [[vcpu.stage]] tables, not both".into(),
                 ));
             }
             (None, true) => {
                 return Err(field_err(
-                    &format!("vcpu[{i}].guest"),
+                    &format!("{name}.guest"),
                     "missing (or give [[vcpu.stage]] tables)".into(),
                 ));
             }
         };
         if stages.len() > MAX_STAGES {
             return Err(field_err(
-                &format!("vcpu[{i}].stage"),
+                &format!("{name}.stage"),
                 format!("at most {MAX_STAGES} stages"),
             ));
         }
@@ -616,7 +707,19 @@ fn parse_vcpus(vcpus: &[FileVcpu], window: Window) -> Result<Vcpus, ScenarioErro
                     ),
                 )
             })?;
-            let (start, end) = window.range(&at, &st.start, &st.end)?;
+            let (mut start, mut end) = window.range(&at, &st.start, &st.end)?;
+            if share == Share::Contiguous {
+                if start % PAGE_SIZE_2M != 0 || end % PAGE_SIZE_2M != 0 {
+                    return Err(field_err(
+                        &at,
+                        format!(
+                            "[{start:#x}, {end:#x}) is shared in 2 MiB units (share = \
+                             \"contiguous\"): both ends must be 2 MiB aligned"
+                        ),
+                    ));
+                }
+                (start, end) = contiguous_share(start, end, copy, count);
+            }
             // Tags above Content::MAX_TAG fold onto it, and tag 0 is what
             // KVM_TDX_INIT_MEM_REGION adds (kvm/fault.rs, the PAGE.ADD source content).
             let tag = match st.tag {
@@ -639,8 +742,13 @@ fn parse_vcpus(vcpus: &[FileVcpu], window: Window) -> Result<Vcpus, ScenarioErro
                 stride: None,
             };
             let mut spans = vec![(start, end)];
-            if let Some(sd) = &st.stride {
-                let (index, count, chunk_shift) = parse_stride(&at, sd, vcpus.len())?;
+            let shared_stride = (share == Share::Strided).then_some(FileStride {
+                index: copy,
+                count,
+                chunk: None,
+            });
+            if let Some(sd) = shared_stride.as_ref().or(st.stride.as_ref()) {
+                let (index, count, chunk_shift) = parse_stride(&at, sd, total)?;
                 spans = stride_spans(start, end, index, count, 1 << chunk_shift);
                 spec.stride = Some(StrideSpec {
                     index,
@@ -662,7 +770,7 @@ fn parse_vcpus(vcpus: &[FileVcpu], window: Window) -> Result<Vcpus, ScenarioErro
             program.push(spec);
         }
         programs.push(program);
-        let at = format!("vcpu[{i}].interrupts");
+        let at = format!("{name}.interrupts");
         interrupts = interrupts.max(bounded(
             &at,
             v.interrupts,
@@ -936,25 +1044,26 @@ fn parse_hosts(
 }
 
 /// The priority order: actors the scenario has (vCPUs by number, host actor i as
-/// `MAX_VCPUS + i`), each once.
+/// [`first_host_actor`]`(vcpus) + i`: `MAX_VCPUS + i` for up to four vCPUs), each once.
 fn parse_order(order: &[u64], vcpus: usize, hosts: usize) -> Result<Vec<u8>, ScenarioError> {
-    let actors = MAX_VCPUS + MAX_HOSTS;
+    let first_host = first_host_actor(vcpus);
+    let actors = first_host + MAX_HOSTS;
     let mut out: Vec<u8> = Vec::new();
     for &a in order {
         let (id, name, present) = match u8::try_from(a) {
-            Ok(id) if usize::from(id) < MAX_VCPUS => {
+            Ok(id) if usize::from(id) < first_host => {
                 (id, format!("vCPU {id}"), usize::from(id) < vcpus)
             }
             Ok(id) if usize::from(id) < actors => {
-                let h = usize::from(id) - MAX_VCPUS;
+                let h = usize::from(id) - first_host;
                 (id, format!("host actor {h}"), h < hosts)
             }
             _ => {
                 return Err(field_err(
                     "order",
                     format!(
-                        "{a} names no actor (vCPUs 0..{MAX_VCPUS}, host actors \
-                         {MAX_VCPUS}..{actors})"
+                        "{a} names no actor (vCPUs 0..{first_host}, host actors \
+                         {first_host}..{actors})"
                     ),
                 ));
             }
@@ -962,7 +1071,7 @@ fn parse_order(order: &[u64], vcpus: usize, hosts: usize) -> Result<Vec<u8>, Sce
         if !present {
             let hosts = match hosts {
                 0 => "no host actors".to_owned(),
-                n => format!("host actors {MAX_VCPUS}..{}", MAX_VCPUS + n),
+                n => format!("host actors {first_host}..{}", first_host + n),
             };
             return Err(field_err(
                 "order",
@@ -1071,6 +1180,25 @@ impl Scenario {
     /// The world at its start: the TD finalized (unless it starts at build time), the
     /// memslots with their folio orders, the lazy-accept bitmap set.
     pub fn world(&self) -> Result<ScenarioWorld, ScenarioError> {
+        if self.is_wide() {
+            return Err(ScenarioError::Model(format!(
+                "{} vCPUs: this command holds worlds of at most {MAX_VCPUS} (`hugesept sim` runs \
+                 larger ones)",
+                self.programs.len()
+            )));
+        }
+        self.world_sized()
+    }
+
+    /// Whether the scenario has more vCPUs than a default world holds ([`WideWorld`]).
+    pub fn is_wide(&self) -> bool {
+        self.programs.len() > MAX_VCPUS
+    }
+
+    /// [`Scenario::world`] with room for `V` vCPUs and `F` in-flight slots.
+    pub fn world_sized<const V: usize, const F: usize>(
+        &self,
+    ) -> Result<ScenarioWorld<V, F>, ScenarioError> {
         let model = |e: KvmError| ScenarioError::Model(e.to_string());
         let world_error = |e: WorldError| ScenarioError::Model(e.to_string());
         let gigs = self
@@ -1078,8 +1206,9 @@ impl Scenario {
             .gigs_needed()
             .map_err(|e| ScenarioError::Model(e.to_string()))?;
         let regions = self.config.regions as usize;
-        let mut sept = Sept::new(self.config, boxed_sept(gigs, regions, self.tables))
-            .map_err(|e| ScenarioError::Model(e.to_string()))?;
+        let mut sept =
+            Sept::<_, F>::with_slots(self.config, boxed_sept(gigs, regions, self.tables))
+                .map_err(|e| ScenarioError::Model(e.to_string()))?;
         if self.runnable {
             sept.finalize();
         }
@@ -1106,9 +1235,15 @@ impl Scenario {
             .map(|p| p.iter().map(ProgramSpec::guest).collect())
             .collect();
         let programs: Vec<&[Guest]> = guests.iter().map(Vec::as_slice).collect();
-        let mut w =
-            World::with_programs(sept, kvm, self.policy, &programs, &scripts, self.interrupts)
-                .map_err(world_error)?;
+        let mut w = ScenarioWorld::<V, F>::with_capacity(
+            sept,
+            kvm,
+            self.policy,
+            &programs,
+            &scripts,
+            self.interrupts,
+        )
+        .map_err(world_error)?;
         let lazy = self
             .programs
             .iter()
@@ -1132,9 +1267,18 @@ impl Scenario {
         match self.scheduler {
             SchedulerKind::Random => AnyScheduler::Random(RandomScheduler::new(seed)),
             SchedulerKind::Pct(d) => {
-                AnyScheduler::Pct(PctScheduler::new(seed, d, self.steps.min(2_000)))
+                let vcpus = self.programs.len();
+                AnyScheduler::Pct(PctScheduler::for_vcpus(
+                    seed,
+                    d,
+                    self.steps.min(2_000),
+                    vcpus,
+                ))
             }
-            SchedulerKind::Priority => AnyScheduler::Priority(PriorityScheduler::new(&self.order)),
+            SchedulerKind::Priority => AnyScheduler::Priority(PriorityScheduler::for_vcpus(
+                &self.order,
+                self.programs.len(),
+            )),
         }
     }
 
@@ -1152,8 +1296,10 @@ impl Scenario {
     }
 }
 
-/// One of the core's schedulers.
+/// One of the core's schedulers (PCT keeps a priority for each actor the widest world can
+/// have, about 1 KiB; a run makes one per schedule, so it stays inline).
 #[derive(Debug, Clone, Copy)]
+#[allow(clippy::large_enum_variant)]
 pub enum AnyScheduler {
     /// Uniform.
     Random(RandomScheduler),

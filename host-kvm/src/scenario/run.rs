@@ -7,8 +7,11 @@ use std::collections::BTreeMap;
 
 use hugesept_core::world::{Choice, Metrics, ScheduleError, Stepped, Verdict};
 
+use hugesept_core::sept::{MAX_IN_FLIGHT, MAX_SLOTS};
+use hugesept_core::world::{MAX_VCPUS, MAX_WORLD_VCPUS};
+
 use super::{Scenario, ScenarioError, ScenarioWorld, VIOLATION};
-use crate::cycle::{self, Followed};
+use crate::cycle::{self, Fingerprinted, Followed};
 
 /// The outcome name of a run that used its whole step budget while still making progress
 /// ([`ScheduleError::BudgetExhausted`]): no verdict.
@@ -75,7 +78,7 @@ impl RunStats {
 
 /// Of the private memory `w` maps in the mirror, the share mapped at 2M (0..1; 0 when nothing
 /// is mapped).
-pub fn coverage_2m(w: &ScenarioWorld) -> f64 {
+pub fn coverage_2m<const V: usize, const F: usize>(w: &ScenarioWorld<V, F>) -> f64 {
     let (two_m, four_k) = w.mapping_histogram();
     let mapped = two_m.saturating_add(four_k);
     if mapped == 0 {
@@ -133,7 +136,33 @@ pub fn run_with(
     tick: &dyn Fn(),
     stop: &dyn Fn() -> bool,
 ) -> Result<Summary, ScenarioError> {
-    let start = scenario.world()?;
+    if scenario.is_wide() {
+        run_in::<MAX_WORLD_VCPUS, MAX_SLOTS>(
+            scenario,
+            first_seed,
+            schedules,
+            trace_first,
+            tick,
+            stop,
+        )
+    } else {
+        run_in::<MAX_VCPUS, MAX_IN_FLIGHT>(scenario, first_seed, schedules, trace_first, tick, stop)
+    }
+}
+
+/// [`run_with`] in a world with room for `V` vCPUs and `F` in-flight slots.
+fn run_in<const V: usize, const F: usize>(
+    scenario: &Scenario,
+    first_seed: u64,
+    schedules: u32,
+    trace_first: bool,
+    tick: &dyn Fn(),
+    stop: &dyn Fn() -> bool,
+) -> Result<Summary, ScenarioError>
+where
+    ScenarioWorld<V, F>: Fingerprinted,
+{
+    let start = scenario.world_sized::<V, F>()?;
     let mut sum = Summary::default();
     let expected = scenario.expect.unwrap_or(Verdict::Ok).name();
     let mut choices = Vec::new();
@@ -213,12 +242,15 @@ pub fn run_with(
 
 /// Follows the livelocked run that stopped in `w` on with its own scheduler until it goes
 /// round a cycle (or is stuck), and adds what it took to `run`.
-fn follow_livelock(
+fn follow_livelock<const V: usize, const F: usize>(
     scenario: &Scenario,
-    w: &ScenarioWorld,
+    w: &ScenarioWorld<V, F>,
     scheduler: &mut super::AnyScheduler,
     run: &mut RecordedRun,
-) -> Result<(), ScenarioError> {
+) -> Result<(), ScenarioError>
+where
+    ScenarioWorld<V, F>: Fingerprinted,
+{
     let limit = scenario.patience.max(10_000);
     let followed = cycle::follow(w, scheduler, limit)
         .map_err(|e| ScenarioError::Model(format!("seed {}: {e}", run.seed)))?;
