@@ -19,7 +19,7 @@ use hugesept_core::abi::{Gpa, PageLevel};
 use hugesept_core::guest::{Guest, GuestKind};
 use hugesept_core::kvm::{HostOpKind, KvmArrayStorage};
 use hugesept_core::policy::PolicyId;
-use hugesept_core::sept::ArrayStorage;
+use hugesept_core::sept::{ArrayStorage, Sept};
 use hugesept_core::world::{
     Choice, HostAction, Limits, MAX_CHOICES, MAX_VCPUS, Metrics, RandomScheduler, ScheduleError,
     Stepped, Verdict, World,
@@ -366,6 +366,80 @@ fn the_invariant_checks_catch_what_they_are_for() {
     .unwrap();
     let w: W = World::new(sept, kvm, PolicyId::GuestInhibit, &[], &[], 0).unwrap();
     assert_eq!(w.check(), Err(Violation::HugeBeforeRunnable(R1)));
+}
+
+#[test]
+fn a_world_of_a_larger_capacity_holds_more_vcpus_each_with_its_own_slot() {
+    use hugesept_core::sept::MAX_SLOTS;
+    use hugesept_core::world::{MAX_WORLD_VCPUS, WorldError};
+    // Sixteen vCPUs, each accepting its own 4K page of one region, with two host actors: a
+    // world of capacity 16 takes them, with a slot for each of the 18 actors.
+    let guests: Vec<Guest> = (0..16u64)
+        .map(|i| {
+            let start = Gpa(R1.raw() + i * 0x1000);
+            Guest::new(GuestKind::Accept4kOnly, start, Gpa(start.raw() + 0x1000), 1 + i as u16)
+        })
+        .collect();
+    let programs: Vec<&[Guest]> = guests.iter().map(core::slice::from_ref).collect();
+    // The TD's configuration and KVM from the common set-up; the S-EPT is built again with
+    // the slots asked for.
+    let td = || {
+        let (sept, kvm) = common::td::<2, 3>("tdx-1.5", false);
+        (*sept.config(), kvm)
+    };
+    let (config, kvm) = td();
+    let mut sept = Sept::<_, 18>::with_slots(config, ArrayStorage::<1, 2, 3>::new()).unwrap();
+    sept.finalize();
+    let prefetch = [HostAction::Prefetch(Gpa(R1.raw() + 0x20_0000).gfn())];
+    let scripts: [&[HostAction]; 2] = [&prefetch, &prefetch];
+    let mut w = World::<_, _, 16, 18>::with_capacity(
+        sept,
+        kvm,
+        PolicyId::RfcV1,
+        &programs,
+        &scripts,
+        0,
+    )
+    .unwrap();
+    let mut m = Metrics::default();
+    let mut steps = 0;
+    let v = w.run_seeded(7, 100_000, &mut m, &mut steps);
+    assert_eq!(v, Ok(hugesept_core::world::Verdict::Ok));
+    // Each of the sixteen exited for its page (again when it found another's fault path
+    // building the region's table), and accepted it.
+    assert!(m.vcpu_exits[..16].iter().all(|&e| e >= 1), "{:?}", &m.vcpu_exits[..17]);
+    assert!(m.vcpu_tdcalls[..16].iter().all(|&t| t >= 2), "{:?}", &m.vcpu_tdcalls[..17]);
+    assert_eq!(m.accept_success, 16);
+    assert_eq!(m.vcpu_exits[16], 0);
+    // Fewer slots than actors, more vCPUs than the widest world, more slots than a byte
+    // numbers: refused.
+    let (config, kvm) = td();
+    let sept = Sept::<_, 17>::with_slots(config, ArrayStorage::<1, 2, 3>::new()).unwrap();
+    assert_eq!(
+        World::<_, _, 16, 17>::with_capacity(sept, kvm, PolicyId::RfcV1, &programs, &[], 0).err(),
+        Some(WorldError::TooLarge)
+    );
+    let (config, kvm) = td();
+    let sept = Sept::<_, MAX_SLOTS>::with_slots(config, ArrayStorage::<1, 2, 3>::new()).unwrap();
+    assert_eq!(
+        World::<_, _, { MAX_WORLD_VCPUS + 1 }, MAX_SLOTS>::with_capacity(
+            sept,
+            kvm,
+            PolicyId::RfcV1,
+            &programs,
+            &[],
+            0
+        )
+        .err(),
+        Some(WorldError::TooLarge)
+    );
+    assert!(Sept::<_, { MAX_SLOTS + 1 }>::with_slots(config, ArrayStorage::<1, 2, 3>::new()).is_err());
+    // A world of the default capacity refuses the sixteen.
+    let (sept, kvm) = common::td::<2, 3>("tdx-1.5", false);
+    assert_eq!(
+        World::with_programs(sept, kvm, PolicyId::RfcV1, &programs, &[], 0).err(),
+        Some(WorldError::TooLarge)
+    );
 }
 
 #[test]
