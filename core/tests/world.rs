@@ -377,7 +377,12 @@ fn a_world_of_a_larger_capacity_holds_more_vcpus_each_with_its_own_slot() {
     let guests: Vec<Guest> = (0..16u64)
         .map(|i| {
             let start = Gpa(R1.raw() + i * 0x1000);
-            Guest::new(GuestKind::Accept4kOnly, start, Gpa(start.raw() + 0x1000), 1 + i as u16)
+            Guest::new(
+                GuestKind::Accept4kOnly,
+                start,
+                Gpa(start.raw() + 0x1000),
+                1 + i as u16,
+            )
         })
         .collect();
     let programs: Vec<&[Guest]> = guests.iter().map(core::slice::from_ref).collect();
@@ -392,23 +397,25 @@ fn a_world_of_a_larger_capacity_holds_more_vcpus_each_with_its_own_slot() {
     sept.finalize();
     let prefetch = [HostAction::Prefetch(Gpa(R1.raw() + 0x20_0000).gfn())];
     let scripts: [&[HostAction]; 2] = [&prefetch, &prefetch];
-    let mut w = World::<_, _, 16, 18>::with_capacity(
-        sept,
-        kvm,
-        PolicyId::RfcV1,
-        &programs,
-        &scripts,
-        0,
-    )
-    .unwrap();
+    let w =
+        World::<_, _, 16, 18>::with_capacity(sept, kvm, PolicyId::RfcV1, &programs, &scripts, 0)
+            .unwrap();
     let mut m = Metrics::default();
     let mut steps = 0;
     let v = w.run_seeded(7, 100_000, &mut m, &mut steps);
     assert_eq!(v, Ok(hugesept_core::world::Verdict::Ok));
     // Each of the sixteen exited for its page (again when it found another's fault path
     // building the region's table), and accepted it.
-    assert!(m.vcpu_exits[..16].iter().all(|&e| e >= 1), "{:?}", &m.vcpu_exits[..17]);
-    assert!(m.vcpu_tdcalls[..16].iter().all(|&t| t >= 2), "{:?}", &m.vcpu_tdcalls[..17]);
+    assert!(
+        m.vcpu_exits[..16].iter().all(|&e| e >= 1),
+        "{:?}",
+        &m.vcpu_exits[..17]
+    );
+    assert!(
+        m.vcpu_tdcalls[..16].iter().all(|&t| t >= 2),
+        "{:?}",
+        &m.vcpu_tdcalls[..17]
+    );
     assert_eq!(m.accept_success, 16);
     assert_eq!(m.vcpu_exits[16], 0);
     // Fewer slots than actors, more vCPUs than the widest world, more slots than a byte
@@ -433,7 +440,9 @@ fn a_world_of_a_larger_capacity_holds_more_vcpus_each_with_its_own_slot() {
         .err(),
         Some(WorldError::TooLarge)
     );
-    assert!(Sept::<_, { MAX_SLOTS + 1 }>::with_slots(config, ArrayStorage::<1, 2, 3>::new()).is_err());
+    assert!(
+        Sept::<_, { MAX_SLOTS + 1 }>::with_slots(config, ArrayStorage::<1, 2, 3>::new()).is_err()
+    );
     // A world of the default capacity refuses the sixteen.
     let (sept, kvm) = common::td::<2, 3>("tdx-1.5", false);
     assert_eq!(

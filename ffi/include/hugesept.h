@@ -341,6 +341,16 @@
 #define HUGESEPT_GUEST_ADVERSARIAL 10
 
 /**
+ * Guest: Linux before the zone watermarks are set (a 4 MiB block per allocation).
+ */
+#define HUGESEPT_GUEST_LINUX_EARLY 11
+
+/**
+ * Guest: asterinas' parallel accept (the tdx-guest crate's rules).
+ */
+#define HUGESEPT_GUEST_ASTERINAS 12
+
+/**
  * One vCPU's policy state, opaque to C: allocate [`HUGESEPT_VCPU_SIZE`] bytes aligned to
  * [`HUGESEPT_VCPU_ALIGN`] and initialise them with [`hugesept_vcpu_init`].
  */

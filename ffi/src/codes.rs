@@ -144,3 +144,7 @@ pub const HUGESEPT_GUEST_TOUCH_FIRST: u32 = 8;
 pub const HUGESEPT_GUEST_SINGLE_ACCEPT: u32 = 9;
 /// Guest: the adversarial guest.
 pub const HUGESEPT_GUEST_ADVERSARIAL: u32 = 10;
+/// Guest: Linux before the zone watermarks are set (a 4 MiB block per allocation).
+pub const HUGESEPT_GUEST_LINUX_EARLY: u32 = 11;
+/// Guest: asterinas' parallel accept (the tdx-guest crate's rules).
+pub const HUGESEPT_GUEST_ASTERINAS: u32 = 12;

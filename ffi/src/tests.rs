@@ -98,6 +98,8 @@ fn names_are_the_cores() {
         (HUGESEPT_GUEST_TOUCH_FIRST, GuestKind::TouchFirst),
         (HUGESEPT_GUEST_SINGLE_ACCEPT, GuestKind::SingleAccept),
         (HUGESEPT_GUEST_ADVERSARIAL, GuestKind::Adversarial),
+        (HUGESEPT_GUEST_LINUX_EARLY, GuestKind::LinuxEarly),
+        (HUGESEPT_GUEST_ASTERINAS, GuestKind::Asterinas),
     ];
     for (code, g) in guests {
         assert_eq!(api::guest(code), Ok(g));

@@ -373,7 +373,7 @@ pub fn world_schedule(data: &[u8]) {
         } else {
             // linux-lazy only with the bitmap (and then every guest is lazy).
             match GuestKind::ALL[usize::from(next()) % GuestKind::ALL.len()] {
-                GuestKind::LinuxLazy => GuestKind::Linux,
+                GuestKind::LinuxLazy | GuestKind::LinuxEarly => GuestKind::Linux,
                 k => k,
             }
         };

@@ -324,7 +324,10 @@ fn worlds_of_more_than_four_vcpus_run_in_sim_and_refuse_the_fixed_size_commands(
     // Every one of the eight accepted its 2 MiB at 4K (upstream-4k): 512 exits each, but for
     // the page the host prefetched into vCPU 7's share (its host actor runs first).
     let m = &sum.runs[0].metrics;
-    assert_eq!(&m.vcpu_exits[..9], &[512, 512, 512, 512, 512, 512, 512, 511, 0]);
+    assert_eq!(
+        &m.vcpu_exits[..9],
+        &[512, 512, 512, 512, 512, 512, 512, 511, 0]
+    );
     // The commands whose worlds hold four vCPUs say so.
     match sc.world() {
         Err(ScenarioError::Model(m)) => assert!(m.contains("8 vCPUs"), "{m}"),

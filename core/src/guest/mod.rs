@@ -36,6 +36,17 @@ pub enum GuestKind {
     /// in the unaccepted bitmap is claimed under the lock (another vCPU wanting it spins until
     /// it is done), accepted with Linux's rules over [unit, unit + 2M), then its bit cleared.
     LinuxLazy,
+    /// Linux's accept before the zone watermarks are set (mm/page_alloc.c `cond_accept_memory`
+    /// as fixed by upstream 800f1059c99e, "mm/page_alloc: fix memory accept before watermarks
+    /// gets initialized", stable 6.5+): unaccepted memory sits on the zone's list in
+    /// MAX_PAGE_ORDER (4 MiB) blocks, and while the watermarks are still zero every allocation
+    /// accepts one whole block, however little it needs (Dstack-TEE/dstack pull request 1220:
+    /// 1024 TD exits per allocation on a 4K-only host, about 13 GiB on the boot CPU of a
+    /// 248-vCPU TD). The program's range is what those allocations took, widened to whole 4 MiB
+    /// blocks; each block goes through `accept_memory` like linux-lazy's units (the bitmap's
+    /// 2 MiB units claimed under its lock, `tdx_accept_memory`'s 1G → 2M → 4K, failure at 4K
+    /// panics). After the watermarks the kernel accepts lazily: a later linux-lazy stage.
+    LinuxEarly,
     /// EDK2 TdxLib AcceptPages.c: 2M → 4K; SIZE_MISMATCH → the 512 smaller pages;
     /// ALREADY_ACCEPTED counted and skipped; BUSY retried up to 3 times.
     Ovmf,
@@ -47,6 +58,15 @@ pub enum GuestKind {
     /// ALREADY_ACCEPTED at 4K is accepted, at 2M/1G split into the smaller level; BUSY is an
     /// error returned (fatal here).
     TdxGuest,
+    /// asterinas' parallel accept at boot (asterinas pull request 3640, ostd/src/mm/frame/
+    /// unaccepted.rs and ostd/src/boot/smp.rs): memory above 4 GiB is left unaccepted by the
+    /// firmware; every CPU accepts one contiguous share of its 2 MiB units (scenario files:
+    /// `share = "contiguous"`, the default for this strategy), the APs early in their entry
+    /// path, the BSP after it booted them, which then waits for all and panics if any failed.
+    /// Each share goes through the tdx-guest crate's `accept_memory`, so the per-range rules
+    /// are [`GuestKind::TdxGuest`]'s (BUSY an error, the boot panics). Measured in the pull
+    /// request on 8 GiB: 25 s on 1 vCPU, 12 s on 4, 9 s on 8.
+    Asterinas,
     /// coconut-svsm kernel/src/tdx/tdcall.rs: 2M → 4K; SIZE_MISMATCH → 4K; ALREADY_ACCEPTED →
     /// zero the page itself (accepted memory must read as zero).
     Svsm,
@@ -68,12 +88,14 @@ pub enum GuestKind {
 impl GuestKind {
     /// The real guests' strategies (shared/reference/guests.md): every kind but the seed
     /// scenario's bare [`GuestKind::SingleAccept`].
-    pub const STRATEGIES: [GuestKind; 9] = [
+    pub const STRATEGIES: [GuestKind; 11] = [
         GuestKind::Linux,
         GuestKind::LinuxLazy,
+        GuestKind::LinuxEarly,
         GuestKind::Ovmf,
         GuestKind::TdShim,
         GuestKind::TdxGuest,
+        GuestKind::Asterinas,
         GuestKind::Svsm,
         GuestKind::Accept4kOnly,
         GuestKind::TouchFirst,
@@ -81,12 +103,14 @@ impl GuestKind {
     ];
 
     /// Every kind this module implements.
-    pub const ALL: [GuestKind; 10] = [
+    pub const ALL: [GuestKind; 12] = [
         GuestKind::Linux,
         GuestKind::LinuxLazy,
+        GuestKind::LinuxEarly,
         GuestKind::Ovmf,
         GuestKind::TdShim,
         GuestKind::TdxGuest,
+        GuestKind::Asterinas,
         GuestKind::Svsm,
         GuestKind::Accept4kOnly,
         GuestKind::TouchFirst,
@@ -99,9 +123,11 @@ impl GuestKind {
         match self {
             GuestKind::Linux => "linux",
             GuestKind::LinuxLazy => "linux-lazy",
+            GuestKind::LinuxEarly => "linux-early",
             GuestKind::Ovmf => "ovmf",
             GuestKind::TdShim => "td-shim",
             GuestKind::TdxGuest => "tdx-guest",
+            GuestKind::Asterinas => "asterinas",
             GuestKind::Svsm => "svsm",
             GuestKind::Accept4kOnly => "accept-4k-only",
             GuestKind::TouchFirst => "touch-first",
@@ -118,7 +144,11 @@ impl GuestKind {
     /// The largest level the strategy tries.
     pub const fn max_level(self) -> PageLevel {
         match self {
-            GuestKind::Linux | GuestKind::LinuxLazy | GuestKind::TdxGuest => PageLevel::Size1G,
+            GuestKind::Linux
+            | GuestKind::LinuxLazy
+            | GuestKind::LinuxEarly
+            | GuestKind::TdxGuest
+            | GuestKind::Asterinas => PageLevel::Size1G,
             GuestKind::Ovmf | GuestKind::TdShim | GuestKind::Svsm => PageLevel::Size2M,
             GuestKind::Accept4kOnly
             | GuestKind::TouchFirst
@@ -127,6 +157,19 @@ impl GuestKind {
         }
     }
 }
+
+impl GuestKind {
+    /// Whether the strategy accepts through the unaccepted bitmap, one 2 MiB unit at a time
+    /// under its lock (drivers/firmware/efi/unaccepted_memory.c `accept_memory`): linux-lazy
+    /// and linux-early.
+    pub const fn accepts_by_unit(self) -> bool {
+        matches!(self, GuestKind::LinuxLazy | GuestKind::LinuxEarly)
+    }
+}
+
+/// MAX_PAGE_ORDER's block (order 10 of 4K pages, 4 MiB on x86-64): what an allocation accepts
+/// before the zone watermarks are set ([`GuestKind::LinuxEarly`]).
+pub const MAX_PAGE_ORDER_BYTES: u64 = 4 << 20;
 
 impl fmt::Display for GuestKind {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -338,8 +381,20 @@ impl Guest {
 
     /// A guest of `kind` that accepts [start, end) (4K-aligned) and marks it with `tag`.
     pub fn new(kind: GuestKind, start: Gpa, end: Gpa, tag: u16) -> Guest {
-        let start = start.align_down(PageLevel::Size4K);
-        let end = end.align_down(PageLevel::Size4K);
+        let (start, end) = if kind == GuestKind::LinuxEarly {
+            // Whole MAX_PAGE_ORDER blocks (a range already at the top of the GPA space stays
+            // as it is).
+            let block_end = end.raw().checked_next_multiple_of(MAX_PAGE_ORDER_BYTES);
+            (
+                Gpa(start.raw() & !(MAX_PAGE_ORDER_BYTES - 1)),
+                block_end.map_or(end.align_down(PageLevel::Size4K), Gpa),
+            )
+        } else {
+            (
+                start.align_down(PageLevel::Size4K),
+                end.align_down(PageLevel::Size4K),
+            )
+        };
         let phase = if kind == GuestKind::TouchFirst {
             Phase::Touch {
                 pos: start,
@@ -358,7 +413,7 @@ impl Guest {
                 level,
                 retries: 0,
             }
-        } else if kind == GuestKind::LinuxLazy {
+        } else if kind.accepts_by_unit() {
             Phase::Claim {
                 unit: start.align_down(PageLevel::Size2M),
             }
@@ -443,7 +498,7 @@ impl Guest {
     pub fn reach(&self) -> Option<(Gpa, Gpa)> {
         match self.kind {
             GuestKind::Adversarial => None,
-            GuestKind::LinuxLazy => {
+            GuestKind::LinuxLazy | GuestKind::LinuxEarly => {
                 let end = self.end.raw().checked_next_multiple_of(PAGE_2M)?;
                 Some((self.start.align_down(PageLevel::Size2M), Gpa(end)))
             }

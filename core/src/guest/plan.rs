@@ -4,7 +4,7 @@
 use crate::abi::{AcceptOperand, Gpa, PAGE_SIZE_2M as PAGE_2M, PageLevel};
 use crate::sept::Content;
 
-use super::{Guest, GuestEnd, GuestKind, GuestOp, GuestStep, Phase};
+use super::{Guest, GuestEnd, GuestOp, GuestStep, Phase};
 
 impl Guest {
     /// The chunk number of `pos` (0 when the range is not strided).
@@ -166,7 +166,7 @@ impl Guest {
     fn plan_accept(&mut self, pos: Gpa, level: PageLevel) -> GuestStep {
         let pos = self.owned_from(pos);
         if pos >= self.accept_end {
-            if self.kind == GuestKind::LinuxLazy {
+            if self.kind.accepts_by_unit() {
                 let unit = Gpa(self.accept_end.raw().saturating_sub(PAGE_2M));
                 self.phase = Phase::Release { unit };
                 return GuestStep::Op(GuestOp::ReleaseUnit(unit));

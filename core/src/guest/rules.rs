@@ -30,7 +30,7 @@ pub fn react(kind: GuestKind, level: PageLevel, status: TdxStatus, retries: u8) 
     }
     match kind {
         // tdx-shared.c try_accept_one: any non-zero status fails this level.
-        GuestKind::Linux | GuestKind::LinuxLazy => {
+        GuestKind::Linux | GuestKind::LinuxLazy | GuestKind::LinuxEarly => {
             if code == StatusCode::PageSizeMismatch
                 && crate::broken::active(crate::broken::Variant::LinuxSizeMismatchAdvance)
             {
@@ -57,8 +57,8 @@ pub fn react(kind: GuestKind, level: PageLevel, status: TdxStatus, retries: u8) 
             StatusCode::OperandBusy if retries < 5 => Reaction::Retry,
             _ => Reaction::Panic,
         },
-        // tdx-guest 0.6.0: statuses decoded from `status >> 32`.
-        GuestKind::TdxGuest => match code {
+        // tdx-guest 0.6.0: statuses decoded from `status >> 32` (asterinas accepts through it).
+        GuestKind::TdxGuest | GuestKind::Asterinas => match code {
             StatusCode::PageSizeMismatch | StatusCode::OperandInvalid if !smallest => {
                 Reaction::Smaller
             }
@@ -93,7 +93,9 @@ pub const fn next_retry(kind: GuestKind, retries: u8) -> u8 {
         GuestKind::Ovmf | GuestKind::TdShim => retries.saturating_add(1),
         GuestKind::Linux
         | GuestKind::LinuxLazy
+        | GuestKind::LinuxEarly
         | GuestKind::TdxGuest
+        | GuestKind::Asterinas
         | GuestKind::Svsm
         | GuestKind::Accept4kOnly
         | GuestKind::TouchFirst

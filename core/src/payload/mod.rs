@@ -485,6 +485,8 @@ pub const fn kind_code(k: GuestKind) -> u8 {
         GuestKind::TouchFirst => 8,
         GuestKind::SingleAccept => 9,
         GuestKind::Adversarial => 10,
+        GuestKind::LinuxEarly => 11,
+        GuestKind::Asterinas => 12,
     }
 }
 
@@ -501,6 +503,8 @@ pub const fn kind_from_code(c: u8) -> Option<GuestKind> {
         8 => GuestKind::TouchFirst,
         9 => GuestKind::SingleAccept,
         10 => GuestKind::Adversarial,
+        11 => GuestKind::LinuxEarly,
+        12 => GuestKind::Asterinas,
         _ => return None,
     })
 }
@@ -1249,7 +1253,7 @@ mod tests {
             Err(BootError::Report)
         );
         assert_eq!(edit(stage0 + 16, &[0]), Err(BootError::Kind(0, 0)));
-        assert_eq!(edit(stage0 + 16, &[11]), Err(BootError::Kind(0, 0)));
+        assert_eq!(edit(stage0 + 16, &[13]), Err(BootError::Kind(0, 0)));
         assert_eq!(
             edit(stage0 + 8, &0x4100_0000u64.to_le_bytes()),
             Err(BootError::Range(0, 0))

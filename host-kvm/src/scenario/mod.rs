@@ -218,9 +218,17 @@ enum Share {
 }
 
 impl Share {
-    fn parse(at: &str, name: Option<&str>) -> Result<Share, ScenarioError> {
+    /// The share named, or by default the way the table's (first) guest shares its range when
+    /// it runs on several vCPUs: asterinas contiguous, OVMF and td-shim strided (their
+    /// mailbox), any other the whole range.
+    fn parse(at: &str, name: Option<&str>, guest: Option<&str>) -> Result<Share, ScenarioError> {
         match name {
-            None | Some("whole") => Ok(Share::Whole),
+            None => Ok(match guest.and_then(GuestKind::parse) {
+                Some(GuestKind::Asterinas) => Share::Contiguous,
+                Some(GuestKind::Ovmf | GuestKind::TdShim) => Share::Strided,
+                _ => Share::Whole,
+            }),
+            Some("whole") => Ok(Share::Whole),
             Some("contiguous") => Ok(Share::Contiguous),
             Some("strided") => Ok(Share::Strided),
             Some(other) => Err(field_err(
@@ -636,8 +644,17 @@ fn parse_vcpus(tables: &[FileVcpu], window: Window) -> Result<Vcpus, ScenarioErr
             )?,
             None => 1,
         };
-        let share = Share::parse(&at, v.share.as_deref())?;
-        if share != Share::Whole && v.stride.is_some() {
+        let guest = v
+            .guest
+            .as_deref()
+            .or_else(|| v.stage.first().map(|s| s.guest.as_str()));
+        // An explicit stride is the table's own split.
+        let share = if (count > 1 && v.stride.is_none()) || v.share.is_some() {
+            Share::parse(&at, v.share.as_deref(), guest)?
+        } else {
+            Share::Whole
+        };
+        if v.share.is_some() && v.stride.is_some() {
             return Err(field_err(
                 &format!("{at}.share"),
                 "give either share or stride, not both".into(),
@@ -1248,7 +1265,7 @@ impl Scenario {
             .programs
             .iter()
             .flatten()
-            .any(|g| g.kind == GuestKind::LinuxLazy);
+            .any(|g| g.kind.accepts_by_unit());
         match self.unaccepted {
             Some((s, e)) => w.set_unaccepted(s, e).map_err(world_error)?,
             None if lazy => {
