@@ -358,11 +358,16 @@ fn a_guest_retrying_busy_without_limit_keeps_no_count() {
 
 #[test]
 fn linux_early_accepts_a_whole_4mib_block_for_an_allocation() {
-    // One allocation of a single page before the watermarks are set takes the whole
-    // MAX_PAGE_ORDER block it lies in: 4 MiB, through the bitmap's two units.
+    // One allocation of a single page before the watermarks are set accepts the whole
+    // MAX_PAGE_ORDER block it lies in: 4 MiB, through the bitmap's two units; it uses (marks)
+    // its page.
     let page = Gpa(BASE + 0x50_3000);
     let g = Guest::new(GuestKind::LinuxEarly, page, Gpa(page.raw() + 0x1000), 2);
-    assert_eq!(g.range(), (Gpa(BASE + 0x40_0000), Gpa(BASE + 0x80_0000)));
+    assert_eq!(g.range(), (page, Gpa(page.raw() + 0x1000)));
+    assert_eq!(
+        g.reach(),
+        Some((Gpa(BASE + 0x40_0000), Gpa(BASE + 0x80_0000)))
+    );
     // On upstream's 4K-only KVM every 2M accept falls back to 512 4K ones: 1024 exits for
     // the allocation (Dstack-TEE/dstack pull request 1220); where KVM maps 2M, two.
     for (policy, exits) in [(PolicyId::Upstream4K, 1024), (PolicyId::GuestInhibit, 2)] {
@@ -373,8 +378,13 @@ fn linux_early_accepts_a_whole_4mib_block_for_an_allocation() {
         assert_eq!(faults, exits, "{policy}");
         for i in 0..1024u64 {
             let p = Gpa(BASE + 0x40_0000 + i * 4096);
-            assert_eq!(td.sept.content(p).unwrap(), Content::data(2), "{p}");
+            assert_eq!(
+                td.sept.mapping(p).unwrap().state,
+                SeptEntryState::Mapped,
+                "{p}"
+            );
         }
+        assert_eq!(td.sept.content(page).unwrap(), Content::data(2));
     }
     // The claims go unit by unit, from the block's start.
     let mut g = Guest::new(GuestKind::LinuxEarly, page, Gpa(page.raw() + 0x1000), 2);

@@ -10,7 +10,7 @@ use hugesept_core::snapshot::Snapshot;
 use hugesept_core::world::{Choice, Metrics, PARTS, Scheduler, Stepped, choices_for};
 
 use crate::explore::{PartHashes, fingerprint, part_hash, part_hashes, region_hash};
-use crate::scenario::{ScenarioWorld, WideWorld};
+use crate::scenario::{LargeMemoryWorld, ScenarioWorld, WideWorld};
 
 /// A world a run can be followed in for a cycle: how its states are fingerprinted, step by
 /// step.
@@ -42,32 +42,45 @@ impl Fingerprinted for ScenarioWorld {
     }
 }
 
-/// A wide world is fingerprinted whole at every step (its actors outnumber the parts the
-/// explorer's incremental hash tracks): followed runs are short, the livelock's patience.
-impl Fingerprinted for WideWorld {
-    type Fingerprint = u128;
-
-    fn fingerprint(&self) -> u128 {
-        use std::hash::{Hash, Hasher};
-        let mut a = std::hash::DefaultHasher::new();
-        let mut b = std::hash::DefaultHasher::new();
-        0xa5u8.hash(&mut b);
-        self.hash(&mut a);
-        self.hash(&mut b);
-        (u128::from(a.finish()) << 64) | u128::from(b.finish())
-    }
-
-    fn refresh(fp: &mut u128, w: &mut Self) {
-        if w.sept().epochs().rebase_offset() != 0 {
-            w.canonicalize();
-        }
-        *fp = w.fingerprint();
-    }
-
-    fn value(fp: &u128) -> u128 {
-        *fp
-    }
+/// The whole state's hash, from two differently seeded hashers.
+fn whole_hash(w: &impl std::hash::Hash) -> u128 {
+    use std::hash::{Hash, Hasher};
+    let mut a = std::hash::DefaultHasher::new();
+    let mut b = std::hash::DefaultHasher::new();
+    0xa5u8.hash(&mut b);
+    w.hash(&mut a);
+    w.hash(&mut b);
+    (u128::from(a.finish()) << 64) | u128::from(b.finish())
 }
+
+/// Worlds larger than the default are fingerprinted whole at every step (their actors and
+/// bitmap are past what the explorer's incremental hash tracks): followed runs are short, the
+/// livelock's patience.
+macro_rules! whole_state_fingerprint {
+    ($world:ty) => {
+        impl Fingerprinted for $world {
+            type Fingerprint = u128;
+
+            fn fingerprint(&self) -> u128 {
+                whole_hash(self)
+            }
+
+            fn refresh(fp: &mut u128, w: &mut Self) {
+                if w.sept().epochs().rebase_offset() != 0 {
+                    w.canonicalize();
+                }
+                *fp = whole_hash(w);
+            }
+
+            fn value(fp: &u128) -> u128 {
+                *fp
+            }
+        }
+    };
+}
+
+whole_state_fingerprint!(WideWorld);
+whole_state_fingerprint!(LargeMemoryWorld);
 
 /// A world's fingerprint kept up to date step by step: the hash of each region and part, and
 /// their XOR (the explorer's fingerprint). A step costs what it changed, not the window.
@@ -155,20 +168,20 @@ pub enum Followed {
 /// Follows the run that stopped in `w` on, `scheduler` choosing, for at most `limit` steps,
 /// until a state comes back without progress in between (a step that makes progress starts
 /// the search afresh: a livelock cycle makes none).
-pub fn follow<const V: usize, const F: usize>(
-    w: &ScenarioWorld<V, F>,
+pub fn follow<const V: usize, const F: usize, const L: usize>(
+    w: &ScenarioWorld<V, F, L>,
     scheduler: &mut impl Scheduler,
     limit: u32,
 ) -> Result<Followed, KvmError>
 where
-    ScenarioWorld<V, F>: Fingerprinted,
+    ScenarioWorld<V, F, L>: Fingerprinted,
 {
     let mut s = w.clone();
     s.canonicalize();
     s.clear_changes();
     let mut fp = s.fingerprint();
     let mut seen: HashMap<u128, usize> = HashMap::new();
-    seen.insert(ScenarioWorld::<V, F>::value(&fp), 0);
+    seen.insert(ScenarioWorld::<V, F, L>::value(&fp), 0);
     let mut tail = Vec::new();
     let mut m = Metrics::default();
     let mut choices = vec![Choice::Vcpu(0); choices_for(V)];
@@ -185,12 +198,12 @@ where
         let stepped = s.step(choice, &mut m)?;
         scheduler.feedback(choice, stepped);
         tail.push(choice);
-        ScenarioWorld::<V, F>::refresh(&mut fp, &mut s);
+        ScenarioWorld::<V, F, L>::refresh(&mut fp, &mut s);
         s.clear_changes();
         if matches!(stepped, Stepped::Moved { progress: true }) {
             seen.clear();
         }
-        let value = ScenarioWorld::<V, F>::value(&fp);
+        let value = ScenarioWorld::<V, F, L>::value(&fp);
         match seen.get(&value) {
             Some(&start) => return Ok(Followed::Cycle(Cycle { tail, start })),
             None => {

@@ -10,9 +10,10 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 
 use hugesept_core::guest::GuestKind;
 use hugesept_core::policy::PolicyId;
-use hugesept_core::world::{Metrics, Verdict, supports};
+use hugesept_core::world::{Metrics, Verdict, retries_busy_without_limit, supports};
 use serde::Serialize;
 
+use crate::costs::CostProfile;
 use crate::scenario::{self, ScenarioError};
 
 /// The worlds every policy × guest cell runs in.
@@ -29,7 +30,10 @@ pub enum StandardWorld {
     /// the last 4K page to shared, back to private and to shared again.
     Churn,
     /// The host prefetches (KVM_PRE_FAULT_MEMORY) the first page of the 2M page one vCPU
-    /// accepts, racing it.
+    /// accepts, racing it. While the prefetch's SEAMCALL holds the page's entry lock the
+    /// module answers the guest's ACCEPT BUSY, which no design can prevent: a design claims
+    /// here only guests that retry BUSY without limit
+    /// ([`hugesept_core::world::retries_busy_without_limit`]).
     Prefetch,
 }
 
@@ -149,6 +153,8 @@ pub struct Cost {
     pub coverage_2m: f64,
     /// World steps.
     pub steps: f64,
+    /// Estimated wall time in µs ([`crate::costs`], the spec's cost profile).
+    pub wall_us: f64,
 }
 
 /// One cell: a policy, a guest (None for the boot world), a world.
@@ -220,6 +226,8 @@ pub struct MatrixSpec {
     pub boot: bool,
     /// Worker threads.
     pub threads: usize,
+    /// What prices each cell's runs ([`Cost::wall_us`]).
+    pub profile: CostProfile,
 }
 
 impl Default for MatrixSpec {
@@ -231,6 +239,7 @@ impl Default for MatrixSpec {
             seeds: 8,
             boot: true,
             threads: std::thread::available_parallelism().map_or(1, |n| n.get()),
+            profile: CostProfile::field(),
         }
     }
 }
@@ -252,7 +261,7 @@ fn module_line(policy: PolicyId) -> &'static str {
     }
 }
 
-/// Runs one cell from its scenario text.
+/// Runs one cell from its scenario text, its time estimated with the field profile.
 pub fn run_cell(
     text: &str,
     policy: PolicyId,
@@ -260,7 +269,20 @@ pub fn run_cell(
     world: &str,
     seeds: u32,
 ) -> Result<Cell, ScenarioError> {
+    run_cell_priced(text, policy, guest, world, seeds, &CostProfile::field())
+}
+
+/// [`run_cell`], its time estimated with `profile`.
+pub fn run_cell_priced(
+    text: &str,
+    policy: PolicyId,
+    guest: Option<GuestKind>,
+    world: &str,
+    seeds: u32,
+    profile: &CostProfile,
+) -> Result<Cell, ScenarioError> {
     let sc = scenario::parse(text)?;
+    let vcpus = u32::try_from(sc.programs().len()).unwrap_or(u32::MAX);
     let start = sc.world()?;
     let mut verdicts = BTreeMap::new();
     let mut cost = Cost::default();
@@ -293,6 +315,7 @@ pub fn run_cell(
         cost.tdcalls += f64::from(m.tdcalls);
         cost.steps += steps as f64;
         cost.coverage_2m += scenario::coverage_2m(&w);
+        cost.wall_us += profile.estimate(&m, vcpus).wall_us();
     }
     let n = f64::from(ended.max(1));
     for x in [
@@ -304,6 +327,7 @@ pub fn run_cell(
         &mut cost.tdcalls,
         &mut cost.coverage_2m,
         &mut cost.steps,
+        &mut cost.wall_us,
     ] {
         *x /= n;
     }
@@ -311,7 +335,10 @@ pub fn run_cell(
         policy: policy.to_string(),
         guest: guest.map_or("boot".into(), |g| g.name().into()),
         world: world.into(),
-        supported: guest.is_none_or(|g| supports(policy, g).is_ok()),
+        supported: guest.is_none_or(|g| {
+            supports(policy, g).is_ok()
+                && (world != StandardWorld::Prefetch.name() || retries_busy_without_limit(g))
+        }),
         verdicts,
         ended,
         cost,
@@ -356,7 +383,14 @@ pub fn run(spec: &MatrixSpec, tick: &(dyn Fn() + Sync)) -> Result<Matrix, Scenar
                 loop {
                     let i = next.fetch_add(1, Ordering::Relaxed);
                     let Some(job) = jobs.get(i) else { break };
-                    let r = run_cell(&job.text, job.policy, job.guest, job.world, spec.seeds);
+                    let r = run_cell_priced(
+                        &job.text,
+                        job.policy,
+                        job.guest,
+                        job.world,
+                        spec.seeds,
+                        &spec.profile,
+                    );
                     if let Ok(mut all) = results.lock()
                         && let Some(slot) = all.get_mut(i)
                     {

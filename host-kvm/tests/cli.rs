@@ -597,3 +597,82 @@ fn run_brief_prints_one_table_row_and_a_replayable_trace() {
     assert!(ok, "{err}");
     assert!(out.contains("reproduced: guest-panic"), "{out}");
 }
+
+#[test]
+fn costs_prices_the_field_shapes_and_matrix_prints_estimated_times() {
+    let md = temp("costs.md");
+    let svg = temp("costs.svg");
+    let readme = temp("README.md");
+    std::fs::write(
+        &readme,
+        "intro\n<!-- costs:begin -->\nstale\n<!-- costs:end -->\nend\n",
+    )
+    .unwrap();
+    let (ok, out, err) = hugesept(&[
+        "costs",
+        "--quick",
+        "--policy",
+        "upstream-4k,guest-inhibit",
+        "--markdown",
+        md.to_str().unwrap(),
+        "--svg",
+        svg.to_str().unwrap(),
+        "--readme",
+        readme.to_str().unwrap(),
+    ]);
+    assert!(ok, "{err}");
+    assert_eq!(std::fs::read_to_string(&md).unwrap(), out);
+    // Under upstream-4k a 4 MiB block is 1024 exits; where KVM maps 2M, two.
+    let storm_row = |policy: &str| {
+        out.lines()
+            .find(|l| l.starts_with(&format!("| {policy} | 248 |")))
+            .unwrap_or_else(|| panic!("{out}"))
+            .to_owned()
+    };
+    assert!(
+        storm_row("upstream-4k").contains("| 832 MiB | ok | 212992 |"),
+        "{out}"
+    );
+    assert!(
+        storm_row("guest-inhibit").contains("| 832 MiB | ok | 416 |"),
+        "{out}"
+    );
+    let s = std::fs::read_to_string(&svg).unwrap();
+    assert!(s.starts_with("<svg") && s.contains("upstream-4k"), "{s}");
+    let r = std::fs::read_to_string(&readme).unwrap();
+    assert!(
+        r.starts_with("intro\n<!-- costs:begin -->\n| design |"),
+        "{r}"
+    );
+    assert!(
+        r.ends_with("<!-- costs:end -->\nend\n") && !r.contains("stale"),
+        "{r}"
+    );
+    // The profile: printed with its sources; a bad file is refused by name.
+    let (ok, out, _) = hugesept(&["costs", "--show-profile"]);
+    assert!(
+        ok && out.contains("exit_us = 8.0") && out.contains("pull request 1220"),
+        "{out}"
+    );
+    let bad = temp("bad-profile.toml");
+    std::fs::write(&bad, "name = \"x\"\nexit_us = -1\n").unwrap();
+    let (ok, _, err) = hugesept(&["costs", "--quick", "--cost-profile", bad.to_str().unwrap()]);
+    assert!(!ok && err.contains("bad-profile.toml"), "{err}");
+    // matrix --costs adds the estimated time per cell.
+    let (ok, out, err) = hugesept(&[
+        "matrix",
+        "--policy",
+        "upstream-4k",
+        "--guest",
+        "linux-early,asterinas",
+        "--seeds",
+        "1",
+        "--costs",
+    ]);
+    assert!(ok, "{err}");
+    assert!(out.contains("Estimated wall time per run"), "{out}");
+    assert!(
+        out.contains("| design | linux-early | asterinas | boot |"),
+        "{out}"
+    );
+}

@@ -240,3 +240,46 @@ fn a_4k_conversion_inside_an_accepted_2m_page_loses_nothing_in_any_interleaving(
     }
     assert_eq!(explored, 6);
 }
+
+#[test]
+fn a_prefetch_racing_an_accept_panics_every_guest_that_gives_up_on_busy() {
+    use hugesept_core::world::retries_busy_without_limit;
+    use hugesept_host_kvm::explore::{Bounds, explore};
+    use hugesept_host_kvm::scenario;
+    // Exhaustively: while the prefetch's SEAMCALL holds the page's entry lock the guest's
+    // ACCEPT gets BUSY, under a design without GUEST_INHIBIT and under one with it; a guest
+    // that gives up panics, one that retries without limit never does.
+    for (policy, guest) in [
+        (PolicyId::Upstream4K, GuestKind::Linux),
+        (PolicyId::Upstream4K, GuestKind::LinuxEarly),
+        (PolicyId::GuestInhibit, GuestKind::Ovmf),
+        (PolicyId::GuestInhibit, GuestKind::Asterinas),
+        (PolicyId::Upstream4K, GuestKind::Accept4kOnly),
+        (PolicyId::GuestInhibit, GuestKind::Accept4kOnly),
+    ] {
+        let text = StandardWorld::Prefetch.scenario_text(policy, guest);
+        let w = scenario::parse(&text).unwrap().world().unwrap();
+        let bounds = Bounds {
+            max_states: 2_000_000,
+            reduce: true,
+            ..Bounds::default()
+        };
+        let e = explore(&w, bounds, &mut |_, _| {}).unwrap();
+        assert!(!e.bounded, "{policy} {guest}");
+        let panics = e.ends.contains_key(Verdict::GuestPanic.name());
+        assert_eq!(
+            panics,
+            !retries_busy_without_limit(guest),
+            "{policy} {guest}: {:?}",
+            e.ends
+        );
+        assert!(e.ends.contains_key(Verdict::Ok.name()), "{policy} {guest}");
+        // The matrix does not hold the designs to more there.
+        let c = cell(StandardWorld::Prefetch, policy, guest, 1);
+        assert_eq!(
+            c.supported,
+            retries_busy_without_limit(guest),
+            "{policy} {guest}"
+        );
+    }
+}

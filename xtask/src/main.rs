@@ -17,6 +17,8 @@
 //!   input ([`soak`]); CI runs a shortened soak.
 //! - `explore-bench [--quick] [--threads N] [--full]`: the explorer on the benchmark worlds and the OVMF seed
 //!   scenarios, a Markdown table for docs/benchmarks.md ([`explorebench`]).
+//! - `costs [--quick]`: `hugesept costs`, the field's shapes per design priced with the cost
+//!   model, into docs/costs-table.md, docs/boot-cost.svg and the README's summary.
 
 mod explorebench;
 mod ffi;
@@ -55,11 +57,12 @@ fn main() -> ExitCode {
         Some("ffi") => setup().and_then(|()| ffi::ffi(&args[1..])),
         Some("soak") => soak::soak(&args[1..], &root()),
         Some("explore-bench") => explorebench::explore_bench(&args[1..]),
+        Some("costs") => costs(&args[1..]),
         _ => {
             eprintln!(
                 "usage: cargo xtask <setup | demo | test | guest | pvh | fuzz [--seconds N] [TARGET...] \
                  | ffi [header [--write] | c-test | audit | kmod | uefi] \
-                 | soak [--runs N] [--seed S] [--timeout SECS] | explore-bench [--quick] [--threads N] [--full]>"
+                 | soak [--runs N] [--seed S] [--timeout SECS] | explore-bench [--quick] [--threads N] [--full] | costs [--quick]>"
             );
             return ExitCode::FAILURE;
         }
@@ -351,6 +354,35 @@ fn run_large() -> Result {
         run(c)?;
     }
     Ok(())
+}
+
+/// `hugesept costs`: the field's shapes per design, written to docs/costs-table.md and
+/// docs/boot-cost.svg with the README's summary rewritten; with `--quick`, at a sixteenth of
+/// the memory into a temporary directory (every point must end ok: what `cargo xtask test`
+/// runs).
+fn costs(args: &[String]) -> Result {
+    build_cli()?;
+    let mut c = Command::new(root().join("target/release/hugesept"));
+    c.current_dir(root()).arg("costs");
+    if args.iter().any(|a| a == "--quick") {
+        let dir = std::env::temp_dir().join("hugesept-costs");
+        fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+        c.arg("--quick")
+            .arg("--markdown")
+            .arg(dir.join("costs-table.md"))
+            .arg("--svg")
+            .arg(dir.join("boot-cost.svg"));
+    } else {
+        c.args([
+            "--markdown",
+            "docs/costs-table.md",
+            "--svg",
+            "docs/boot-cost.svg",
+            "--readme",
+            "README.md",
+        ]);
+    }
+    run(c)
 }
 
 /// Builds the release `hugesept`.
@@ -688,6 +720,10 @@ fn test() -> Result {
     check(
         "explore: the reduction verified on every scenario explored completely",
         Box::new(verify_reductions),
+    );
+    check(
+        "costs: the field's shapes at a sixteenth of the memory, every point ok",
+        Box::new(|| costs(&["--quick".to_owned()])),
     );
     check(
         "docs",

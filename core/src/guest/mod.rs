@@ -42,10 +42,12 @@ pub enum GuestKind {
     /// MAX_PAGE_ORDER (4 MiB) blocks, and while the watermarks are still zero every allocation
     /// accepts one whole block, however little it needs (Dstack-TEE/dstack pull request 1220:
     /// 1024 TD exits per allocation on a 4K-only host, about 13 GiB on the boot CPU of a
-    /// 248-vCPU TD). The program's range is what those allocations took, widened to whole 4 MiB
-    /// blocks; each block goes through `accept_memory` like linux-lazy's units (the bitmap's
-    /// 2 MiB units claimed under its lock, `tdx_accept_memory`'s 1G → 2M → 4K, failure at 4K
-    /// panics). After the watermarks the kernel accepts lazily: a later linux-lazy stage.
+    /// 248-vCPU TD). The program's range is the pages those allocations use (it marks and
+    /// checks those); it accepts the whole 4 MiB blocks they lie in, each through
+    /// `accept_memory` like linux-lazy's units (the bitmap's 2 MiB units claimed under its
+    /// lock, `tdx_accept_memory`'s 1G → 2M → 4K, failure at 4K panics), a unit the bitmap does
+    /// not hold (memory outside it, accepted at boot) skipped. After the watermarks the kernel
+    /// accepts lazily: a later linux-lazy stage.
     LinuxEarly,
     /// EDK2 TdxLib AcceptPages.c: 2M → 4K; SIZE_MISMATCH → the 512 smaller pages;
     /// ALREADY_ACCEPTED counted and skipped; BUSY retried up to 3 times.
@@ -381,20 +383,8 @@ impl Guest {
 
     /// A guest of `kind` that accepts [start, end) (4K-aligned) and marks it with `tag`.
     pub fn new(kind: GuestKind, start: Gpa, end: Gpa, tag: u16) -> Guest {
-        let (start, end) = if kind == GuestKind::LinuxEarly {
-            // Whole MAX_PAGE_ORDER blocks (a range already at the top of the GPA space stays
-            // as it is).
-            let block_end = end.raw().checked_next_multiple_of(MAX_PAGE_ORDER_BYTES);
-            (
-                Gpa(start.raw() & !(MAX_PAGE_ORDER_BYTES - 1)),
-                block_end.map_or(end.align_down(PageLevel::Size4K), Gpa),
-            )
-        } else {
-            (
-                start.align_down(PageLevel::Size4K),
-                end.align_down(PageLevel::Size4K),
-            )
-        };
+        let start = start.align_down(PageLevel::Size4K);
+        let end = end.align_down(PageLevel::Size4K);
         let phase = if kind == GuestKind::TouchFirst {
             Phase::Touch {
                 pos: start,
@@ -413,7 +403,11 @@ impl Guest {
                 level,
                 retries: 0,
             }
-        } else if kind.accepts_by_unit() {
+        } else if kind == GuestKind::LinuxEarly {
+            Phase::Claim {
+                unit: Gpa(start.raw() & !(MAX_PAGE_ORDER_BYTES - 1)),
+            }
+        } else if kind == GuestKind::LinuxLazy {
             Phase::Claim {
                 unit: start.align_down(PageLevel::Size2M),
             }
@@ -498,11 +492,28 @@ impl Guest {
     pub fn reach(&self) -> Option<(Gpa, Gpa)> {
         match self.kind {
             GuestKind::Adversarial => None,
-            GuestKind::LinuxLazy | GuestKind::LinuxEarly => {
+            GuestKind::LinuxLazy => {
                 let end = self.end.raw().checked_next_multiple_of(PAGE_2M)?;
                 Some((self.start.align_down(PageLevel::Size2M), Gpa(end)))
             }
+            GuestKind::LinuxEarly => Some((
+                Gpa(self.start.raw() & !(MAX_PAGE_ORDER_BYTES - 1)),
+                self.claims_end()?,
+            )),
             _ => Some((self.start, self.end)),
+        }
+    }
+
+    /// Where the claims of a strategy that accepts by unit stop: the end of its range, for
+    /// linux-early rounded up to a whole 4 MiB block (`None` past the top of the GPA space).
+    fn claims_end(&self) -> Option<Gpa> {
+        if self.kind == GuestKind::LinuxEarly {
+            self.end
+                .raw()
+                .checked_next_multiple_of(MAX_PAGE_ORDER_BYTES)
+                .map(Gpa)
+        } else {
+            Some(self.end)
         }
     }
 

@@ -150,7 +150,7 @@ impl Guest {
             }
             Phase::Touch { pos, accepting } => self.plan_touch(pos, accepting),
             Phase::Claim { unit } => {
-                if unit >= self.end {
+                if self.claims_end().is_none_or(|end| unit >= end) {
                     return self.accepted();
                 }
                 GuestStep::Op(GuestOp::ClaimUnit(unit))

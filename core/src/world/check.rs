@@ -7,7 +7,9 @@ use crate::sept::SeptStorage;
 
 use super::{HostActor, MAX_HOSTS, VcpuState, Violation, World};
 
-impl<SS: SeptStorage, KS: KvmStorage, const V: usize, const F: usize> World<SS, KS, V, F> {
+impl<SS: SeptStorage, KS: KvmStorage, const V: usize, const F: usize, const L: usize>
+    World<SS, KS, V, F, L>
+{
     /// Checks the safety invariants that hold after every step (shared/design.md): no mapping
     /// above 4K before the TD is runnable, no 2M leaf above a 4K folio or over mixed
     /// attributes, per-vCPU policy state only for the fault that recorded it, the S-EPT model

@@ -7,7 +7,9 @@ use crate::sept::SeptStorage;
 
 use super::{HostAction, HostRun, Metrics, Stepped, World};
 
-impl<SS: SeptStorage, KS: KvmStorage, const V: usize, const F: usize> World<SS, KS, V, F> {
+impl<SS: SeptStorage, KS: KvmStorage, const V: usize, const F: usize, const L: usize>
+    World<SS, KS, V, F, L>
+{
     /// Host actor `i` takes its next step.
     pub(super) fn step_host(&mut self, i: usize, m: &mut Metrics) -> Result<Stepped, KvmError> {
         let Some(Some(mut h)) = self.hosts.get(i).copied() else {

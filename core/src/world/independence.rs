@@ -58,7 +58,9 @@ enum Touch {
     FaultPath(Gpa),
 }
 
-impl<SS: SeptStorage, KS: KvmStorage, const V: usize, const F: usize> World<SS, KS, V, F> {
+impl<SS: SeptStorage, KS: KvmStorage, const V: usize, const F: usize, const L: usize>
+    World<SS, KS, V, F, L>
+{
     /// The first vCPU whose every enabled choice is independent of every step any other actor
     /// can still take (see the module's description), if any: an explorer may take its choices
     /// alone.

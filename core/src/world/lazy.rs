@@ -5,30 +5,44 @@ use crate::guest::GuestEvent;
 
 use super::MAX_LAZY_UNITS;
 
-const LAZY_WORDS: usize = MAX_LAZY_UNITS / 64;
+/// Words of the bitmap of a world of the default size ([`MAX_LAZY_UNITS`] units).
+pub const LAZY_WORDS: usize = MAX_LAZY_UNITS / 64;
 
 /// The EFI unaccepted-memory bitmap Linux lazy accept keeps (drivers/firmware/efi/
 /// unaccepted_memory.c): one bit per 2 MiB unit still to accept, and the units a vCPU has
-/// claimed and is accepting (the kernel's `accepting_list`, taken under its spinlock).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
-pub struct UnitBitmap {
-    unaccepted: [u64; LAZY_WORDS],
-    claimed: [u64; LAZY_WORDS],
+/// claimed and is accepting (the kernel's `accepting_list`, taken under its spinlock), over
+/// `64 * W` units from the window's base.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct UnitBitmap<const W: usize = LAZY_WORDS> {
+    unaccepted: [u64; W],
+    claimed: [u64; W],
 }
 
-impl UnitBitmap {
+impl<const W: usize> Default for UnitBitmap<W> {
+    fn default() -> Self {
+        UnitBitmap {
+            unaccepted: [0; W],
+            claimed: [0; W],
+        }
+    }
+}
+
+impl<const W: usize> UnitBitmap<W> {
+    /// Units the bitmap tracks.
+    pub const UNITS: usize = W.saturating_mul(64);
+
     fn slot(base: Gpa, unit: Gpa) -> Option<(usize, u64)> {
         let idx = unit.raw().checked_sub(base.raw())? >> 21;
         let idx = usize::try_from(idx).ok()?;
-        (idx < MAX_LAZY_UNITS).then_some((idx / 64, 1u64 << (idx % 64)))
+        (idx < Self::UNITS).then_some((idx / 64, 1u64 << (idx % 64)))
     }
 
-    fn get(words: &[u64; LAZY_WORDS], slot: Option<(usize, u64)>) -> bool {
+    fn get(words: &[u64; W], slot: Option<(usize, u64)>) -> bool {
         slot.and_then(|(w, b)| words.get(w).map(|x| x & b != 0))
             .unwrap_or(false)
     }
 
-    fn set(words: &mut [u64; LAZY_WORDS], slot: Option<(usize, u64)>, on: bool) {
+    fn set(words: &mut [u64; W], slot: Option<(usize, u64)>, on: bool) {
         if let Some((w, b)) = slot
             && let Some(x) = words.get_mut(w)
         {

@@ -24,14 +24,14 @@ mod verdict;
 
 pub use actors::{HostAction, HostActivity, HostActor, VcpuActor, VcpuState};
 pub use error::WorldError;
-pub use lazy::UnitBitmap;
+pub use lazy::{LAZY_WORDS, UnitBitmap};
 pub use run::Observer;
 pub use schedule::{
     Limits, MAX_PCT_DEPTH, PctScheduler, PriorityScheduler, RandomScheduler, Rng, Scheduler,
     first_host_actor,
 };
 pub use snapshot::Changes;
-pub use support::{Unsupported, supports};
+pub use support::{Unsupported, retries_busy_without_limit, supports};
 pub use verdict::{Metrics, PerVcpu, ScheduleError, StepNote, Verdict, Violation};
 
 use crate::abi::{Gfn, Gpa, PageLevel};
@@ -71,7 +71,8 @@ const _: () = assert!(MAX_IN_FLIGHT >= MAX_VCPUS + MAX_HOSTS);
 pub const PARTS: usize = 3 + MAX_VCPUS + MAX_HOSTS;
 /// Stages (guest programs run one after another, e.g. firmware then kernel) per vCPU at most.
 pub const MAX_STAGES: usize = 3;
-/// 2 MiB units the lazy-accept bitmap tracks (from the window's base).
+/// 2 MiB units the lazy-accept bitmap of a world of the default size tracks (from the
+/// window's base; [`UnitBitmap::UNITS`] for others).
 pub const MAX_LAZY_UNITS: usize = 256;
 /// 4K pages a 2M accept zeroes before an interrupt it was given lands.
 pub const INTERRUPT_AFTER_PAGES: u32 = 128;
@@ -105,12 +106,19 @@ pub enum Stepped {
     Invalid,
 }
 
-/// The world, with room for `V` vCPUs (at most [`MAX_WORLD_VCPUS`]) and `F` S-EPT in-flight
-/// slots (at least `V` + [`MAX_HOSTS`], one per actor). Two worlds are equal (and hash alike) when they differ at most in what only
+/// The world, with room for `V` vCPUs (at most [`MAX_WORLD_VCPUS`]), `F` S-EPT in-flight
+/// slots (at least `V` + [`MAX_HOSTS`], one per actor) and `64 * L` units in the lazy-accept
+/// bitmap. Two worlds are equal (and hash alike) when they differ at most in what only
 /// metrics read: `reentered`, which feeds [`Metrics::entries_without_progress`] and nothing a
 /// step does, so an explorer does not tell apart states that behave alike.
 #[derive(Clone, Debug)]
-pub struct World<SS, KS, const V: usize = MAX_VCPUS, const F: usize = MAX_IN_FLIGHT> {
+pub struct World<
+    SS,
+    KS,
+    const V: usize = MAX_VCPUS,
+    const F: usize = MAX_IN_FLIGHT,
+    const L: usize = LAZY_WORDS,
+> {
     sept: Sept<SS, F>,
     kvm: Kvm<KS>,
     policy: PolicyId,
@@ -119,7 +127,7 @@ pub struct World<SS, KS, const V: usize = MAX_VCPUS, const F: usize = MAX_IN_FLI
     /// Whether the last entry of each vCPU followed an exit (for the zero-step count, a
     /// metric: no step reads it, and worlds that differ only here are equal).
     reentered: [bool; V],
-    lazy: UnitBitmap,
+    lazy: UnitBitmap<L>,
     /// Each vCPU's program after its first stage, fixed when the world is built (the actor
     /// counts its stages and knows which one it runs).
     stages: [[Option<Guest>; MAX_STAGES - 1]; V],
@@ -127,8 +135,8 @@ pub struct World<SS, KS, const V: usize = MAX_VCPUS, const F: usize = MAX_IN_FLI
     touched: Touched,
 }
 
-impl<SS: PartialEq, KS: PartialEq, const V: usize, const F: usize> PartialEq
-    for World<SS, KS, V, F>
+impl<SS: PartialEq, KS: PartialEq, const V: usize, const F: usize, const L: usize> PartialEq
+    for World<SS, KS, V, F, L>
 {
     fn eq(&self, o: &Self) -> bool {
         // Every field but `reentered` (metrics only) and `touched` (bookkeeping).
@@ -142,10 +150,10 @@ impl<SS: PartialEq, KS: PartialEq, const V: usize, const F: usize> PartialEq
     }
 }
 
-impl<SS: Eq, KS: Eq, const V: usize, const F: usize> Eq for World<SS, KS, V, F> {}
+impl<SS: Eq, KS: Eq, const V: usize, const F: usize, const L: usize> Eq for World<SS, KS, V, F, L> {}
 
-impl<SS: core::hash::Hash, KS: core::hash::Hash, const V: usize, const F: usize> core::hash::Hash
-    for World<SS, KS, V, F>
+impl<SS: core::hash::Hash, KS: core::hash::Hash, const V: usize, const F: usize, const L: usize>
+    core::hash::Hash for World<SS, KS, V, F, L>
 {
     fn hash<H: core::hash::Hasher>(&self, h: &mut H) {
         // What `eq` compares, in its order.
@@ -205,7 +213,9 @@ impl<SS: SeptStorage, KS: KvmStorage> World<SS, KS> {
     }
 }
 
-impl<SS: SeptStorage, KS: KvmStorage, const V: usize, const F: usize> World<SS, KS, V, F> {
+impl<SS: SeptStorage, KS: KvmStorage, const V: usize, const F: usize, const L: usize>
+    World<SS, KS, V, F, L>
+{
     /// [`World::with_programs`] in a world with room for `V` vCPUs and `F` in-flight slots:
     /// refused as too large unless `V` is at most [`MAX_WORLD_VCPUS`] and `F` at least `V` +
     /// [`MAX_HOSTS`] (every actor holds its own slot, [`Sept::set_caller`]).
@@ -273,15 +283,18 @@ impl<SS: SeptStorage, KS: KvmStorage, const V: usize, const F: usize> World<SS, 
     }
 }
 
-impl<SS: SeptStorage, KS: KvmStorage, const V: usize, const F: usize> World<SS, KS, V, F> {
+impl<SS: SeptStorage, KS: KvmStorage, const V: usize, const F: usize, const L: usize>
+    World<SS, KS, V, F, L>
+{
     /// Marks the 2 MiB units of [start, end) (2 MiB aligned, inside the first
-    /// [`MAX_LAZY_UNITS`] units of the window) as unaccepted in the lazy-accept bitmap: the
+    /// [`UnitBitmap::UNITS`] units of the window) as unaccepted in the lazy-accept bitmap: the
     /// memory the firmware left for the kernel to accept on demand.
     pub fn set_unaccepted(&mut self, start: Gpa, end: Gpa) -> Result<(), WorldError> {
         let base = self.sept.config().base;
         if !start.is_aligned(PageLevel::Size2M) || !end.is_aligned(PageLevel::Size2M) {
             return Err(WorldError::BadRange);
         }
+        self.touched.part(snapshot::LAZY_PART);
         let mut unit = start;
         while unit < end {
             if !self.sept.contains(unit) {
@@ -315,7 +328,7 @@ impl<SS: SeptStorage, KS: KvmStorage, const V: usize, const F: usize> World<SS, 
     }
 
     /// The lazy-accept bitmap.
-    pub fn unit_bitmap(&self) -> &UnitBitmap {
+    pub fn unit_bitmap(&self) -> &UnitBitmap<L> {
         &self.lazy
     }
 

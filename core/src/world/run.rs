@@ -35,7 +35,9 @@ impl<W, F: FnMut(Choice, Stepped)> Observer<W> for F {
     }
 }
 
-impl<SS: SeptStorage, KS: KvmStorage, const V: usize, const F: usize> World<SS, KS, V, F> {
+impl<SS: SeptStorage, KS: KvmStorage, const V: usize, const F: usize, const L: usize>
+    World<SS, KS, V, F, L>
+{
     /// Runs one schedule chosen by `seed` from this state: uniformly among the enabled choices
     /// (xorshift64), the invariants checked after every step, until the world ends, 20 000
     /// steps pass without progress (livelock) or `bound` steps have passed

@@ -16,6 +16,11 @@ pub struct Changes {
     touched: Touched,
 }
 
+/// The part ([`World::hash_part`]) that holds the design and the lazy-accept bitmap: a step
+/// that claims or releases a unit marks it, so a copy by what changed copies the bitmap only
+/// then.
+pub(super) const LAZY_PART: usize = 2;
+
 /// Words of [`Touched`]: a bit for every part of the widest world.
 const TOUCHED_WORDS: usize = (3 + super::MAX_WORLD_VCPUS + MAX_HOSTS).div_ceil(64);
 
@@ -73,8 +78,13 @@ impl Touched {
     }
 }
 
-impl<SS: SeptStorage + Clone, KS: KvmStorage + Clone, const V: usize, const F: usize>
-    World<SS, KS, V, F>
+impl<
+    SS: SeptStorage + Clone,
+    KS: KvmStorage + Clone,
+    const V: usize,
+    const F: usize,
+    const L: usize,
+> World<SS, KS, V, F, L>
 {
     /// Parts outside the regions ([`World::hash_part`]): [`super::PARTS`] at the default
     /// capacity.
@@ -96,7 +106,9 @@ impl<SS: SeptStorage + Clone, KS: KvmStorage + Clone, const V: usize, const F: u
     fn copy_actors(&mut self, other: &Self, touched: Touched) {
         self.policy = other.policy;
         self.reentered = other.reentered;
-        self.lazy = other.lazy;
+        if touched.has(LAZY_PART) {
+            self.lazy = other.lazy;
+        }
         if touched.is_all() {
             self.vcpus = other.vcpus;
             self.hosts = other.hosts;
@@ -165,8 +177,13 @@ impl<SS: SeptStorage + Clone, KS: KvmStorage + Clone, const V: usize, const F: u
     }
 }
 
-impl<SS: SeptStorage + Clone, KS: KvmStorage + Clone, const V: usize, const F: usize> Snapshot
-    for World<SS, KS, V, F>
+impl<
+    SS: SeptStorage + Clone,
+    KS: KvmStorage + Clone,
+    const V: usize,
+    const F: usize,
+    const L: usize,
+> Snapshot for World<SS, KS, V, F, L>
 {
     type Changes = Changes;
 

@@ -9,6 +9,7 @@ use crate::kvm::{FaultCtx, FaultEnd, FaultPath, FaultStep, KvmError, KvmStorage}
 use crate::policy::VcpuPolicyState;
 use crate::sept::{AcceptOutcome, AcceptStart, AccessOutcome, EpochTicket, SeptStorage};
 
+use super::snapshot::LAZY_PART;
 use super::{
     Choice, INTERRUPT_AFTER_PAGES, Metrics, PerVcpu, StepNote, Stepped, VcpuActor, VcpuState, World,
 };
@@ -25,7 +26,9 @@ const fn moved(progress: bool) -> Result<Stepped, KvmError> {
     Ok(Stepped::Moved { progress })
 }
 
-impl<SS: SeptStorage, KS: KvmStorage, const V: usize, const F: usize> World<SS, KS, V, F> {
+impl<SS: SeptStorage, KS: KvmStorage, const V: usize, const F: usize, const L: usize>
+    World<SS, KS, V, F, L>
+{
     /// Takes one step.
     pub fn step(&mut self, choice: Choice, m: &mut Metrics) -> Result<Stepped, KvmError> {
         m.note = StepNote::default();
@@ -280,6 +283,17 @@ impl<SS: SeptStorage, KS: KvmStorage, const V: usize, const F: usize> World<SS, 
                     m.accept_failed = m.accept_failed.saturating_add(1);
                 } else {
                     m.accept_success = m.accept_success.saturating_add(1);
+                    // The pages the module initialised: the accepted page's 4K pages.
+                    let level = match v.guest.next_op() {
+                        GuestStep::Op(GuestOp::Accept(a)) => Some(a.level),
+                        GuestStep::Op(GuestOp::AcceptRaw(rcx)) => {
+                            crate::abi::AcceptOperand::decode(rcx).ok().map(|a| a.level)
+                        }
+                        _ => None,
+                    };
+                    if let (Some(l), Some(n)) = (level, m.vcpu_pages.get_mut(i)) {
+                        *n = n.saturating_add(l.pages_4k());
+                    }
                 }
                 self.retire(v, i, GuestEvent::Status(s), m)
             }
@@ -310,12 +324,14 @@ impl<SS: SeptStorage, KS: KvmStorage, const V: usize, const F: usize> World<SS, 
             GuestOp::Accept(a) => return self.accept_begin(v, i, ticket, a.encode(), m),
             GuestOp::AcceptRaw(rcx) => return self.accept_begin(v, i, ticket, rcx, m),
             GuestOp::ClaimUnit(unit) => {
+                self.touched.part(LAZY_PART);
                 let Some(ev) = self.lazy.claim(base, unit) else {
                     return Ok(Stepped::Blocked);
                 };
                 return self.retire(v, i, ev, m);
             }
             GuestOp::ReleaseUnit(unit) => {
+                self.touched.part(LAZY_PART);
                 self.lazy.release(base, unit);
                 return self.retire(v, i, GuestEvent::UnitReleased, m);
             }

@@ -36,6 +36,18 @@ pub const fn supports(policy: PolicyId, guest: GuestKind) -> Result<(), Unsuppor
     }
 }
 
+/// Whether a guest of this kind survives TDX_OPERAND_BUSY on its own ACCEPT however long the
+/// entry stays locked: it retries without limit (accept-4k-only; touch-first's #VE handler
+/// accepts as accept-4k-only does). No host design claims more for a guest whose page the
+/// host is mapping at that moment, e.g. by KVM_PRE_FAULT_MEMORY: the SEAMCALL that maps it
+/// holds the entry's lock, the module answers the ACCEPT BUSY (shared/reference/tdx-module.md,
+/// entry locks), and no design can keep it from doing so. A guest that gives up — Linux at
+/// once (any failure at 4K is fatal), OVMF after 3 retries, td-shim after 5, the tdx-guest
+/// crate and asterinas at once, svsm at once — can panic then (guests.md).
+pub const fn retries_busy_without_limit(guest: GuestKind) -> bool {
+    matches!(guest, GuestKind::Accept4kOnly | GuestKind::TouchFirst)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -51,5 +63,22 @@ mod tests {
         assert!(supports(PolicyId::ExplicitDemotion, GuestKind::Accept4kOnly).is_err());
         assert!(supports(PolicyId::ExplicitDemotion, GuestKind::Linux).is_err());
         assert!(supports(PolicyId::ExplicitDemotion, GuestKind::Adversarial).is_ok());
+    }
+
+    #[test]
+    fn only_guests_that_retry_busy_for_ever_survive_any_lock_holder() {
+        // Each strategy's reaction to BUSY at 4K after many retries.
+        let busy = crate::abi::TdxStatus::new(crate::abi::StatusCode::OperandBusy, 1);
+        for g in GuestKind::STRATEGIES {
+            if g == GuestKind::Adversarial {
+                continue;
+            }
+            let r = crate::guest::rules::react(g, crate::abi::PageLevel::Size4K, busy, 200);
+            assert_eq!(
+                retries_busy_without_limit(g),
+                r == crate::guest::Reaction::Retry,
+                "{g}: {r:?}"
+            );
+        }
     }
 }

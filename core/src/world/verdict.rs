@@ -84,6 +84,8 @@ pub struct Metrics {
     pub vcpu_exits: PerVcpu,
     /// The SEAMCALLs each vCPU's fault path issued.
     pub vcpu_seamcalls: PerVcpu,
+    /// The 4K pages each vCPU's successful ACCEPTs initialised (512 for a 2M page).
+    pub vcpu_pages: PerVcpu,
     /// What the last step did (for traces; not a counter).
     pub note: StepNote,
 }
@@ -108,6 +110,7 @@ impl Default for Metrics {
             vcpu_tdcalls: [0; MAX_WORLD_VCPUS],
             vcpu_exits: [0; MAX_WORLD_VCPUS],
             vcpu_seamcalls: [0; MAX_WORLD_VCPUS],
+            vcpu_pages: [0; MAX_WORLD_VCPUS],
             note: StepNote::default(),
         }
     }
@@ -170,6 +173,7 @@ impl Metrics {
             (&mut self.vcpu_tdcalls, &o.vcpu_tdcalls),
             (&mut self.vcpu_exits, &o.vcpu_exits),
             (&mut self.vcpu_seamcalls, &o.vcpu_seamcalls),
+            (&mut self.vcpu_pages, &o.vcpu_pages),
         ] {
             for (a, b) in mine.iter_mut().zip(theirs) {
                 *a = a.saturating_add(*b);

@@ -39,6 +39,13 @@ pub struct Args {
     /// (e.g. `--show churn:guest-inhibit:linux`, or `--show boot:rfc-v1`).
     #[arg(long)]
     show: Option<String>,
+    /// Also print each cell's estimated wall time (the cost model, docs/costs.md).
+    #[arg(long)]
+    costs: bool,
+    /// The cost profile: a TOML file of per-event costs in µs (default: the field profile,
+    /// `hugesept costs --show-profile` prints it).
+    #[arg(long)]
+    cost_profile: Option<PathBuf>,
 }
 
 /// The most schedules per cell (the full matrix runs about a hundred cells).
@@ -134,6 +141,9 @@ pub fn run(args: &Args, out: &mut impl Write) -> Result<(), CliError> {
         seeds: args.seeds,
         ..MatrixSpec::default()
     };
+    if let Some(p) = &args.cost_profile {
+        spec.profile = super::costs::read_profile(p)?;
+    }
     if let Some(t) = args.threads {
         if t == 0 || t > MAX_THREADS {
             return Err(CliError::Usage(format!(
@@ -158,7 +168,12 @@ pub fn run(args: &Args, out: &mut impl Write) -> Result<(), CliError> {
         super::write_output(p, svg(&m))?;
     }
     match args.format {
-        Format::Markdown => write!(out, "{}", markdown(&m)).map_err(io)?,
+        Format::Markdown => {
+            write!(out, "{}", markdown(&m)).map_err(io)?;
+            if args.costs {
+                write!(out, "\n{}", costs_markdown(&m, &spec.profile.name)).map_err(io)?;
+            }
+        }
         Format::Json => writeln!(out, "{}", json(&m)?).map_err(io)?,
         Format::Svg => write!(out, "{}", svg(&m)).map_err(io)?,
     }
@@ -206,7 +221,8 @@ pub fn markdown(m: &Matrix) -> String {
         s += &format!(
             "Verdicts, {} seeded schedules per world (solo, pair, churn, prefetch); \"ok\" when \
              every world and schedule ended ok, else the worlds that did not. `*` marks a guest \
-             the design does not claim to support.\n\n",
+             the design does not claim to support (in the prefetch world, a guest that gives up \
+             on BUSY).\n\n",
             m.seeds
         );
         s += &format!("| design | {} |\n", guests.join(" | "));
@@ -219,10 +235,15 @@ pub fn markdown(m: &Matrix) -> String {
                     .iter()
                     .filter(|c| c.policy == *p && c.guest == *g)
                     .collect();
+                // Each world that did not end ok, starred where the design does not claim the
+                // guest there.
                 let bad: Vec<String> = cells
                     .iter()
                     .filter(|c| !c.all(hugesept_core::world::Verdict::Ok))
-                    .map(|c| format!("{}: {}", c.world, c.verdict_text()))
+                    .map(|c| {
+                        let star = if c.supported { "" } else { "*" };
+                        format!("{}: {}{star}", c.world, c.verdict_text())
+                    })
                     .collect();
                 let mark = if cells.first().is_some_and(|c| !c.supported) {
                     "*"
@@ -236,7 +257,7 @@ pub fn markdown(m: &Matrix) -> String {
                     // The same outcome in every world.
                     s += &format!(" {}{mark} |", texts[0]);
                 } else {
-                    s += &format!(" {}{mark} |", bad.join("; "));
+                    s += &format!(" {} |", bad.join("; "));
                 }
             }
             s += "\n";
@@ -247,8 +268,11 @@ pub fn markdown(m: &Matrix) -> String {
               `world: outcome n, …` — the worlds that did not end ok, with their schedules per \
               outcome; `budget-exhausted` counts a run that used its whole step budget (no \
               verdict; it is left out of the costs). `*` — the design does not claim this guest \
-              (`world::supports`): `ok*` is ok without a promise, and a failure there is not a \
-              bug of the design. `adversarial` — a guest issuing arbitrary ACCEPTs and touches \
+              (`world::supports`), or not in that world: in the prefetch world the host's \
+              SEAMCALL holds the page's entry lock while the guest accepts it, the module answers \
+              BUSY and no design can prevent that, so only guests that retry BUSY without limit \
+              are claimed there (`world::retries_busy_without_limit`). `ok*` is ok without a \
+              promise, and a failure there is not a bug of the design. `adversarial` — a guest issuing arbitrary ACCEPTs and touches \
               in and around its range: no design claims it ends ok; a design keeps its \
               declaration there when the VM is never bugged and no data is lost.\n\n";
     }
@@ -295,6 +319,42 @@ pub fn markdown(m: &Matrix) -> String {
                 sum(|c| c.cost.coverage_2m) * 100.0
             );
         }
+    }
+    s
+}
+
+/// The estimated wall time per run (mean over each cell's runs that ended), per design and
+/// guest, the worst of the standard worlds, and on the boot world.
+pub fn costs_markdown(m: &Matrix, profile: &str) -> String {
+    use crate::costs::Duration;
+    let mut policies: Vec<&str> = Vec::new();
+    let mut guests: Vec<&str> = Vec::new();
+    for c in &m.cells {
+        if !policies.contains(&c.policy.as_str()) {
+            policies.push(&c.policy);
+        }
+        if !guests.contains(&c.guest.as_str()) {
+            guests.push(&c.guest);
+        }
+    }
+    let mut s = format!(
+        "Estimated wall time per run (cost profile `{profile}`, docs/costs.md): the mean over a \
+         cell's runs, the longest of the standard worlds; `boot` is the Linux-boot-like world.\n\n"
+    );
+    s += &format!("| design | {} |\n", guests.join(" | "));
+    s += &format!("|---|{}\n", "---|".repeat(guests.len()));
+    for p in &policies {
+        s += &format!("| {p} |");
+        for g in &guests {
+            let worst = m
+                .cells
+                .iter()
+                .filter(|c| c.policy == *p && c.guest == *g)
+                .map(|c| c.cost.wall_us)
+                .fold(0.0f64, f64::max);
+            s += &format!(" {} |", Duration(worst));
+        }
+        s += "\n";
     }
     s
 }

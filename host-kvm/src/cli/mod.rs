@@ -1,6 +1,7 @@
 //! Argument parsing and dispatch for the `hugesept` command line.
 
 mod accept_matrix;
+mod costs;
 mod explore;
 pub mod interrupt;
 mod matrix;
@@ -37,6 +38,9 @@ enum Command {
     Sim(sim::Args),
     /// Every design × every guest strategy on the standard worlds: verdicts and costs.
     Matrix(matrix::Args),
+    /// The field's shapes per design, priced with the cost model: the boot storm against
+    /// vCPUs, parallel accept against vCPUs and memory (tables and a chart).
+    Costs(costs::Args),
     /// Explore every interleaving of a scenario exhaustively (partial-order reduced unless
     /// --full): violations, reachable verdicts, liveness.
     Explore(explore::Args),
@@ -244,6 +248,7 @@ pub fn run(cli: Cli) -> Result<(), CliError> {
         Command::AcceptMatrix(args) => accept_matrix::run(&args, out),
         Command::Sim(args) => sim::run(&args, out),
         Command::Matrix(args) => matrix::run(&args, out),
+        Command::Costs(args) => costs::run(&args, out),
         Command::Explore(args) => explore::run(&args, out),
         Command::Replay(args) => replay::run(&args, out),
         #[cfg(target_os = "linux")]

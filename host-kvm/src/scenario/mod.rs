@@ -17,9 +17,9 @@ use hugesept_core::payload::{ProgramSpec, StrideSpec};
 use hugesept_core::policy::PolicyId;
 use hugesept_core::sept::{Content, MAX_IN_FLIGHT, MAX_SLOTS, ModuleProfile, Sept, SeptConfig};
 use hugesept_core::world::{
-    Choice, HostAction, Limits, MAX_HOSTS, MAX_LAZY_UNITS, MAX_SCRIPT, MAX_STAGES, MAX_VCPUS,
-    MAX_WORLD_VCPUS, PctScheduler, PriorityScheduler, RandomScheduler, Scheduler, Stepped, Verdict,
-    World, WorldError, first_host_actor,
+    Choice, HostAction, LAZY_WORDS, Limits, MAX_HOSTS, MAX_LAZY_UNITS, MAX_SCRIPT, MAX_STAGES,
+    MAX_VCPUS, MAX_WORLD_VCPUS, PctScheduler, PriorityScheduler, RandomScheduler, Scheduler,
+    Stepped, UnitBitmap, Verdict, World, WorldError, first_host_actor,
 };
 use serde::Deserialize;
 
@@ -30,12 +30,23 @@ pub use storage::{BoxedKvm, BoxedSept, GrowingTables, boxed_kvm, boxed_sept};
 
 /// A world over host-owned storage, with room for `V` vCPUs and `F` in-flight slots: by
 /// default four, the worlds every command takes ([`WideWorld`] for more).
-pub type ScenarioWorld<const V: usize = MAX_VCPUS, const F: usize = MAX_IN_FLIGHT> =
-    World<BoxedSept, BoxedKvm, V, F>;
+pub type ScenarioWorld<
+    const V: usize = MAX_VCPUS,
+    const F: usize = MAX_IN_FLIGHT,
+    const L: usize = LAZY_WORDS,
+> = World<BoxedSept, BoxedKvm, V, F, L>;
 
-/// A world with room for the most vCPUs a scenario may have ([`MAX_WORLD_VCPUS`]): what `sim`
-/// runs a scenario of more than four vCPUs in.
-pub type WideWorld = ScenarioWorld<MAX_WORLD_VCPUS, MAX_SLOTS>;
+/// A world with room for the most vCPUs a scenario may have ([`MAX_WORLD_VCPUS`]) and a
+/// lazy-accept bitmap over the largest window ([`MAX_REGIONS`] units): what `sim` runs a
+/// scenario in that a default world cannot hold ([`Scenario::is_wide`]).
+pub type WideWorld = ScenarioWorld<MAX_WORLD_VCPUS, MAX_SLOTS, WIDE_LAZY_WORDS>;
+
+/// A world of up to four vCPUs with a [`WideWorld`]'s lazy-accept bitmap: what `sim` runs a
+/// scenario in that lazily accepts more memory than a default world tracks.
+pub type LargeMemoryWorld = ScenarioWorld<MAX_VCPUS, MAX_IN_FLIGHT, WIDE_LAZY_WORDS>;
+
+/// Words of a [`WideWorld`]'s lazy-accept bitmap.
+pub const WIDE_LAZY_WORDS: usize = MAX_REGIONS as usize / 64;
 
 /// The verdict name of a run that broke a safety invariant: the name summaries count it under,
 /// traces carry and the explorer reports, beside the core's [`Verdict`] names.
@@ -508,12 +519,8 @@ pub fn parse(text: &str) -> Result<Scenario, ScenarioError> {
                     "the bitmap holds 2 MiB units: start and end must be 2 MiB aligned".into(),
                 ));
             }
-            if (e - s) / PAGE_SIZE_2M + (s - base) / PAGE_SIZE_2M > MAX_LAZY_UNITS as u64 {
-                return Err(field_err(
-                    "unaccepted",
-                    format!("the bitmap holds the window's first {MAX_LAZY_UNITS} units"),
-                ));
-            }
+            // Any range of the window fits: past the default world's bitmap
+            // ([`MAX_LAZY_UNITS`] units) the scenario runs in a [`WideWorld`].
             Some((Gpa(s), Gpa(e)))
         }
         None => None,
@@ -1199,23 +1206,49 @@ impl Scenario {
     pub fn world(&self) -> Result<ScenarioWorld, ScenarioError> {
         if self.is_wide() {
             return Err(ScenarioError::Model(format!(
-                "{} vCPUs: this command holds worlds of at most {MAX_VCPUS} (`hugesept sim` runs \
-                 larger ones)",
-                self.programs.len()
+                "{} vCPUs and {} MiB of lazily accepted memory: this command holds worlds of at \
+                 most {MAX_VCPUS} vCPUs and {} MiB (`hugesept sim` runs larger ones)",
+                self.programs.len(),
+                self.lazy_units() * 2,
+                MAX_LAZY_UNITS * 2
             )));
         }
         self.world_sized()
     }
 
-    /// Whether the scenario has more vCPUs than a default world holds ([`WideWorld`]).
+    /// Whether a default world cannot hold the scenario: more vCPUs than it has
+    /// ([`WideWorld`]), or lazily accepted memory past its bitmap ([`LargeMemoryWorld`]).
     pub fn is_wide(&self) -> bool {
+        self.has_many_vcpus() || self.lazy_units() > MAX_LAZY_UNITS as u64
+    }
+
+    /// Whether the scenario has more vCPUs than a default world holds ([`WideWorld`]).
+    pub fn has_many_vcpus(&self) -> bool {
         self.programs.len() > MAX_VCPUS
     }
 
-    /// [`Scenario::world`] with room for `V` vCPUs and `F` in-flight slots.
-    pub fn world_sized<const V: usize, const F: usize>(
+    /// The 2 MiB units from the window's base the lazy-accept bitmap must cover: the end of
+    /// `unaccepted`, or with linux-lazy or linux-early and no `unaccepted`, the window.
+    fn lazy_units(&self) -> u64 {
+        match self.unaccepted {
+            Some((_, e)) => (e.raw() - self.config.base.raw()) / PAGE_SIZE_2M,
+            None if self.accepts_by_unit() => u64::from(self.config.regions),
+            None => 0,
+        }
+    }
+
+    fn accepts_by_unit(&self) -> bool {
+        self.programs
+            .iter()
+            .flatten()
+            .any(|g| g.kind.accepts_by_unit())
+    }
+
+    /// [`Scenario::world`] with room for `V` vCPUs, `F` in-flight slots and `64 * L` units of
+    /// lazily accepted memory.
+    pub fn world_sized<const V: usize, const F: usize, const L: usize>(
         &self,
-    ) -> Result<ScenarioWorld<V, F>, ScenarioError> {
+    ) -> Result<ScenarioWorld<V, F, L>, ScenarioError> {
         let model = |e: KvmError| ScenarioError::Model(e.to_string());
         let world_error = |e: WorldError| ScenarioError::Model(e.to_string());
         let gigs = self
@@ -1252,7 +1285,7 @@ impl Scenario {
             .map(|p| p.iter().map(ProgramSpec::guest).collect())
             .collect();
         let programs: Vec<&[Guest]> = guests.iter().map(Vec::as_slice).collect();
-        let mut w = ScenarioWorld::<V, F>::with_capacity(
+        let mut w = ScenarioWorld::<V, F, L>::with_capacity(
             sept,
             kvm,
             self.policy,
@@ -1261,16 +1294,11 @@ impl Scenario {
             self.interrupts,
         )
         .map_err(world_error)?;
-        let lazy = self
-            .programs
-            .iter()
-            .flatten()
-            .any(|g| g.kind.accepts_by_unit());
         match self.unaccepted {
             Some((s, e)) => w.set_unaccepted(s, e).map_err(world_error)?,
-            None if lazy => {
-                let end = Gpa(self.config.base.raw()
-                    + (self.config.regions.min(MAX_LAZY_UNITS as u32) as u64) * PAGE_SIZE_2M);
+            None if self.accepts_by_unit() => {
+                let units = u64::from(self.config.regions).min(UnitBitmap::<L>::UNITS as u64);
+                let end = Gpa(self.config.base.raw() + units * PAGE_SIZE_2M);
                 w.set_unaccepted(self.config.base, end)
                     .map_err(world_error)?
             }

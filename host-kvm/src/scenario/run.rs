@@ -8,9 +8,9 @@ use std::collections::BTreeMap;
 use hugesept_core::world::{Choice, Metrics, ScheduleError, Stepped, Verdict};
 
 use hugesept_core::sept::{MAX_IN_FLIGHT, MAX_SLOTS};
-use hugesept_core::world::{MAX_VCPUS, MAX_WORLD_VCPUS};
+use hugesept_core::world::{LAZY_WORDS, MAX_VCPUS, MAX_WORLD_VCPUS};
 
-use super::{Scenario, ScenarioError, ScenarioWorld, VIOLATION};
+use super::{Scenario, ScenarioError, ScenarioWorld, VIOLATION, WIDE_LAZY_WORDS};
 use crate::cycle::{self, Fingerprinted, Followed};
 
 /// The outcome name of a run that used its whole step budget while still making progress
@@ -78,7 +78,9 @@ impl RunStats {
 
 /// Of the private memory `w` maps in the mirror, the share mapped at 2M (0..1; 0 when nothing
 /// is mapped).
-pub fn coverage_2m<const V: usize, const F: usize>(w: &ScenarioWorld<V, F>) -> f64 {
+pub fn coverage_2m<const V: usize, const F: usize, const L: usize>(
+    w: &ScenarioWorld<V, F, L>,
+) -> f64 {
     let (two_m, four_k) = w.mapping_histogram();
     let mapped = two_m.saturating_add(four_k);
     if mapped == 0 {
@@ -136,8 +138,17 @@ pub fn run_with(
     tick: &dyn Fn(),
     stop: &dyn Fn() -> bool,
 ) -> Result<Summary, ScenarioError> {
-    if scenario.is_wide() {
-        run_in::<MAX_WORLD_VCPUS, MAX_SLOTS>(
+    if scenario.has_many_vcpus() {
+        run_in::<MAX_WORLD_VCPUS, MAX_SLOTS, WIDE_LAZY_WORDS>(
+            scenario,
+            first_seed,
+            schedules,
+            trace_first,
+            tick,
+            stop,
+        )
+    } else if scenario.is_wide() {
+        run_in::<MAX_VCPUS, MAX_IN_FLIGHT, WIDE_LAZY_WORDS>(
             scenario,
             first_seed,
             schedules,
@@ -146,12 +157,19 @@ pub fn run_with(
             stop,
         )
     } else {
-        run_in::<MAX_VCPUS, MAX_IN_FLIGHT>(scenario, first_seed, schedules, trace_first, tick, stop)
+        run_in::<MAX_VCPUS, MAX_IN_FLIGHT, LAZY_WORDS>(
+            scenario,
+            first_seed,
+            schedules,
+            trace_first,
+            tick,
+            stop,
+        )
     }
 }
 
 /// [`run_with`] in a world with room for `V` vCPUs and `F` in-flight slots.
-fn run_in<const V: usize, const F: usize>(
+fn run_in<const V: usize, const F: usize, const L: usize>(
     scenario: &Scenario,
     first_seed: u64,
     schedules: u32,
@@ -160,9 +178,9 @@ fn run_in<const V: usize, const F: usize>(
     stop: &dyn Fn() -> bool,
 ) -> Result<Summary, ScenarioError>
 where
-    ScenarioWorld<V, F>: Fingerprinted,
+    ScenarioWorld<V, F, L>: Fingerprinted,
 {
-    let start = scenario.world_sized::<V, F>()?;
+    let start = scenario.world_sized::<V, F, L>()?;
     let mut sum = Summary::default();
     let expected = scenario.expect.unwrap_or(Verdict::Ok).name();
     let mut choices = Vec::new();
@@ -242,14 +260,14 @@ where
 
 /// Follows the livelocked run that stopped in `w` on with its own scheduler until it goes
 /// round a cycle (or is stuck), and adds what it took to `run`.
-fn follow_livelock<const V: usize, const F: usize>(
+fn follow_livelock<const V: usize, const F: usize, const L: usize>(
     scenario: &Scenario,
-    w: &ScenarioWorld<V, F>,
+    w: &ScenarioWorld<V, F, L>,
     scheduler: &mut super::AnyScheduler,
     run: &mut RecordedRun,
 ) -> Result<(), ScenarioError>
 where
-    ScenarioWorld<V, F>: Fingerprinted,
+    ScenarioWorld<V, F, L>: Fingerprinted,
 {
     let limit = scenario.patience.max(10_000);
     let followed = cycle::follow(w, scheduler, limit)
