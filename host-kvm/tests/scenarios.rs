@@ -343,3 +343,25 @@ fn worlds_of_more_than_four_vcpus_run_in_sim_and_refuse_the_fixed_size_commands(
         other => panic!("{:?}", other.map(|_| ())),
     }
 }
+
+#[test]
+fn the_wide_scenarios_end_as_they_expect_in_sim() {
+    // Beyond a default world (more vCPUs, or a larger lazy-accept bitmap): seeded schedules
+    // only.
+    let files = scenario_files("wide");
+    assert!(files.len() >= 2, "{files:?}");
+    for path in files {
+        let text = std::fs::read_to_string(&path).unwrap();
+        let sc = scenario::parse(&text).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+        assert!(sc.is_wide(), "{}", path.display());
+        let sum = scenario::run(&sc, 1, sc.schedules)
+            .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+        assert_eq!(
+            sum.first_unexpected,
+            None,
+            "{}: {:?}",
+            path.display(),
+            sum.verdicts
+        );
+    }
+}

@@ -205,6 +205,7 @@ impl Dirty {
     }
 
     /// Both sets together.
+    #[inline]
     pub fn union(&self, o: &Dirty) -> Dirty {
         let mut u = *self;
         u.absorb(o);
@@ -212,6 +213,7 @@ impl Dirty {
     }
 
     /// Adds `o` to this set (in place: a set is a hundred bytes, and copies of it add up).
+    #[inline]
     pub fn absorb(&mut self, o: &Dirty) {
         if o.all {
             self.mark_all();
