@@ -606,7 +606,7 @@ const POLICY_NAMES: [&core::ffi::CStr; 7] = [
 ];
 
 /// The names of the guest strategies, by code minus one.
-const GUEST_NAMES: [&core::ffi::CStr; 10] = [
+const GUEST_NAMES: [&core::ffi::CStr; 12] = [
     c"linux",
     c"linux-lazy",
     c"ovmf",
@@ -617,6 +617,8 @@ const GUEST_NAMES: [&core::ffi::CStr; 10] = [
     c"touch-first",
     c"single-accept",
     c"adversarial",
+    c"linux-early",
+    c"asterinas",
 ];
 
 /// Every return code with its name.

@@ -424,7 +424,7 @@ pub fn for_each_case(f: &mut dyn FnMut(&Case)) {
         0x8000_0815_0000_0000,
         u64::MAX,
     ];
-    for g in 0u64..=11 {
+    for g in 0u64..=13 {
         for level in [0, 1, 2] {
             for s in statuses {
                 case(FN_ACCEPT_STATUS, 0, &[g, level, s, 0], none);
@@ -443,7 +443,7 @@ pub fn for_each_case(f: &mut dyn FnMut(&Case)) {
     for code in 0u64..=7 {
         case(FN_NAME, 0, &[0, code], none);
     }
-    for code in 0u64..=11 {
+    for code in 0u64..=13 {
         case(FN_NAME, 0, &[1, code], none);
     }
     for code in 1..=20u64 {

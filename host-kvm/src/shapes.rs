@@ -209,7 +209,8 @@ pub fn run_point(
         .runs
         .first()
         .ok_or_else(|| ScenarioError::Model("the schedule did not run".into()))?;
-    let m: &Metrics = &run.metrics;
+    // One schedule: the summary's counters are its run's.
+    let m: &Metrics = &sum.metrics;
     let estimate = profile.estimate(m, vcpus);
     Ok(Point {
         study,

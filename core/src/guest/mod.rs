@@ -487,8 +487,9 @@ impl Guest {
     /// The GPAs [start, end) the program's operations can touch, `None` when they can touch
     /// any: every strategy issues operations at levels that fit inside its range (plan.rs,
     /// `fitting_level`), and falls back to smaller ones inside them; linux-lazy accepts whole
-    /// 2 MiB units it claims, so its reach is its range widened to 2 MiB; the adversary's
-    /// operands go around its range and to 1G and shared GPAs.
+    /// 2 MiB units it claims, so its reach is its range widened to 2 MiB, and linux-early whole
+    /// 4 MiB blocks, so its reach is its range widened to 4 MiB; the adversary's operands go
+    /// around its range and to 1G and shared GPAs.
     pub fn reach(&self) -> Option<(Gpa, Gpa)> {
         match self.kind {
             GuestKind::Adversarial => None,

@@ -167,7 +167,7 @@ pub fn run(args: &Args, out: &mut impl Write) -> Result<(), CliError> {
     )
     .map_err(io)?;
     writeln!(full, "metrics (as sim counts them):").map_err(io)?;
-    for (name, f) in super::sim::METRIC_ROWS {
+    for (name, f) in crate::scenario::METRIC_ROWS {
         writeln!(full, "  {name:<24} {:>8}", f(&r.metrics)).map_err(io)?;
     }
     let (two_m, four_k) = r.world.mapping_histogram();

@@ -6,12 +6,11 @@
 use std::io::Write;
 use std::path::PathBuf;
 
-use hugesept_core::world::Metrics;
-
 use crate::scenario::{self, RunStats, SchedulerKind};
 use crate::trace;
 
 use super::CliError;
+use crate::scenario::METRIC_ROWS;
 
 /// Options of `sim`.
 #[derive(Debug, clap::Args)]
@@ -64,38 +63,6 @@ pub(crate) fn load(path: &PathBuf) -> Result<(String, scenario::Scenario), CliEr
 
 /// A metric row: its name and how to read it off a run.
 type Row = (&'static str, fn(&RunStats) -> u64);
-
-/// A metric read off a run's metrics.
-pub(crate) type MetricRow = (&'static str, fn(&Metrics) -> u64);
-
-/// The metrics rows `sim` and `run` print.
-pub(crate) const METRIC_ROWS: [MetricRow; 15] = [
-    ("ACCEPT TDCALLs", |m| u64::from(m.tdcalls)),
-    ("TD exits", |m| {
-        u64::from(m.exits_accept) + u64::from(m.exits_other)
-    }),
-    ("entries without progress", |m| {
-        u64::from(m.entries_without_progress)
-    }),
-    ("local retries", |m| u64::from(m.fault.local_retries)),
-    ("SEAMCALLs", |m| {
-        u64::from(m.fault.seamcalls) + u64::from(m.host_seamcalls)
-    }),
-    ("SEAMCALL BUSY", |m| u64::from(m.fault.seamcall_busy)),
-    ("write locks", |m| u64::from(m.fault.write_locks)),
-    ("demotions", |m| {
-        u64::from(m.fault.demotions) + u64::from(m.host_demotions)
-    }),
-    ("spurious faults", |m| u64::from(m.fault.spurious)),
-    ("ACCEPT BUSY", |m| u64::from(m.accept_busy)),
-    ("mmu_lock waits", |m| u64::from(m.fault.mmu_lock_waits)),
-    ("split waits for guests", |m| u64::from(m.fault.split_waits)),
-    ("busiest vCPU's steps", |m| u64::from(m.busiest_vcpu().0)),
-    ("busiest vCPU's waits", |m| u64::from(m.busiest_vcpu().1)),
-    ("most exits on one vCPU", |m| {
-        u64::from(m.most_exits_on_one_vcpu())
-    }),
-];
 
 /// min, median, 90th percentile and max of `values`.
 fn spread<T: Copy + Default + PartialOrd>(mut values: Vec<T>) -> (T, T, T, T) {
@@ -210,8 +177,13 @@ pub fn run(args: &Args, out: &mut impl Write) -> Result<(), CliError> {
     let steps: Row = ("world steps", |r| r.steps);
     let (lo, med, p90, hi) = spread(ended.iter().map(|r| (steps.1)(r)).collect());
     writeln!(out, "  {:<24} {lo:>6} {med:>8} {p90:>8} {hi:>8}", steps.0).map_err(io)?;
-    for (name, f) in METRIC_ROWS {
-        let (lo, med, p90, hi) = spread(ended.iter().map(|r| f(&r.metrics)).collect());
+    for (k, (name, _)) in METRIC_ROWS.iter().enumerate() {
+        let (lo, med, p90, hi) = spread(
+            ended
+                .iter()
+                .map(|r| r.counts.get(k).copied().unwrap_or(0))
+                .collect(),
+        );
         writeln!(out, "  {name:<24} {lo:>6} {med:>8} {p90:>8} {hi:>8}").map_err(io)?;
     }
     let (lo, med, p90, hi) = spread(ended.iter().map(|r| r.coverage_2m * 100.0).collect());

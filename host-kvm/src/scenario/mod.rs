@@ -24,7 +24,8 @@ use hugesept_core::world::{
 use serde::Deserialize;
 
 pub use run::{
-    BUDGET_EXHAUSTED, RecordedRun, RunStats, Summary, coverage_2m, outcome_name, run, run_with,
+    BUDGET_EXHAUSTED, METRIC_ROWS, MetricRow, RecordedRun, RunStats, Summary, coverage_2m,
+    outcome_name, run, run_with,
 };
 pub use storage::{BoxedKvm, BoxedSept, GrowingTables, boxed_kvm, boxed_sept};
 
@@ -229,23 +230,26 @@ enum Share {
 }
 
 impl Share {
-    /// The share named, or by default the way the table's (first) guest shares its range when
-    /// it runs on several vCPUs: asterinas contiguous, OVMF and td-shim strided (their
-    /// mailbox), any other the whole range.
-    fn parse(at: &str, name: Option<&str>, guest: Option<&str>) -> Result<Share, ScenarioError> {
+    /// The share named in a table.
+    fn parse(at: &str, name: &str) -> Result<Share, ScenarioError> {
         match name {
-            None => Ok(match guest.and_then(GuestKind::parse) {
-                Some(GuestKind::Asterinas) => Share::Contiguous,
-                Some(GuestKind::Ovmf | GuestKind::TdShim) => Share::Strided,
-                _ => Share::Whole,
-            }),
-            Some("whole") => Ok(Share::Whole),
-            Some("contiguous") => Ok(Share::Contiguous),
-            Some("strided") => Ok(Share::Strided),
-            Some(other) => Err(field_err(
+            "whole" => Ok(Share::Whole),
+            "contiguous" => Ok(Share::Contiguous),
+            "strided" => Ok(Share::Strided),
+            other => Err(field_err(
                 &format!("{at}.share"),
                 format!("'{other}' is not whole, contiguous or strided"),
             )),
+        }
+    }
+
+    /// How a guest of `kind` shares its range when it runs on several vCPUs: asterinas in
+    /// contiguous shares, OVMF and td-shim by their mailbox's stride, any other whole.
+    fn default_for(kind: GuestKind) -> Share {
+        match kind {
+            GuestKind::Asterinas => Share::Contiguous,
+            GuestKind::Ovmf | GuestKind::TdShim => Share::Strided,
+            _ => Share::Whole,
         }
     }
 }
@@ -651,22 +655,12 @@ fn parse_vcpus(tables: &[FileVcpu], window: Window) -> Result<Vcpus, ScenarioErr
             )?,
             None => 1,
         };
-        let guest = v
-            .guest
+        // The table's share when it names one; else each stage's guest decides (below).
+        let share = v
+            .share
             .as_deref()
-            .or_else(|| v.stage.first().map(|s| s.guest.as_str()));
-        // An explicit stride is the table's own split.
-        let share = if (count > 1 && v.stride.is_none()) || v.share.is_some() {
-            Share::parse(&at, v.share.as_deref(), guest)?
-        } else {
-            Share::Whole
-        };
-        if v.share.is_some() && v.stride.is_some() {
-            return Err(field_err(
-                &format!("{at}.share"),
-                "give either share or stride, not both".into(),
-            ));
-        }
+            .map(|name| Share::parse(&at, name))
+            .transpose()?;
         for copy in 0..count {
             vcpus.push((t, copy, count, share, v));
         }
@@ -732,6 +726,28 @@ fn parse_vcpus(tables: &[FileVcpu], window: Window) -> Result<Vcpus, ScenarioErr
                 )
             })?;
             let (mut start, mut end) = window.range(&at, &st.start, &st.end)?;
+            // The stage's share: the table's, else its guest's own when the table stands for
+            // several vCPUs and the stage gives no stride of its own.
+            let share = match share {
+                Some(_) if st.stride.is_some() => {
+                    return Err(field_err(
+                        &format!("{at}.stride"),
+                        "give either the table's share or a stride, not both".into(),
+                    ));
+                }
+                Some(s) => s,
+                None if count > 1 && st.stride.is_none() => Share::default_for(kind),
+                None => Share::Whole,
+            };
+            if (share == Share::Strided || st.stride.is_some()) && kind.accepts_by_unit() {
+                return Err(field_err(
+                    &format!("{at}.guest"),
+                    format!(
+                        "{kind} claims whole 2 MiB units through the unaccepted bitmap: it \
+                         shares a range that way, not by a mailbox stride"
+                    ),
+                ));
+            }
             if share == Share::Contiguous {
                 if start % PAGE_SIZE_2M != 0 || end % PAGE_SIZE_2M != 0 {
                     return Err(field_err(
