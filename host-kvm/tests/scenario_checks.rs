@@ -118,7 +118,24 @@ fn schedules_steps_and_patience_are_bounded() {
 fn actor_stage_and_script_counts_are_bounded() {
     // These limits were checked before: vCPUs, host actors, stages, script length.
     let vcpu = "[[vcpu]]\nguest = \"linux\"\nstart = \"0x40000000\"\nend = \"0x40001000\"\n";
-    assert_refused(&text("", &vcpu.repeat(4)), "vcpu", &["1 to 4"]);
+    // Five vCPUs parse (`sim` runs them); the commands that hold four refuse the world, by
+    // its size.
+    let five = scenario::parse(&text("", &vcpu.repeat(4))).unwrap();
+    match five.world() {
+        Err(ScenarioError::Model(m)) => assert!(
+            m.contains("5 vCPUs") && m.contains("at most 4 vCPUs"),
+            "{m}"
+        ),
+        other => panic!("{:?}", other.map(|_| ())),
+    }
+    // More than a world can hold, however the tables add up.
+    let many = "[[vcpu]]\nguest = \"linux\"\nstart = \"0x40000000\"\nend = \"0x40001000\"\n\
+                count = 200\n";
+    assert_refused(
+        &text("", &many.repeat(2)),
+        "vcpu",
+        &["401 vCPUs", "1 to 254"],
+    );
     let host = "[[host]]\nactions = []\n";
     assert_refused(&text("", &host.repeat(3)), "host", &["at most 2"]);
     let punch = "{ op = \"punch-hole\", start = \"0x40000000\", end = \"0x40001000\" }, ";
