@@ -580,3 +580,89 @@ fn boundary_splits_and_folio_orders() {
     let s = td.accept_until_retired(r2, PageLevel::Size2M, PolicyId::GuestInhibit);
     assert_eq!(s.code(), hugesept_core::abi::StatusCode::PageSizeMismatch);
 }
+
+#[test]
+fn page_statistics_follow_the_mirror_through_a_split_and_a_removal() {
+    use hugesept_core::kvm::PageStats;
+    let mut td = Td::new("tdx-1.5");
+    assert_eq!(td.kvm.page_stats(), PageStats::default());
+    assert_eq!(
+        td.accept_until_retired(R1, PageLevel::Size2M, PolicyId::GuestInhibit),
+        TdxStatus::SUCCESS
+    );
+    let two_m = PageStats {
+        pages_2m: 1,
+        ..PageStats::default()
+    };
+    assert_eq!(td.kvm.page_stats(), two_m);
+    // A conversion of one 4K page: DEMOTE moves the 2M page to 512 4K ones, REMOVE takes one.
+    let page = Gfn(R1.gfn().raw() + 5);
+    let op = HostOperation::new(HostOpKind::ConvertToShared, page, Gfn(page.raw() + 1));
+    assert_eq!(run_host(&mut td, op), HostOpEnd::Done);
+    assert_eq!(
+        td.kvm.page_stats(),
+        PageStats {
+            pages_4k: 511,
+            ..PageStats::default()
+        }
+    );
+    assert_eq!(td.kvm.page_stats().bytes(), 511 << 12);
+}
+
+#[test]
+fn punch_hole_and_conversion_split_through_the_same_sequence() {
+    // The v5 review (Yan Zhao on 44/45): one split operation serves private-to-shared
+    // conversion and guest_memfd punch hole alike. The same 4K page of an accepted 2M page,
+    // converted in one TD and punched out in another: the same phases, SEAMCALLs, demotions
+    // and removals, and the same S-EPT and mirror after; only the attributes differ.
+    let run = |kind| {
+        let mut td = Td::new("tdx-1.5");
+        assert_eq!(
+            td.accept_until_retired(R1, PageLevel::Size2M, PolicyId::GuestInhibit),
+            TdxStatus::SUCCESS
+        );
+        let page = Gfn(R1.gfn().raw() + 5);
+        let mut op = HostOperation::new(kind, page, Gfn(page.raw() + 1));
+        let mut phases = vec![op.phase_name()];
+        loop {
+            match op.step(&mut td.kvm, &mut td.sept).unwrap() {
+                HostStep::Progress => phases.push(op.phase_name()),
+                HostStep::Blocked => panic!("blocked"),
+                HostStep::Done(e) => {
+                    assert_eq!(e, HostOpEnd::Done);
+                    break;
+                }
+            }
+        }
+        let pages: Vec<_> = (0..512u64)
+            .map(|i| {
+                let g = Gpa(R1.raw() + i * 0x1000);
+                (
+                    td.sept.entry_state(g, PageLevel::Size4K).unwrap(),
+                    td.kvm.mirror(g.gfn(), PageLevel::Size4K).unwrap().is_leaf(),
+                )
+            })
+            .collect();
+        (phases, op.counts(), pages, td.kvm.is_private(page))
+    };
+    let (convert_phases, convert_counts, convert_pages, convert_private) =
+        run(HostOpKind::ConvertToShared);
+    let (punch_phases, punch_counts, punch_pages, punch_private) = run(HostOpKind::PunchHole);
+    // The same phases, but for the conversion's update of the attributes.
+    let without_attributes: Vec<_> = convert_phases
+        .iter()
+        .copied()
+        .filter(|p| *p != "set attributes")
+        .collect();
+    assert_eq!(without_attributes.len() + 1, convert_phases.len());
+    assert_eq!(without_attributes, punch_phases);
+    assert_eq!(convert_counts, punch_counts);
+    // BLOCK, TRACK, DEMOTE, then the REMOVE of the one page (and its own BLOCK and TRACK).
+    assert!(
+        convert_counts.0 >= 4 && convert_counts.1 == 1 && convert_counts.2 == 1,
+        "{convert_counts:?}"
+    );
+    assert_eq!(convert_pages, punch_pages);
+    // Only a conversion changes the attributes.
+    assert!(!convert_private && punch_private);
+}

@@ -283,3 +283,47 @@ fn a_prefetch_racing_an_accept_panics_every_guest_that_gives_up_on_busy() {
         );
     }
 }
+
+#[test]
+fn page_statistics_change_only_when_a_seamcall_succeeds() {
+    use hugesept_core::world::{Choice, Metrics, Rng};
+    use hugesept_host_kvm::scenario;
+    // The v5 review's correction (kvm_update_page_stats after a successful set_external_spte):
+    // along random schedules of the seed scenario, where fault paths meet each other's and the
+    // guests' entry locks, a step in which a SEAMCALL was refused BUSY leaves the statistics as
+    // they were, and they always count what the mirror maps.
+    let mut refused = 0;
+    for file in ["seed-rfc-v1.toml", "seed-guest-inhibit.toml"] {
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../scenarios")
+            .join(file);
+        let sc = scenario::parse(&std::fs::read_to_string(path).unwrap()).unwrap();
+        let start = sc.world().unwrap();
+        for seed in 0..300u64 {
+            let mut w = start.clone();
+            let mut m = Metrics::default();
+            let mut rng = Rng::new(seed);
+            let mut choices = [Choice::Vcpu(0); hugesept_core::world::MAX_CHOICES];
+            for _ in 0..20_000 {
+                let n = w.enabled(&mut choices);
+                if n == 0 {
+                    break;
+                }
+                let c = choices[rng.below(n as u64) as usize];
+                let (stats, busy) = (w.kvm().page_stats(), m.fault.seamcall_busy);
+                w.step(c, &mut m).unwrap();
+                if m.fault.seamcall_busy > busy {
+                    refused += 1;
+                    assert_eq!(w.kvm().page_stats(), stats, "{file} seed {seed}");
+                }
+                let (two_m, four_k) = w.mapping_histogram();
+                let st = w.kvm().page_stats();
+                assert_eq!((st.pages_2m << 21, st.pages_4k << 12), (two_m, four_k));
+            }
+        }
+    }
+    assert!(
+        refused > 0,
+        "no SEAMCALL was refused BUSY: the check saw nothing"
+    );
+}

@@ -8,6 +8,18 @@
 //! module it is a plain DEMOTE. Under the write lock, BUSY means "kick and retry once" and any
 //! other error is KVM_BUG_ON; under the read lock (fault-path demotion) a failed DEMOTE is
 //! rolled back with UNBLOCK and the fault retries.
+//!
+//! Two corrections from the v5 review of the huge-page series
+//! (20260129011517.3545883-1-seanjc@google.com; kvm-fault-path.md, "State of the field") hold
+//! here by construction:
+//! - The split acts on the mirror, the VM's private tree, not on the faulting vCPU's root
+//!   (whose `root.hpa` is the shared one): KVM's corrected `kvm_tdp_mmu_mirrors_split_huge_pages`
+//!   loops over the mirror roots, of which a TD has one valid root, and the model keeps that
+//!   one mirror.
+//! - One split serves every caller: the GUEST_INHIBIT pre-split, fault-path demotion,
+//!   private-to-shared conversion and guest_memfd punch hole (Yan Zhao on 44/45: KVM's
+//!   `gmem_split_private_mapping`); the model has no memory-error path
+//!   (`kvm_gmem_error_folio`), the third caller KVM routes through it.
 
 use crate::abi::{Gpa, PageLevel, StatusCode, TdxStatus};
 use crate::sept::{HostCall, HostOp, HostStart, Sept, SeptStorage};
