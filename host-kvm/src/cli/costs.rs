@@ -7,8 +7,6 @@ use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
-use hugesept_core::policy::PolicyId;
-
 use crate::costs::{CostProfile, FIELD_SOURCES};
 use crate::shapes::{self, Point, ShapeSpec};
 
@@ -79,18 +77,7 @@ pub fn run(args: &Args, out: &mut impl Write) -> Result<(), CliError> {
         return Ok(());
     }
     if !args.policy.is_empty() {
-        spec.policies = args
-            .policy
-            .iter()
-            .map(|n| {
-                PolicyId::parse(n).ok_or_else(|| {
-                    CliError::Usage(format!(
-                        "'{n}' names no policy (known: {})",
-                        PolicyId::ALL.map(|p| p.to_string()).join(", ")
-                    ))
-                })
-            })
-            .collect::<Result<_, _>>()?;
+        spec.policies = super::matrix::policies(&args.policy)?;
     }
     let threads = match args.threads {
         Some(t) if t == 0 || t > 256 => {

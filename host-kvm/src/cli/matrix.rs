@@ -64,7 +64,8 @@ pub enum Format {
     Svg,
 }
 
-fn policies(names: &[String]) -> Result<Vec<PolicyId>, CliError> {
+/// The designs `names` name (every design when none), or a usage error naming the unknown one.
+pub(super) fn policies(names: &[String]) -> Result<Vec<PolicyId>, CliError> {
     if names.is_empty() {
         return Ok(PolicyId::ALL.to_vec());
     }

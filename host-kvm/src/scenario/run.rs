@@ -171,35 +171,20 @@ pub fn run_with(
     tick: &dyn Fn(),
     stop: &dyn Fn() -> bool,
 ) -> Result<Summary, ScenarioError> {
-    if scenario.has_many_vcpus() {
-        run_in::<MAX_WORLD_VCPUS, MAX_SLOTS, WIDE_LAZY_WORDS>(
-            scenario,
-            first_seed,
-            schedules,
-            trace_first,
-            tick,
-            stop,
-        )
+    // The world size the scenario needs: each is its own instance of the same loop.
+    let run: RunIn = if scenario.has_many_vcpus() {
+        run_in::<MAX_WORLD_VCPUS, MAX_SLOTS, WIDE_LAZY_WORDS>
     } else if scenario.is_wide() {
-        run_in::<MAX_VCPUS, MAX_IN_FLIGHT, WIDE_LAZY_WORDS>(
-            scenario,
-            first_seed,
-            schedules,
-            trace_first,
-            tick,
-            stop,
-        )
+        run_in::<MAX_VCPUS, MAX_IN_FLIGHT, WIDE_LAZY_WORDS>
     } else {
-        run_in::<MAX_VCPUS, MAX_IN_FLIGHT, LAZY_WORDS>(
-            scenario,
-            first_seed,
-            schedules,
-            trace_first,
-            tick,
-            stop,
-        )
-    }
+        run_in::<MAX_VCPUS, MAX_IN_FLIGHT, LAZY_WORDS>
+    };
+    run(scenario, first_seed, schedules, trace_first, tick, stop)
 }
+
+/// [`run_with`] at one world size.
+type RunIn =
+    fn(&Scenario, u64, u32, bool, &dyn Fn(), &dyn Fn() -> bool) -> Result<Summary, ScenarioError>;
 
 /// [`run_with`] in a world with room for `V` vCPUs and `F` in-flight slots.
 fn run_in<const V: usize, const F: usize, const L: usize>(
