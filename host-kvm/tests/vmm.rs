@@ -70,7 +70,8 @@ fn log_text(r: &RunResult) -> String {
 /// Steps `choices` on the scenario's world in-process: the world's verdict (if it ended) and
 /// the metrics.
 fn replay(sc: &Scenario, choices: &[hugesept_core::world::Choice]) -> (Option<Verdict>, Metrics) {
-    let mut w = sc.world().unwrap();
+    // The VMM's own world size, whatever the scenario's.
+    let mut w = sc.wide_world().unwrap();
     let mut m = Metrics::default();
     for (k, &c) in choices.iter().enumerate() {
         assert!(
@@ -84,7 +85,7 @@ fn replay(sc: &Scenario, choices: &[hugesept_core::world::Choice]) -> (Option<Ve
         let before = w.clone();
         w.step(c, &mut m).unwrap();
         w.check().unwrap();
-        scenario::ScenarioWorld::check_transition(&before, &w).unwrap();
+        scenario::WideWorld::check_transition(&before, &w).unwrap();
     }
     (w.ended(), m)
 }
@@ -434,4 +435,29 @@ fn every_guest_strategy_runs_in_the_payload() {
             assert_eq!(metrics, r.metrics, "{name}");
         }
     }
+}
+
+#[test]
+fn a_world_of_eight_vcpus_runs_on_real_vcpus() {
+    let Some(payload) = prerequisites() else {
+        return;
+    };
+    // asterinas' parallel accept on eight vCPUs, each a contiguous 4 MiB share, with markers:
+    // more vCPUs than the explorer's worlds hold.
+    let sc = scenario::parse(
+        "name = \"eight vCPUs\"\npolicy = \"guest-inhibit\"\nregions = 16\nexpect = \"ok\"\n\
+         [[vcpu]]\nguest = \"asterinas\"\nstart = \"0x40000000\"\nend = \"0x42000000\"\n\
+         count = 8\n",
+    )
+    .unwrap();
+    assert!(sc.is_wide());
+    let r = vmm::run(&sc, &options(payload)).unwrap();
+    check_run("eight vCPUs", &sc, &r);
+    assert_eq!(r.vcpus.len(), 8);
+    assert_eq!(r.woken, 7);
+    // Each accepted its two 2M pages.
+    assert_eq!(
+        &r.metrics.vcpu_pages[..9],
+        &[1024, 1024, 1024, 1024, 1024, 1024, 1024, 1024, 0]
+    );
 }

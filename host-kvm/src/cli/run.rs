@@ -287,12 +287,17 @@ pub fn run(args: &Args, out: &mut impl Write) -> Result<(), CliError> {
         let file = super::trace_path(args.trace.as_deref(), &args.scenario, ".run.trace.toml");
         super::write_output(&file, t.to_toml())?;
         if !args.brief {
+            // replay holds worlds of the default size.
+            let how = if sc.is_wide() {
+                "a world larger than replay holds: the steps are the run's record".to_owned()
+            } else {
+                format!("hugesept replay {}", file.display())
+            };
             writeln!(
                 out,
-                "trace: {} steps saved to {} (hugesept replay {})",
+                "trace: {} steps saved to {} ({how})",
                 choices.len(),
                 file.display(),
-                file.display()
             )
             .map_err(io)?;
         }

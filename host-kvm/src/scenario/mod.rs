@@ -1232,6 +1232,12 @@ impl Scenario {
         self.world_sized()
     }
 
+    /// The scenario's world in the largest size ([`WideWorld`]), whatever it needs: what the
+    /// VMM runs every scenario in (its steps cost KVM exits, beside which the size is free).
+    pub fn wide_world(&self) -> Result<WideWorld, ScenarioError> {
+        self.world_sized()
+    }
+
     /// Whether a default world cannot hold the scenario: more vCPUs than it has
     /// ([`WideWorld`]), or lazily accepted memory past its bitmap ([`LargeMemoryWorld`]).
     pub fn is_wide(&self) -> bool {

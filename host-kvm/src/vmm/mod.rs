@@ -45,7 +45,7 @@ use hugesept_core::world::{Choice, Limits, Metrics, Stepped, VcpuState};
 use kvm_bindings::kvm_userspace_memory_region;
 use kvm_ioctls::Kvm;
 
-use crate::scenario::{Scenario, ScenarioWorld};
+use crate::scenario::{Scenario, WideWorld};
 use memory::{Area, GuestMemory};
 use service::{RunEnd, Service};
 use vcpu::{VcpuStats, VcpuThread};
@@ -123,7 +123,7 @@ pub struct RunResult {
     /// Every step, in the order the threads took them.
     pub choices: Vec<Choice>,
     /// The world as the run left it.
-    pub world: ScenarioWorld,
+    pub world: WideWorld,
     /// Per vCPU: exits, TDCALLs, console.
     pub vcpus: Vec<VcpuStats>,
     /// Per vCPU: the payload's report, or why there is none.
@@ -284,7 +284,9 @@ pub fn run(sc: &Scenario, opts: &RunOptions) -> Result<RunResult, VmmError> {
         unsafe { vm.set_user_memory_region(region) }
             .map_err(|e| VmmError::Kvm("KVM_SET_USER_MEMORY_REGION", e))?;
     }
-    let world = sc.world().map_err(|e| VmmError::Scenario(e.to_string()))?;
+    let world = sc
+        .wide_world()
+        .map_err(|e| VmmError::Scenario(e.to_string()))?;
     let vcpus = info.vcpus;
     let mut fds = Vec::new();
     for i in 0..vcpus {
