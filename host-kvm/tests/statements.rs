@@ -327,3 +327,55 @@ fn page_statistics_change_only_when_a_seamcall_succeeds() {
         "no SEAMCALL was refused BUSY: the check saw nothing"
     );
 }
+
+#[test]
+fn a_split_acts_on_the_vms_mirror_not_on_the_faulting_vcpus_root() {
+    use hugesept_core::abi::{Gpa, PageLevel};
+    use hugesept_host_kvm::scenario;
+    // The v5 review (Sean Christopherson on 41/45): the split must act on the VM's mirror
+    // root, not on the root of the vCPU that faulted. The host prefetches a 2M page; two vCPUs
+    // then accept different 4K pages inside it. The first one's fault splits it; the second
+    // one's fault, on another vCPU, finds the split already done: one demotion in all.
+    let text = |scheduler: &str| {
+        format!(
+            "policy = \"guest-inhibit\"\nregions = 2\nexpect = \"ok\"\n{scheduler}\n\
+             [[vcpu]]\nguest = \"accept-4k-only\"\nstart = \"0x40201000\"\nend = \"0x40202000\"\n\
+             [[vcpu]]\nguest = \"accept-4k-only\"\nstart = \"0x40205000\"\nend = \"0x40206000\"\n\
+             [[host]]\nactions = [{{ op = \"prefetch\", gpa = \"0x40200000\" }}]\n"
+        )
+    };
+    let sc = scenario::parse(&text("scheduler = \"priority\"\norder = [4, 0, 1]")).unwrap();
+    let sum = scenario::run(&sc, 1, 1).unwrap();
+    assert_eq!(sum.verdicts.get("ok"), Some(&1), "{:?}", sum.verdicts);
+    let m = &sum.metrics;
+    assert_eq!(m.fault.demotions + m.host_demotions, 1, "{m:?}");
+    // Whatever the order, the page is split at most once.
+    let sc = scenario::parse(&text("")).unwrap();
+    let start = sc.world().unwrap();
+    for seed in 0..200 {
+        let mut w = start.clone();
+        let mut m = hugesept_core::world::Metrics::default();
+        let mut steps = 0;
+        let r = w.advance_schedule(
+            &mut sc.scheduler(seed),
+            sc.limits(),
+            &mut m,
+            &mut steps,
+            |_, _| {},
+        );
+        assert_eq!(r, Ok(Verdict::Ok), "seed {seed}");
+        assert!(
+            m.fault.demotions + m.host_demotions <= 1,
+            "seed {seed}: {m:?}"
+        );
+        // Both pages accepted in the one mirror: a table under the 2M entry.
+        let two_m = w
+            .kvm()
+            .mirror(Gpa(0x4020_0000).gfn(), PageLevel::Size2M)
+            .unwrap();
+        assert!(
+            two_m.is_table() || m.fault.demotions + m.host_demotions == 0,
+            "seed {seed}"
+        );
+    }
+}

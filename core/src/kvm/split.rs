@@ -15,7 +15,8 @@
 //! - The split acts on the mirror, the VM's private tree, not on the faulting vCPU's root
 //!   (whose `root.hpa` is the shared one): KVM's corrected `kvm_tdp_mmu_mirrors_split_huge_pages`
 //!   loops over the mirror roots, of which a TD has one valid root, and the model keeps that
-//!   one mirror.
+//!   one mirror (host-kvm/tests/statements.rs: a page one vCPU's fault split is not split
+//!   again by another's).
 //! - One split serves every caller: the GUEST_INHIBIT pre-split, fault-path demotion,
 //!   private-to-shared conversion and guest_memfd punch hole (Yan Zhao on 44/45: KVM's
 //!   `gmem_split_private_mapping`); the model has no memory-error path
