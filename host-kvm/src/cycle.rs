@@ -10,7 +10,7 @@ use hugesept_core::snapshot::Snapshot;
 use hugesept_core::world::{Choice, Metrics, PARTS, Scheduler, Stepped, choices_for};
 
 use crate::explore::{PartHashes, fingerprint, part_hash, part_hashes, region_hash};
-use crate::scenario::{LargeMemoryWorld, ScenarioWorld, WideWorld};
+use crate::scenario::{LargeMemoryWorld, RunWorld, ScenarioWorld, WideWorld};
 
 /// A world a run can be followed in for a cycle: how its states are fingerprinted, step by
 /// step.
@@ -81,6 +81,7 @@ macro_rules! whole_state_fingerprint {
 
 whole_state_fingerprint!(WideWorld);
 whole_state_fingerprint!(LargeMemoryWorld);
+whole_state_fingerprint!(RunWorld);
 
 /// A world's fingerprint kept up to date step by step: the hash of each region and part, and
 /// their XOR (the explorer's fingerprint). A step costs what it changed, not the window.

@@ -71,7 +71,7 @@ fn log_text(r: &RunResult) -> String {
 /// the metrics.
 fn replay(sc: &Scenario, choices: &[hugesept_core::world::Choice]) -> (Option<Verdict>, Metrics) {
     // The VMM's own world size, whatever the scenario's.
-    let mut w = sc.wide_world().unwrap();
+    let mut w = sc.run_world().unwrap();
     let mut m = Metrics::default();
     for (k, &c) in choices.iter().enumerate() {
         assert!(
@@ -85,7 +85,7 @@ fn replay(sc: &Scenario, choices: &[hugesept_core::world::Choice]) -> (Option<Ve
         let before = w.clone();
         w.step(c, &mut m).unwrap();
         w.check().unwrap();
-        scenario::WideWorld::check_transition(&before, &w).unwrap();
+        scenario::RunWorld::check_transition(&before, &w).unwrap();
     }
     (w.ended(), m)
 }

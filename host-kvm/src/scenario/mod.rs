@@ -13,7 +13,7 @@ use std::fmt;
 use hugesept_core::abi::{Gfn, Gpa, PAGE_SIZE_2M, PageLevel};
 use hugesept_core::guest::{Guest, GuestKind, MAILBOX_CHUNK_SHIFT};
 use hugesept_core::kvm::{HostOpKind, Kvm, KvmError, MAX_MEMSLOTS, Memslot};
-use hugesept_core::payload::{ProgramSpec, StrideSpec};
+use hugesept_core::payload::{MAX_BOOT_VCPUS, ProgramSpec, StrideSpec};
 use hugesept_core::policy::PolicyId;
 use hugesept_core::sept::{Content, MAX_IN_FLIGHT, MAX_SLOTS, ModuleProfile, Sept, SeptConfig};
 use hugesept_core::world::{
@@ -41,6 +41,12 @@ pub type ScenarioWorld<
 /// lazy-accept bitmap over the largest window ([`MAX_REGIONS`] units): what `sim` runs a
 /// scenario in that a default world cannot hold ([`Scenario::is_wide`]).
 pub type WideWorld = ScenarioWorld<MAX_WORLD_VCPUS, MAX_SLOTS, WIDE_LAZY_WORDS>;
+
+/// The world the VMM runs every scenario in: as many vCPUs as the payload's boot block holds
+/// ([`MAX_BOOT_VCPUS`]), a slot for each actor, the default lazy-accept bitmap. Its steps cost
+/// KVM exits, beside which the size is free; a [`WideWorld`] would be too large for the stacks
+/// of the threads that build it.
+pub type RunWorld = ScenarioWorld<MAX_BOOT_VCPUS, { MAX_BOOT_VCPUS + MAX_HOSTS }, LAZY_WORDS>;
 
 /// A world of up to four vCPUs with a [`WideWorld`]'s lazy-accept bitmap: what `sim` runs a
 /// scenario in that lazily accepts more memory than a default world tracks.
@@ -1232,9 +1238,17 @@ impl Scenario {
         self.world_sized()
     }
 
-    /// The scenario's world in the largest size ([`WideWorld`]), whatever it needs: what the
-    /// VMM runs every scenario in (its steps cost KVM exits, beside which the size is free).
-    pub fn wide_world(&self) -> Result<WideWorld, ScenarioError> {
+    /// The scenario's world in the size the VMM runs ([`RunWorld`]): up to
+    /// [`MAX_BOOT_VCPUS`] vCPUs, whatever the scenario needs, with the default lazy-accept
+    /// bitmap (512 MiB, the most the VMM's guest memory makes sense for here).
+    pub fn run_world(&self) -> Result<RunWorld, ScenarioError> {
+        if self.lazy_units() > MAX_LAZY_UNITS as u64 {
+            return Err(ScenarioError::Model(format!(
+                "{} MiB of lazily accepted memory: a run holds {} MiB",
+                self.lazy_units() * 2,
+                MAX_LAZY_UNITS * 2
+            )));
+        }
         self.world_sized()
     }
 

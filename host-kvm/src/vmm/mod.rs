@@ -45,7 +45,7 @@ use hugesept_core::world::{Choice, Limits, Metrics, Stepped, VcpuState};
 use kvm_bindings::kvm_userspace_memory_region;
 use kvm_ioctls::Kvm;
 
-use crate::scenario::{Scenario, WideWorld};
+use crate::scenario::{RunWorld, Scenario};
 use memory::{Area, GuestMemory};
 use service::{RunEnd, Service};
 use vcpu::{VcpuStats, VcpuThread};
@@ -123,7 +123,7 @@ pub struct RunResult {
     /// Every step, in the order the threads took them.
     pub choices: Vec<Choice>,
     /// The world as the run left it.
-    pub world: WideWorld,
+    pub world: RunWorld,
     /// Per vCPU: exits, TDCALLs, console.
     pub vcpus: Vec<VcpuStats>,
     /// Per vCPU: the payload's report, or why there is none.
@@ -285,7 +285,7 @@ pub fn run(sc: &Scenario, opts: &RunOptions) -> Result<RunResult, VmmError> {
             .map_err(|e| VmmError::Kvm("KVM_SET_USER_MEMORY_REGION", e))?;
     }
     let world = sc
-        .wide_world()
+        .run_world()
         .map_err(|e| VmmError::Scenario(e.to_string()))?;
     let vcpus = info.vcpus;
     let mut fds = Vec::new();

@@ -1,4 +1,4 @@
-//! The world the VMM's threads share: the scenario's [`WideWorld`] behind one lock, stepped
+//! The world the VMM's threads share: the scenario's [`RunWorld`] behind one lock, stepped
 //! by whichever thread's actor moves — a vCPU thread after its guest's TDCALL or access, a host
 //! thread for its script — each step checked, recorded as a choice, and mirrored into real
 //! guest memory.
@@ -38,7 +38,7 @@ use hugesept_core::snapshot::Snapshot;
 use hugesept_core::world::{Choice, Limits, Metrics, StepNote, Stepped, Verdict, Violation};
 
 use super::memory::GuestMemory;
-use crate::scenario::WideWorld;
+use crate::scenario::RunWorld;
 
 /// How a run ended.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -156,8 +156,8 @@ pub struct Taken {
 }
 
 struct Shared {
-    world: WideWorld,
-    before: WideWorld,
+    world: RunWorld,
+    before: RunWorld,
     metrics: Metrics,
     choices: Vec<Choice>,
     idle: u32,
@@ -196,7 +196,7 @@ pub struct Service<'m> {
 
 impl<'m> Service<'m> {
     /// The service over `world`, mirrored into `mem` (whose window must hold the world's).
-    pub fn new(world: WideWorld, mem: &'m GuestMemory, limits: Limits) -> Service<'m> {
+    pub fn new(world: RunWorld, mem: &'m GuestMemory, limits: Limits) -> Service<'m> {
         let regions = world.regions();
         let base = world.sept().config().base.raw();
         let vcpus = world.vcpus().count();
@@ -293,7 +293,7 @@ impl<'m> Service<'m> {
     }
 
     /// Runs `f` on the world under the lock (reads: a vCPU's state, a mapping).
-    pub fn with_world<T>(&self, f: impl FnOnce(&WideWorld) -> T) -> T {
+    pub fn with_world<T>(&self, f: impl FnOnce(&RunWorld) -> T) -> T {
         f(&self.lock().world)
     }
 
@@ -324,8 +324,8 @@ impl<'m> Service<'m> {
     pub fn step(
         &self,
         mut choice: Choice,
-        pre: impl FnOnce(&WideWorld) -> Result<(), RunEnd>,
-        post: impl FnOnce(&Taken, &WideWorld) -> Option<ViewFix>,
+        pre: impl FnOnce(&RunWorld) -> Result<(), RunEnd>,
+        post: impl FnOnce(&Taken, &RunWorld) -> Option<ViewFix>,
     ) -> Option<Taken> {
         let mut sh = self.lock();
         // A pending timer tick lands as an interrupt where one can: during a 2M ACCEPT
@@ -743,7 +743,7 @@ impl<'m> Service<'m> {
 
     /// What the run recorded: its end (if it ended), the metrics, the choices, the model's
     /// per-vCPU counts and the world as it was left.
-    pub fn into_parts(self) -> (Option<RunEnd>, Metrics, Vec<Choice>, Vec<Report>, WideWorld) {
+    pub fn into_parts(self) -> (Option<RunEnd>, Metrics, Vec<Choice>, Vec<Report>, RunWorld) {
         let sh = self.shared.into_inner().unwrap_or_else(|e| e.into_inner());
         (sh.end, sh.metrics, sh.choices, sh.counts, sh.world)
     }
@@ -766,8 +766,8 @@ impl Drop for ActorGuard<'_, '_> {
 /// `before` held them: its change record names no region, 1G record or own field of either
 /// model, and every other part is equal.
 fn unchanged(
-    world: &WideWorld,
-    before: &WideWorld,
+    world: &RunWorld,
+    before: &RunWorld,
     metrics_before: &Metrics,
     metrics: &Metrics,
 ) -> bool {
@@ -794,7 +794,7 @@ mod tests {
         let sc =
             crate::scenario::parse(include_str!("../../../scenarios/seed-rfc-v1.toml")).unwrap();
         let mem = GuestMemory::new(vec![Area::new_shared(0x4000_0000, 4 << 20).unwrap()]).unwrap();
-        let s = Service::new(sc.wide_world().unwrap(), &mem, Limits::steps(10_000));
+        let s = Service::new(sc.run_world().unwrap(), &mem, Limits::steps(10_000));
         let state = |s: &Service<'_>| s.with_world(|w| w.vcpus().next().map(|v| v.state()));
         // vCPU 0 (OVMF, 2M): exit, fault path, re-entry, and the ACCEPT that zeroes the page.
         for _ in 0..100 {
@@ -834,7 +834,7 @@ mod tests {
             crate::scenario::parse(include_str!("../../../scenarios/conversion-4k-in-2m.toml"))
                 .unwrap();
         let mem = GuestMemory::new(vec![Area::new_shared(0x4000_0000, 4 << 20).unwrap()]).unwrap();
-        let s = Service::new(sc.wide_world().unwrap(), &mem, Limits::steps(10_000));
+        let s = Service::new(sc.run_world().unwrap(), &mem, Limits::steps(10_000));
         let host = s.actor();
         let step = || s.step(Choice::Host(0), |_| Ok(()), |_, _| None).unwrap();
         // The await action begins (a move), then the host waits for stage 1.
@@ -869,7 +869,7 @@ mod tests {
         let sc =
             crate::scenario::parse(include_str!("../../../scenarios/seed-rfc-v1.toml")).unwrap();
         let mem = GuestMemory::new(vec![Area::new_shared(0x4000_0000, 4 << 20).unwrap()]).unwrap();
-        let s = Service::new(sc.wide_world().unwrap(), &mem, Limits::steps(10_000));
+        let s = Service::new(sc.run_world().unwrap(), &mem, Limits::steps(10_000));
         let fix = |write| ViewFix {
             start: 0x4020_0000,
             pages: 1,

@@ -55,7 +55,7 @@ use kvm_ioctls::{VcpuExit, VcpuFd};
 use super::cpu::LOW_END;
 use super::memory::GuestMemory;
 use super::service::{RunEnd, Service, Taken, ViewFix};
-use crate::scenario::WideWorld;
+use crate::scenario::RunWorld;
 
 /// The TDCALL instruction.
 const TDCALL_BYTES: [u8; 4] = [0x66, 0x0f, 0x01, 0xcc];
@@ -1093,11 +1093,11 @@ impl<'s, 'm> VcpuThread<'s, 'm> {
 /// What a vCPU thread runs after each step it takes, under the service's lock: shown the
 /// step, the world after it and the vCPU's state before it; a [`ViewFix`] it returns goes to
 /// the service.
-type OnStep<'a> = dyn FnMut(&Taken, &WideWorld, Option<VcpuState>) -> Option<ViewFix> + 'a;
+type OnStep<'a> = dyn FnMut(&Taken, &RunWorld, Option<VcpuState>) -> Option<ViewFix> + 'a;
 
 /// The first page of `req`'s range the S-EPT model does not map as an accepted leaf: where
 /// the real access stops.
-fn first_inaccessible(w: &WideWorld, req: AccessRequest) -> Option<u64> {
+fn first_inaccessible(w: &RunWorld, req: AccessRequest) -> Option<u64> {
     use hugesept_core::abi::SeptEntryState;
     (0..u64::from(req.level.pages_4k()))
         .map(|k| req.gpa.raw() + k * PAGE_SIZE_4K)
@@ -1149,7 +1149,7 @@ fn vp_info(gpaw: Gpaw, ve_disable: bool, vcpus: u8, index: u8, r: &mut TdRegs) {
 /// mapped or pending leaf, RCX = the aligned GPA | the level (bits 2:0) | PENDING (bit 62).
 /// The module first takes an EPT violation on a missing or blocked entry; that path is not
 /// modelled here and answers TDX_OPERAND_INVALID (operand RCX).
-fn attr_rd(w: &WideWorld, r: &mut TdRegs) {
+fn attr_rd(w: &RunWorld, r: &mut TdRegs) {
     use hugesept_core::abi::SeptEntryState as S;
     let gpa = Gpa(r.rcx & 0x000f_ffff_ffff_f000);
     match w.sept().mapping(gpa).ok() {
@@ -1166,7 +1166,7 @@ fn attr_rd(w: &WideWorld, r: &mut TdRegs) {
 
 /// Checks that the payload's request is what the model's guest does next (vCPU `i`, in the
 /// guest, not kicked); other states pass (the request continues an operation in flight).
-fn expect(w: &WideWorld, i: u8, req: Request) -> Result<(), RunEnd> {
+fn expect(w: &RunWorld, i: u8, req: Request) -> Result<(), RunEnd> {
     let Some(v) = w.vcpus().nth(usize::from(i)) else {
         return Ok(());
     };
@@ -1341,7 +1341,7 @@ mod tests {
     fn attr_rd_reads_the_leaf_level_and_pending_bit() {
         let text = include_str!("../../../scenarios/prefetch-then-4k.toml");
         let sc = crate::scenario::parse(text).unwrap();
-        let mut w = sc.wide_world().unwrap();
+        let mut w = sc.run_world().unwrap();
         let mut m = Metrics::default();
         // The host's prefetch alone: the 2M page is AUGed, pending.
         while w.is_enabled(Choice::Host(0)) {
