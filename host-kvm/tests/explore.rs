@@ -11,6 +11,10 @@ use hugesept_core::world::{Choice, Metrics, VcpuState, Violation};
 use hugesept_host_kvm::explore::{Bounds, Exploration, explore, explore_breadth_first};
 use hugesept_host_kvm::scenario::{self, ScenarioWorld};
 
+mod common;
+
+use common::scenario_files;
+
 fn lengths(ex: &Exploration) -> Vec<(&'static str, usize)> {
     ex.end_traces.iter().map(|(v, p)| (*v, p.len())).collect()
 }
@@ -46,15 +50,8 @@ fn explore_on(w: &ScenarioWorld, bounds: Bounds, threads: usize) -> Exploration 
 
 #[test]
 fn depth_first_and_breadth_first_explore_the_same_graph() {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../scenarios");
     let mut compared = 0;
-    let mut names: Vec<_> = std::fs::read_dir(&dir)
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .filter(|p| p.extension().is_some_and(|e| e == "toml"))
-        .collect();
-    names.sort();
-    for path in names {
+    for path in scenario_files("") {
         let sc = scenario::parse(&std::fs::read_to_string(&path).unwrap()).unwrap();
         let w = sc.world().unwrap();
         let bounds = Bounds {

@@ -12,6 +12,10 @@ use hugesept_host_kvm::explore::{Bounds, ReductionCheck, verify_reduction};
 use hugesept_host_kvm::scenario;
 use hugesept_host_kvm::scenario::random::{self, Rng};
 
+mod common;
+
+use common::scenario_files;
+
 /// States either search may take in a test.
 const MAX_STATES: usize = 200_000;
 
@@ -32,19 +36,6 @@ fn check_text(text: &str, threads: usize, max_states: usize) -> Option<Reduction
     )
     .unwrap();
     check.complete().then_some(check)
-}
-
-fn scenario_files(dir: &str) -> Vec<std::path::PathBuf> {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../scenarios")
-        .join(dir);
-    let mut names: Vec<_> = std::fs::read_dir(&dir)
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .filter(|p| p.extension().is_some_and(|e| e == "toml"))
-        .collect();
-    names.sort();
-    names
 }
 
 #[test]

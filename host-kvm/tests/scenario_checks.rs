@@ -4,6 +4,10 @@
 
 use hugesept_host_kvm::scenario::{self, ScenarioError};
 
+mod common;
+
+use common::scenario_files;
+
 /// One vCPU accepting a 2M page under rfc-v1, in a window of two regions (like
 /// scenarios/prefetch-then-4k.toml).
 const BASE: &str = "policy = \"rfc-v1\"\nregions = 2\n\n[[vcpu]]\nguest = \"linux\"\n\
@@ -489,15 +493,11 @@ fn the_shipped_scenarios_and_standard_worlds_give_no_warnings() {
     use hugesept_core::guest::GuestKind;
     use hugesept_core::policy::PolicyId;
     use hugesept_host_kvm::matrix::{StandardWorld, boot_scenario_text};
-    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../scenarios");
     let mut files = 0;
-    for entry in std::fs::read_dir(&dir).unwrap() {
-        let path = entry.unwrap().path();
-        if path.extension().is_some_and(|e| e == "toml") {
-            let text = std::fs::read_to_string(&path).unwrap();
-            assert_eq!(warnings(&text), Vec::<String>::new(), "{}", path.display());
-            files += 1;
-        }
+    for path in scenario_files("") {
+        let text = std::fs::read_to_string(&path).unwrap();
+        assert_eq!(warnings(&text), Vec::<String>::new(), "{}", path.display());
+        files += 1;
     }
     assert!(files >= 15, "{files}");
     for p in PolicyId::ALL {

@@ -9,19 +9,9 @@ use hugesept_core::world::{
 
 use hugesept_host_kvm::scenario::{self, ScenarioError};
 
-/// The scenario files in `scenarios/<sub>` (sorted).
-fn scenario_files(sub: &str) -> Vec<std::path::PathBuf> {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../scenarios")
-        .join(sub);
-    let mut files: Vec<_> = std::fs::read_dir(&dir)
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .filter(|p| p.extension().is_some_and(|e| e == "toml"))
-        .collect();
-    files.sort();
-    files
-}
+mod common;
+
+use common::scenario_files;
 
 #[test]
 fn every_scenario_ends_as_it_expects() {
@@ -181,13 +171,8 @@ fn the_per_step_checks_agree_with_the_full_checks() {
     // World::check_step looks only at the regions a step changed; World::check and
     // check_transition look at everything. Over every scenario's first schedules they must
     // give the same answer at every step.
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../scenarios");
     let mut compared = 0u64;
-    for entry in std::fs::read_dir(&dir).unwrap() {
-        let path = entry.unwrap().path();
-        if path.extension().is_none_or(|e| e != "toml") {
-            continue;
-        }
+    for path in scenario_files("") {
         let sc = scenario::parse(&std::fs::read_to_string(&path).unwrap()).unwrap();
         let start = sc.world().unwrap();
         for seed in 1..=2 {

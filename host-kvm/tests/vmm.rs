@@ -17,6 +17,10 @@ use hugesept_core::world::{Metrics, Verdict};
 use hugesept_host_kvm::scenario::{self, Scenario};
 use hugesept_host_kvm::vmm::{self, RunOptions, RunResult, VmmError, service::RunEnd};
 
+mod common;
+
+use common::scenario_files;
+
 fn repo() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..")
 }
@@ -122,12 +126,7 @@ fn every_scenario_runs_on_real_vcpus_and_replays() {
     let Some(payload) = prerequisites() else {
         return;
     };
-    let mut files: Vec<PathBuf> = std::fs::read_dir(repo().join("scenarios"))
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .filter(|p| p.extension().is_some_and(|x| x == "toml"))
-        .collect();
-    files.sort();
+    let files = scenario_files("");
     assert!(files.len() >= 10);
     for f in files {
         let name = f.display().to_string();
